@@ -1,0 +1,81 @@
+"""Plotly figures from tlcore data. Pure functions: data in, figure out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PHASE_DASH = {"head": "solid", "fine-tune": "solid"}
+
+
+def history_figure(history: pd.DataFrame, title: str = "Training progress", group: str | None = None) -> go.Figure:
+    """Loss and accuracy per epoch, train (solid) and validation (dotted), across phases.
+
+    A vertical marker shows where fine-tuning starts. With ``group`` (e.g. ``"run_id"``)
+    one line set is drawn per group, to overlay several runs.
+    """
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    if history is None or history.empty:
+        figure.update_layout(title=title, annotations=[*figure.layout.annotations, _empty_note()])
+        return figure
+    groups = history.groupby(group, sort=False) if group else [(None, history)]
+    for name, frame in groups:
+        prefix = f"{name} " if name is not None else ""
+        for column, col in (("loss", 1), ("accuracy", 2)):
+            for split, dash in (("", "solid"), ("val_", "dot")):
+                key = f"{split}{column}"
+                if key not in frame or frame[key].isna().all():
+                    continue
+                figure.add_trace(
+                    go.Scatter(
+                        x=frame["epoch"], y=frame[key], mode="lines+markers", line={"dash": dash},
+                        name=f"{prefix}{'validation' if split else 'train'} {column}",
+                        legendgroup=f"{prefix}{split}",
+                    ),
+                    row=1, col=col,
+                )
+    if group is None and "phase" in history and (history["phase"] == "fine-tune").any():
+        start = history.loc[history["phase"] == "fine-tune", "epoch"].min() - 0.5
+        for col in (1, 2):
+            figure.add_vline(x=start, line_dash="dash", line_color="grey", row=1, col=col)
+        figure.add_annotation(x=start, y=1.08, xref="x2", yref="paper", text="fine-tuning starts", showarrow=False)
+    figure.update_xaxes(title_text="epoch", dtick=1 if history["epoch"].max() <= 20 else None)
+    figure.update_yaxes(range=[0, 1.02], row=1, col=2)
+    figure.update_layout(title=title, height=380, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
+    return figure
+
+
+def confusion_figure(matrix: pd.DataFrame) -> go.Figure:
+    """Heatmap of a confusion matrix (rows true, columns predicted) with counts."""
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), colorscale="Blues",
+            text=matrix.to_numpy(), texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
+        yaxis={"autorange": "reversed"}, height=max(300, 60 * len(matrix) + 150),
+    )
+    return figure
+
+
+def top_k_figure(predictions: list[dict], title: str = "") -> go.Figure:
+    """Horizontal bars of one image's top-k probabilities, most likely on top."""
+    labels = [p["label"] for p in predictions][::-1]
+    values = [p["probability"] for p in predictions][::-1]
+    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto"))
+    figure.update_layout(title=title, xaxis={"range": [0, 1], "tickformat": ".0%"}, height=80 + 40 * len(labels), margin={"t": 40 if title else 10, "b": 20})
+    return figure
+
+
+def counts_figure(counts: dict[str, int], title: str = "Images per class") -> go.Figure:
+    """Bar chart of images per class."""
+    figure = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=list(counts.values()), textposition="auto"))
+    figure.update_layout(title=title, xaxis_title="class", yaxis_title="images", height=340)
+    return figure
+
+
+def _empty_note() -> dict:
+    return {"text": "No epochs yet", "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False}

@@ -1,0 +1,179 @@
+"""``python -m tlcore inspect|train|predict …``: the headless face of the same core.
+
+Output is JSON on stdout. Bad input exits with status 2 and one line on stderr that
+says what is wrong and what to do; there is never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.errors import StudioError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other bad input
+        raise StudioError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m tlcore", description="Transfer-learning studio, headless.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    inspect = commands.add_parser("inspect", help="scan a dataset: classes, counts, skipped files")
+    inspect.add_argument("--data", required=True, help="folder of class sub-folders, or a .zip")
+    inspect.add_argument("--keep-placeholders", action="store_true", help="keep blank/placeholder graphics")
+
+    train = commands.add_parser("train", help="train a classifier and save the run")
+    train.add_argument("--data", required=True, help="folder of class sub-folders, a .zip, or demo:shapes")
+    split = train.add_mutually_exclusive_group()
+    split.add_argument("--val-data", help="validation folder or .zip (instead of a split)")
+    split.add_argument("--val-split", type=float, default=0.2, help="fraction held out per class (default 0.2)")
+    train.add_argument("--backbone", required=True, help="registry name (e.g. MobileNetV2) or a .keras/.h5 model file")
+    train.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a weights file")
+    train.add_argument("--cut-layer", help="with a model file: the layer whose output is the feature map")
+    train.add_argument("--preprocess", help="keras.applications preprocessing name (default: the backbone's)")
+    train.add_argument("--image-size", type=int, help="input size in pixels (default: the backbone's)")
+    train.add_argument("--pooling", default="avg", help="avg | max | flatten")
+    train.add_argument("--hidden-units", type=int, default=0)
+    train.add_argument("--dropout", type=float, default=0.2)
+    train.add_argument(
+        "--freeze", default="all",
+        help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
+        "or a layer/block name (trainable from there on)",
+    )
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--fine-tune-epochs", type=int, default=0)
+    train.add_argument("--fine-tune-lr", type=float)
+    train.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--optimizer", default="adam")
+    train.add_argument("--patience", type=int, default=5, help="early-stopping patience; 0 = off")
+    train.add_argument("--augment", action="store_true")
+    train.add_argument("--no-feature-cache", action="store_true")
+    train.add_argument("--keep-placeholders", action="store_true")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--out", required=True, help="run folder to create")
+
+    predict = commands.add_parser("predict", help="top-k predictions of a trained run")
+    predict.add_argument("--model", required=True, help="a run folder")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("images", nargs="+")
+    return parser
+
+
+def config_from_args(args) -> RunConfig:
+    """The same :class:`RunConfig` the dashboard would build."""
+    return RunConfig(
+        data=DataConfig(args.data, args.val_data, args.val_split, skip_placeholders=not args.keep_placeholders),
+        model=ModelConfig(
+            backbone=args.backbone, weights=args.weights, cut_layer=args.cut_layer, preprocess=args.preprocess,
+            image_size=args.image_size, pooling=args.pooling, hidden_units=args.hidden_units,
+            dropout_rate=args.dropout, freeze=FreezePlan.parse(args.freeze),
+        ),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, optimizer=args.optimizer,
+            augment=args.augment, early_stopping_patience=args.patience, fine_tune_epochs=args.fine_tune_epochs,
+            fine_tune_learning_rate=args.fine_tune_lr, unfreeze_from=args.unfreeze_from,
+            feature_cache=not args.no_feature_cache, seed=args.seed,
+        ),
+    ).validate()
+
+
+def cmd_inspect(args) -> dict:
+    from tlcore.data import resolve_source, scan_folder
+
+    return scan_folder(resolve_source(args.data), skip_placeholders=not args.keep_placeholders).to_dict()
+
+
+def cmd_train(args) -> dict:
+    _quiet_keras()
+    from tlcore.runs import train_run
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise StudioError(f"--out {out} already exists and is not empty. Choose a new run folder.")
+    config = config_from_args(args)
+    created = not out.exists()
+    try:
+        result = train_run(config, out)
+    except StudioError:
+        if created:  # bad input: leave no half-made run folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return {"run_dir": str(out), "classes": result.classes, **result.metrics}
+
+
+def cmd_predict(args) -> list:
+    _quiet_keras()
+    from tlcore.predict import predict_top_k
+    from tlcore.runs import read_run
+
+    run_dir = Path(args.model)
+    if not (run_dir / "model.keras").is_file():
+        raise StudioError(f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`.")
+    run = read_run(run_dir)
+    model = run.load_model()
+    output = []
+    for image in args.images:
+        try:
+            output.append({"image": image, "top_k": predict_top_k(model, run.labels, [image], args.top_k)[0]})
+        except (StudioError, OSError) as error:
+            output.append({"image": image, "error": str(error)})
+    if all("error" in row for row in output):
+        raise StudioError(f"No image could be read: {output[0]['error']}")
+    return output
+
+
+COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore")  # library warnings are not for CLI users; errors are one line
+    try:
+        args = build_parser().parse_args(argv)
+        result = COMMANDS[args.command](args)
+    except (StudioError, ValueError, TypeError, OSError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001  - never a traceback for the user
+        print(f"error: unexpected {type(error).__name__}: {_one_line(error)} (please report this)", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def _quiet_keras() -> None:
+    # TensorFlow's C++ side logs to file descriptor 2 while it loads (CUDA probing),
+    # whatever TF_CPP_MIN_LOG_LEVEL says; the CLI's stderr is for one-line errors.
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(devnull)
+            os.close(saved)
+    # Keras prints download progress to stdout; the CLI's stdout is JSON only.
+    import keras
+
+    keras.config.disable_interactive_logging()

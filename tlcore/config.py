@@ -1,0 +1,251 @@
+"""Run settings as dataclasses, with validation and a JSON round-trip.
+
+A run is fully described by its :class:`RunConfig`: the CLI and the dashboard build
+the same object, it is saved as ``config.json`` in the run folder, and loading it
+back gives an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+POOLING_CHOICES = ("avg", "max", "flatten")
+OPTIMIZER_CHOICES = ("adam", "sgd", "rmsprop", "adamw")
+FREEZE_MODES = ("all", "none", "from", "top", "layers")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` should be one of {list(choices)}. Received: {name}={value!r}.")
+
+
+def _check_range(name: str, value: Any, low: float, high: float, kind: type = float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        raise ValueError(f"`{name}` should be a {kind.__name__}. Received: {name}={value!r}.")
+    if not low <= value <= high:
+        raise ValueError(f"`{name}` should be between {low} and {high}. Received: {name}={value!r}.")
+
+
+@dataclass
+class FreezePlan:
+    """Which backbone layers are trainable.
+
+    Attributes:
+        mode: ``"all"`` freezes every backbone layer (fixed feature extractor),
+            ``"none"`` trains every layer, ``"from"`` trains layers from ``value`` (a
+            layer name or a block label) to the end, ``"top"`` trains the last
+            ``value`` layers, ``"layers"`` trains exactly the layers named in ``value``.
+        value: the argument of the mode (see above); ``None`` for ``"all"``/``"none"``.
+    """
+
+    mode: str = "all"
+    value: Any = None
+
+    def validate(self) -> None:
+        _check_choice("freeze mode", self.mode, FREEZE_MODES)
+        if self.mode == "from" and not (isinstance(self.value, str) and self.value):
+            raise ValueError(
+                "A freeze plan 'from' needs a layer name or block label. "
+                f"Received: value={self.value!r}."
+            )
+        if self.mode == "top":
+            _check_range("top N trainable layers", self.value, 0, 100_000, int)
+        if self.mode == "layers" and not isinstance(self.value, (list, tuple)):
+            raise ValueError(
+                f"A freeze plan 'layers' needs a list of layer names. Received: value={self.value!r}."
+            )
+
+    @classmethod
+    def parse(cls, text: str | None) -> FreezePlan:
+        """Parses ``"all"``, ``"none"``, ``"top:N"`` or a layer/block name (→ ``"from"``)."""
+        if text is None or text in ("", "all"):
+            return cls("all")
+        if text == "none":
+            return cls("none")
+        if text.startswith("top:"):
+            try:
+                return cls("top", int(text[4:]))
+            except ValueError:
+                raise ValueError(f"Expected 'top:N' with an integer N. Received: {text!r}.") from None
+        return cls("from", text)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split.
+
+    Attributes:
+        data_dir: a folder of class sub-folders, or a .zip of one, or the name of the
+            embedded demo dataset (``"demo:shapes"``).
+        val_dir: an explicit validation folder/zip; when set, ``val_split`` is unused.
+        val_split: fraction of each class held out for validation.
+        min_images_per_class: classes with fewer images are reported as too small.
+        skip_placeholders: skip blank or placeholder graphics ("image not found").
+    """
+
+    data_dir: str = "demo:shapes"
+    val_dir: str | None = None
+    val_split: float = 0.2
+    min_images_per_class: int = 5
+    skip_placeholders: bool = True
+
+    def validate(self) -> None:
+        if not self.data_dir:
+            raise ValueError("`data_dir` is empty: give a folder of class sub-folders or a .zip.")
+        if self.val_dir is None:
+            _check_range("val_split", self.val_split, 0.01, 0.9)
+        _check_range("min_images_per_class", self.min_images_per_class, 1, 10_000, int)
+
+
+@dataclass
+class ModelConfig:
+    """The classifier: backbone, weights, input size, head and freeze plan.
+
+    Attributes:
+        backbone: a registry name (see ``tlcore.backbones.BACKBONES``) or the path of
+            a Keras model file (.keras/.h5) to use as the backbone.
+        weights: ``"imagenet"``, ``"none"`` (random init) or a local weights file;
+            ignored when ``backbone`` is a model file.
+        cut_layer: for a model file, the layer whose output is the feature map;
+            ``None`` picks the last layer with a 4-D output.
+        preprocess: the ``keras.applications`` preprocessing by name; ``None`` uses
+            the backbone's own.
+        image_size: input height and width; ``None`` uses the backbone's default.
+        pooling: ``"avg"``, ``"max"`` or ``"flatten"`` on the feature map.
+        hidden_units: size of an optional hidden dense layer in the head (0 = none).
+        dropout_rate: dropout before the classification layer.
+        freeze: which backbone layers train in the first phase.
+    """
+
+    backbone: str = "MobileNetV2"
+    weights: str = "imagenet"
+    cut_layer: str | None = None
+    preprocess: str | None = None
+    image_size: int | None = None
+    pooling: str = "avg"
+    hidden_units: int = 0
+    dropout_rate: float = 0.2
+    freeze: FreezePlan = field(default_factory=FreezePlan)
+
+    def validate(self) -> None:
+        if not self.backbone:
+            raise ValueError("`backbone` is empty: give a registry name or a model file.")
+        _check_choice("pooling", self.pooling, POOLING_CHOICES)
+        _check_range("hidden_units", self.hidden_units, 0, 8192, int)
+        _check_range("dropout_rate", self.dropout_rate, 0.0, 0.95)
+        if self.image_size is not None:
+            _check_range("image_size", self.image_size, 32, 1024, int)
+        self.freeze.validate()
+
+
+@dataclass
+class TrainConfig:
+    """How the two training phases run.
+
+    Attributes:
+        epochs: epochs of the first phase (head, with the freeze plan).
+        batch_size: images per step.
+        learning_rate: learning rate of the first phase.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or ``"rmsprop"``.
+        augment: random flip/rotation/zoom/contrast on training images.
+        early_stopping_patience: epochs without a better ``val_loss`` before stopping;
+            0 disables early stopping (best weights are restored either way).
+        fine_tune_epochs: epochs of the second phase; 0 skips fine-tuning.
+        fine_tune_learning_rate: its learning rate; ``None`` = ``learning_rate / 10``.
+        unfreeze_from: layer name or block label from which the backbone trains in the
+            fine-tune phase; ``None`` unfreezes the last block.
+        feature_cache: allow the frozen-backbone fast path (features computed once
+            and kept on disk).
+        seed: seeds the split, the weights initialisation, shuffling and augmentation.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    augment: bool = False
+    early_stopping_patience: int = 5
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float | None = None
+    unfreeze_from: str | None = None
+    feature_cache: bool = True
+    seed: int = 42
+
+    def validate(self) -> None:
+        _check_range("epochs", self.epochs, 0, 10_000, int)
+        _check_range("fine_tune_epochs", self.fine_tune_epochs, 0, 10_000, int)
+        if self.epochs + self.fine_tune_epochs == 0:
+            raise ValueError("Nothing to train: `epochs` and `fine_tune_epochs` are both 0.")
+        _check_range("batch_size", self.batch_size, 1, 4096, int)
+        _check_range("learning_rate", self.learning_rate, 1e-8, 10.0)
+        if self.fine_tune_learning_rate is not None:
+            _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 1e-10, 10.0)
+        _check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
+        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10_000, int)
+        _check_range("seed", self.seed, 0, 2**31 - 1, int)
+
+    @property
+    def effective_fine_tune_learning_rate(self) -> float:
+        """The fine-tune learning rate: explicit, or 10x lower than the head's."""
+        if self.fine_tune_learning_rate is not None:
+            return self.fine_tune_learning_rate
+        return self.learning_rate / 10
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        """Checks every setting; raises ``ValueError`` naming the first bad one."""
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunConfig:
+        model = dict(raw.get("model", {}))
+        model["freeze"] = _build(FreezePlan, model.get("freeze", {}))
+        return cls(
+            data=_build(DataConfig, raw.get("data", {})),
+            model=_build(ModelConfig, model),
+            train=_build(TrainConfig, raw.get("train", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_json(Path(path).read_text())
+
+
+def _build(kind: type, raw: Any) -> Any:
+    if isinstance(raw, kind):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"Expected a JSON object for {kind.__name__}. Received: {raw!r}.")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"Unknown {kind.__name__} settings {unknown}. Known settings: {sorted(known)}.")
+    return kind(**raw)

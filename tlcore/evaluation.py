@@ -1,0 +1,65 @@
+"""Confusion matrix, per-class metrics and the misclassified list, from predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Counts; rows are the true class, columns the predicted class."""
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return pd.DataFrame(
+        matrix,
+        index=pd.Index(classes, name="true"),
+        columns=pd.Index(classes, name="predicted"),
+    )
+
+
+def per_class_metrics(labels: np.ndarray, predictions: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Precision, recall (= per-class accuracy), F1 and support for each class.
+
+    A class that is never predicted has precision 0 (not undefined), so the table is
+    never silently flattering.
+    """
+    matrix = confusion_matrix(labels, predictions, classes).to_numpy()
+    true_positive = np.diag(matrix).astype(float)
+    predicted = matrix.sum(axis=0).astype(float)
+    support = matrix.sum(axis=1).astype(float)
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    return pd.DataFrame(
+        {"class": classes, "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
+    )
+
+
+def misclassified(paths: list[str], labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Every wrong prediction: image, true label, predicted label and its confidence.
+
+    Sorted by confidence, most confidently wrong first (the ones worth looking at).
+    """
+    predictions = np.argmax(probabilities, axis=1)
+    wrong = np.flatnonzero(predictions != np.asarray(labels))
+    frame = pd.DataFrame(
+        {
+            "path": [paths[i] for i in wrong],
+            "true": [classes[labels[i]] for i in wrong],
+            "predicted": [classes[predictions[i]] for i in wrong],
+            "confidence": probabilities[wrong, predictions[wrong]].astype(float),
+            "true_class_probability": probabilities[wrong, np.asarray(labels)[wrong]].astype(float),
+        }
+    )
+    return frame.sort_values("confidence", ascending=False, ignore_index=True)
+
+
+def summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Accuracy, and top-2 accuracy when there are more than two classes."""
+    labels = np.asarray(labels)
+    ranked = np.argsort(-probabilities, axis=1)
+    result = {"accuracy": float(np.mean(ranked[:, 0] == labels)), "count": int(len(labels))}
+    if probabilities.shape[1] > 2:
+        result["top2_accuracy"] = float(np.mean((ranked[:, :2] == labels[:, None]).any(axis=1)))
+    return result

@@ -1,0 +1,368 @@
+"""The training job: head phase, optional fine-tune phase, one continuous history.
+
+Fast path: when the whole backbone is frozen and augmentation is off, every epoch
+would push the same images through the same frozen backbone. So the backbone runs
+once over train and validation images (decoding overlapped with compute), the
+features are kept on disk keyed by everything that determines them, and the head
+trains on the features. A second run on the same data and backbone skips decoding
+and the backbone entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from tlcore import data as data_lib
+from tlcore import model as model_lib
+from tlcore.backbones import Backbone, load_backbone
+from tlcore.config import FreezePlan, RunConfig
+
+HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+EXTRACTION_BATCH_SIZE = 64
+
+
+class ProgressLog:
+    """A thread-safe, append-only list of plain progress records.
+
+    The training thread appends; the dashboard reads snapshots from another thread.
+    Records are dicts with at least ``kind`` and ``time``; ``kind`` is one of
+    ``"status"``, ``"phase"``, ``"extract"``, ``"batch"``, ``"epoch"``.
+    """
+
+    def __init__(self):
+        self._records: list[dict] = []
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, **fields) -> None:
+        record = {"kind": kind, "time": time.time(), **fields}
+        with self._lock:
+            self._records.append(record)
+
+    def records(self, start: int = 0, kind: str | None = None) -> list[dict]:
+        with self._lock:
+            snapshot = self._records[start:]
+        return [r for r in snapshot if kind is None or r["kind"] == kind]
+
+    def last(self, kind: str) -> dict | None:
+        with self._lock:
+            for record in reversed(self._records):
+                if record["kind"] == kind:
+                    return dict(record)
+        return None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def history(self) -> pd.DataFrame:
+        """Epoch records as one continuous history DataFrame (both phases)."""
+        rows = [{col: r.get(col) for col in HISTORY_COLUMNS} for r in self.records(kind="epoch")]
+        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Feeds a :class:`ProgressLog` and honours a stop request within one batch.
+
+    Args:
+        log: where records go.
+        phase: ``"head"`` or ``"fine-tune"``.
+        stop: when set, training stops after the current batch.
+    """
+
+    def __init__(self, log: ProgressLog, phase: str, stop: threading.Event | None = None):
+        super().__init__()
+        self.log = log
+        self.phase = phase
+        self.stop = stop or threading.Event()
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.log.append(
+            "batch", phase=self.phase, epoch=self._epoch, step=batch + 1, steps=self.params.get("steps"),
+            loss=(logs or {}).get("loss"),
+        )
+        if self.stop.is_set():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.log.append(
+            "epoch",
+            phase=self.phase,
+            epoch=epoch + 1,
+            loss=logs.get("loss"),
+            accuracy=logs.get("accuracy"),
+            val_loss=logs.get("val_loss"),
+            val_accuracy=logs.get("val_accuracy"),
+            learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            seconds=time.perf_counter() - self._epoch_start,
+        )
+
+    @property
+    def _epoch(self) -> int:
+        last = self.log.last("epoch")
+        return (last["epoch"] if last else 0) + 1
+
+
+@dataclass
+class TrainResult:
+    """What a training job produced.
+
+    Attributes:
+        model: the trained classifier (best weights restored).
+        classes: class labels; index = label id.
+        history: one row per epoch across both phases.
+        metrics: the numbers written to ``metrics.json``.
+        val_items: validation images, in the order of ``val_probabilities``.
+        val_probabilities: the final model's class probabilities on them.
+        stopped: True when a stop request ended training early.
+    """
+
+    model: object
+    classes: list[str]
+    history: pd.DataFrame
+    metrics: dict
+    val_items: list = field(default_factory=list)
+    val_probabilities: np.ndarray | None = None
+    stopped: bool = False
+
+
+def choose_strategy():
+    """``MirroredStrategy`` when several GPUs are visible, the default strategy otherwise.
+
+    ``MultiWorkerMirroredStrategy`` is not offered: it is broken with Keras 3 (keras#20585).
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def feature_cache_key(backbone: Backbone) -> str:
+    """Everything that determines a backbone's features, except the images themselves."""
+    facts = {
+        "backbone": backbone.name,
+        "weights": backbone.weights_id,
+        "preprocess": backbone.preprocess,
+        "image_size": backbone.image_size,
+        "decode": data_lib.DECODE_VERSION,
+        "keras": keras.__version__,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def extract_features(classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE) -> np.ndarray:
+    """Runs preprocess + backbone once over ``items``; decoding overlaps the compute."""
+    preprocess = model_lib.preprocess_part(classifier)
+    backbone = model_lib.backbone_part(classifier)
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        return backbone(preprocess(images), training=False)
+
+    paths = [item.path for item in items]
+    dataset = (
+        tf.data.Dataset.from_generator(
+            lambda: data_lib.iter_decoded(paths, image_size),
+            output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
+        )
+        .batch(batch_size)
+        .prefetch(2)
+    )
+    steps = -(-len(items) // batch_size)
+    outputs = []
+    for step, images in enumerate(dataset):
+        outputs.append(forward(images).numpy())
+        if log is not None:
+            log.append("extract", step=step + 1, steps=steps)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+
+def cached_features(classifier, backbone: Backbone, items: list, log: ProgressLog | None = None) -> tuple[np.ndarray, bool]:
+    """Features of ``items``, from the disk cache when every image is there.
+
+    The file is keyed by :func:`feature_cache_key` and by the set of image contents
+    (sha256), so any split of the same images, any head and any learning rate reuse
+    it, while a changed image, backbone, weights, size or preprocessing does not.
+
+    Returns:
+        ``(features in the order of items, True if they came from the cache)``.
+    """
+    digests = [item.digest for item in items]
+    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
+    path = data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                index = {digest: i for i, digest in enumerate(stored["digests"])}
+                return stored["features"][[index[d] for d in digests]], True
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    features = extract_features(classifier, items, backbone.image_size, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    np.savez(temporary, digests=np.array(digests), features=features)
+    os.replace(temporary, path)
+    return features, False
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def run_training(
+    config: RunConfig,
+    *,
+    run_dir: str | Path | None = None,
+    log: ProgressLog | None = None,
+    stop: threading.Event | None = None,
+    strategy=None,
+    backbone: Backbone | None = None,
+    dataset: data_lib.Dataset | None = None,
+) -> TrainResult:
+    """Trains a classifier as ``config`` describes.
+
+    Args:
+        config: the run settings (validated here).
+        run_dir: where TensorBoard logs go; ``None`` writes none.
+        log: receives progress records; a new one when omitted.
+        stop: set it to stop after the current batch; best weights are kept.
+        strategy: a ``tf.distribute`` strategy; default :func:`choose_strategy`.
+        backbone: a prebuilt backbone (benchmarks reuse one); built from config otherwise.
+        dataset: a prepared dataset; scanned from config otherwise.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    config.validate()
+    started = time.perf_counter()
+    log = log if log is not None else ProgressLog()
+    stop = stop or threading.Event()
+    train_cfg = config.train
+    keras.utils.set_random_seed(train_cfg.seed)
+    log.append("status", status="loading data")
+    dataset = dataset or data_lib.load_dataset(config.data, seed=train_cfg.seed)
+    y_train, y_val = dataset.label_ids(dataset.train), dataset.label_ids(dataset.val)
+    strategy = strategy or choose_strategy()
+    log.append("status", status="building model")
+    with strategy.scope():
+        backbone = backbone or load_backbone(config.model, seed=train_cfg.seed)
+        classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
+    size = backbone.image_size
+    timings = {"feature_extraction_seconds": 0.0, "features_from_cache": False}
+    val_features = None
+    best = {"val_loss": np.inf, "weights": None}
+    phase_epochs = 0
+
+    def image_data(items, labels, shuffle):
+        augment = shuffle and train_cfg.augment
+        return data_lib.image_dataset(items, labels, size, train_cfg.batch_size, shuffle=shuffle, augment=augment, seed=train_cfg.seed)
+
+    use_cache = train_cfg.feature_cache and not train_cfg.augment and model_lib.is_fully_frozen(classifier)
+    if train_cfg.epochs and use_cache:
+        log.append("phase", phase="extract")
+        extract_start = time.perf_counter()
+        features, hit = cached_features(classifier, backbone, dataset.train + dataset.val, log)
+        timings = {"feature_extraction_seconds": time.perf_counter() - extract_start, "features_from_cache": hit}
+        train_features, val_features = features[: len(dataset.train)], features[len(dataset.train) :]
+        head = model_lib.head_part(classifier)
+        with strategy.scope():
+            model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate)
+        phase_epochs = _fit(
+            head, (train_features, y_train), (val_features, y_val), "head", train_cfg.epochs, 0,
+            train_cfg, log, stop, run_dir, best, classifier,
+        )
+    elif train_cfg.epochs:
+        with strategy.scope():
+            model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.learning_rate)
+        phase_epochs = _fit(
+            classifier, image_data(dataset.train, y_train, True), image_data(dataset.val, y_val, False), "head",
+            train_cfg.epochs, 0, train_cfg, log, stop, run_dir, best, classifier,
+        )
+
+    if train_cfg.fine_tune_epochs and not stop.is_set():
+        backbone_model = model_lib.backbone_part(classifier)
+        start = train_cfg.unfreeze_from or model_lib.last_block(backbone_model, backbone.block_pattern)
+        model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), backbone.block_pattern)
+        with strategy.scope():
+            # Recompile: Keras fixes the set of trainable weights at compile time.
+            model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)
+        _fit(
+            classifier, image_data(dataset.train, y_train, True), image_data(dataset.val, y_val, False), "fine-tune",
+            train_cfg.fine_tune_epochs, phase_epochs, train_cfg, log, stop, run_dir, best, classifier,
+        )
+        val_features = None  # the backbone changed: cached features no longer describe it
+
+    if best["weights"] is not None:
+        classifier.set_weights(best["weights"])
+    log.append("status", status="evaluating")
+    if val_features is not None:
+        probabilities = model_lib.head_part(classifier).predict(val_features, batch_size=256, verbose=0)
+    else:
+        probabilities = classifier.predict(image_data(dataset.val, y_val, False), verbose=0)
+    history = log.history()
+    metrics = {
+        **evaluate_probabilities(probabilities, y_val),
+        "train_seconds": time.perf_counter() - started,
+        **timings,
+        "epochs_run": len(history),
+        "num_train": len(dataset.train),
+        "num_val": len(dataset.val),
+        "num_classes": len(dataset.classes),
+        "skipped_files": len(dataset.skipped),
+        "stopped_early_by_user": stop.is_set(),
+        "backbone": backbone.name,
+        "image_size": size,
+        "parameters": model_lib.parameter_totals(classifier),
+    }
+    log.append("status", status="stopped" if stop.is_set() else "done")
+    return TrainResult(classifier, dataset.classes, history, metrics, dataset.val, probabilities, stop.is_set())
+
+
+def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """``val_loss`` (cross-entropy) and ``val_accuracy`` of predicted probabilities."""
+    clipped = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {
+        "val_loss": float(-np.mean(np.log(clipped))),
+        "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == labels)),
+    }
+
+
+def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier) -> int:
+    """One phase of training; returns the epoch count reached.
+
+    Keeps the best weights of the whole job (lowest ``val_loss``) in ``best``: if the
+    fine-tune phase never beats the head phase, the job ends with the head's weights.
+    """
+    log.append("phase", phase=phase, epochs=epochs)
+    patience = train_cfg.early_stopping_patience or epochs + 1
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    callbacks = [ProgressCallback(log, phase, stop), early]
+    if run_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / phase), write_graph=False))
+    fit_args = dict(epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    if isinstance(train, tuple):
+        model.fit(*train, validation_data=val, batch_size=train_cfg.batch_size, shuffle=True, **fit_args)
+    else:
+        model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
+    if early.best_weights is not None and early.best < best["val_loss"]:
+        best["val_loss"] = float(early.best)
+        best["weights"] = classifier.get_weights()
+    last = log.last("epoch")
+    return last["epoch"] if last else initial_epoch
