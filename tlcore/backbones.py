@@ -317,8 +317,12 @@ def load_model_file(path: str | Path):
 
 def feature_layers(model) -> list[str]:
     """Names of the layers (top level) whose output is a 4-D feature map: cut candidates."""
+    import keras
+
     names = []
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         try:
             shape = layer.output.shape
         except (AttributeError, ValueError):

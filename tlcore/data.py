@@ -138,7 +138,7 @@ def open_image(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> I
     except Image.DecompressionBombError:
         raise StudioError(f"the image is larger than {limits.max_pixels:,} pixels (decompression-bomb guard)") from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise StudioError(f"not a readable image ({_short(error)})") from None
+        raise StudioError(_decode_reason(error, "not a readable image")) from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise StudioError(
@@ -177,7 +177,13 @@ def decode_image(source: str | Path | bytes | Image.Image, size: int | None = No
     except StudioError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise StudioError(f"the image could not be decoded ({_short(error)})") from None
+        raise StudioError(_decode_reason(error, "the image could not be decoded")) from None
+
+
+def _decode_reason(error: BaseException, prefix: str) -> str:
+    if "truncated" in str(error).lower():
+        return f"the file is truncated, an incomplete download or copy? ({_short(error)})"
+    return f"{prefix} ({_short(error)})"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -226,7 +232,7 @@ def check_image_file(path: str | Path, limits: Limits = DEFAULT_LIMITS, skip_pla
             image.draft("RGB", (1, 1))
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise StudioError(f"the image could not be decoded ({_short(error)})") from None
+        raise StudioError(_decode_reason(error, "the image could not be decoded")) from None
     if skip_placeholders:
         _refuse_placeholder(image)
     return hashlib.sha256(data).hexdigest()

@@ -54,26 +54,29 @@ def build_head(feature_shape: tuple, num_classes: int, pooling: str = "avg", hid
 
 
 def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelConfig):
-    """Assembles input → preprocess → backbone(training=False) → head.
+    """Assembles input → preprocess → backbone → head and applies the freeze plan.
 
-    A pretrained backbone is always called with ``training=False``: when some of its
-    layers are later unfrozen, BatchNormalization keeps using its pretrained
-    statistics instead of re-estimating them from small batches, which would wreck
-    the features. A randomly initialised backbone has no statistics worth keeping, so
-    its BatchNormalization trains normally.
+    BatchNormalization in a pretrained backbone must stay in inference mode, even when
+    the layers around it are unfrozen: re-estimating its statistics from small batches
+    of a new dataset wrecks the pretrained features. In Keras 3 a functional model
+    passes the outer ``training`` flag to every layer, overriding a ``training=False``
+    given when the graph was built (measured with Keras 3.15), so the rule is enforced
+    where Keras 3 does honour it: a BatchNormalization layer with ``trainable=False``
+    always runs in inference mode. :func:`apply_freeze_plan` never unfreezes them.
+    A randomly initialised backbone has no statistics worth keeping; there BN trains.
     """
     if num_classes < 2:
         raise StudioError(f"Expected at least 2 classes. Received: num_classes={num_classes}.")
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(backbone.preprocess, name="preprocess")(inputs)
-    features = backbone.model(x, training=False) if backbone.pretrained else backbone.model(x)
+    features = backbone.model(x)
     head = build_head(
         tuple(features.shape[1:]), num_classes, model_config.pooling, model_config.hidden_units, model_config.dropout_rate
     )
     outputs = head(features)
     model = keras.Model(inputs, outputs, name="classifier")
-    apply_freeze_plan(backbone_part(model), model_config.freeze, backbone.block_pattern)
+    apply_freeze_plan(backbone_part(model), model_config.freeze, backbone.block_pattern, backbone.pretrained)
     return model
 
 
@@ -94,12 +97,26 @@ def _weighted_layers(backbone_model) -> list:
     return [layer for layer in backbone_model.layers if layer.weights]
 
 
-def trainable_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> set[str]:
+def is_batchnorm(layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def trainable_names(backbone_model, plan: FreezePlan, block_pattern: str | None, pretrained: bool = True) -> set[str]:
     """The backbone layers a freeze plan makes trainable.
+
+    In a pretrained backbone BatchNormalization layers are never made trainable (see
+    :func:`build_classifier`).
 
     Raises:
         StudioError: the plan names a layer or block the backbone does not have.
     """
+    names = _plan_names(backbone_model, plan, block_pattern)
+    if pretrained:
+        names -= {layer.name for layer in backbone_model.layers if is_batchnorm(layer)}
+    return names
+
+
+def _plan_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> set[str]:
     layers = backbone_model.layers
     names = [layer.name for layer in layers]
     if plan.mode == "all":
@@ -139,13 +156,13 @@ def last_block(backbone_model, block_pattern: str | None) -> str:
     return weighted[max(0, len(weighted) - 10)].name if weighted else backbone_model.layers[-1].name
 
 
-def apply_freeze_plan(backbone_model, plan: FreezePlan, block_pattern: str | None) -> set[str]:
+def apply_freeze_plan(backbone_model, plan: FreezePlan, block_pattern: str | None, pretrained: bool = True) -> set[str]:
     """Sets ``trainable`` on every backbone layer; returns the trainable names.
 
     Recompile the model afterwards: Keras fixes the trainable weights at compile time.
     """
     plan.validate()
-    trainable = trainable_names(backbone_model, plan, block_pattern)
+    trainable = trainable_names(backbone_model, plan, block_pattern, pretrained)
     backbone_model.trainable = bool(trainable)
     for layer in backbone_model.layers:
         layer.trainable = layer.name in trainable

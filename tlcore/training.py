@@ -299,7 +299,7 @@ def run_training(
     if train_cfg.fine_tune_epochs and not stop.is_set():
         backbone_model = model_lib.backbone_part(classifier)
         start = train_cfg.unfreeze_from or model_lib.last_block(backbone_model, backbone.block_pattern)
-        model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), backbone.block_pattern)
+        model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), backbone.block_pattern, backbone.pretrained)
         with strategy.scope():
             # Recompile: Keras fixes the set of trainable weights at compile time.
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)

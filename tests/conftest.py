@@ -1,0 +1,78 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.helpers import make_colour_dataset  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shared-dir", default=None, help="path of the shared assets (default: $TL_SHARED_DIR or ../shared)")
+
+
+@pytest.fixture(scope="session")
+def shared_dir(request) -> Path:
+    """The shared assets folder. Under CI=true a missing folder fails the test, never skips it."""
+    configured = request.config.getoption("--shared-dir") or os.environ.get("TL_SHARED_DIR")
+    path = Path(configured) if configured else ROOT.parent / "shared"
+    return path.resolve()
+
+
+def require(path: Path) -> Path:
+    """Returns ``path`` if it exists; otherwise fails (CI) or skips with the reason (elsewhere)."""
+    if path.exists():
+        return path
+    message = f"shared asset missing: {path} (set TL_SHARED_DIR or --shared-dir)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def hymenoptera(shared_dir) -> Path:
+    return require(shared_dir / "data" / "hymenoptera")
+
+
+@pytest.fixture(scope="session")
+def dog_model(shared_dir) -> Path:
+    return require(shared_dir / "pretrained" / "dog_breed_mobilenetv2_160.h5")
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(shared_dir) -> Path:
+    return require(shared_dir / "gpt2-tokenizer")
+
+
+@pytest.fixture(autouse=True)
+def isolated_caches(tmp_path_factory, monkeypatch):
+    """Every test gets its own feature cache and run store; nothing touches ~/.cache."""
+    cache = tmp_path_factory.mktemp("tlcore-cache")
+    monkeypatch.setenv("TLCORE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def colour_dataset(tmp_path_factory) -> Path:
+    return make_colour_dataset(tmp_path_factory.mktemp("colours"))
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """The real demo dataset, generated once for the session."""
+    from tlcore.data import make_demo_dataset
+
+    previous = os.environ.get("TLCORE_CACHE_DIR")
+    os.environ["TLCORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("demo-cache"))
+    try:
+        return make_demo_dataset()
+    finally:
+        if previous is None:
+            os.environ.pop("TLCORE_CACHE_DIR")
+        else:
+            os.environ["TLCORE_CACHE_DIR"] = previous

@@ -1,0 +1,136 @@
+import socket
+
+import keras
+import numpy as np
+import pytest
+
+from tlcore import backbones
+from tlcore.backbones import BACKBONES, assign_blocks, load_backbone
+from tlcore.config import ModelConfig
+from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+
+
+def test_registry_has_the_seed_backbones_and_more():
+    assert {"VGG16", "ResNet50", "MobileNetV2", "EfficientNetB0"} <= set(BACKBONES)
+    assert len([s for s in BACKBONES.values() if not s.builder]) >= 6
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registry_backbone_builds_with_random_weights_and_has_blocks(name):
+    spec = BACKBONES[name]
+    size = max(spec.min_size, 32)
+    backbone = load_backbone(ModelConfig(name, weights="none", image_size=size))
+    assert len(backbone.model.output.shape) == 4
+    blocks = assign_blocks([layer.name for layer in backbone.model.layers], spec.block_pattern)
+    assert len(set(blocks)) >= 4, f"{name} should split into several blocks, got {sorted(set(blocks))}"
+    assert backbones.preprocess_function(backbone.preprocess) is not None
+    assert backbone.pretrained is False
+
+
+def test_block_labels_follow_the_architecture():
+    names = ["input", "Conv1", "expanded_conv_project", "block_1_expand", "block_1_pad", "block_16_project", "Conv_1", "out_relu"]
+    assert assign_blocks(names, BACKBONES["MobileNetV2"].block_pattern) == [
+        "stem", "stem", "stem", "block_1", "block_1", "block_16", "block_16", "block_16",
+    ]
+    assert assign_blocks(["stem_conv", "block1a_dwconv", "block7a_project", "top_conv"], BACKBONES["EfficientNetB0"].block_pattern) == [
+        "stem", "block1", "block7", "top",
+    ]
+
+
+def test_too_small_input_is_refused_with_the_minimum():
+    with pytest.raises(StudioError, match="at least 71x71"):
+        load_backbone(ModelConfig("Xception", weights="none", image_size=64))
+
+
+def test_unknown_backbone_lists_the_choices():
+    with pytest.raises(StudioError, match="MobileNetV2"):
+        load_backbone(ModelConfig("MobileNetV9", weights="none"))
+
+
+def test_offline_imagenet_download_names_the_file_and_where_to_put_it(monkeypatch, tmp_path):
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_backbone(ModelConfig("MobileNetV2", weights="imagenet", image_size=128))
+    message = str(error.value)
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5" in message
+    assert str(tmp_path / "keras-home" / "models") in message
+    assert "weights 'none'" in message
+
+
+def test_small_cnn_has_no_imagenet_weights():
+    with pytest.raises(StudioError, match="no ImageNet weights"):
+        load_backbone(ModelConfig("SmallCNN", weights="imagenet"))
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    source = load_backbone(ModelConfig("MobileNetV2", weights="none", image_size=96), seed=1)
+    path = tmp_path / "mnv2.weights.h5"
+    source.model.save_weights(path)
+    loaded = load_backbone(ModelConfig("MobileNetV2", weights=str(path), image_size=96), seed=2)
+    assert loaded.pretrained
+    assert loaded.weights_id.startswith("file:")
+    for a, b in zip(source.model.get_weights(), loaded.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_weights_file_is_explained():
+    with pytest.raises(WeightsUnavailableError, match="Weights file not found"):
+        load_backbone(ModelConfig("MobileNetV2", weights="/nowhere/w.h5"))
+
+
+def _tiny_model(path, with_lambda=False):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs) if with_lambda else inputs
+    x = keras.layers.Conv2D(4, 3, name="conv_a")(x)
+    x = keras.layers.Conv2D(8, 3, name="conv_b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2, name="dense")(x)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
+def test_model_file_is_cut_at_the_last_feature_map_by_default(tmp_path):
+    backbone = load_backbone(ModelConfig(str(_tiny_model(tmp_path / "m.keras"))))
+    assert backbone.model.output.shape[1:] == (28, 28, 8)
+    assert backbone.image_size == 32
+    cut = load_backbone(ModelConfig(str(tmp_path / "m.keras"), cut_layer="conv_a"))
+    assert cut.model.output.shape[1:] == (30, 30, 4)
+
+
+def test_cut_at_unknown_or_flat_layer_is_explained(tmp_path):
+    path = str(_tiny_model(tmp_path / "m.keras"))
+    with pytest.raises(StudioError, match="No layer named 'nope'.*conv_b"):
+        load_backbone(ModelConfig(path, cut_layer="nope"))
+    with pytest.raises(StudioError, match="4-D"):
+        load_backbone(ModelConfig(path, cut_layer="dense"))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_model_with_a_lambda_layer_is_refused_with_the_reason(tmp_path, suffix):
+    path = _tiny_model(tmp_path / f"lambda{suffix}", with_lambda=True)
+    with pytest.raises(UnsafeModelError, match="Lambda layer.*arbitrary Python code"):
+        load_backbone(ModelConfig(str(path)))
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, b"PK\x03\x04broken zip"])
+def test_corrupt_model_file_is_refused(tmp_path, content):
+    path = tmp_path / "broken.keras"
+    path.write_bytes(content)
+    with pytest.raises(UnsafeModelError, match="could not be read as a Keras model"):
+        load_backbone(ModelConfig(str(path)))
+
+
+@pytest.mark.real_assets
+def test_shared_pretrained_model_becomes_a_mobilenet_backbone(dog_model):
+    backbone = load_backbone(ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160"))
+    assert backbone.model.name == "mobilenetv2_1.00_160"
+    assert backbone.model.output.shape[1:] == (5, 5, 1280)
+    assert backbone.image_size == 160
+    # The family is recognised from layer names: its preprocessing and blocks apply.
+    assert backbone.preprocess == "mobilenet_v2"
+    assert backbone.block_pattern == BACKBONES["MobileNetV2"].block_pattern
+    assert backbone.pretrained

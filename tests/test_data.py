@@ -1,0 +1,294 @@
+import io
+import random
+import stat
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlcore import data
+from tlcore.config import DataConfig
+from tlcore.errors import StudioError
+from tests.helpers import colour_image, make_colour_dataset
+
+
+def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels (with a valid CRC)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    raw = bytearray(buffer.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(raw[24:29])
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(raw)
+
+
+@pytest.fixture
+def messy_dataset(tmp_path):
+    root = make_colour_dataset(tmp_path / "messy", per_class=6, classes=("red", "blue"))
+    good = jpeg_bytes(Image.new("RGB", (64, 64), (200, 10, 10)))
+    (root / "red" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (root / "red" / "empty.jpg").write_bytes(b"")
+    (root / "red" / "notes.jpg").write_text("this is a text file with a .jpg name")
+    (root / "red" / "readme.txt").write_text("hello")
+    (root / "red" / "tiny.png").write_bytes(_png(Image.new("RGB", (1, 1), (255, 0, 0))))
+    (root / "red" / "huge.png").write_bytes(png_claiming(40000, 40000))
+    (root / "blue" / ".DS_Store").write_bytes(b"\0\0")
+    (root / "blue" / "._hidden.png").write_bytes(b"junk")
+    (root / "__MACOSX").mkdir()
+    (root / "stray.png").write_bytes(_png(Image.new("RGB", (32, 32))))
+    nested = root / "blue" / "more photos" / "déjà vu"
+    nested.mkdir(parents=True)
+    colour_image((10, 10, 230), 40, random.Random(0)).save(nested / "bleu été.png")
+    return root
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_scan_lists_every_unusable_file_with_its_reason(messy_dataset):
+    scan = data.scan_folder(messy_dataset)
+    reasons = {Path(s.path).name: s.reason for s in scan.skipped}
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "empty" in reasons["empty.jpg"]
+    assert "not a readable image" in reasons["notes.jpg"]
+    assert "not an image file" in reasons["readme.txt"]
+    assert "too small" in reasons["tiny.png"]
+    assert "pixel" in reasons["huge.png"]
+    assert "not inside a class folder" in reasons["stray.png"]
+    # Hidden files, .DS_Store and __MACOSX are ignored, not reported as problems.
+    assert not any(name in reasons for name in (".DS_Store", "._hidden.png"))
+    assert scan.classes == ["blue", "red"]
+
+
+def test_nested_folders_and_unicode_names_count_for_their_class(messy_dataset):
+    scan = data.scan_folder(messy_dataset)
+    assert scan.counts == {"blue": 7, "red": 6}
+    assert any(item.path.endswith("bleu été.png") for item in scan.items)
+
+
+def test_scan_warns_about_small_empty_and_imbalanced_classes(tmp_path):
+    root = make_colour_dataset(tmp_path / "d", per_class=12, classes=("red",))
+    make_colour_dataset(tmp_path / "d", per_class=3, classes=("blue",))
+    (tmp_path / "d" / "green").mkdir()
+    warnings = " ".join(data.scan_folder(root).warnings)
+    assert "'blue' has only 3 images" in warnings
+    assert "'green' has no usable images" in warnings
+    assert "imbalanced" in warnings
+
+
+def test_a_folder_without_class_folders_says_what_layout_is_expected(tmp_path):
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    with pytest.raises(StudioError, match="one sub-folder per class"):
+        data.scan_folder(tmp_path)
+
+
+def test_one_class_is_refused_for_training(tmp_path):
+    root = make_colour_dataset(tmp_path / "one", classes=("red",))
+    with pytest.raises(StudioError, match="at least 2 classes"):
+        data.load_dataset(DataConfig(str(root)))
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["CMYK", "I;16", "RGBA", "P", "L", "LA", "1"],
+)
+def test_every_image_mode_decodes_to_rgb(tmp_path, mode):
+    if mode == "I;16":
+        image = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+        assert image.mode.startswith("I;16")
+    else:
+        image = Image.new("RGB", (64, 64), (30, 120, 200)).convert(mode)
+    suffix = ".jpg" if mode == "CMYK" else ".png" if mode != "P" else ".gif"
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    array = data.decode_image(path, 32)
+    assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+
+
+def test_sixteen_bit_png_keeps_its_contrast(tmp_path):
+    gradient = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
+    Image.fromarray(gradient).save(tmp_path / "deep.png")
+    array = data.decode_image(tmp_path / "deep.png")
+    assert array[:, 0].mean() < 10 and array[:, -1].mean() > 245
+
+
+def test_transparent_pixels_become_white_not_black(tmp_path):
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert data.decode_image(tmp_path / "clear.png").min() == 255
+
+
+def test_exif_rotated_photo_comes_out_upright(tmp_path):
+    # Stored 60 wide x 30 high: red left half, blue right half. EXIF orientation 6
+    # means "rotate 90 degrees clockwise to display": upright it is 30 x 60, red on top.
+    stored = Image.new("RGB", (60, 30), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "rotated.jpg").write_bytes(jpeg_bytes(stored, exif=exif.tobytes(), quality=95))
+    upright = data.decode_image(tmp_path / "rotated.jpg")
+    assert upright.shape == (60, 30, 3)
+    assert upright[:25, :, 0].mean() > 200 and upright[35:, :, 2].mean() > 200
+
+
+def test_draft_decoding_matches_full_decoding(tmp_path):
+    rng = np.random.default_rng(0)
+    big = Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).resize((1600, 1200))
+    smooth = big.resize((40, 30)).resize((1600, 1200), Image.BICUBIC)
+    (tmp_path / "big.jpg").write_bytes(jpeg_bytes(smooth, quality=95))
+    fast = data.decode_image(tmp_path / "big.jpg", 160).astype(float)
+    full = np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB").resize((160, 160), Image.BILINEAR)).astype(float)
+    assert np.abs(fast - full).mean() < 2.0
+
+
+def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_claiming(40000, 40000))
+    with pytest.raises(StudioError, match="pixel"):
+        data.decode_image(tmp_path / "bomb.png")
+
+
+def test_split_is_stratified_and_reproducible(colour_dataset):
+    scan = data.scan_folder(colour_dataset)
+    train, val = data.split_items(scan.items, 0.25, seed=3)
+    again_train, again_val = data.split_items(scan.items, 0.25, seed=3)
+    assert [i.path for i in val] == [i.path for i in again_val]
+    assert {label: sum(i.label == label for i in val) for label in scan.classes} == {"blue": 3, "green": 3, "red": 3}
+    assert not {i.path for i in train} & {i.path for i in val}
+    other_train, other_val = data.split_items(scan.items, 0.25, seed=4)
+    assert [i.path for i in val] != [i.path for i in other_val]
+
+
+def test_explicit_validation_folder_must_not_have_unknown_classes(tmp_path):
+    train = make_colour_dataset(tmp_path / "train", classes=("red", "blue"))
+    val = make_colour_dataset(tmp_path / "val", per_class=2, classes=("red", "green"))
+    with pytest.raises(StudioError, match="green"):
+        data.load_dataset(DataConfig(str(train), val_dir=str(val)))
+
+
+# ----------------------------------------------------------------------------- zips
+
+
+def write_zip(path: Path, entries: dict, symlinks=()) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, payload in entries.items():
+            archive.writestr(name, payload)
+        for name, target in symlinks:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+def test_zip_with_wrapper_folder_and_mac_junk_extracts_to_the_class_folders(tmp_path):
+    png = _png(Image.new("RGB", (32, 32), (255, 0, 0)))
+    archive = write_zip(
+        tmp_path / "photos.zip",
+        {
+            "photos/cats/a.png": png,
+            "photos/dogs/b.png": png,
+            "__MACOSX/photos/cats/._a.png": b"junk",
+            "photos/.DS_Store": b"junk",
+        },
+    )
+    root = data.extract_zip(archive, tmp_path / "out")
+    assert sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
+    assert not (tmp_path / "out" / "__MACOSX").exists()
+
+
+@pytest.mark.parametrize(
+    "entries, symlinks, fragment",
+    [
+        ({"../evil.png": b"x"}, (), "outside"),
+        ({"/etc/evil.png": b"x"}, (), "outside"),
+        ({"cats/../../evil.png": b"x"}, (), "outside"),
+        ({"cats/a.png": b"x"}, [("cats/link.png", "/etc/passwd")], "symbolic link"),
+        ({"cats/zeros.png": b"\0" * (20 * 2**20)}, (), "zip bomb"),
+    ],
+)
+def test_hostile_zips_are_refused_and_nothing_lands_outside(tmp_path, entries, symlinks, fragment):
+    archive = write_zip(tmp_path / "hostile.zip", entries, symlinks)
+    target = tmp_path / "work" / "out"
+    with pytest.raises(StudioError, match=fragment):
+        data.extract_zip(archive, target)
+    assert not (tmp_path / "work" / "evil.png").exists() and not (tmp_path / "evil.png").exists()
+    assert not target.exists()
+
+
+def test_zip_over_the_size_limit_is_refused(tmp_path):
+    payload = np.random.default_rng(0).bytes(300_000)
+    archive = write_zip(tmp_path / "big.zip", {"a/1.bin": payload, "b/2.bin": payload})
+    with pytest.raises(StudioError, match="GB limit|limit"):
+        data.extract_zip(archive, tmp_path / "out", data.Limits(max_zip_bytes=400_000))
+
+
+def test_not_a_zip_is_reported(tmp_path):
+    (tmp_path / "fake.zip").write_text("not a zip")
+    with pytest.raises(StudioError, match="not a readable zip"):
+        data.extract_zip(tmp_path / "fake.zip", tmp_path / "out")
+
+
+def test_zip_source_is_extracted_once_into_the_cache(tmp_path):
+    png = _png(Image.new("RGB", (32, 32), (255, 0, 0)))
+    archive = write_zip(tmp_path / "d.zip", {"cats/a.png": png, "dogs/b.png": png})
+    first = data.resolve_source(archive)
+    assert data.resolve_source(archive) == first
+    assert str(first).startswith(str(data.cache_dir()))
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def test_class_uploads_become_a_dataset_folder(tmp_path):
+    png = _png(colour_image((0, 255, 0), 32, random.Random(0)))
+    root = data.save_class_images(tmp_path / "built", {"ripe fruit": [("../../x.png", png), ("b.png", png)], "leaf": [("c.png", png)]})
+    scan = data.scan_folder(root)
+    assert scan.counts == {"leaf": 1, "ripe fruit": 2}
+    assert all(Path(item.path).resolve().is_relative_to(root.resolve()) for item in scan.items)
+
+
+def test_demo_dataset_is_generated_offline_with_three_balanced_classes(demo_dataset):
+    scan = data.scan_folder(demo_dataset)
+    assert scan.classes == ["circle", "square", "triangle"]
+    assert set(scan.counts.values()) == {200}
+    assert not scan.skipped and not scan.warnings
+
+
+def test_unknown_downloadable_dataset_lists_the_known_ones():
+    with pytest.raises(StudioError, match="hymenoptera"):
+        data.download_dataset("imagenet-full")
+
+
+def test_pipeline_batches_images_and_labels(colour_dataset):
+    scan = data.scan_folder(colour_dataset)
+    labels = np.arange(len(scan.items)) % 3
+    dataset = data.image_dataset(scan.items, labels, 24, 8, shuffle=True, augment=True, seed=1)
+    batches = list(dataset)
+    assert sum(int(x.shape[0]) for x, _ in batches) == len(scan.items)
+    images, batch_labels = batches[0]
+    assert images.shape[1:] == (24, 24, 3) and images.dtype.name == "float32"
+    assert float(images.numpy().max()) <= 255.0
+
+
+@pytest.mark.real_assets
+def test_shared_placeholder_gif_is_skipped_with_a_reason(hymenoptera):
+    scan = data.scan_folder(hymenoptera / "train")
+    skipped = {Path(s.path).name: s.reason for s in scan.skipped}
+    assert list(skipped) == ["imageNotFound.gif"]
+    assert "placeholder" in skipped["imageNotFound.gif"]
+    assert scan.counts == {"ants": 123, "bees": 121}
+    assert any(item.path.endswith("formica.jpeg") for item in scan.items)
+    kept = data.scan_folder(hymenoptera / "train", skip_placeholders=False)
+    assert kept.counts["ants"] == 124
