@@ -78,22 +78,32 @@ def test_last_block_is_the_default_fine_tune_start(mobilenet):
     assert model_lib.last_block(mobilenet.model, mobilenet.block_pattern) == "block_16"
 
 
+def _pretrained_model_file(path):
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for index in range(2):
+        x = keras.layers.Conv2D(8, 3, padding="same", name=f"block{index + 1}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{index + 1}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{index + 1}_relu")(x)
+    keras.Model(inputs, x).save(path)
+    return str(path)
+
+
 def test_pretrained_batchnorm_stays_in_inference_mode_when_unfrozen(tmp_path):
-    # Give the backbone "pretrained" weights from a file so build_classifier treats it as such.
-    source = load_backbone(ModelConfig("MobileNetV2", weights="none", image_size=64))
-    source.model.save_weights(tmp_path / "w.weights.h5")
-    backbone = load_backbone(ModelConfig("MobileNetV2", weights=str(tmp_path / "w.weights.h5"), image_size=64))
-    classifier = build(backbone, freeze=FreezePlan("none"))
-    model_lib.compile_classifier(classifier, "adam", 1e-3)
-    bn = model_lib.backbone_part(classifier).get_layer("bn_Conv1")
+    backbone = load_backbone(ModelConfig(_pretrained_model_file(tmp_path / "pretrained.keras")))
+    assert backbone.pretrained
+    classifier = model_lib.build_classifier(backbone, 3, ModelConfig(freeze=FreezePlan("none")))
+    model_lib.compile_classifier(classifier, "adam", 1e-2)
+    part = model_lib.backbone_part(classifier)
+    bn = part.get_layer("block1_bn")
     assert not bn.trainable
     before = [w.numpy().copy() for w in bn.weights]
-    kernel_before = model_lib.backbone_part(classifier).get_layer("Conv_1").kernel.numpy().copy()
-    images = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32")
-    classifier.fit(images, np.arange(8) % 3, epochs=1, verbose=0)
+    kernel_before = part.get_layer("block1_conv").kernel.numpy().copy()
+    images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    classifier.fit(images, np.arange(16) % 3, epochs=2, verbose=0)
     for old, new in zip(before, bn.weights):
         np.testing.assert_array_equal(old, new.numpy())  # statistics (and scale/offset) untouched
-    assert not np.allclose(kernel_before, model_lib.backbone_part(classifier).get_layer("Conv_1").kernel.numpy())
+    assert not np.allclose(kernel_before, part.get_layer("block1_conv").kernel.numpy())  # the conv did train
 
 
 def test_pretrained_batchnorm_layers_are_never_unfrozen(mobilenet):
