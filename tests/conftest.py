@@ -1,3 +1,4 @@
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -62,17 +63,42 @@ def colour_dataset(tmp_path_factory) -> Path:
     return make_colour_dataset(tmp_path_factory.mktemp("colours"))
 
 
-@pytest.fixture(scope="session")
-def demo_dataset(tmp_path_factory) -> Path:
-    """The real demo dataset, generated once for the session."""
-    from tlcore.data import make_demo_dataset
-
+@contextlib.contextmanager
+def own_cache(tmp_path_factory):
+    """A cache folder for session fixtures (the autouse one is per test)."""
     previous = os.environ.get("TLCORE_CACHE_DIR")
-    os.environ["TLCORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("demo-cache"))
+    os.environ["TLCORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
     try:
-        return make_demo_dataset()
+        yield
     finally:
         if previous is None:
             os.environ.pop("TLCORE_CACHE_DIR")
         else:
             os.environ["TLCORE_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """The real demo dataset, generated once for the session."""
+    from tlcore.data import make_demo_dataset
+
+    with own_cache(tmp_path_factory):
+        return make_demo_dataset()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, colour_dataset):
+    """A finished run (SmallCNN, frozen random weights, colour classes) in its own run store."""
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.runs import RunStore, read_run, train_run
+
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    config = RunConfig(
+        DataConfig(str(colour_dataset), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=10, batch_size=8, learning_rate=0.1, early_stopping_patience=0, seed=1),
+    )
+    with own_cache(tmp_path_factory):
+        run_dir = store.create(config, name="colours")
+        train_run(config, run_dir)
+    return read_run(run_dir)

@@ -95,13 +95,17 @@ def cmd_inspect(args) -> dict:
 
 
 def cmd_train(args) -> dict:
+    from tlcore.data import resolve_source
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
+    config = config_from_args(args)
+    for source in filter(None, (config.data.data_dir, config.data.val_dir)):
+        resolve_source(source)  # cheap checks first, before TensorFlow loads
     _quiet_keras()
     from tlcore.runs import train_run
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise StudioError(f"--out {out} already exists and is not empty. Choose a new run folder.")
-    config = config_from_args(args)
     created = not out.exists()
     try:
         result = train_run(config, out)
@@ -113,13 +117,14 @@ def cmd_train(args) -> dict:
 
 
 def cmd_predict(args) -> list:
-    _quiet_keras()
-    from tlcore.predict import predict_top_k
     from tlcore.runs import read_run
 
     run_dir = Path(args.model)
     if not (run_dir / "model.keras").is_file():
         raise StudioError(f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`.")
+    _quiet_keras()
+    from tlcore.predict import predict_top_k
+
     run = read_run(run_dir)
     model = run.load_model()
     output = []

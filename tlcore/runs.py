@@ -309,7 +309,8 @@ def export_all(run: Run, sample_images: list) -> dict:
     batch = load_batch(sample_images, int(model.input_shape[1]))
     reference = np.argmax(model.predict(batch, verbose=0), axis=1)
     saved = export_saved_model(run, model)
-    outputs = {"saved_model": (saved, tf.saved_model.load(str(saved)).serve(tf.constant(batch)).numpy())}
+    reloaded = tf.saved_model.load(str(saved))  # keep a reference: its variables die with it
+    outputs = {"saved_model": (saved, reloaded.serve(tf.constant(batch)).numpy())}
     for quantize in (False, True):
         path = export_tflite(run, quantize, model)
         outputs[path.stem] = (path, tflite_predict(path, batch))

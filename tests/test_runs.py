@@ -1,0 +1,90 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tlcore import runs
+from tlcore.config import RunConfig
+from tlcore.errors import StudioError
+
+
+def test_a_finished_run_has_every_file_and_loads_back(trained_run):
+    names = {p.name for p in trained_run.path.iterdir()}
+    assert {"config.json", "status.json", "history.csv", "metrics.json", "labels.txt", "model.keras", "val_predictions.csv", "tensorboard"} <= names
+    assert trained_run.status == "done"
+    assert trained_run.labels == ["blue", "green", "red"]
+    assert isinstance(trained_run.config, RunConfig)
+    assert len(trained_run.history) == 10
+    for key in ("val_accuracy", "val_loss", "train_seconds", "feature_extraction_seconds", "epochs_run", "num_train", "num_val", "skipped_files"):
+        assert key in trained_run.metrics
+    predictions = trained_run.val_predictions()
+    assert len(predictions) == trained_run.metrics["num_val"]
+    accuracy = float((predictions["true"] == predictions["predicted"]).mean())
+    assert accuracy == pytest.approx(trained_run.metrics["val_accuracy"])
+    assert any((trained_run.path / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_store_lists_and_compares_runs(trained_run):
+    store = runs.RunStore(trained_run.path.parent)
+    table = store.table()
+    assert table.loc[0, "run_id"] == trained_run.run_id
+    assert table.loc[0, "status"] == "done"
+    comparison = store.compare([trained_run.run_id])
+    assert comparison.loc["val_accuracy", trained_run.run_id] == trained_run.metrics["val_accuracy"]
+    overlay = store.histories([trained_run.run_id])
+    assert set(overlay["run_id"]) == {trained_run.run_id}
+
+
+def test_unknown_or_hostile_run_id_is_refused(trained_run):
+    store = runs.RunStore(trained_run.path.parent)
+    with pytest.raises(StudioError, match="No run named"):
+        store.get("../../etc")
+
+
+def test_a_run_killed_midway_is_listed_as_incomplete_and_never_breaks_the_list(tmp_path):
+    store = runs.RunStore(tmp_path / "runs")
+    # A real process starts a run and is killed before it ends.
+    code = (
+        "import sys, os; sys.path.insert(0, os.getcwd());"
+        "from tlcore.runs import RunStore; from tlcore.config import RunConfig;"
+        f"RunStore({str(tmp_path / 'runs')!r}).create(RunConfig(), name='killed'); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
+    (tmp_path / "runs" / "garbage").mkdir()
+    (tmp_path / "runs" / "garbage" / "config.json").write_text("{ not json")
+    (tmp_path / "runs" / "half").mkdir()
+    (tmp_path / "runs" / "half" / "status.json").write_text(json.dumps({"status": "done"}))
+    listed = {run.run_id.split("-")[-2] if run.run_id.count("-") > 2 else run.run_id: run.status for run in store.list()}
+    assert listed == {"killed": "incomplete", "garbage": "incomplete", "half": "incomplete"}
+    assert len(store.table()) == 3
+
+
+def test_failed_run_records_the_error(tmp_path):
+    config = RunConfig()
+    config.data.data_dir = str(tmp_path / "missing")
+    with pytest.raises(StudioError):
+        runs.train_run(config, tmp_path / "run")
+    run = runs.read_run(tmp_path / "run")
+    assert run.status == "failed" and "not found" in run.error
+
+
+def test_exports_reload_and_agree_with_the_keras_model(trained_run, colour_dataset):
+    samples = sorted(str(p) for p in colour_dataset.rglob("*.png"))[::4]
+    report = runs.export_all(trained_run, samples)
+    assert set(report) == {"saved_model", "model_float", "model_dynamic_range"}
+    assert all(entry["top1_agreement"] == 1.0 for entry in report.values())
+    assert (trained_run.path / "exports" / "saved_model" / "saved_model.pb").is_file()
+    float_size = (trained_run.path / "exports" / "model_float.tflite").stat().st_size
+    quantized_size = (trained_run.path / "exports" / "model_dynamic_range.tflite").stat().st_size
+    assert quantized_size < float_size
+
+
+def test_tflite_gives_the_same_probabilities_as_keras(trained_run, colour_dataset):
+    from tlcore.predict import load_batch
+
+    path = runs.export_tflite(trained_run)
+    batch = load_batch(sorted(str(p) for p in colour_dataset.rglob("*.png"))[:3], 32)
+    np.testing.assert_allclose(runs.tflite_predict(path, batch), trained_run.load_model().predict(batch, verbose=0), atol=1e-4)
