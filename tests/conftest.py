@@ -14,7 +14,9 @@ from tests.helpers import make_colour_dataset  # noqa: E402
 
 
 def pytest_addoption(parser):
-    parser.addoption("--shared-dir", default=None, help="path of the shared assets (default: $TL_SHARED_DIR or ../shared)")
+    parser.addoption(
+        "--shared-dir", default=None, help="path of the shared assets (default: $TL_SHARED_DIR or ../shared)"
+    )
 
 
 @pytest.fixture(scope="session")

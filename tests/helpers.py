@@ -18,7 +18,9 @@ def colour_image(colour: tuple, size: int, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
-def make_colour_dataset(root: Path, per_class: int = 12, size: int = 40, classes=("red", "green", "blue"), seed: int = 0) -> Path:
+def make_colour_dataset(
+    root: Path, per_class: int = 12, size: int = 40, classes=("red", "green", "blue"), seed: int = 0
+) -> Path:
     """A folder of class sub-folders with ``per_class`` PNGs each."""
     rng = random.Random(seed)
     for label in classes:

@@ -28,12 +28,33 @@ def test_every_registry_backbone_builds_with_random_weights_and_has_blocks(name)
 
 
 def test_block_labels_follow_the_architecture():
-    names = ["input", "Conv1", "expanded_conv_project", "block_1_expand", "block_1_pad", "block_16_project", "Conv_1", "out_relu"]
-    assert assign_blocks(names, BACKBONES["MobileNetV2"].block_pattern) == [
-        "stem", "stem", "stem", "block_1", "block_1", "block_16", "block_16", "block_16",
+    names = [
+        "input",
+        "Conv1",
+        "expanded_conv_project",
+        "block_1_expand",
+        "block_1_pad",
+        "block_16_project",
+        "Conv_1",
+        "out_relu",
     ]
-    assert assign_blocks(["stem_conv", "block1a_dwconv", "block7a_project", "top_conv"], BACKBONES["EfficientNetB0"].block_pattern) == [
-        "stem", "block1", "block7", "top",
+    assert assign_blocks(names, BACKBONES["MobileNetV2"].block_pattern) == [
+        "stem",
+        "stem",
+        "stem",
+        "block_1",
+        "block_1",
+        "block_16",
+        "block_16",
+        "block_16",
+    ]
+    assert assign_blocks(
+        ["stem_conv", "block1a_dwconv", "block7a_project", "top_conv"], BACKBONES["EfficientNetB0"].block_pattern
+    ) == [
+        "stem",
+        "block1",
+        "block7",
+        "top",
     ]
 
 

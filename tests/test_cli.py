@@ -12,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tlcore(*args, env=None, timeout=600):
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tlcore", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=environment)
+    return subprocess.run(
+        [sys.executable, "-m", "tlcore", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
 
 
 def assert_clean_failure(completed, fragment):
@@ -39,13 +45,41 @@ def test_inspect_prints_classes_counts_and_skipped_files_as_json(tmp_path, colou
 def test_train_then_predict(tmp_path, colour_dataset):
     out = tmp_path / "run"
     completed = tlcore(
-        "train", "--data", colour_dataset, "--backbone", "SmallCNN", "--weights", "none", "--image-size", 32,
-        "--epochs", 10, "--lr", 0.1, "--batch-size", 8, "--patience", 0, "--seed", 1, "--out", out,
+        "train",
+        "--data",
+        colour_dataset,
+        "--backbone",
+        "SmallCNN",
+        "--weights",
+        "none",
+        "--image-size",
+        32,
+        "--epochs",
+        10,
+        "--lr",
+        0.1,
+        "--batch-size",
+        8,
+        "--patience",
+        0,
+        "--seed",
+        1,
+        "--out",
+        out,
     )
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("val_accuracy", "val_loss", "train_seconds", "feature_extraction_seconds", "epochs_run", "num_train", "num_val", "skipped_files"):
+    for key in (
+        "val_accuracy",
+        "val_loss",
+        "train_seconds",
+        "feature_extraction_seconds",
+        "epochs_run",
+        "num_train",
+        "num_val",
+        "skipped_files",
+    ):
         assert key in metrics and key in summary
     assert metrics["val_accuracy"] >= 0.85 and metrics["epochs_run"] == 10
     assert completed.stderr.strip() == ""
@@ -74,10 +108,44 @@ def _lambda_model(path):
         (lambda d, t: ["inspect", "--data", d / "red" / "red_0.png"], "is a file"),
         (lambda d, t: ["train", "--data", d, "--backbone", "ResNet9", "--out", t / "r"], "Unknown backbone"),
         (lambda d, t: ["train", "--data", d, "--backbone", "SmallCNN", "--epochs", "-1", "--out", t / "r"], "epochs"),
-        (lambda d, t: ["train", "--data", d, "--backbone", "SmallCNN", "--val-split", "2", "--out", t / "r"], "val_split"),
-        (lambda d, t: ["train", "--data", d / "red", "--backbone", "SmallCNN", "--weights", "none", "--out", t / "r"], "class"),
-        (lambda d, t: ["train", "--data", d, "--backbone", _lambda_model(t / "l.keras"), "--out", t / "r"], "Lambda layer"),
-        (lambda d, t: ["train", "--data", d, "--backbone", "SmallCNN", "--weights", "none", "--freeze", "block9", "--out", t / "r"], "block9"),
+        (
+            lambda d, t: ["train", "--data", d, "--backbone", "SmallCNN", "--val-split", "2", "--out", t / "r"],
+            "val_split",
+        ),
+        (
+            lambda d, t: [
+                "train",
+                "--data",
+                d / "red",
+                "--backbone",
+                "SmallCNN",
+                "--weights",
+                "none",
+                "--out",
+                t / "r",
+            ],
+            "class",
+        ),
+        (
+            lambda d, t: ["train", "--data", d, "--backbone", _lambda_model(t / "l.keras"), "--out", t / "r"],
+            "Lambda layer",
+        ),
+        (
+            lambda d, t: [
+                "train",
+                "--data",
+                d,
+                "--backbone",
+                "SmallCNN",
+                "--weights",
+                "none",
+                "--freeze",
+                "block9",
+                "--out",
+                t / "r",
+            ],
+            "block9",
+        ),
         (lambda d, t: ["predict", "--model", t, d / "red" / "red_0.png"], "not a finished run folder"),
         (lambda d, t: ["frobnicate"], "invalid choice"),
         (lambda d, t: ["train", "--data", d], "required"),
@@ -99,7 +167,17 @@ def test_offline_imagenet_weights_exit_2_with_the_file_to_download(tmp_path, col
         "socket.getaddrinfo = _offline\n"
     )
     completed = tlcore(
-        "train", "--data", colour_dataset, "--backbone", "MobileNetV2", "--weights", "imagenet", "--image-size", 96, "--out", tmp_path / "r",
+        "train",
+        "--data",
+        colour_dataset,
+        "--backbone",
+        "MobileNetV2",
+        "--weights",
+        "imagenet",
+        "--image-size",
+        96,
+        "--out",
+        tmp_path / "r",
         env={"PYTHONPATH": f"{shim}{os.pathsep}{ROOT}", "KERAS_HOME": str(tmp_path / "kh")},
     )
     assert_clean_failure(completed, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5")

@@ -6,7 +6,14 @@ from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainC
 def test_json_round_trip_gives_an_equal_config(tmp_path):
     config = RunConfig(
         DataConfig("photos.zip", val_split=0.3, skip_placeholders=False),
-        ModelConfig("ResNet50", weights="none", image_size=128, pooling="max", hidden_units=64, freeze=FreezePlan("from", "conv5")),
+        ModelConfig(
+            "ResNet50",
+            weights="none",
+            image_size=128,
+            pooling="max",
+            hidden_units=64,
+            freeze=FreezePlan("from", "conv5"),
+        ),
         TrainConfig(epochs=3, fine_tune_epochs=2, augment=True, seed=7),
     )
     config.save(tmp_path / "config.json")
@@ -50,7 +57,12 @@ def test_fine_tune_learning_rate_defaults_to_ten_times_lower():
 
 @pytest.mark.parametrize(
     "text, plan",
-    [("all", FreezePlan("all")), ("none", FreezePlan("none")), ("top:12", FreezePlan("top", 12)), ("block_13", FreezePlan("from", "block_13"))],
+    [
+        ("all", FreezePlan("all")),
+        ("none", FreezePlan("none")),
+        ("top:12", FreezePlan("top", 12)),
+        ("block_13", FreezePlan("from", "block_13")),
+    ],
 )
 def test_freeze_plan_parses_cli_text(text, plan):
     assert FreezePlan.parse(text) == plan

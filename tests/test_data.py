@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import colour_image, make_colour_dataset
 from tlcore import data
 from tlcore.config import DataConfig
 from tlcore.errors import StudioError
-from tests.helpers import colour_image, make_colour_dataset
 
 
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -253,7 +253,9 @@ def test_zip_source_is_extracted_once_into_the_cache(tmp_path):
 
 def test_class_uploads_become_a_dataset_folder(tmp_path):
     png = _png(colour_image((0, 255, 0), 32, random.Random(0)))
-    root = data.save_class_images(tmp_path / "built", {"ripe fruit": [("../../x.png", png), ("b.png", png)], "leaf": [("c.png", png)]})
+    root = data.save_class_images(
+        tmp_path / "built", {"ripe fruit": [("../../x.png", png), ("b.png", png)], "leaf": [("c.png", png)]}
+    )
     scan = data.scan_folder(root)
     assert scan.counts == {"leaf": 1, "ripe fruit": 2}
     assert all(Path(item.path).resolve().is_relative_to(root.resolve()) for item in scan.items)

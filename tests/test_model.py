@@ -25,7 +25,9 @@ def test_classifier_is_preprocess_backbone_head(mobilenet):
     assert classifier.output.shape[-1] == 3
 
 
-@pytest.mark.parametrize("pooling, layer", [("avg", "GlobalAveragePooling2D"), ("max", "GlobalMaxPooling2D"), ("flatten", "Flatten")])
+@pytest.mark.parametrize(
+    "pooling, layer", [("avg", "GlobalAveragePooling2D"), ("max", "GlobalMaxPooling2D"), ("flatten", "Flatten")]
+)
 def test_head_pooling_choices(mobilenet, pooling, layer):
     head = model_lib.head_part(build(mobilenet, pooling=pooling))
     assert type(head.layers[0]).__name__ == layer
@@ -43,20 +45,29 @@ def test_freeze_plans_change_what_trains(mobilenet):
     assert model_lib.is_fully_frozen(classifier)
 
     counts = {}
-    for plan in [FreezePlan("from", "block_16"), FreezePlan("from", "block_13"), FreezePlan("top", 5), FreezePlan("none")]:
+    for plan in [
+        FreezePlan("from", "block_16"),
+        FreezePlan("from", "block_13"),
+        FreezePlan("top", 5),
+        FreezePlan("none"),
+    ]:
         model_lib.apply_freeze_plan(backbone, plan, mobilenet.block_pattern, pretrained=False)
         counts[(plan.mode, plan.value)] = trainable_params(classifier)
     assert head_only < counts[("from", "block_16")] < counts[("from", "block_13")] < counts[("none", None)]
     assert counts[("none", None)] == model_lib.parameter_totals(classifier)["total"] - _bn_moving_stats(backbone)
 
-    trainable = model_lib.apply_freeze_plan(backbone, FreezePlan("layers", ["Conv_1", "Conv_1_bn"]), mobilenet.block_pattern, False)
+    trainable = model_lib.apply_freeze_plan(
+        backbone, FreezePlan("layers", ["Conv_1", "Conv_1_bn"]), mobilenet.block_pattern, False
+    )
     assert trainable == {"Conv_1", "Conv_1_bn"}
     table = model_lib.layer_table(backbone, mobilenet.block_pattern)
     assert set(table.loc[table.trainable, "name"]) == {"Conv_1", "Conv_1_bn"}
 
 
 def _bn_moving_stats(backbone):
-    return int(sum(np.prod(w.shape) for layer in backbone.layers for w in layer.non_trainable_weights if "moving" in w.path))
+    return int(
+        sum(np.prod(w.shape) for layer in backbone.layers for w in layer.non_trainable_weights if "moving" in w.path)
+    )
 
 
 def test_unknown_layer_or_block_is_explained(mobilenet):

@@ -13,9 +13,21 @@ pytestmark = pytest.mark.real_assets
 def pretrained_run(tmp_path_factory, hymenoptera, dog_model):
     out = tmp_path_factory.mktemp("real") / "run"
     completed = tlcore(
-        "train", "--data", hymenoptera / "train", "--val-data", hymenoptera / "val",
-        "--backbone", dog_model, "--cut-layer", "mobilenetv2_1.00_160", "--preprocess", "mobilenet_v2",
-        "--epochs", 20, "--out", out,
+        "train",
+        "--data",
+        hymenoptera / "train",
+        "--val-data",
+        hymenoptera / "val",
+        "--backbone",
+        dog_model,
+        "--cut-layer",
+        "mobilenetv2_1.00_160",
+        "--preprocess",
+        "mobilenet_v2",
+        "--epochs",
+        20,
+        "--out",
+        out,
         env={"TLCORE_CACHE_DIR": str(out.parent / "cache")},
     )
     assert completed.returncode == 0, completed.stderr
@@ -32,8 +44,21 @@ def test_frozen_pretrained_mobilenet_reaches_0_92_on_ants_vs_bees(pretrained_run
 
 def test_the_same_architecture_without_pretrained_weights_stays_far_below(tmp_path, hymenoptera, pretrained_run):
     completed = tlcore(
-        "train", "--data", hymenoptera / "train", "--val-data", hymenoptera / "val",
-        "--backbone", "MobileNetV2", "--weights", "none", "--image-size", 160, "--epochs", 20, "--out", tmp_path / "random",
+        "train",
+        "--data",
+        hymenoptera / "train",
+        "--val-data",
+        hymenoptera / "val",
+        "--backbone",
+        "MobileNetV2",
+        "--weights",
+        "none",
+        "--image-size",
+        160,
+        "--epochs",
+        20,
+        "--out",
+        tmp_path / "random",
         env={"TLCORE_CACHE_DIR": str(tmp_path / "cache")},
     )
     assert completed.returncode == 0, completed.stderr

@@ -13,12 +13,30 @@ from tlcore.errors import StudioError
 
 def test_a_finished_run_has_every_file_and_loads_back(trained_run):
     names = {p.name for p in trained_run.path.iterdir()}
-    assert {"config.json", "status.json", "history.csv", "metrics.json", "labels.txt", "model.keras", "val_predictions.csv", "tensorboard"} <= names
+    assert {
+        "config.json",
+        "status.json",
+        "history.csv",
+        "metrics.json",
+        "labels.txt",
+        "model.keras",
+        "val_predictions.csv",
+        "tensorboard",
+    } <= names
     assert trained_run.status == "done"
     assert trained_run.labels == ["blue", "green", "red"]
     assert isinstance(trained_run.config, RunConfig)
     assert len(trained_run.history) == 10
-    for key in ("val_accuracy", "val_loss", "train_seconds", "feature_extraction_seconds", "epochs_run", "num_train", "num_val", "skipped_files"):
+    for key in (
+        "val_accuracy",
+        "val_loss",
+        "train_seconds",
+        "feature_extraction_seconds",
+        "epochs_run",
+        "num_train",
+        "num_val",
+        "skipped_files",
+    ):
         assert key in trained_run.metrics
     predictions = trained_run.val_predictions()
     assert len(predictions) == trained_run.metrics["num_val"]
@@ -57,7 +75,9 @@ def test_a_run_killed_midway_is_listed_as_incomplete_and_never_breaks_the_list(t
     (tmp_path / "runs" / "garbage" / "config.json").write_text("{ not json")
     (tmp_path / "runs" / "half").mkdir()
     (tmp_path / "runs" / "half" / "status.json").write_text(json.dumps({"status": "done"}))
-    listed = {run.run_id.split("-")[-2] if run.run_id.count("-") > 2 else run.run_id: run.status for run in store.list()}
+    listed = {
+        run.run_id.split("-")[-2] if run.run_id.count("-") > 2 else run.run_id: run.status for run in store.list()
+    }
     assert listed == {"killed": "incomplete", "garbage": "incomplete", "half": "incomplete"}
     assert len(store.table()) == 3
 
@@ -87,4 +107,6 @@ def test_tflite_gives_the_same_probabilities_as_keras(trained_run, colour_datase
 
     path = runs.export_tflite(trained_run)
     batch = load_batch(sorted(str(p) for p in colour_dataset.rglob("*.png"))[:3], 32)
-    np.testing.assert_allclose(runs.tflite_predict(path, batch), trained_run.load_model().predict(batch, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(
+        runs.tflite_predict(path, batch), trained_run.load_model().predict(batch, verbose=0), atol=1e-4
+    )

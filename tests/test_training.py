@@ -12,7 +12,14 @@ from tlcore.training import HISTORY_COLUMNS, ProgressLog, run_training
 
 def colour_config(dataset, **train_options):
     """SmallCNN with frozen random weights: its features keep colour, enough to separate the classes."""
-    train = {"epochs": 4, "batch_size": 8, "learning_rate": 1e-1, "early_stopping_patience": 0, "seed": 1, **train_options}
+    train = {
+        "epochs": 4,
+        "batch_size": 8,
+        "learning_rate": 1e-1,
+        "early_stopping_patience": 0,
+        "seed": 1,
+        **train_options,
+    }
     return RunConfig(
         DataConfig(str(dataset), val_split=0.25),
         ModelConfig("SmallCNN", weights="none", image_size=32),
@@ -108,7 +115,9 @@ def test_augmentation_and_partial_unfreezing_take_the_ordinary_path(colour_datas
 def test_same_seed_same_history(colour_dataset):
     first = run_training(colour_config(colour_dataset, epochs=3)).history
     second = run_training(colour_config(colour_dataset, epochs=3)).history
-    np.testing.assert_allclose(first[["loss", "val_loss"]].to_numpy(), second[["loss", "val_loss"]].to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        first[["loss", "val_loss"]].to_numpy(), second[["loss", "val_loss"]].to_numpy(), rtol=1e-5
+    )
 
 
 def test_early_stopping_restores_the_best_epoch(colour_dataset):
@@ -161,8 +170,14 @@ def test_fit_runs_under_mirrored_strategy_on_two_logical_cpus(colour_dataset, tm
                           "val_accuracy": result.metrics["val_accuracy"]}}))
         """
     )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
-                               env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])})
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path),
+        env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     import json
 

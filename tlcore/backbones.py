@@ -206,8 +206,7 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
     size = model_config.image_size or spec.default_size
     if size < spec.min_size:
         raise StudioError(
-            f"{spec.name} needs inputs of at least {spec.min_size}x{spec.min_size} pixels. "
-            f"Received: image_size={size}."
+            f"{spec.name} needs inputs of at least {spec.min_size}x{spec.min_size} pixels. Received: image_size={size}."
         )
     weights, weights_id = _resolve_weights(spec, model_config.weights, seed)
     import keras
@@ -243,7 +242,9 @@ def build_small_cnn(weights=None, include_top=False, input_shape=(64, 64, 3)):
     inputs = keras.Input(input_shape, name="input")
     x = inputs
     for index, filters in enumerate((16, 32, 64, 128), start=1):
-        x = keras.layers.Conv2D(filters, 3, strides=2 if index == 1 else 1, padding="same", use_bias=False, name=f"block{index}_conv")(x)
+        x = keras.layers.Conv2D(
+            filters, 3, strides=2 if index == 1 else 1, padding="same", use_bias=False, name=f"block{index}_conv"
+        )(x)
         # momentum 0.9: with few steps on a small dataset the moving statistics must settle fast.
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{index}_bn")(x)
         x = keras.layers.ReLU(name=f"block{index}_relu")(x)
@@ -255,7 +256,9 @@ def build_small_cnn(weights=None, include_top=False, input_shape=(64, 64, 3)):
 def _resolve_weights(spec: BackboneSpec, weights: str, seed: int) -> tuple[str | None, str]:
     if weights == "imagenet":
         if not spec.imagenet_weights:
-            raise StudioError(f"{spec.name} has no ImageNet weights; it is trained from scratch. Choose weights 'none'.")
+            raise StudioError(
+                f"{spec.name} has no ImageNet weights; it is trained from scratch. Choose weights 'none'."
+            )
         return "imagenet", f"imagenet:{spec.name}"
     if weights in ("none", "", None):
         return None, f"random:{spec.name}:seed{seed}"
@@ -354,9 +357,7 @@ def cut_model(model, cut_layer: str | None):
             f"No layer named {cut_layer!r} in the model. Layers with a feature-map output: {candidates}."
         ) from None
     if cut_layer not in candidates:
-        raise StudioError(
-            f"Layer {cut_layer!r} does not output a 4-D feature map. Choose one of {candidates}."
-        )
+        raise StudioError(f"Layer {cut_layer!r} does not output a 4-D feature map. Choose one of {candidates}.")
     import keras
 
     if isinstance(layer, keras.Model) and len(layer.inputs) == 1:

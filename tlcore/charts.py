@@ -29,11 +29,15 @@ def history_figure(history: pd.DataFrame, title: str = "Training progress", grou
                     continue
                 figure.add_trace(
                     go.Scatter(
-                        x=frame["epoch"], y=frame[key], mode="lines+markers", line={"dash": dash},
+                        x=frame["epoch"],
+                        y=frame[key],
+                        mode="lines+markers",
+                        line={"dash": dash},
                         name=f"{prefix}{'validation' if split else 'train'} {column}",
                         legendgroup=f"{prefix}{split}",
                     ),
-                    row=1, col=col,
+                    row=1,
+                    col=col,
                 )
     if group is None and "phase" in history and (history["phase"] == "fine-tune").any():
         start = history.loc[history["phase"] == "fine-tune", "epoch"].min() - 0.5
@@ -50,13 +54,21 @@ def confusion_figure(matrix: pd.DataFrame) -> go.Figure:
     """Heatmap of a confusion matrix (rows true, columns predicted) with counts."""
     figure = go.Figure(
         go.Heatmap(
-            z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), colorscale="Blues",
-            text=matrix.to_numpy(), texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
+            z=matrix.to_numpy(),
+            x=list(matrix.columns),
+            y=list(matrix.index),
+            colorscale="Blues",
+            text=matrix.to_numpy(),
+            texttemplate="%{text}",
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>",
         )
     )
     figure.update_layout(
-        title="Confusion matrix", xaxis_title="predicted", yaxis_title="true",
-        yaxis={"autorange": "reversed"}, height=max(300, 60 * len(matrix) + 150),
+        title="Confusion matrix",
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis={"autorange": "reversed"},
+        height=max(300, 60 * len(matrix) + 150),
     )
     return figure
 
@@ -65,8 +77,15 @@ def top_k_figure(predictions: list[dict], title: str = "") -> go.Figure:
     """Horizontal bars of one image's top-k probabilities, most likely on top."""
     labels = [p["label"] for p in predictions][::-1]
     values = [p["probability"] for p in predictions][::-1]
-    figure = go.Figure(go.Bar(x=values, y=labels, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto"))
-    figure.update_layout(title=title, xaxis={"range": [0, 1], "tickformat": ".0%"}, height=80 + 40 * len(labels), margin={"t": 40 if title else 10, "b": 20})
+    figure = go.Figure(
+        go.Bar(x=values, y=labels, orientation="h", text=[f"{v:.1%}" for v in values], textposition="auto")
+    )
+    figure.update_layout(
+        title=title,
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        height=80 + 40 * len(labels),
+        margin={"t": 40 if title else 10, "b": 20},
+    )
     return figure
 
 

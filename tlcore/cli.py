@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden-units", type=int, default=0)
     train.add_argument("--dropout", type=float, default=0.2)
     train.add_argument(
-        "--freeze", default="all",
+        "--freeze",
+        default="all",
         help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
         "or a layer/block name (trainable from there on)",
     )
@@ -75,15 +76,28 @@ def config_from_args(args) -> RunConfig:
     return RunConfig(
         data=DataConfig(args.data, args.val_data, args.val_split, skip_placeholders=not args.keep_placeholders),
         model=ModelConfig(
-            backbone=args.backbone, weights=args.weights, cut_layer=args.cut_layer, preprocess=args.preprocess,
-            image_size=args.image_size, pooling=args.pooling, hidden_units=args.hidden_units,
-            dropout_rate=args.dropout, freeze=FreezePlan.parse(args.freeze),
+            backbone=args.backbone,
+            weights=args.weights,
+            cut_layer=args.cut_layer,
+            preprocess=args.preprocess,
+            image_size=args.image_size,
+            pooling=args.pooling,
+            hidden_units=args.hidden_units,
+            dropout_rate=args.dropout,
+            freeze=FreezePlan.parse(args.freeze),
         ),
         train=TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, optimizer=args.optimizer,
-            augment=args.augment, early_stopping_patience=args.patience, fine_tune_epochs=args.fine_tune_epochs,
-            fine_tune_learning_rate=args.fine_tune_lr, unfreeze_from=args.unfreeze_from,
-            feature_cache=not args.no_feature_cache, seed=args.seed,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            optimizer=args.optimizer,
+            augment=args.augment,
+            early_stopping_patience=args.patience,
+            fine_tune_epochs=args.fine_tune_epochs,
+            fine_tune_learning_rate=args.fine_tune_lr,
+            unfreeze_from=args.unfreeze_from,
+            feature_cache=not args.no_feature_cache,
+            seed=args.seed,
         ),
     ).validate()
 
@@ -121,7 +135,9 @@ def cmd_predict(args) -> list:
 
     run_dir = Path(args.model)
     if not (run_dir / "model.keras").is_file():
-        raise StudioError(f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`.")
+        raise StudioError(
+            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
+        )
     _quiet_keras()
     from tlcore.predict import predict_top_k
 

@@ -48,16 +48,11 @@ class FreezePlan:
     def validate(self) -> None:
         _check_choice("freeze mode", self.mode, FREEZE_MODES)
         if self.mode == "from" and not (isinstance(self.value, str) and self.value):
-            raise ValueError(
-                "A freeze plan 'from' needs a layer name or block label. "
-                f"Received: value={self.value!r}."
-            )
+            raise ValueError(f"A freeze plan 'from' needs a layer name or block label. Received: value={self.value!r}.")
         if self.mode == "top":
             _check_range("top N trainable layers", self.value, 0, 100_000, int)
         if self.mode == "layers" and not isinstance(self.value, (list, tuple)):
-            raise ValueError(
-                f"A freeze plan 'layers' needs a list of layer names. Received: value={self.value!r}."
-            )
+            raise ValueError(f"A freeze plan 'layers' needs a list of layer names. Received: value={self.value!r}.")
 
     @classmethod
     def parse(cls, text: str | None) -> FreezePlan:

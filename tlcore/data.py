@@ -19,10 +19,10 @@ import shutil
 import stat
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFile, ImageFilter, ImageOps
@@ -131,7 +131,9 @@ def open_image(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> I
             if size == 0:
                 raise StudioError("the file is empty (0 bytes)")
             if size > limits.max_file_bytes:
-                raise StudioError(f"the file is {size / 2**20:.0f} MB, over the {limits.max_file_bytes / 2**20:.0f} MB limit")
+                raise StudioError(
+                    f"the file is {size / 2**20:.0f} MB, over the {limits.max_file_bytes / 2**20:.0f} MB limit"
+                )
             image = Image.open(source)
     except StudioError:
         raise
@@ -149,7 +151,9 @@ def open_image(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> I
     return image
 
 
-def decode_image(source: str | Path | bytes | Image.Image, size: int | None = None, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+def decode_image(
+    source: str | Path | bytes | Image.Image, size: int | None = None, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray:
     """Decodes an image to an RGB ``uint8`` array, upright, optionally resized.
 
     Args:
@@ -286,7 +290,11 @@ def scan_folder(
     if not root.is_dir():
         raise StudioError(f"Dataset folder not found: {root}. Expected a folder with one sub-folder per class.")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not _is_ignored(p.name))
-    skipped = [Skipped(str(p), "not inside a class folder") for p in sorted(root.iterdir()) if p.is_file() and not _is_ignored(p.name)]
+    skipped = [
+        Skipped(str(p), "not inside a class folder")
+        for p in sorted(root.iterdir())
+        if p.is_file() and not _is_ignored(p.name)
+    ]
     if not class_dirs:
         raise StudioError(
             f"No class folders in {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg and {root}/dogs/*.jpg."
@@ -300,7 +308,9 @@ def scan_folder(
                 skipped.append(Skipped(str(path), f"not an image file ({path.suffix or 'no extension'})"))
     items: list[ImageItem] = []
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
-        for (path, label), outcome in zip(candidates, pool.map(lambda c: _check_or_reason(c[0], limits, skip_placeholders), candidates)):
+        for (path, label), outcome in zip(
+            candidates, pool.map(lambda c: _check_or_reason(c[0], limits, skip_placeholders), candidates)
+        ):
             if outcome[0]:
                 items.append(ImageItem(str(path), label, outcome[1]))
             else:
@@ -425,7 +435,9 @@ def _copy_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
             entry_written += len(chunk)
             written += len(chunk)
             if entry_written > max(info.file_size, 1) or written > limits.max_zip_bytes:
-                raise StudioError(f"The zip entry {info.filename!r} expands beyond its declared size; the zip is refused.")
+                raise StudioError(
+                    f"The zip entry {info.filename!r} expands beyond its declared size; the zip is refused."
+                )
             sink.write(chunk)
     return written
 
@@ -471,7 +483,9 @@ def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS) -> Path:
     if path.is_file():
         raise StudioError(f"{path} is a file. Expected a folder of class sub-folders or a .zip of one.")
     if not path.exists():
-        raise StudioError(f"Dataset not found: {path}. Expected a folder of class sub-folders, a .zip, or {DEMO_DATASET!r}.")
+        raise StudioError(
+            f"Dataset not found: {path}. Expected a folder of class sub-folders, a .zip, or {DEMO_DATASET!r}."
+        )
     return path
 
 
@@ -603,7 +617,10 @@ def draw_shape(label: str, size: int, rng: random.Random) -> Image.Image:
 
 def _polygon(cx: float, cy: float, radius: float, sides: int, angle: float) -> list[tuple[float, float]]:
     return [
-        (cx + radius * math.cos(angle + 2 * math.pi * k / sides), cy + radius * math.sin(angle + 2 * math.pi * k / sides))
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / sides),
+            cy + radius * math.sin(angle + 2 * math.pi * k / sides),
+        )
         for k in range(sides)
     ]
 
@@ -743,7 +760,16 @@ def augmentation_layers(seed: int):
     )
 
 
-def image_dataset(items: list[ImageItem], labels: np.ndarray, size: int, batch_size: int, *, shuffle: bool = False, augment: bool = False, seed: int = 0):
+def image_dataset(
+    items: list[ImageItem],
+    labels: np.ndarray,
+    size: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+):
     """A ``tf.data`` pipeline of ``(float32 images 0..255, int labels)`` batches.
 
     Decoding runs in background threads (overlapping training), decoded images are

@@ -37,7 +37,9 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "preprocess": self.preprocess}
 
 
-def build_head(feature_shape: tuple, num_classes: int, pooling: str = "avg", hidden_units: int = 0, dropout_rate: float = 0.2):
+def build_head(
+    feature_shape: tuple, num_classes: int, pooling: str = "avg", hidden_units: int = 0, dropout_rate: float = 0.2
+):
     """The new classification head, as its own model (trainable on cached features)."""
     pool = {
         "avg": keras.layers.GlobalAveragePooling2D(name="pool"),
@@ -72,7 +74,11 @@ def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelCo
     x = Preprocess(backbone.preprocess, name="preprocess")(inputs)
     features = backbone.model(x)
     head = build_head(
-        tuple(features.shape[1:]), num_classes, model_config.pooling, model_config.hidden_units, model_config.dropout_rate
+        tuple(features.shape[1:]),
+        num_classes,
+        model_config.pooling,
+        model_config.hidden_units,
+        model_config.dropout_rate,
     )
     outputs = head(features)
     model = keras.Model(inputs, outputs, name="classifier")

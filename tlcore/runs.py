@@ -137,7 +137,17 @@ class RunStore:
             )
         return pd.DataFrame(
             rows,
-            columns=["run_id", "status", "backbone", "weights", "val_accuracy", "val_loss", "epochs_run", "train_seconds", "classes"],
+            columns=[
+                "run_id",
+                "status",
+                "backbone",
+                "weights",
+                "val_accuracy",
+                "val_loss",
+                "epochs_run",
+                "train_seconds",
+                "classes",
+            ],
         )
 
     def get(self, run_id: str) -> Run:
@@ -319,5 +329,7 @@ def export_all(run: Run, sample_images: list) -> dict:
         agreement = float(np.mean(np.argmax(probabilities, axis=1) == reference))
         report[name] = {"path": str(path), "top1_agreement": agreement}
         if agreement < 1.0:
-            raise StudioError(f"The {name} export disagrees with the Keras model on {1 - agreement:.0%} of the samples.")
+            raise StudioError(
+                f"The {name} export disagrees with the Keras model on {1 - agreement:.0%} of the samples."
+            )
     return report

@@ -92,7 +92,11 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.log.append(
-            "batch", phase=self.phase, epoch=self._epoch, step=batch + 1, steps=self.params.get("steps"),
+            "batch",
+            phase=self.phase,
+            epoch=self._epoch,
+            step=batch + 1,
+            steps=self.params.get("steps"),
             loss=(logs or {}).get("loss"),
         )
         if self.stop.is_set():
@@ -168,7 +172,9 @@ def feature_cache_key(backbone: Backbone) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def extract_features(classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE) -> np.ndarray:
+def extract_features(
+    classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE
+) -> np.ndarray:
     """Runs preprocess + backbone once over ``items``; decoding overlaps the compute."""
     preprocess = model_lib.preprocess_part(classifier)
     backbone = model_lib.backbone_part(classifier)
@@ -195,7 +201,9 @@ def extract_features(classifier, items: list, image_size: int, log: ProgressLog 
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
-def cached_features(classifier, backbone: Backbone, items: list, log: ProgressLog | None = None) -> tuple[np.ndarray, bool]:
+def cached_features(
+    classifier, backbone: Backbone, items: list, log: ProgressLog | None = None
+) -> tuple[np.ndarray, bool]:
     """Features of ``items``, from the disk cache when every image is there.
 
     The file is keyed by :func:`feature_cache_key` and by the set of image contents
@@ -272,7 +280,9 @@ def run_training(
 
     def image_data(items, labels, shuffle):
         augment = shuffle and train_cfg.augment
-        return data_lib.image_dataset(items, labels, size, train_cfg.batch_size, shuffle=shuffle, augment=augment, seed=train_cfg.seed)
+        return data_lib.image_dataset(
+            items, labels, size, train_cfg.batch_size, shuffle=shuffle, augment=augment, seed=train_cfg.seed
+        )
 
     use_cache = train_cfg.feature_cache and not train_cfg.augment and model_lib.is_fully_frozen(classifier)
     if train_cfg.epochs and use_cache:
@@ -285,27 +295,59 @@ def run_training(
         with strategy.scope():
             model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate)
         phase_epochs = _fit(
-            head, (train_features, y_train), (val_features, y_val), "head", train_cfg.epochs, 0,
-            train_cfg, log, stop, run_dir, best, classifier,
+            head,
+            (train_features, y_train),
+            (val_features, y_val),
+            "head",
+            train_cfg.epochs,
+            0,
+            train_cfg,
+            log,
+            stop,
+            run_dir,
+            best,
+            classifier,
         )
     elif train_cfg.epochs:
         with strategy.scope():
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.learning_rate)
         phase_epochs = _fit(
-            classifier, image_data(dataset.train, y_train, True), image_data(dataset.val, y_val, False), "head",
-            train_cfg.epochs, 0, train_cfg, log, stop, run_dir, best, classifier,
+            classifier,
+            image_data(dataset.train, y_train, True),
+            image_data(dataset.val, y_val, False),
+            "head",
+            train_cfg.epochs,
+            0,
+            train_cfg,
+            log,
+            stop,
+            run_dir,
+            best,
+            classifier,
         )
 
     if train_cfg.fine_tune_epochs and not stop.is_set():
         backbone_model = model_lib.backbone_part(classifier)
         start = train_cfg.unfreeze_from or model_lib.last_block(backbone_model, backbone.block_pattern)
-        model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), backbone.block_pattern, backbone.pretrained)
+        model_lib.apply_freeze_plan(
+            backbone_model, FreezePlan("from", start), backbone.block_pattern, backbone.pretrained
+        )
         with strategy.scope():
             # Recompile: Keras fixes the set of trainable weights at compile time.
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)
         _fit(
-            classifier, image_data(dataset.train, y_train, True), image_data(dataset.val, y_val, False), "fine-tune",
-            train_cfg.fine_tune_epochs, phase_epochs, train_cfg, log, stop, run_dir, best, classifier,
+            classifier,
+            image_data(dataset.train, y_train, True),
+            image_data(dataset.val, y_val, False),
+            "fine-tune",
+            train_cfg.fine_tune_epochs,
+            phase_epochs,
+            train_cfg,
+            log,
+            stop,
+            run_dir,
+            best,
+            classifier,
         )
         val_features = None  # the backbone changed: cached features no longer describe it
 
