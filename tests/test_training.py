@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
-from tlcore.training import HISTORY_COLUMNS, ProgressLog, run_training
+from tlcore.jobs import ProgressLog
+from tlcore.training import HISTORY_COLUMNS, run_training
 
 
 def colour_config(dataset, **train_options):

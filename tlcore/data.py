@@ -462,6 +462,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TLCORE_CACHE_DIR") or Path.home() / ".cache" / "tlcore")
 
 
+def workspace_dir() -> Path:
+    """``$TLCORE_WORKSPACE`` (default ``./workspace``): uploads and datasets built in the dashboard."""
+    return Path(os.environ.get("TLCORE_WORKSPACE") or "workspace")
+
+
+def save_upload(folder: str | Path, filename: str, data: bytes) -> Path:
+    """Stores an uploaded file under ``folder`` with a safe name; returns its path."""
+    name = safe_name(Path(filename).name) or "upload"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
 def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS) -> Path:
     """Turns a folder, a .zip or the demo dataset name into a dataset folder.
 

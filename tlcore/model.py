@@ -8,6 +8,8 @@ can read the backbone's feature map, all on the same shared weights.
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import pandas as pd
@@ -196,6 +198,41 @@ def layer_table(backbone_model, block_pattern: str | None) -> pd.DataFrame:
         for index, (layer, block) in enumerate(zip(backbone_model.layers, blocks))
     ]
     return pd.DataFrame(rows, columns=["index", "name", "type", "block", "parameters", "trainable"])
+
+
+_PLAN_LOCK = threading.Lock()
+
+
+def plan_totals(backbone, plan: FreezePlan, num_classes: int, model_config: ModelConfig) -> dict[str, int]:
+    """Trainable/frozen parameter totals a freeze plan would give, without building a classifier.
+
+    The plan is applied to ``backbone.model`` only for the count and the previous
+    flags are put back, so a backbone shared between sessions is left as it was.
+    """
+    model = backbone.model
+    head = build_head(
+        tuple(model.output.shape[1:]),
+        num_classes,
+        model_config.pooling,
+        model_config.hidden_units,
+        model_config.dropout_rate,
+    )
+    with _PLAN_LOCK:
+        previous = [(layer, layer.trainable) for layer in model.layers]
+        try:
+            apply_freeze_plan(model, plan, backbone.block_pattern, backbone.pretrained)
+            trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+            frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+        finally:
+            for layer, flag in previous:
+                layer.trainable = flag
+    head_parameters = int(head.count_params())
+    return {
+        "trainable": trainable + head_parameters,
+        "frozen": frozen,
+        "total": trainable + frozen + head_parameters,
+        "head": head_parameters,
+    }
 
 
 def parameter_totals(model) -> dict[str, int]:

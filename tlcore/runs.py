@@ -180,6 +180,62 @@ class RunStore:
         return pd.DataFrame(data)
 
 
+def runs_root() -> Path:
+    """``$TLCORE_RUNS_DIR`` (default ``./runs``): where the dashboard keeps runs."""
+    return Path(os.environ.get("TLCORE_RUNS_DIR") or "runs")
+
+
+def start_training(registry, owner: str, config: RunConfig, store: RunStore, name: str | None = None):
+    """Starts a training run as a background job of ``registry``; returns the job.
+
+    Raises:
+        JobBusyError: this session already trains, or the studio is at its job cap.
+        ValueError: the config is invalid (checked before any thread starts).
+    """
+    config.validate()
+    title = f"{Path(config.model.backbone).name} on {Path(config.data.data_dir).name}"
+
+    def target(job):
+        run_dir = store.create(config, name=name)
+        job.run_dir = str(run_dir)
+        return train_run(config, run_dir, log=job.log, stop=job.stop)
+
+    return registry.start(owner, "train", title, target)
+
+
+def ab_configs(config: RunConfig) -> tuple[RunConfig, RunConfig]:
+    """The A/B pair on the same data and split: fixed feature extractor vs fine-tuned."""
+    fixed = RunConfig.from_dict(config.to_dict())
+    fixed.train.fine_tune_epochs = 0
+    tuned = RunConfig.from_dict(config.to_dict())
+    tuned.train.fine_tune_epochs = config.train.fine_tune_epochs or max(2, config.train.epochs // 2)
+    return fixed, tuned
+
+
+def start_ab(registry, owner: str, config: RunConfig, store: RunStore):
+    """Trains the A/B pair one after the other as one job; ``job.result`` lists both run ids."""
+    from tlcore.jobs import ProgressLog
+
+    fixed, tuned = ab_configs(config)
+    fixed.validate()
+    tuned.validate()
+
+    def target(job):
+        run_ids = []
+        for label, variant in (("A-fixed-features", fixed), ("B-fine-tune", tuned)):
+            if job.stop.is_set():
+                break
+            if run_ids:
+                job.log = ProgressLog()  # the page follows the current half of the pair
+            run_dir = store.create(variant, name=label)
+            job.run_dir = str(run_dir)
+            train_run(variant, run_dir, log=job.log, stop=job.stop)
+            run_ids.append(run_dir.name)
+        return run_ids
+
+    return registry.start(owner, "ab", f"A/B on {Path(config.data.data_dir).name}", target)
+
+
 def start_run(path: Path, config: RunConfig) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

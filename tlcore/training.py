@@ -27,48 +27,47 @@ from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone, load_backbone
 from tlcore.config import FreezePlan, RunConfig
+from tlcore.jobs import ProgressLog
 
 HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 EXTRACTION_BATCH_SIZE = 64
 
 
-class ProgressLog:
-    """A thread-safe, append-only list of plain progress records.
+def history_frame(log: ProgressLog) -> pd.DataFrame:
+    """Epoch records of a log as one continuous history DataFrame (both phases)."""
+    rows = [{column: record.get(column) for column in HISTORY_COLUMNS} for record in log.records(kind="epoch")]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
-    The training thread appends; the dashboard reads snapshots from another thread.
-    Records are dicts with at least ``kind`` and ``time``; ``kind`` is one of
-    ``"status"``, ``"phase"``, ``"extract"``, ``"batch"``, ``"epoch"``.
+
+def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
+    """Where a training job is: fraction done, ETA, and a one-line description.
+
+    Args:
+        log: the job's progress log.
+        total_epochs: epochs planned over both phases (early stopping may end sooner).
+
+    Returns:
+        ``{"fraction", "eta_seconds", "text", "phase"}``; ``eta_seconds`` is ``None``
+        until a training batch has been seen.
     """
-
-    def __init__(self):
-        self._records: list[dict] = []
-        self._lock = threading.Lock()
-
-    def append(self, kind: str, **fields) -> None:
-        record = {"kind": kind, "time": time.time(), **fields}
-        with self._lock:
-            self._records.append(record)
-
-    def records(self, start: int = 0, kind: str | None = None) -> list[dict]:
-        with self._lock:
-            snapshot = self._records[start:]
-        return [r for r in snapshot if kind is None or r["kind"] == kind]
-
-    def last(self, kind: str) -> dict | None:
-        with self._lock:
-            for record in reversed(self._records):
-                if record["kind"] == kind:
-                    return dict(record)
-        return None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._records)
-
-    def history(self) -> pd.DataFrame:
-        """Epoch records as one continuous history DataFrame (both phases)."""
-        rows = [{col: r.get(col) for col in HISTORY_COLUMNS} for r in self.records(kind="epoch")]
-        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    status = log.last("status")
+    if status and status.get("status") in ("done", "stopped", "failed"):
+        return {"fraction": 1.0, "eta_seconds": 0.0, "text": status["status"], "phase": None}
+    batch = log.last("batch")
+    if batch is None:
+        extract = log.last("extract")
+        if extract:
+            text = f"Computing backbone features: batch {extract['step']}/{extract['steps']}"
+            return {"fraction": 0.0, "eta_seconds": None, "text": text, "phase": "extract"}
+        return {"fraction": 0.0, "eta_seconds": None, "text": (status or {}).get("status", "starting"), "phase": None}
+    steps = batch.get("steps") or batch["step"]
+    done = (batch["epoch"] - 1 + batch["step"] / steps) / max(total_epochs, 1)
+    fraction = min(max(done, 0.0), 1.0)
+    first = log.records(kind="batch")[0]
+    elapsed = batch["time"] - first["time"]
+    eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
+    text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
+    return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -358,7 +357,7 @@ def run_training(
         probabilities = model_lib.head_part(classifier).predict(val_features, batch_size=256, verbose=0)
     else:
         probabilities = classifier.predict(image_data(dataset.val, y_val, False), verbose=0)
-    history = log.history()
+    history = history_frame(log)
     metrics = {
         **evaluate_probabilities(probabilities, y_val),
         "train_seconds": time.perf_counter() - started,

@@ -1,0 +1,160 @@
+"""What every page shares: session identity, the job registry, cached tlcore calls, the sidebar.
+
+Heavy modules (TensorFlow through tlcore.model, training, predict) are imported inside
+the functions that need them, so pages that don't need them render without loading it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tlcore.data import DEMO_DATASET, workspace_dir
+from tlcore.jobs import JobRegistry
+from tlcore.runs import RunStore, runs_root
+
+DEFAULT_DATA = DataConfig(DEMO_DATASET)
+DEFAULT_MODEL = ModelConfig("MobileNetV2", weights="imagenet", image_size=160)
+DEFAULT_TRAIN = TrainConfig(epochs=10)
+
+
+def session_id() -> str:
+    if "session_id" not in st.session_state:
+        st.session_state.session_id = uuid.uuid4().hex[:12]
+    return st.session_state.session_id
+
+
+def session_dir() -> Path:
+    """This browser session's own folder for uploads and built datasets."""
+    path = workspace_dir() / "sessions" / session_id()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@st.cache_resource
+def registry() -> JobRegistry:
+    """One job registry for the whole server process, shared by every session."""
+    return JobRegistry(max_concurrent=int(os.environ.get("TLCORE_MAX_JOBS", "2")))
+
+
+def store() -> RunStore:
+    return RunStore(runs_root())
+
+
+def config(kind: str):
+    """The session's current data/model/train settings (defaults on first use)."""
+    defaults = {"data": DEFAULT_DATA, "model": DEFAULT_MODEL, "train": DEFAULT_TRAIN}
+    key = f"{kind}_config"
+    if key not in st.session_state:
+        st.session_state[key] = copy.deepcopy(defaults[kind])
+    return st.session_state[key]
+
+
+def run_config() -> RunConfig:
+    return RunConfig(config("data"), config("model"), config("train"))
+
+
+def current_job():
+    """This session's job: from session state, or from the URL after a page refresh.
+
+    A refresh starts a new Streamlit session; the job id in the URL lets it pick up
+    its job (and so its chart) again.
+    """
+    if "job_id" not in st.session_state and st.query_params.get("job"):
+        job = registry().get(st.query_params.get("job"))
+        if job is not None:
+            st.session_state.session_id = job.owner
+            st.session_state.job_id = job.job_id
+    job = registry().get(st.session_state.get("job_id"))
+    return job if job is not None and job.owner == session_id() else None
+
+
+def remember_job(job) -> None:
+    st.session_state.job_id = job.job_id
+    st.query_params["job"] = job.job_id
+
+
+@st.cache_data(show_spinner="Scanning images…", max_entries=32)
+def scan(source: str, skip_placeholders: bool, _stamp: float):
+    """Cached scan of a dataset folder/zip/demo (``_stamp`` changes when the folder does)."""
+    from tlcore.data import resolve_source, scan_folder
+
+    return scan_folder(resolve_source(source), skip_placeholders=skip_placeholders)
+
+
+def folder_stamp(source: str) -> float:
+    path = Path(source)
+    try:
+        return (
+            max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir()])
+            if path.is_dir()
+            else path.stat().st_mtime
+        )
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading the backbone…", max_entries=4)
+def backbone(model_json: str):
+    from tlcore.backbones import load_backbone
+
+    return load_backbone(ModelConfig(**{k: v for k, v in json.loads(model_json).items() if k != "freeze"}))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def run_model(run_path: str, _mtime: float):
+    from tlcore.runs import read_run
+
+    return read_run(Path(run_path)).load_model()
+
+
+def load_run_model(run):
+    path = run.path / "model.keras"
+    return run_model(str(run.path), path.stat().st_mtime)
+
+
+def sidebar() -> None:
+    """Current dataset, model and job, on every page."""
+    data = config("data")
+    model = config("model")
+    with st.sidebar:
+        st.caption("CURRENT SETUP")
+        name = "demo: shapes" if data.data_dir == DEMO_DATASET else Path(data.data_dir).name
+        summary = st.session_state.get("data_summary")
+        st.markdown(f"**Dataset** · {name}" + (f"  \n{summary}" if summary else ""))
+        weights = (
+            "your model file" if model.backbone.endswith((".keras", ".h5", ".hdf5")) else f"weights: {model.weights}"
+        )
+        st.markdown(f"**Model** · {Path(model.backbone).name}  \n{weights}")
+        job = current_job()
+        if job is None:
+            st.markdown("**Job** · none running")
+        else:
+            st.markdown(f"**Job** · {job.title}  \nstatus: `{job.status}`")
+
+
+def show_error(error: Exception, hint: str = "") -> None:
+    st.error(f"{error}" + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
+
+
+def finished_runs():
+    return [run for run in store().list() if run.status in ("done", "stopped") and run.has_model]
+
+
+def pick_run(label: str = "Run", key: str = "run_pick"):
+    """A select box of finished runs (the session's last run first); ``None`` if there are none."""
+    runs = finished_runs()
+    if not runs:
+        return None
+    ids = [run.run_id for run in runs]
+    preferred = st.session_state.get("run_id")
+    index = ids.index(preferred) if preferred in ids else 0
+    chosen = st.selectbox(label, ids, index=index, key=key)
+    st.session_state.run_id = chosen
+    return runs[ids.index(chosen)]

@@ -1,0 +1,59 @@
+import numpy as np
+import streamlit as st
+
+from pages import _shared as shared
+from tlcore import charts, evaluation
+
+st.title("Evaluate")
+run = shared.pick_run()
+if run is None:
+    st.info("No finished run yet. Train one first: the evaluation uses its validation images.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+
+predictions = run.val_predictions()
+if predictions.empty:
+    st.warning("This run has no saved validation predictions.")
+    st.stop()
+classes = run.labels
+labels = predictions["true_index"].to_numpy()
+probabilities = predictions[[f"p:{label}" for label in classes]].to_numpy()
+predicted = np.argmax(probabilities, axis=1)
+
+summary = evaluation.summary(labels, probabilities)
+cols = st.columns(4)
+cols[0].metric("Validation accuracy", f"{summary['accuracy']:.1%}")
+cols[1].metric("Validation loss", f"{run.metrics.get('val_loss', float('nan')):.3f}")
+cols[2].metric("Validation images", summary["count"])
+if "top2_accuracy" in summary:
+    cols[3].metric("Top-2 accuracy", f"{summary['top2_accuracy']:.1%}")
+st.caption(
+    "Measured on validation images the model never trained on. Early stopping picked the best epoch by validation loss on these same images."
+)
+
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(charts.confusion_figure(evaluation.confusion_matrix(labels, predicted, classes)), width="stretch")
+with right:
+    st.markdown("**Per class**")
+    st.dataframe(
+        evaluation.per_class_metrics(labels, predicted, classes),
+        column_config={name: st.column_config.NumberColumn(format="%.2f") for name in ("precision", "recall", "f1")},
+        hide_index=True,
+        width="stretch",
+    )
+
+wrong = evaluation.misclassified(predictions["path"].tolist(), labels, probabilities, classes)
+st.subheader(f"Misclassified ({len(wrong)})")
+if wrong.empty:
+    st.write("Every validation image is classified correctly.")
+else:
+    st.caption("Most confident mistakes first: often mislabelled images or look-alikes worth checking.")
+    columns = st.columns(6)
+    for index, row in wrong.head(24).iterrows():
+        with columns[index % 6]:
+            from pathlib import Path
+
+            if Path(row["path"]).is_file():
+                st.image(row["path"], width="stretch")
+            st.caption(f"true **{row['true']}** → {row['predicted']} ({row['confidence']:.0%})")

@@ -1,0 +1,72 @@
+import streamlit as st
+
+from pages import _shared as shared
+from tlcore import charts
+from tlcore.backbones import BACKBONES
+from tlcore.errors import StudioError
+
+st.title("Predict")
+runs = shared.finished_runs()
+IMAGENET = "ImageNet classes (no training needed)"
+mode = st.radio("Predict with", ["A trained run", IMAGENET], horizontal=True, index=0 if runs else 1)
+
+uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True)
+photo = st.camera_input("Or take a photo")
+images = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera", photo.getvalue())] if photo else [])
+
+if mode == IMAGENET:
+    names = [name for name, spec in BACKBONES.items() if spec.imagenet_top]
+    backbone_name = st.selectbox("Backbone", names, index=names.index("MobileNetV2"))
+    st.caption(
+        "The backbone's own ImageNet classifier: top-5 of 1,000 everyday classes. Needs its ImageNet weights (downloaded once)."
+    )
+    if not images:
+        st.info("Upload an image or take a photo.")
+        st.stop()
+    from tlcore.predict import imagenet_top5
+
+    try:
+        with st.spinner("Loading ImageNet weights…"):
+            results = imagenet_top5(backbone_name, [data for _, data in images])
+    except StudioError as error:
+        shared.show_error(error, "Without ImageNet weights, train a run on your own data and predict with it.")
+        st.stop()
+    for (name, data), result in zip(images, results):
+        left, right = st.columns([1, 2])
+        left.image(data, caption=name, width="stretch")
+        right.plotly_chart(charts.top_k_figure(result), width="stretch")
+    st.stop()
+
+run = shared.pick_run("Trained run")
+if run is None:
+    st.info("No trained run yet. Train one, or switch to ImageNet classes.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+top_k = st.slider("Top-k", 1, max(1, min(10, len(run.labels))), min(3, len(run.labels)))
+show_cam = st.toggle("Grad-CAM: show where the model looks")
+if not images:
+    st.info("Upload one or more images, or take a photo.")
+    st.stop()
+
+from tlcore.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
+
+model = shared.load_run_model(run)
+for name, data in images:
+    left, right = st.columns([1, 2])
+    try:
+        result = predict_top_k(model, run.labels, [data], top_k)[0]
+    except StudioError as error:
+        left.error(f"{name}: {error}")
+        continue
+    if show_cam:
+        heatmap, _ = grad_cam(model, data)
+        left.image(
+            overlay_heatmap(data, heatmap, 320),
+            caption=f"{name} · Grad-CAM for '{result[0]['label']}'",
+            width="stretch",
+        )
+    else:
+        left.image(data, caption=name, width="stretch")
+    right.plotly_chart(
+        charts.top_k_figure(result, title=f"{result[0]['label']} ({result[0]['probability']:.0%})"), width="stretch"
+    )

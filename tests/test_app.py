@@ -1,0 +1,292 @@
+"""Every dashboard page through the real router (app.py), with streamlit.testing's AppTest."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers import colour_image
+from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT = 180  # the first page that imports TensorFlow takes a while
+
+
+@pytest.fixture(autouse=True)
+def studio_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLCORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader")
+        for e in getattr(at, kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def small_cnn(at):
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("none"))
+    at.session_state["train_config"] = TrainConfig(epochs=2, batch_size=32, learning_rate=3e-3)
+
+
+def train_to_completion(at, limit=240):
+    at.switch_page("pages/train.py")
+    at.run()
+    small_cnn(at)
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        time.sleep(1)
+        at.run()  # AppTest has no browser timer: each run advances the run_every fragment
+        assert not at.exception, [e.value for e in at.exception]
+        if at.success and "validation accuracy" in at.success[0].value:
+            return at
+        assert not at.error, [e.value for e in at.error]
+    raise AssertionError("training did not finish in time: " + texts(at))
+
+
+def plotly_values(values) -> list:
+    """Plotly JSON may carry numbers as typed arrays ({"dtype", "bdata"})."""
+    if isinstance(values, dict) and "bdata" in values:
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def chart_epochs(at) -> list:
+    figures = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    traces = [t for figure in figures for t in figure["data"] if t.get("name") == "validation accuracy"]
+    return plotly_values(traces[0]["x"]) if traces else []
+
+
+def test_home_renders_before_tensorflow_loads():
+    code = (
+        "import sys; from streamlit.testing.v1 import AppTest;"
+        f"at = AppTest.from_file({APP!r}, default_timeout=60); at.run();"
+        "assert not at.exception, at.exception;"
+        "print(at.title[0].value, '|', 'tensorflow' in sys.modules)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    title, loaded = completed.stdout.strip().splitlines()[-1].split(" | ")
+    assert title == "Transfer-learning studio" and loaded == "False"
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "pages/home.py",
+        "pages/data.py",
+        "pages/model.py",
+        "pages/train.py",
+        "pages/evaluate.py",
+        "pages/predict.py",
+        "pages/runs.py",
+    ],
+)
+def test_every_page_renders_with_a_sidebar_and_no_traceback(page):
+    at = app(page)
+    assert at.title, f"{page} has no title"
+    unexpected = [e.value for e in at.error if "ImageNet weights" not in e.value]  # offline machines: expected
+    assert not unexpected
+
+
+def test_sidebar_shows_dataset_model_and_job():
+    at = app()
+    sidebar = [m.value for m in at.sidebar.get("markdown")]
+    assert sidebar == [
+        "**Dataset** · demo: shapes",
+        "**Model** · MobileNetV2  \nweights: imagenet",
+        "**Job** · none running",
+    ]
+
+
+def test_empty_pages_say_what_to_do_first():
+    at = app("pages/evaluate.py")
+    assert "No finished run yet" in texts(at)
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert "No runs yet" in texts(at)
+
+
+def test_data_page_shows_the_demo_health_report():
+    at = app("pages/data.py")
+    assert "Current dataset: 600 images in 3 classes" in at.success[0].value
+    assert [m.value for m in at.metric][:3] == ["600", "3", "0"]
+    assert at.get("plotly_chart"), "images per class chart"
+
+
+def test_a_bad_folder_is_explained_and_keeps_the_current_dataset():
+    at = app("pages/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value("/no/such/folder").run()
+    assert "Dataset folder not found" in at.error[0].value or "Dataset not found" in at.error[0].value
+    assert "still the one in the sidebar" in at.error[0].value
+    assert at.session_state["data_config"].data_dir == "demo:shapes"
+
+
+def _zip_of(classes, tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label, colour in classes.items():
+            for index in range(6):
+                image = io.BytesIO()
+                colour_image(colour, 40, __import__("random").Random(index)).save(image, "PNG")
+                archive.writestr(f"set/{label}/{index}.png", image.getvalue())
+    return buffer.getvalue()
+
+
+def test_uploading_a_zip_makes_it_the_current_dataset(tmp_path):
+    at = app("pages/data.py")
+    at.radio(key="source_kind").set_value("Upload a .zip").run()
+    at.file_uploader[0].set_value(
+        ("photos.zip", _zip_of({"red": (220, 30, 30), "blue": (30, 30, 220)}, tmp_path), "application/zip")
+    ).run()
+    assert not at.exception
+    assert "Current dataset: 12 images in 2 classes" in at.success[0].value
+
+
+def test_a_hostile_zip_is_refused_with_a_message(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../../escape.png", b"x")
+    at = app("pages/data.py")
+    at.radio(key="source_kind").set_value("Upload a .zip").run()
+    at.file_uploader[0].set_value(("evil.zip", buffer.getvalue(), "application/zip")).run()
+    assert "outside the extraction folder" in at.error[0].value
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_model_page_quick_actions_change_the_parameter_totals():
+    at = app("pages/model.py")
+    at.selectbox[0].set_value("SmallCNN").run()
+    assert not at.exception and not at.error
+
+    def trainable():
+        return int(at.metric[0].value.replace(",", ""))
+
+    everything = trainable()
+    next(b for b in at.button if b.label == "Freeze all").click().run()
+    head_only = trainable()
+    assert head_only == 128 * 2 + 2  # 128 features x 2 classes + biases
+    next(b for b in at.button if b.label.startswith("Unfreeze from")).click().run()
+    last_block = trainable()
+    assert head_only < last_block < everything
+    assert at.session_state["model_config"].freeze.mode == "from"
+
+
+def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    at = app("pages/model.py")
+    assert "Could not download ImageNet weights" in at.error[0].value
+    next(b for b in at.button if "random weights" in b.label).click().run()
+    assert at.session_state["model_config"].weights == "none"
+    assert not at.error
+
+
+def test_train_page_trains_the_demo_and_leaves_a_chart_then_evaluate_predict_and_runs_use_it():
+    at = app()
+    at = train_to_completion(at)
+    assert chart_epochs(at) == [1, 2]
+    run_id = at.session_state["run_id"]
+    assert (Path(os.environ["TLCORE_RUNS_DIR"]) / run_id / "model.keras").is_file()
+
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    assert not at.exception
+    assert "Validation accuracy" in [m.label for m in at.metric]
+    assert any(json.loads(c.proto.spec)["data"][0]["type"] == "heatmap" for c in at.get("plotly_chart"))
+
+    at.switch_page("pages/predict.py")
+    at.run()
+    image = io.BytesIO()
+    Image.open(next(Path(os.environ["TLCORE_CACHE_DIR"]).rglob("circle_000.png"))).save(image, "PNG")
+    at.file_uploader[0].set_value(("circle.png", image.getvalue(), "image/png")).run()
+    assert not at.exception and not at.error
+    bars = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert bars and set(plotly_values(bars[0]["data"][0]["y"])) <= {"circle", "square", "triangle"}
+    at.toggle[0].set_value(True).run()
+    assert not at.exception and any("Grad-CAM" in caption for image in at.image for caption in image.captions)
+
+    at.switch_page("pages/runs.py")
+    at.run()
+    assert not at.exception
+    assert run_id in at.dataframe[0].value["run_id"].tolist()
+
+
+def test_predict_page_explains_an_unreadable_upload():
+    at = app()
+    train_to_completion(at)
+    at.switch_page("pages/predict.py")
+    at.run()
+    at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
+    assert not at.exception
+    assert "not a readable image" in at.error[0].value
+
+
+def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
+    from tlcore.runs import start_training
+
+    at = app("pages/train.py")
+    small_cnn(at)
+    at.session_state["train_config"] = TrainConfig(epochs=300, batch_size=4)
+    at.run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    job = at.session_state["job_id"]
+    registry = __import__("pages._shared", fromlist=["registry"]).registry()
+    with pytest.raises(Exception, match="already have a job running"):
+        start_training(
+            registry,
+            at.session_state["session_id"],
+            registry.get(job).result or __import__("tlcore.config", fromlist=["RunConfig"]).RunConfig(),
+            None,
+        )
+    next(b for b in at.button if b.label == "Stop").click().run()
+    deadline = time.time() + 60
+    while registry.get(job).active and time.time() < deadline:
+        time.sleep(0.5)
+    assert registry.get(job).status == "stopped"

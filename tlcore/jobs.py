@@ -1,0 +1,160 @@
+"""Background jobs: training runs off the script thread, shared by all browser sessions.
+
+Streamlit reruns a page script on every click and stops the old run at its next
+``st.*`` call, so a fit can never run in the script thread. A :class:`JobRegistry`
+(one per process; the dashboard keeps it in ``st.cache_resource``) owns the threads.
+Each job has an id, a status, an append-only :class:`ProgressLog`, a
+stop event, and its result. Job threads never touch Streamlit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlcore.errors import JobBusyError, StudioError
+
+ACTIVE = ("queued", "running")
+
+
+class ProgressLog:
+    """A thread-safe, append-only list of plain progress records.
+
+    The job thread appends; page scripts read snapshots from other threads. Records
+    are dicts with at least ``kind`` and ``time``.
+    """
+
+    def __init__(self):
+        self._records: list[dict] = []
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, **fields) -> None:
+        record = {"kind": kind, "time": time.time(), **fields}
+        with self._lock:
+            self._records.append(record)
+
+    def records(self, start: int = 0, kind: str | None = None) -> list[dict]:
+        with self._lock:
+            snapshot = self._records[start:]
+        return [r for r in snapshot if kind is None or r["kind"] == kind]
+
+    def last(self, kind: str) -> dict | None:
+        with self._lock:
+            for record in reversed(self._records):
+                if record["kind"] == kind:
+                    return dict(record)
+        return None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+
+@dataclass
+class Job:
+    """One background job.
+
+    Attributes:
+        job_id: unique id (kept in the browser's session state and URL).
+        owner: the browser session that started it.
+        kind: what it does ("train", "text-finetune", ...), for display.
+        title: a short description.
+        log: progress records.
+        stop: set by :meth:`request_stop`; the job's Keras callback stops within a batch.
+        status: "running", "done", "stopped" or "failed".
+        result: what the target returned.
+        error: the failure message ("what is wrong and what to do").
+        run_dir: the run folder the job writes, if any.
+    """
+
+    job_id: str
+    owner: str
+    kind: str
+    title: str
+    log: ProgressLog = field(default_factory=ProgressLog)
+    stop: threading.Event = field(default_factory=threading.Event)
+    status: str = "running"
+    result: Any = None
+    error: str = ""
+    run_dir: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    thread: threading.Thread | None = None
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+class JobRegistry:
+    """All jobs of this process; thread-safe.
+
+    Args:
+        max_concurrent: how many jobs may run at once in the whole process; one more
+            is refused with a :class:`~tlcore.errors.JobBusyError` ("busy, try again").
+    """
+
+    def __init__(self, max_concurrent: int = 2):
+        self.max_concurrent = max_concurrent
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, owner: str, kind: str, title: str, target: Callable[[Job], Any], run_dir: str | None = None) -> Job:
+        """Starts ``target(job)`` in a background thread and returns the job.
+
+        Raises:
+            JobBusyError: this session already has a running job, or the process-wide
+                cap is reached.
+        """
+        with self._lock:
+            running = [j for j in self._jobs.values() if j.active]
+            mine = [j for j in running if j.owner == owner]
+            if mine:
+                raise JobBusyError(
+                    f"You already have a job running ({mine[0].title}). Stop it or wait for it to finish."
+                )
+            if len(running) >= self.max_concurrent:
+                raise JobBusyError(
+                    f"The studio is busy: {len(running)} training jobs are running (the limit is "
+                    f"{self.max_concurrent}). Try again in a minute."
+                )
+            job = Job(uuid.uuid4().hex[:12], owner, kind, title, run_dir=run_dir)
+            self._jobs[job.job_id] = job
+        job.thread = threading.Thread(target=self._run, args=(job, target), name=f"job-{job.job_id}", daemon=True)
+        job.thread.start()
+        return job
+
+    def _run(self, job: Job, target: Callable[[Job], Any]) -> None:
+        try:
+            job.result = target(job)
+            job.status = "stopped" if job.stop.is_set() else "done"
+        except (StudioError, ValueError, OSError) as error:
+            job.error = str(error)
+            job.status = "failed"
+        except Exception as error:  # noqa: BLE001  - reported to the user, never raised into Streamlit
+            job.error = f"Unexpected {type(error).__name__}: {error}. Please report this."
+            job.log.append("traceback", text=traceback.format_exc())
+            job.status = "failed"
+        finally:
+            job.finished = time.time()
+            job.log.append("status", status=job.status, error=job.error)
+
+    def get(self, job_id: str | None) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id or "")
+
+    def for_owner(self, owner: str) -> list[Job]:
+        with self._lock:
+            return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.started)
+
+    def active_count(self) -> int:
+        with self._lock:
+            return sum(j.active for j in self._jobs.values())
