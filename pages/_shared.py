@@ -136,6 +136,8 @@ def sidebar() -> None:
         if job is None:
             st.markdown("**Job** · none running")
         else:
+            if st.query_params.get("job") != job.job_id:
+                st.query_params["job"] = job.job_id  # page changes drop it; a refresh needs it
             st.markdown(f"**Job** · {job.title}  \nstatus: `{job.status}`")
 
 

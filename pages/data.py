@@ -47,7 +47,8 @@ elif source_kind == SOURCES[3]:
     uploads = st.file_uploader(
         "Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True, key="class_photos"
     )
-    shot = st.camera_input("Or take a photo", key="class_camera")
+    with st.expander("Or take a photo with your camera"):
+        shot = st.camera_input("Camera", key="class_camera", label_visibility="collapsed")
     if st.button("Add to class", disabled=not target):
         files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
         try:

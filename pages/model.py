@@ -44,6 +44,7 @@ with left:
             model.weights = "imagenet" if spec.imagenet_weights else "none"
             model.freeze = FreezePlan("all" if spec.imagenet_weights else "none")
         options = ["imagenet", "none"] if spec.imagenet_weights else ["none"]
+        previous_weights = model.weights
         model.weights = st.radio(
             "Weights",
             options,
@@ -54,6 +55,10 @@ with left:
             }.get,
             horizontal=True,
         )
+        if model.weights != previous_weights:
+            # Pretrained: start as a fixed feature extractor. Random: everything must train.
+            model.freeze = FreezePlan("all" if model.weights == "imagenet" else "none")
+            st.session_state.freeze_version = st.session_state.get("freeze_version", 0) + 1
         sizes = sorted({s for s in (32, 64, 96, 128, 160, 192, 224, 299) if s >= spec.min_size} | {spec.default_size})
         value = model.image_size if model.image_size in sizes else spec.default_size
         model.image_size = st.select_slider(

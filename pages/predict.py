@@ -11,7 +11,8 @@ IMAGENET = "ImageNet classes (no training needed)"
 mode = st.radio("Predict with", ["A trained run", IMAGENET], horizontal=True, index=0 if runs else 1)
 
 uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True)
-photo = st.camera_input("Or take a photo")
+with st.expander("Or take a photo with your camera"):
+    photo = st.camera_input("Camera", label_visibility="collapsed")
 images = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera", photo.getvalue())] if photo else [])
 
 if mode == IMAGENET:
