@@ -5,19 +5,24 @@ Nothing here imports TensorFlow, so the home page shows before it has loaded.
 
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 
 st.set_page_config(page_title="Transfer-learning studio", page_icon=":material/science:", layout="wide")
 
+# Page scripts live in sub-folders of pages/: Streamlit's legacy multipage mode (which
+# would run a deep-linked pages/*.py directly, bypassing this router) only looks at
+# top-level pages/*.py files, of which there are none.
 PAGES = {
     "Studio": [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/data.py", title="Data", icon=":material/folder_open:"),
-        st.Page("pages/model.py", title="Model", icon=":material/layers:"),
-        st.Page("pages/train.py", title="Train", icon=":material/monitoring:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+        st.Page("pages/studio/home.py", title="Home", icon=":material/home:", default=True),
+    ],
+    "Image classifier": [
+        st.Page("pages/image/data.py", title="Data", icon=":material/folder_open:"),
+        st.Page("pages/image/model.py", title="Model", icon=":material/layers:"),
+        st.Page("pages/image/train.py", title="Train", icon=":material/monitoring:"),
+        st.Page("pages/image/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+        st.Page("pages/image/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/image/runs.py", title="Runs", icon=":material/history:"),
     ],
 }
 

@@ -59,7 +59,7 @@ def small_cnn(at):
 
 
 def train_to_completion(at, limit=240):
-    at.switch_page("pages/train.py")
+    at.switch_page("pages/image/train.py")
     at.run()
     small_cnn(at)
     at.run()
@@ -116,13 +116,13 @@ def test_home_renders_before_tensorflow_loads():
 @pytest.mark.parametrize(
     "page",
     [
-        "pages/home.py",
-        "pages/data.py",
-        "pages/model.py",
-        "pages/train.py",
-        "pages/evaluate.py",
-        "pages/predict.py",
-        "pages/runs.py",
+        "pages/studio/home.py",
+        "pages/image/data.py",
+        "pages/image/model.py",
+        "pages/image/train.py",
+        "pages/image/evaluate.py",
+        "pages/image/predict.py",
+        "pages/image/runs.py",
     ],
 )
 def test_every_page_renders_with_a_sidebar_and_no_traceback(page):
@@ -143,22 +143,22 @@ def test_sidebar_shows_dataset_model_and_job():
 
 
 def test_empty_pages_say_what_to_do_first():
-    at = app("pages/evaluate.py")
+    at = app("pages/image/evaluate.py")
     assert "No finished run yet" in texts(at)
-    at.switch_page("pages/runs.py")
+    at.switch_page("pages/image/runs.py")
     at.run()
     assert "No runs yet" in texts(at)
 
 
 def test_data_page_shows_the_demo_health_report():
-    at = app("pages/data.py")
+    at = app("pages/image/data.py")
     assert "Current dataset: 600 images in 3 classes" in at.success[0].value
     assert [m.value for m in at.metric][:3] == ["600", "3", "0"]
     assert at.get("plotly_chart"), "images per class chart"
 
 
 def test_a_bad_folder_is_explained_and_keeps_the_current_dataset():
-    at = app("pages/data.py")
+    at = app("pages/image/data.py")
     at.radio(key="source_kind").set_value("Folder on this server").run()
     at.text_input[0].set_value("/no/such/folder").run()
     assert "Dataset folder not found" in at.error[0].value or "Dataset not found" in at.error[0].value
@@ -178,7 +178,7 @@ def _zip_of(classes, tmp_path):
 
 
 def test_uploading_a_zip_makes_it_the_current_dataset(tmp_path):
-    at = app("pages/data.py")
+    at = app("pages/image/data.py")
     at.radio(key="source_kind").set_value("Upload a .zip").run()
     at.file_uploader[0].set_value(
         ("photos.zip", _zip_of({"red": (220, 30, 30), "blue": (30, 30, 220)}, tmp_path), "application/zip")
@@ -191,7 +191,7 @@ def test_a_hostile_zip_is_refused_with_a_message(tmp_path):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../../escape.png", b"x")
-    at = app("pages/data.py")
+    at = app("pages/image/data.py")
     at.radio(key="source_kind").set_value("Upload a .zip").run()
     at.file_uploader[0].set_value(("evil.zip", buffer.getvalue(), "application/zip")).run()
     assert "outside the extraction folder" in at.error[0].value
@@ -199,7 +199,7 @@ def test_a_hostile_zip_is_refused_with_a_message(tmp_path):
 
 
 def test_model_page_quick_actions_change_the_parameter_totals():
-    at = app("pages/model.py")
+    at = app("pages/image/model.py")
     at.selectbox[0].set_value("SmallCNN").run()
     assert not at.exception and not at.error
 
@@ -221,7 +221,7 @@ def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path)
 
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
-    at = app("pages/model.py")
+    at = app("pages/image/model.py")
     assert "Could not download ImageNet weights" in at.error[0].value
     next(b for b in at.button if "random weights" in b.label).click().run()
     assert at.session_state["model_config"].weights == "none"
@@ -235,13 +235,13 @@ def test_train_page_trains_the_demo_and_leaves_a_chart_then_evaluate_predict_and
     run_id = at.session_state["run_id"]
     assert (Path(os.environ["TLCORE_RUNS_DIR"]) / run_id / "model.keras").is_file()
 
-    at.switch_page("pages/evaluate.py")
+    at.switch_page("pages/image/evaluate.py")
     at.run()
     assert not at.exception
     assert "Validation accuracy" in [m.label for m in at.metric]
     assert any(json.loads(c.proto.spec)["data"][0]["type"] == "heatmap" for c in at.get("plotly_chart"))
 
-    at.switch_page("pages/predict.py")
+    at.switch_page("pages/image/predict.py")
     at.run()
     image = io.BytesIO()
     Image.open(next(Path(os.environ["TLCORE_CACHE_DIR"]).rglob("circle_000.png"))).save(image, "PNG")
@@ -252,7 +252,7 @@ def test_train_page_trains_the_demo_and_leaves_a_chart_then_evaluate_predict_and
     at.toggle[0].set_value(True).run()
     assert not at.exception and any("Grad-CAM" in caption for image in at.image for caption in image.captions)
 
-    at.switch_page("pages/runs.py")
+    at.switch_page("pages/image/runs.py")
     at.run()
     assert not at.exception
     assert run_id in at.dataframe[0].value["run_id"].tolist()
@@ -261,7 +261,7 @@ def test_train_page_trains_the_demo_and_leaves_a_chart_then_evaluate_predict_and
 def test_predict_page_explains_an_unreadable_upload():
     at = app()
     train_to_completion(at)
-    at.switch_page("pages/predict.py")
+    at.switch_page("pages/image/predict.py")
     at.run()
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
@@ -271,13 +271,13 @@ def test_predict_page_explains_an_unreadable_upload():
 def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
     from tlcore.runs import start_training
 
-    at = app("pages/train.py")
+    at = app("pages/image/train.py")
     small_cnn(at)
     at.session_state["train_config"] = TrainConfig(epochs=300, batch_size=4)
     at.run()
     next(b for b in at.button if b.label == "Start training").click().run()
     job = at.session_state["job_id"]
-    registry = __import__("pages._shared", fromlist=["registry"]).registry()
+    registry = __import__("pages.studio.shared", fromlist=["registry"]).registry()
     with pytest.raises(Exception, match="already have a job running"):
         start_training(
             registry,

@@ -60,13 +60,25 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
     wait_idle(page)
     expect(page.get_by_text("Trainable parameters")).to_be_visible()
     metric = page.locator('[data-testid="stMetricValue"]').first
-    before = metric.inner_text()
+    everything = int(metric.inner_text().replace(",", ""))
+    # Random weights: every layer trains. Untick Conv1 (3x3x3x32 = 864 weights) in the layer table.
+    grid = page.locator('[data-testid="stDataFrame"]').first
+    box = grid.bounding_box()
+    row_height = 35
+    page.mouse.click(box["x"] + box["width"] - 70, box["y"] + row_height * 2 + row_height / 2)
+    wait_idle(page)
+    expect(metric).to_have_text(f"{everything - 864:,}")
+    page.keyboard.press("Escape")
+    page.locator("h1").first.click()  # leave the grid so the next click reaches the button
+    page.get_by_role("button", name="Freeze all", exact=True).click()
+    head_only = 1280 * 3 + 3  # only the new head trains: 1280 features x 3 classes + biases
+    expect(metric).to_have_text(f"{head_only:,}")
     page.get_by_role("button", name="Unfreeze from block_16").click()
     wait_idle(page)
-    expect(metric).not_to_have_text(before)
-    page.get_by_role("button", name="Freeze all", exact=True).click()
+    expect(metric).not_to_have_text(f"{head_only:,}")
+    page.get_by_role("button", name="Freeze all", exact=True).click()  # fast training below: features cached
     wait_idle(page)
-    expect(metric).to_have_text(before)
+    expect(metric).to_have_text(f"{head_only:,}")
     shot(page, "03-model")
 
     nav(page, "Train")
@@ -85,9 +97,9 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
     shot(page, "05-evaluate")
 
     nav(page, "Predict")
-    from tlcore.data import draw_shape
-
     import random
+
+    from tlcore.data import draw_shape
 
     image = tmp_path / "my triangle.png"
     draw_shape("triangle", 96, random.Random(7)).save(image)
@@ -109,14 +121,18 @@ def test_leaving_the_train_page_and_coming_back_keeps_the_job_and_chart(server, 
     url, _ = server
     page = open_page(browser, url)
     nav(page, "Model")
-    page.get_by_text("none (random: trains from scratch)").click()
+    page.locator('[data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="SmallCNN").click()  # the offline recipe: trains from scratch in seconds
+    expect(page.get_by_text("Trainable parameters")).to_be_visible()
     wait_idle(page)
     nav(page, "Train")
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("3")
     epochs.press("Tab")
     page.get_by_role("button", name="Start training").click()
-    expect(page.get_by_text(re.compile(r"head · epoch|Computing backbone features|loading data|building model"))).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"head · epoch|Computing backbone features|loading data|building model"))
+    ).to_be_visible()
     nav(page, "Data")
     nav(page, "Train")
     expect(page.get_by_text(re.compile(r"Finished: validation accuracy"))).to_be_visible(timeout=240_000)
@@ -127,3 +143,15 @@ def test_leaving_the_train_page_and_coming_back_keeps_the_job_and_chart(server, 
     page.reload()
     expect(page.get_by_text(re.compile(r"Finished: validation accuracy"))).to_be_visible()
     page.close()
+
+
+def test_a_deep_link_as_the_first_request_still_goes_through_the_router(tmp_path, browser):
+    with streamlit_server(tmp_path) as (url, _):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/model")
+        expect(page.locator("h1").first).to_have_text("Model")
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        expect(sidebar.get_by_text("CURRENT SETUP")).to_be_visible()
+        navigation = sidebar.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Image classifier" in navigation and "shared" not in navigation
+        page.close()

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore import charts
 from tlcore.errors import StudioError
 
@@ -106,8 +106,8 @@ def progress_panel():
             icon=":material/check_circle:",
         )
         cols = st.columns(2)
-        cols[0].page_link("pages/evaluate.py", label="Evaluate this run", icon=":material/fact_check:")
-        cols[1].page_link("pages/predict.py", label="Try predictions", icon=":material/image_search:")
+        cols[0].page_link("pages/image/evaluate.py", label="Evaluate this run", icon=":material/fact_check:")
+        cols[1].page_link("pages/image/predict.py", label="Try predictions", icon=":material/image_search:")
     else:
         shared.show_error(StudioError(current.error), "Your settings are kept: change them and start again.")
     st.plotly_chart(

@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore import charts
 from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload
 from tlcore.errors import StudioError
@@ -99,6 +99,7 @@ if len(usable) >= 2:
         skip_placeholders,
     )
     st.session_state.data_summary = f"{len(scan.items)} images · {len(usable)} classes"
+    st.session_state.num_classes = len(usable)
     st.success(f"Current dataset: {len(scan.items)} images in {len(usable)} classes.", icon=":material/check_circle:")
 else:
     st.warning("A classifier needs at least 2 classes with images. Add another class.", icon=":material/back_hand:")

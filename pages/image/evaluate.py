@@ -1,14 +1,14 @@
 import numpy as np
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore import charts, evaluation
 
 st.title("Evaluate")
 run = shared.pick_run()
 if run is None:
     st.info("No finished run yet. Train one first: the evaluation uses its validation images.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
     st.stop()
 
 predictions = run.val_predictions()

@@ -15,15 +15,15 @@ steps = st.columns(3)
 with steps[0]:
     st.subheader("1 · Data")
     st.write("Use the built-in demo, a folder, a .zip, or build classes from uploads and your webcam.")
-    st.page_link("pages/data.py", label="Choose data", icon=":material/folder_open:")
+    st.page_link("pages/image/data.py", label="Choose data", icon=":material/folder_open:")
 with steps[1]:
     st.subheader("2 · Model")
     st.write("Pick a pretrained backbone (or your own Keras model) and decide which layers to freeze.")
-    st.page_link("pages/model.py", label="Set up the model", icon=":material/layers:")
+    st.page_link("pages/image/model.py", label="Set up the model", icon=":material/layers:")
 with steps[2]:
     st.subheader("3 · Train")
     st.write("Train the new head with a live chart, fine-tune, then evaluate and try predictions.")
-    st.page_link("pages/train.py", label="Train", icon=":material/monitoring:")
+    st.page_link("pages/image/train.py", label="Train", icon=":material/monitoring:")
 
 st.divider()
 left, right = st.columns([3, 2])

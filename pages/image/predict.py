@@ -1,6 +1,6 @@
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore import charts
 from tlcore.backbones import BACKBONES
 from tlcore.errors import StudioError
@@ -41,7 +41,7 @@ if mode == IMAGENET:
 run = shared.pick_run("Trained run")
 if run is None:
     st.info("No trained run yet. Train one, or switch to ImageNet classes.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
     st.stop()
 top_k = st.slider("Top-k", 1, max(1, min(10, len(run.labels))), min(3, len(run.labels)))
 show_cam = st.toggle("Grad-CAM: show where the model looks")

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore import charts
 from tlcore.errors import StudioError
 
@@ -49,7 +49,7 @@ if st.button("Run the A/B pair", disabled=job is not None and job.active):
 if job is not None and job.kind == "ab":
     if job.active:
         st.info(f"A/B running ({job.status}). Follow it on the Train page; this table updates when it finishes.")
-        st.page_link("pages/train.py", label="Watch it train", icon=":material/monitoring:")
+        st.page_link("pages/image/train.py", label="Watch it train", icon=":material/monitoring:")
     elif job.status == "failed":
         shared.show_error(StudioError(job.error))
 

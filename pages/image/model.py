@@ -3,7 +3,7 @@ import json
 
 import streamlit as st
 
-from pages import _shared as shared
+from pages.studio import shared
 from tlcore.backbones import BACKBONES, PREPROCESSING, is_model_file
 from tlcore.config import FreezePlan
 from tlcore.data import save_upload
@@ -169,8 +169,7 @@ if backbone.pretrained:
         "BatchNormalization layers of a pretrained backbone always stay frozen (inference mode), so their statistics survive fine-tuning."
     )
 
-scan_counts = st.session_state.get("data_summary", "")
-num_classes = int(scan_counts.split("·")[1].split()[0]) if "·" in scan_counts else 2
+num_classes = st.session_state.get("num_classes", 2)  # set by the Data page
 totals = plan_totals(backbone, model.freeze, num_classes, model)
 metrics = st.columns(3)
 metrics[0].metric("Trainable parameters", f"{totals['trainable']:,}")
@@ -179,4 +178,4 @@ metrics[2].metric("Total", f"{totals['total']:,}")
 st.caption(
     f"Head: {totals['head']:,} parameters for {num_classes} classes. Feature map {tuple(backbone.model.output.shape[1:])}."
 )
-st.page_link("pages/train.py", label="Next: train", icon=":material/monitoring:")
+st.page_link("pages/image/train.py", label="Next: train", icon=":material/monitoring:")
