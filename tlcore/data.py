@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import stat
+import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -331,13 +332,32 @@ def _walk_files(folder: Path) -> Iterator[Path]:
                     yield path
 
 
+_CHECKED: dict[tuple, tuple[bool, str]] = {}
+_CHECKED_LOCK = threading.Lock()
+
+
 def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tuple[bool, str]:
+    # Re-scanning an unchanged file (same path, size and modification time) reuses the
+    # verdict: experimenting means scanning the same folder again and again.
     try:
-        return True, check_image_file(path, limits, skip_placeholders)
-    except StudioError as error:
-        return False, str(error)
+        stat_result = path.stat()
     except OSError as error:
         return False, f"could not be read ({_short(error)})"
+    key = (str(path), stat_result.st_size, stat_result.st_mtime_ns, limits, skip_placeholders)
+    with _CHECKED_LOCK:
+        if key in _CHECKED:
+            return _CHECKED[key]
+    try:
+        outcome = (True, check_image_file(path, limits, skip_placeholders))
+    except StudioError as error:
+        outcome = (False, str(error))
+    except OSError as error:
+        outcome = (False, f"could not be read ({_short(error)})")
+    with _CHECKED_LOCK:
+        if len(_CHECKED) > 200_000:
+            _CHECKED.clear()
+        _CHECKED[key] = outcome
+    return outcome
 
 
 def dataset_warnings(counts: dict[str, int], min_images_per_class: int) -> list[str]:

@@ -251,11 +251,12 @@ def make_optimizer(name: str, learning_rate: float):
     )
 
 
-def compile_classifier(model, optimizer: str, learning_rate: float):
+def compile_classifier(model, optimizer: str, learning_rate: float, steps_per_execution: int = 1):
     """(Re)compiles after any change of ``trainable``, with a fresh optimizer."""
     model.compile(
         optimizer=make_optimizer(optimizer, learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     return model

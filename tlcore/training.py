@@ -292,7 +292,11 @@ def run_training(
         train_features, val_features = features[: len(dataset.train)], features[len(dataset.train) :]
         head = model_lib.head_part(classifier)
         with strategy.scope():
-            model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate)
+            # An epoch on cached features takes milliseconds: run it as one call (the
+            # stop request is then checked once per epoch) instead of a call per batch.
+            # (Keras' multi-step execution fails under MirroredStrategy: one step per call there.)
+            steps = -(-len(dataset.train) // train_cfg.batch_size) if strategy.num_replicas_in_sync == 1 else 1
+            model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate, steps_per_execution=steps)
         phase_epochs = _fit(
             head,
             (train_features, y_train),
@@ -385,6 +389,19 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> dic
     }
 
 
+def _feature_datasets(train: tuple, val: tuple, train_cfg) -> tuple:
+    """Cached features as tf.data pipelines: built once, reshuffled every epoch (seeded)."""
+    features, labels = train
+    train_data = (
+        tf.data.Dataset.from_tensor_slices((features, labels))
+        .shuffle(len(labels), seed=train_cfg.seed, reshuffle_each_iteration=True)
+        .batch(train_cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val_data = tf.data.Dataset.from_tensor_slices(val).batch(1024).cache()
+    return train_data, val_data
+
+
 def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier) -> int:
     """One phase of training; returns the epoch count reached.
 
@@ -399,9 +416,8 @@ def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, 
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / phase), write_graph=False))
     fit_args = dict(epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
     if isinstance(train, tuple):
-        model.fit(*train, validation_data=val, batch_size=train_cfg.batch_size, shuffle=True, **fit_args)
-    else:
-        model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
+        train, val = _feature_datasets(train, val, train_cfg)
+    model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
     if early.best_weights is not None and early.best < best["val_loss"]:
         best["val_loss"] = float(early.best)
         best["weights"] = classifier.get_weights()
