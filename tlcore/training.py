@@ -297,10 +297,13 @@ def run_training(
             # (Keras' multi-step execution fails under MirroredStrategy: one step per call there.)
             steps = -(-len(dataset.train) // train_cfg.batch_size) if strategy.num_replicas_in_sync == 1 else 1
             model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate, steps_per_execution=steps)
+        train_data, val_data = (train_features, y_train), (val_features, y_val)
+        if steps > 1:
+            train_data, val_data = _feature_datasets(train_data, val_data, train_cfg)
         phase_epochs = _fit(
             head,
-            (train_features, y_train),
-            (val_features, y_val),
+            train_data,
+            val_data,
             "head",
             train_cfg.epochs,
             0,
@@ -415,9 +418,10 @@ def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, 
     if run_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / phase), write_graph=False))
     fit_args = dict(epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
-    if isinstance(train, tuple):
-        train, val = _feature_datasets(train, val, train_cfg)
-    model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
+    if isinstance(train, tuple):  # cached features as arrays (several replicas: Keras splits batches evenly)
+        model.fit(*train, validation_data=val, batch_size=train_cfg.batch_size, shuffle=True, **fit_args)
+    else:
+        model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
     if early.best_weights is not None and early.best < best["val_loss"]:
         best["val_loss"] = float(early.best)
         best["weights"] = classifier.get_weights()
