@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tlcore import data as data_lib  # noqa: E402
@@ -49,7 +48,9 @@ def timed(function):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", default=os.environ.get("TL_SHARED_DIR", str(Path(__file__).resolve().parents[2] / "shared")))
+    parser.add_argument(
+        "--shared", default=os.environ.get("TL_SHARED_DIR", str(Path(__file__).resolve().parents[2] / "shared"))
+    )
     args = parser.parse_args()
     shared = Path(args.shared)
     train_dir, val_dir = shared / "data/hymenoptera/train", shared / "data/hymenoptera/val"
@@ -88,8 +89,10 @@ def main() -> None:
         ("ours, 2nd run (feature cache warm)", second_seconds, f"val acc {second.metrics['val_accuracy']:.3f}"),
         ("seed-style model.fit, backbone every batch", seed_seconds, f"val acc {seed_accuracy:.3f}"),
     ]
-    print(f"\nhymenoptera: {len(dataset.train)} train + {len(dataset.val)} val images, {size} px, {EPOCHS} epochs, "
-          f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, Keras {keras.__version__}\n")
+    print(
+        f"\nhymenoptera: {len(dataset.train)} train + {len(dataset.val)} val images, {size} px, {EPOCHS} epochs, "
+        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, Keras {keras.__version__}\n"
+    )
     print(f"{'measurement':46s} {'seconds':>8s}  note")
     for name, seconds, note in rows:
         print(f"{name:46s} {seconds:8.2f}  {note}")
@@ -109,8 +112,12 @@ def main() -> None:
 def seed_style(backbone, train_dir: Path, val_dir: Path, size: int) -> float:
     """The notebooks' way: a frozen backbone inside model.fit, images decoded by tf.data."""
     keras.utils.set_random_seed(42)
-    train = keras.utils.image_dataset_from_directory(train_dir, image_size=(size, size), batch_size=32, seed=42, verbose=False)
-    val = keras.utils.image_dataset_from_directory(val_dir, image_size=(size, size), batch_size=32, shuffle=False, verbose=False)
+    train = keras.utils.image_dataset_from_directory(
+        train_dir, image_size=(size, size), batch_size=32, seed=42, verbose=False
+    )
+    val = keras.utils.image_dataset_from_directory(
+        val_dir, image_size=(size, size), batch_size=32, shuffle=False, verbose=False
+    )
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # mobilenet_v2.preprocess_input
     backbone.model.trainable = False
@@ -120,13 +127,17 @@ def seed_style(backbone, train_dir: Path, val_dir: Path, size: int) -> float:
     outputs = keras.layers.Dense(2, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train.prefetch(tf.data.AUTOTUNE), validation_data=val.prefetch(tf.data.AUTOTUNE), epochs=EPOCHS, verbose=0)
+    history = model.fit(
+        train.prefetch(tf.data.AUTOTUNE), validation_data=val.prefetch(tf.data.AUTOTUNE), epochs=EPOCHS, verbose=0
+    )
     return float(history.history["val_accuracy"][-1])
 
 
 def callback_overhead(backbone, dataset, size: int, epochs: int = 2) -> float:
     """Relative cost of ProgressCallback on a fine-tune fit (best of alternating runs)."""
-    classifier = model_lib.build_classifier(backbone, len(dataset.classes), ModelConfig(freeze=FreezePlan("from", "block_16")))
+    classifier = model_lib.build_classifier(
+        backbone, len(dataset.classes), ModelConfig(freeze=FreezePlan("from", "block_16"))
+    )
     labels = dataset.label_ids(dataset.train)
     images = data_lib.image_dataset(dataset.train, labels, size, 32, shuffle=True, seed=1)
     model_lib.compile_classifier(classifier, "adam", 1e-4)
@@ -134,8 +145,10 @@ def callback_overhead(backbone, dataset, size: int, epochs: int = 2) -> float:
     plain, with_callback = [], []
     for _ in range(3):
         plain.append(timed(lambda: classifier.fit(images, epochs=epochs, verbose=0))[0])
-        callback = ProgressCallback(ProgressLog(), "fine-tune")
-        with_callback.append(timed(lambda: classifier.fit(images, epochs=epochs, verbose=0, callbacks=[callback]))[0])
+        callbacks = [ProgressCallback(ProgressLog(), "fine-tune")]
+        with_callback.append(
+            timed(lambda c=callbacks: classifier.fit(images, epochs=epochs, verbose=0, callbacks=c))[0]
+        )
     return min(with_callback) / min(plain) - 1
 
 
