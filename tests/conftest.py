@@ -104,3 +104,23 @@ def trained_run(tmp_path_factory, colour_dataset):
         run_dir = store.create(config, name="colours")
         train_run(config, run_dir)
     return read_run(run_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_preset(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
+    """A tiny GPT-2 (2 layers, 32 wide) with the real GPT-2 tokenizer, saved as a local preset."""
+    from tlcore.text import build_gpt2, build_tokenizer
+
+    tokenizer = build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
+    model = build_gpt2(
+        tokenizer,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=64,
+        sequence_length=32,
+    )
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_to_preset(str(path))
+    return path

@@ -64,6 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--out", required=True, help="run folder to create")
 
+    generate = commands.add_parser("generate", help="continue a prompt with GPT-2")
+    generate.add_argument("--model", required=True, help="preset name (gpt2_base_en…), hf:// handle or preset folder")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--max-length", type=int, default=64, help="total tokens, prompt included")
+    generate.add_argument("--sampler", default="top_k", help="greedy | top_k | top_p | beam | random")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=40)
+    generate.add_argument("--top-p", type=float, default=0.9)
+    generate.add_argument("--num-beams", type=int, default=4)
+    generate.add_argument("--seed", type=int, default=42)
+
+    finetune = commands.add_parser("finetune-text", help="fine-tune GPT-2 on your own text")
+    finetune.add_argument("--model", required=True, help="preset name, hf:// handle or preset folder to start from")
+    finetune.add_argument("--text", required=True, nargs="+", help=".txt/.md files")
+    finetune.add_argument("--out", required=True, help="run folder to create")
+    finetune.add_argument("--epochs", type=int, default=3)
+    finetune.add_argument("--sequence-length", type=int, default=128)
+    finetune.add_argument("--batch-size", type=int, default=4)
+    finetune.add_argument("--lr", type=float, default=5e-5)
+    finetune.add_argument("--lora-rank", type=int, default=0, help="0 = train every weight")
+    finetune.add_argument("--prompt", default="", help="prompt for the before/after comparison")
+    finetune.add_argument("--seed", type=int, default=42)
+
     predict = commands.add_parser("predict", help="top-k predictions of a trained run")
     predict.add_argument("--model", required=True, help="a run folder")
     predict.add_argument("--top-k", type=int, default=3)
@@ -154,7 +177,61 @@ def cmd_predict(args) -> list:
     return output
 
 
-COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "predict": cmd_predict}
+def cmd_generate(args) -> dict:
+    from tlcore.text import SamplerConfig
+
+    settings = SamplerConfig(
+        args.sampler, args.top_k, args.top_p, args.num_beams, args.temperature, args.max_length, args.seed
+    )
+    if settings.sampler not in ("greedy", "top_k", "top_p", "beam", "random"):
+        settings.validate(1)  # names the choices before TensorFlow loads
+    if not args.prompt.strip():
+        raise StudioError("The prompt is empty. Type some text for the model to continue.")
+    _quiet_keras()
+    from tlcore.text import generate, load_gpt2
+
+    generation = generate(load_gpt2(args.model), args.prompt, settings)
+    return {
+        "text": generation.texts[0],
+        "new_tokens": generation.new_tokens,
+        "tokens_per_second": generation.tokens_per_second,
+    }
+
+
+def cmd_finetune_text(args) -> dict:
+    from tlcore.text import TextConfig, read_text_files
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
+    files = []
+    for name in args.text:
+        path = Path(name)
+        if not path.is_file():
+            raise StudioError(f"Text file not found: {path}.")
+        files.append((path.name, path.read_bytes()))
+    text = read_text_files(files)
+    config = TextConfig(
+        args.model, args.sequence_length, args.epochs, args.batch_size, args.lr, args.lora_rank, args.seed, args.prompt
+    )
+    config.validate()
+    _quiet_keras()
+    from tlcore.text import finetune
+
+    try:
+        return {"run_dir": str(out), **finetune(config, text, out)}
+    except StudioError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "generate": cmd_generate,
+    "finetune-text": cmd_finetune_text,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,15 @@ def load_gpt2(source: str):
     with _MODELS_LOCK:
         if source in _MODELS:
             return _MODELS[source]
+    model = load_gpt2_fresh(source)
+    with _MODELS_LOCK:
+        _MODELS[source] = model
+    return model
+
+
+def load_gpt2_fresh(source: str):
+    """Like :func:`load_gpt2` but always a new model object (fine-tuning trains its own copy)."""
+    source = (source or "").strip()
     is_remote = source in PRESETS or source.startswith(("hf://", "kaggle://"))
     if not is_remote:
         path = Path(source).expanduser()
@@ -118,8 +127,6 @@ def load_gpt2(source: str):
                 "and point to that folder instead."
             ) from None
         raise StudioError(f"{source} is not a loadable GPT-2 preset folder ({_first_line(error)}).") from None
-    with _MODELS_LOCK:
-        _MODELS[source] = model
     return model
 
 
@@ -320,7 +327,7 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
     Args:
         config: the fine-tuning settings.
         text: the training text.
-        out_dir: the run folder (``preset/``, ``lora.weights.h5``, ``history.csv``, ``metrics.json``).
+        out_dir: the run folder (``preset/``, ``adapter.lora.h5``, ``history.csv``, ``metrics.json``).
         log: a :class:`~tlcore.jobs.ProgressLog` for the live chart.
         stop: an event; set, training stops after the current batch.
         model: a loaded ``GPT2CausalLM`` (tests pass a tiny one); loaded from config otherwise.
@@ -341,11 +348,8 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.append("status", status="loading model")
-    source = load_gpt2(config.model) if model is None else model
-    # Train a copy: the cached model keeps serving generations unchanged.
-    causal_lm = keras.models.clone_model(source) if model is None else source
-    if model is None:
-        causal_lm.set_weights(source.get_weights())
+    # Train a fresh copy: the cached model keeps serving generations unchanged.
+    causal_lm = load_gpt2_fresh(config.model) if model is None else model
     causal_lm.preprocessor.sequence_length = config.sequence_length
     tokenizer = causal_lm.preprocessor.tokenizer
     pieces = chunk_text(tokenizer, text, config.sequence_length)
@@ -356,6 +360,11 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
     keras.utils.set_random_seed(config.seed)
     if config.lora_rank:
         causal_lm.backbone.enable_lora(config.lora_rank)
+        # enable_lora freezes the adapted kernels but leaves their biases (and the
+        # layer norms) trainable; LoRA here means: only the adapters learn.
+        for variable in causal_lm.backbone.trainable_weights:
+            if "lora" not in variable.path:
+                variable.trainable = False
     causal_lm.compile(
         optimizer=keras.optimizers.AdamW(config.learning_rate, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -385,7 +394,7 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
 
     causal_lm.save_to_preset(str(out_dir / "preset"))
     if config.lora_rank:
-        causal_lm.backbone.save_lora_weights(str(out_dir / "lora.weights.h5"))
+        causal_lm.backbone.save_lora_weights(str(out_dir / "adapter.lora.h5"))
     history = history_frame(log)
     history["perplexity"] = np.exp(history["loss"].astype(float))
     history.to_csv(out_dir / "history.csv", index=False)
