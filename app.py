@@ -24,6 +24,9 @@ PAGES = {
         st.Page("pages/image/predict.py", title="Predict", icon=":material/image_search:"),
         st.Page("pages/image/runs.py", title="Runs", icon=":material/history:"),
     ],
+    "Language": [
+        st.Page("pages/text/generate.py", title="Text (GPT-2)", icon=":material/edit_note:"),
+    ],
 }
 
 navigation = st.navigation(PAGES)

@@ -290,3 +290,52 @@ def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
     while registry.get(job).active and time.time() < deadline:
         time.sleep(0.5)
     assert registry.get(job).status == "stopped"
+
+
+@pytest.mark.real_assets
+def test_text_page_generates_and_explains_bad_prompts(tiny_gpt2_preset):
+    at = app("pages/text/generate.py")
+    at.radio[0].set_value("Local preset folder").run()
+    at.text_input[0].set_value(str(tiny_gpt2_preset)).run()
+    at.text_area[0].set_value("The quick brown").run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    outputs = [m.value for m in at.markdown if m.value.startswith("> ")]
+    assert len(outputs) == 2 and all(o.startswith("> The quick brown") for o in outputs)
+    assert "tokens/s" in " ".join(c.value for c in at.caption)
+
+    at.text_area[0].set_value("   ").run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert "prompt is empty" in at.error[0].value
+
+
+def test_text_page_offline_preset_says_what_to_do(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    at = app("pages/text/generate.py")
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception
+    assert "Could not download 'gpt2_base_en'" in at.error[0].value
+
+
+@pytest.mark.real_assets
+def test_text_page_fine_tunes_with_a_live_chart(tiny_gpt2_preset):
+    at = app("pages/text/generate.py")
+    at.radio[0].set_value("Local preset folder").run()
+    at.text_input[0].set_value(str(tiny_gpt2_preset)).run()
+    at.text_area[1].set_value("The cat sat on the mat. " * 20).run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(2).run()
+    next(s for s in at.select_slider if s.label == "Sequence length").set_value(32).run()
+    next(b for b in at.button if b.label == "Start fine-tuning").click().run()
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(1)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        if at.success:
+            break
+        assert not at.error, [e.value for e in at.error]
+    assert "Done: loss" in at.success[0].value
+    figure = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert plotly_values(figure["data"][0]["x"]) == [1, 2]

@@ -98,3 +98,19 @@ def counts_figure(counts: dict[str, int], title: str = "Images per class") -> go
 
 def _empty_note() -> dict:
     return {"text": "No epochs yet", "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5, "showarrow": False}
+
+
+def perplexity_figure(history: pd.DataFrame, title: str = "Fine-tuning") -> go.Figure:
+    """Training loss and perplexity per epoch (text fine-tuning)."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Perplexity"))
+    if history is None or history.empty:
+        figure.update_layout(title=title, annotations=[*figure.layout.annotations, _empty_note()])
+        return figure
+    figure.add_trace(go.Scatter(x=history["epoch"], y=history["loss"], mode="lines+markers", name="loss"), row=1, col=1)
+    figure.add_trace(
+        go.Scatter(x=history["epoch"], y=history["perplexity"], mode="lines+markers", name="perplexity"), row=1, col=2
+    )
+    figure.update_yaxes(type="log", row=1, col=2)
+    figure.update_xaxes(title_text="epoch")
+    figure.update_layout(title=title, height=340, showlegend=False)
+    return figure

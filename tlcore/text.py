@@ -419,3 +419,30 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
 
 def trainable_parameter_names(causal_lm) -> list[str]:
     return [weight.path for weight in causal_lm.backbone.trainable_weights]
+
+
+def start_finetune(registry, owner: str, config: TextConfig, text_value: str, runs_root: str | Path):
+    """Starts text fine-tuning as a background job; the run lands in ``runs_root/text-<time>``."""
+    import datetime as dt
+
+    config.validate()
+    if not text_value or not text_value.strip():
+        raise StudioError("There is no text to train on. Upload .txt/.md files or paste some text.")
+    run_dir = Path(runs_root) / f"text-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    def target(job):
+        job.run_dir = str(run_dir)
+        return finetune(config, text_value, run_dir, log=job.log, stop=job.stop)
+
+    return registry.start(owner, "text-finetune", f"GPT-2 fine-tune from {Path(config.model).name}", target)
+
+
+def perplexity_frame(log):
+    """Per-epoch loss and perplexity from a fine-tuning job's log (for the live chart)."""
+    import numpy as np
+
+    from tlcore.training import history_frame
+
+    history = history_frame(log)[["epoch", "loss"]].copy()
+    history["perplexity"] = np.exp(history["loss"].astype(float))
+    return history

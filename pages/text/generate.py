@@ -1,0 +1,126 @@
+import streamlit as st
+
+from pages.studio import shared
+from tlcore import charts
+from tlcore.errors import StudioError
+from tlcore.text import PRESETS, SAMPLERS, SamplerConfig, TextConfig
+
+st.title("Text (GPT-2)")
+st.caption(
+    "The same idea as the image studio, for language: start from GPT-2, pretrained on web text, and adapt it to yours."
+)
+
+source_kind = st.radio(
+    "Model", ["KerasHub preset (downloaded once)", "Hugging Face (hf://…)", "Local preset folder"], horizontal=True
+)
+if source_kind.startswith("KerasHub"):
+    model_source = st.selectbox("Preset", PRESETS)
+elif source_kind.startswith("Hugging"):
+    model_source = st.text_input("Handle", "hf://openai-community/gpt2")
+else:
+    model_source = st.text_input("Folder", st.session_state.get("text_preset", ""), placeholder="runs/text-…/preset")
+
+
+@st.cache_resource(show_spinner="Loading GPT-2…", max_entries=2)
+def cached_model(source: str):
+    from tlcore.text import load_gpt2
+
+    return load_gpt2(source)
+
+
+prompt = st.text_area("Prompt", "Transfer learning is", height=100)
+with st.expander("Sampler", expanded=True):
+    cols = st.columns(4)
+    sampler = cols[0].selectbox("Sampler", SAMPLERS, index=SAMPLERS.index("top_k"))
+    max_length = cols[1].number_input("Max length (tokens, prompt included)", 1, 4096, 64)
+    temperature = cols[2].slider("Temperature", 0.1, 2.0, 1.0, 0.05, disabled=sampler in ("greedy", "beam"))
+    seed = cols[3].number_input("Seed", 0, 2**31 - 1, 42)
+    cols = st.columns(4)
+    k = cols[0].number_input("k (top-k)", 1, 1000, 40, disabled=sampler != "top_k")
+    p = cols[1].slider("p (top-p)", 0.05, 1.0, 0.9, 0.05, disabled=sampler != "top_p")
+    beams = cols[2].number_input("Beams", 1, 16, 4, disabled=sampler != "beam")
+    samples = cols[3].number_input("Samples side by side", 1, 4, 2)
+
+if st.button("Generate", type="primary"):
+    from tlcore.text import generate
+
+    try:
+        model = cached_model(model_source)
+        outputs = []
+        for index in range(int(samples)):
+            settings = SamplerConfig(
+                sampler, int(k), float(p), int(beams), float(temperature), int(max_length), int(seed) + index
+            )
+            outputs.append(generate(model, prompt, settings))
+        columns = st.columns(len(outputs))
+        for column, output in zip(columns, outputs):
+            column.markdown(f"> {output.texts[0]}")
+            column.caption(f"{output.new_tokens} new tokens · {output.tokens_per_second:.1f} tokens/s")
+    except StudioError as error:
+        shared.show_error(error)
+
+st.divider()
+st.subheader("Fine-tune on your own text")
+uploads = st.file_uploader("Text files (.txt, .md)", type=["txt", "md"], accept_multiple_files=True)
+pasted = st.text_area("…or paste text", height=120)
+cols = st.columns(5)
+epochs = cols[0].number_input("Epochs", 1, 200, 3)
+lr = cols[1].select_slider(
+    "Learning rate", [1e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3], value=5e-5, format_func=lambda r: f"{r:g}"
+)
+sequence_length = cols[2].select_slider("Sequence length", [32, 64, 128, 256, 512], value=128)
+lora = cols[3].select_slider("LoRA rank (0 = all weights)", [0, 2, 4, 8, 16], value=4)
+batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
+job = shared.current_job()
+running = job is not None and job.active
+if st.button("Start fine-tuning", disabled=running):
+    from tlcore.runs import runs_root
+    from tlcore.text import read_text_files, start_finetune
+
+    try:
+        corpus = read_text_files([(f.name, f.getvalue()) for f in uploads or []]) + (
+            "\n\n" + pasted if pasted.strip() else ""
+        )
+        config = TextConfig(
+            model_source, int(sequence_length), int(epochs), int(batch), float(lr), int(lora), sample_prompt=prompt
+        )
+        shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_root()))
+        st.rerun()
+    except StudioError as error:
+        shared.show_error(error)
+
+
+@st.fragment(run_every=1.0 if running else None)
+def finetune_panel():
+    from tlcore.text import perplexity_frame
+
+    current = shared.current_job()
+    if current is None or current.kind != "text-finetune":
+        return
+    if current.active:
+        last = current.log.last("batch")
+        st.progress(
+            0.0 if last is None else min(1.0, (last["epoch"] - 1) / max(1, int(epochs))),
+            text=f"{current.title} · {current.status}",
+        )
+        if st.button("Stop fine-tuning"):
+            current.request_stop()
+    elif current.status == "failed":
+        shared.show_error(StudioError(current.error))
+    else:
+        metrics = current.result or {}
+        st.success(
+            f"Done: loss {metrics.get('loss_before', 0):.2f} → {metrics.get('loss_after', 0):.2f}. Saved to `{current.run_dir}/preset`."
+        )
+        st.session_state.text_preset = f"{current.run_dir}/preset"
+        before, after = st.columns(2)
+        before.markdown("**Before**")
+        before.markdown(f"> {metrics.get('before', '')}")
+        after.markdown("**After**")
+        after.markdown(f"> {metrics.get('after', '')}")
+    st.plotly_chart(charts.perplexity_figure(perplexity_frame(current.log)), width="stretch", key="text_chart")
+    if running and not current.active:
+        st.rerun()
+
+
+finetune_panel()
