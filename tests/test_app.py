@@ -40,7 +40,7 @@ def app(page: str | None = None) -> AppTest:
     if page:
         at.switch_page(page)
         at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    assert not at.exception, [e.stack_trace for e in at.exception]
     return at
 
 

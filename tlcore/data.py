@@ -191,6 +191,16 @@ def _decode_reason(error: BaseException, prefix: str) -> str:
     return f"{prefix} ({_short(error)})"
 
 
+def thumbnail(source: str | Path | bytes, max_side: int = 160) -> np.ndarray:
+    """A small upright RGB preview (for galleries), decoded exactly like training images."""
+    image = open_image(source)
+    if image.format == "JPEG":
+        image.draft("RGB", (max_side, max_side))
+    image = to_rgb(ImageOps.exif_transpose(image))
+    image.thumbnail((max_side, max_side))
+    return np.asarray(image, dtype=np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Converts any Pillow mode to RGB: alpha composited on white, 16-bit scaled to 8-bit."""
     if image.mode == "RGB":
@@ -246,7 +256,10 @@ def check_image_file(path: str | Path, limits: Limits = DEFAULT_LIMITS, skip_pla
 def _refuse_placeholder(image: Image.Image) -> None:
     # A photo, even on a white background, has thousands of colours (sensor and JPEG
     # noise); a blank or "image not found" graphic has a handful, one covering most of it.
-    colours = image.getcolors(256)
+    try:
+        colours = image.getcolors(256)
+    except ValueError:  # modes Pillow cannot count (16-bit, float): not a palette graphic
+        return
     if colours is None:
         return
     dominant = max(count for count, _ in colours) / (image.size[0] * image.size[1])
@@ -353,6 +366,8 @@ def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tup
         outcome = (False, str(error))
     except OSError as error:
         outcome = (False, f"could not be read ({_short(error)})")
+    except Exception as error:  # noqa: BLE001  - one odd file must never abort the whole scan
+        outcome = (False, f"could not be checked ({type(error).__name__}: {_short(error)})")
     with _CHECKED_LOCK:
         if len(_CHECKED) > 200_000:
             _CHECKED.clear()

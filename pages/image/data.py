@@ -5,7 +5,7 @@ import streamlit as st
 
 from pages.studio import shared
 from tlcore import charts
-from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload
+from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
 from tlcore.errors import StudioError
 
 st.title("Data")
@@ -130,4 +130,6 @@ for label in scan.classes:
     if not items:
         continue
     st.markdown(f"**{label}** · {scan.counts[label]} images")
-    st.image([item.path for item in items], width=96, caption=[Path(item.path).name[:18] for item in items])
+    st.image(
+        [thumbnail(item.path, 128) for item in items], width=96, caption=[Path(item.path).name[:18] for item in items]
+    )

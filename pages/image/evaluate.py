@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from pages.studio import shared
 from tlcore import charts, evaluation
+from tlcore.data import thumbnail
+from tlcore.errors import StudioError
 
 st.title("Evaluate")
 run = shared.pick_run()
@@ -52,8 +56,8 @@ else:
     columns = st.columns(6)
     for index, row in wrong.head(24).iterrows():
         with columns[index % 6]:
-            from pathlib import Path
-
-            if Path(row["path"]).is_file():
-                st.image(row["path"], width="stretch")
+            try:
+                st.image(thumbnail(row["path"], 256), width="stretch")
+            except (StudioError, OSError):
+                st.caption(f"({Path(row['path']).name} is no longer readable)")
             st.caption(f"true **{row['true']}** → {row['predicted']} ({row['confidence']:.0%})")

@@ -3,6 +3,7 @@ import streamlit as st
 from pages.studio import shared
 from tlcore import charts
 from tlcore.backbones import BACKBONES
+from tlcore.data import thumbnail
 from tlcore.errors import StudioError
 
 st.title("Predict")
@@ -34,7 +35,7 @@ if mode == IMAGENET:
         st.stop()
     for (name, data), result in zip(images, results):
         left, right = st.columns([1, 2])
-        left.image(data, caption=name, width="stretch")
+        left.image(thumbnail(data, 480), caption=name, width="stretch")
         right.plotly_chart(charts.top_k_figure(result), width="stretch")
     st.stop()
 
@@ -67,7 +68,7 @@ for name, data in images:
             width="stretch",
         )
     else:
-        left.image(data, caption=name, width="stretch")
+        left.image(thumbnail(data, 480), caption=name, width="stretch")
     right.plotly_chart(
         charts.top_k_figure(result, title=f"{result[0]['label']} ({result[0]['probability']:.0%})"), width="stretch"
     )
