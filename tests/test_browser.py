@@ -155,3 +155,97 @@ def test_a_deep_link_as_the_first_request_still_goes_through_the_router(tmp_path
         navigation = sidebar.locator('[data-testid="stSidebarNav"]').inner_text()
         assert "Image classifier" in navigation and "shared" not in navigation
         page.close()
+
+
+def start_small_cnn_training(browser, url, epochs):
+    page = open_page(browser, url)
+    nav(page, "Model")
+    page.locator('[data-testid="stSelectbox"]').first.click()
+    page.get_by_role("option", name="SmallCNN").click()
+    expect(page.get_by_text("Trainable parameters")).to_be_visible()
+    wait_idle(page)
+    nav(page, "Train")
+    field = page.get_by_label("Epochs", exact=True)
+    field.fill(str(epochs))
+    field.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    return page
+
+
+def test_two_sessions_train_at_once_without_cross_talk(server, browser):
+    url, _ = server
+    first = start_small_cnn_training(browser, url, 3)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    second_page = context.new_page()
+    second_page.set_default_timeout(120_000)
+    second_page.goto(url)
+    expect(second_page.locator("h1").first).to_be_visible()
+    nav(second_page, "Model")
+    second_page.locator('[data-testid="stSelectbox"]').first.click()
+    second_page.get_by_role("option", name="SmallCNN").click()
+    expect(second_page.get_by_text("Trainable parameters")).to_be_visible()
+    wait_idle(second_page)
+    nav(second_page, "Train")
+    field = second_page.get_by_label("Epochs", exact=True)
+    field.fill("4")
+    field.press("Tab")
+    second_page.get_by_role("button", name="Start training").click()
+    finished = re.compile(r"Finished: validation accuracy .* Saved as run (\S+)\.")
+    for page in (first, second_page):
+        expect(page.get_by_text(re.compile("Finished: validation accuracy"))).to_be_visible(timeout=300_000)
+        wait_idle(page)
+    epochs = []
+    runs = []
+    for page in (first, second_page):
+        traces = [t for chart in plotly_traces(page) for t in chart if t["name"] == "validation accuracy"]
+        epochs.append(traces[0]["x"])
+        runs.append(
+            finished.search(page.get_by_text(re.compile("Finished: validation accuracy")).inner_text()).group(1)
+        )
+    assert epochs == [[1, 2, 3], [1, 2, 3, 4]]  # each session sees its own job's chart
+    assert runs[0] != runs[1]
+    shot(second_page, "08-second-session")
+    first.close()
+    context.close()
+
+
+def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
+    with streamlit_server(tmp_path, {"TLCORE_MAX_JOBS": "1"}) as (url, _):
+        first = start_small_cnn_training(browser, url, 40)
+        expect(first.get_by_role("button", name="Stop")).to_be_visible()
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        other = context.new_page()
+        other.set_default_timeout(120_000)
+        other.goto(url)
+        expect(other.locator("h1").first).to_be_visible()
+        nav(other, "Train")
+        other.get_by_role("button", name="Start training").click()
+        expect(other.get_by_text(re.compile("The studio is busy: 1 training jobs are running"))).to_be_visible()
+        shot(other, "09-busy")
+        first.get_by_role("button", name="Stop").click()
+        expect(first.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)
+        first.close()
+        context.close()
+
+
+def test_killing_the_server_mid_run_leaves_runs_readable_after_a_restart(tmp_path, browser):
+    import signal
+
+    from tlcore.runs import RunStore
+
+    with streamlit_server(tmp_path) as (url, process):
+        page = start_small_cnn_training(browser, url, 200)
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        page.wait_for_timeout(1500)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=20)
+        page.close()
+    runs = RunStore(tmp_path / "runs").list()
+    assert [run.status for run in runs] == ["incomplete"]
+    with streamlit_server(tmp_path) as (url, _):
+        page = open_page(browser, url)
+        nav(page, "Runs")
+        expect(page.get_by_text("'incomplete' runs were interrupted")).to_be_visible()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot(page, "10-runs-after-restart")
+        page.close()

@@ -523,13 +523,8 @@ def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS) -> Path:
     path = Path(text).expanduser()
     if path.is_file() and path.suffix.lower() == ".zip":
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        target = cache_dir() / "zips" / digest
-        if (target / ".complete").is_file():
-            return find_dataset_root(target / "data")
-        shutil.rmtree(target, ignore_errors=True)
-        root = extract_zip(path, target / "data", limits)
-        (target / ".complete").touch()
-        return root
+        target = build_once(cache_dir() / "zips" / digest, lambda folder: extract_zip(path, folder / "data", limits))
+        return find_dataset_root(target / "data")
     if path.is_file():
         raise StudioError(f"{path} is a file. Expected a folder of class sub-folders or a .zip of one.")
     if not path.exists():
@@ -631,15 +626,40 @@ def make_demo_dataset(per_class: int = 200, image_size: int = 96, seed: int = 0)
     epochs, about 15 s on 2 cores).
     """
     root = cache_dir() / "datasets" / f"demo-shapes-{per_class}-{image_size}-{seed}"
-    if (root / ".complete").is_file():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    rng = random.Random(seed)
-    for label in DEMO_CLASSES:
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for index in range(per_class):
-            draw_shape(label, image_size, rng).save(root / label / f"{label}_{index:03d}.png")
-    (root / ".complete").touch()
+
+    def build(target: Path) -> None:
+        rng = random.Random(seed)
+        for label in DEMO_CLASSES:
+            (target / label).mkdir(parents=True, exist_ok=True)
+            for index in range(per_class):
+                draw_shape(label, image_size, rng).save(target / label / f"{label}_{index:03d}.png")
+
+    return build_once(root, build)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def build_once(root: Path, build) -> Path:
+    """Creates ``root`` with ``build(folder)`` exactly once, safely under concurrency.
+
+    Sessions may ask for the same cached folder (the demo set, an uploaded zip) at
+    the same moment: the folder is built privately and renamed into place, so nobody
+    ever sees, or deletes, a half-built one.
+    """
+    with _BUILD_LOCK:
+        if (root / ".complete").is_file():
+            return root
+        staging = root.with_name(f".{root.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            build(staging)
+            (staging / ".complete").touch()
+            shutil.rmtree(root, ignore_errors=True)
+            root.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, root)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
