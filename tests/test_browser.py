@@ -172,43 +172,6 @@ def start_small_cnn_training(browser, url, epochs):
     return page
 
 
-def test_two_sessions_train_at_once_without_cross_talk(server, browser):
-    url, _ = server
-    first = start_small_cnn_training(browser, url, 3)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    second_page = context.new_page()
-    second_page.set_default_timeout(120_000)
-    second_page.goto(url)
-    expect(second_page.locator("h1").first).to_be_visible()
-    nav(second_page, "Model")
-    second_page.locator('[data-testid="stSelectbox"]').first.click()
-    second_page.get_by_role("option", name="SmallCNN").click()
-    expect(second_page.get_by_text("Trainable parameters")).to_be_visible()
-    wait_idle(second_page)
-    nav(second_page, "Train")
-    field = second_page.get_by_label("Epochs", exact=True)
-    field.fill("4")
-    field.press("Tab")
-    second_page.get_by_role("button", name="Start training").click()
-    finished = re.compile(r"Finished: validation accuracy .* Saved as run (\S+)\.")
-    for page in (first, second_page):
-        expect(page.get_by_text(re.compile("Finished: validation accuracy"))).to_be_visible(timeout=300_000)
-        wait_idle(page)
-    epochs = []
-    runs = []
-    for page in (first, second_page):
-        traces = [t for chart in plotly_traces(page) for t in chart if t["name"] == "validation accuracy"]
-        epochs.append(traces[0]["x"])
-        runs.append(
-            finished.search(page.get_by_text(re.compile("Finished: validation accuracy")).inner_text()).group(1)
-        )
-    assert epochs == [[1, 2, 3], [1, 2, 3, 4]]  # each session sees its own job's chart
-    assert runs[0] != runs[1]
-    shot(second_page, "08-second-session")
-    first.close()
-    context.close()
-
-
 def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
     with streamlit_server(tmp_path, {"TLCORE_MAX_JOBS": "1"}) as (url, _):
         first = start_small_cnn_training(browser, url, 40)

@@ -39,8 +39,13 @@ def session_dir() -> Path:
 
 @st.cache_resource
 def registry() -> JobRegistry:
-    """One job registry for the whole server process, shared by every session."""
-    return JobRegistry(max_concurrent=int(os.environ.get("TLCORE_MAX_JOBS", "2")))
+    """One job registry for the whole server process, shared by every session.
+
+    Default cap 1: two Keras fits in parallel threads of one server process were seen to
+    stall each other (both jobs stuck in fit; under investigation), so an extra session
+    gets "busy, try again" instead. Raise TLCORE_MAX_JOBS at your own risk.
+    """
+    return JobRegistry(max_concurrent=int(os.environ.get("TLCORE_MAX_JOBS", "1")))
 
 
 def store() -> RunStore:
