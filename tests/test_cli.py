@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tlcore.runs import REQUIRED_METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,16 +72,7 @@ def test_train_then_predict(tmp_path, colour_dataset):
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(completed.stdout)
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in (
-        "val_accuracy",
-        "val_loss",
-        "train_seconds",
-        "feature_extraction_seconds",
-        "epochs_run",
-        "num_train",
-        "num_val",
-        "skipped_files",
-    ):
+    for key in REQUIRED_METRICS:
         assert key in metrics and key in summary
     assert metrics["val_accuracy"] >= 0.85 and metrics["epochs_run"] == 10
     assert completed.stderr.strip() == ""

@@ -9,6 +9,7 @@ import pytest
 from tlcore import runs
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
+from tlcore.runs import REQUIRED_METRICS
 
 
 def test_a_finished_run_has_every_file_and_loads_back(trained_run):
@@ -27,16 +28,7 @@ def test_a_finished_run_has_every_file_and_loads_back(trained_run):
     assert trained_run.labels == ["blue", "green", "red"]
     assert isinstance(trained_run.config, RunConfig)
     assert len(trained_run.history) == 10
-    for key in (
-        "val_accuracy",
-        "val_loss",
-        "train_seconds",
-        "feature_extraction_seconds",
-        "epochs_run",
-        "num_train",
-        "num_val",
-        "skipped_files",
-    ):
+    for key in REQUIRED_METRICS:
         assert key in trained_run.metrics
     predictions = trained_run.val_predictions()
     assert len(predictions) == trained_run.metrics["num_val"]

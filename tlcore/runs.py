@@ -24,6 +24,17 @@ from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 
 STATUS_FILE = "status.json"
+# The metrics.json fields the CLI contract promises (ARCHITECTURE.md).
+REQUIRED_METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "train_seconds",
+    "feature_extraction_seconds",
+    "epochs_run",
+    "num_train",
+    "num_val",
+    "skipped_files",
+)
 
 
 def _write_atomic(path: Path, text: str) -> None:

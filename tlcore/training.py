@@ -277,11 +277,24 @@ def run_training(
     best = {"val_loss": np.inf, "weights": None}
     phase_epochs = 0
 
-    def image_data(items, labels, shuffle):
-        augment = shuffle and train_cfg.augment
-        return data_lib.image_dataset(
-            items, labels, size, train_cfg.batch_size, shuffle=shuffle, augment=augment, seed=train_cfg.seed
-        )
+    pipelines = {}
+
+    def image_data(split: str):
+        # Built once per split and reused by both phases and the final evaluation:
+        # building decodes every image.
+        if split not in pipelines:
+            training = split == "train"
+            items, labels = (dataset.train, y_train) if training else (dataset.val, y_val)
+            pipelines[split] = data_lib.image_dataset(
+                items,
+                labels,
+                size,
+                train_cfg.batch_size,
+                shuffle=training,
+                augment=training and train_cfg.augment,
+                seed=train_cfg.seed,
+            )
+        return pipelines[split]
 
     use_cache = train_cfg.feature_cache and not train_cfg.augment and model_lib.is_fully_frozen(classifier)
     if train_cfg.epochs and use_cache:
@@ -319,8 +332,8 @@ def run_training(
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.learning_rate)
         phase_epochs = _fit(
             classifier,
-            image_data(dataset.train, y_train, True),
-            image_data(dataset.val, y_val, False),
+            image_data("train"),
+            image_data("val"),
             "head",
             train_cfg.epochs,
             0,
@@ -343,8 +356,8 @@ def run_training(
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)
         _fit(
             classifier,
-            image_data(dataset.train, y_train, True),
-            image_data(dataset.val, y_val, False),
+            image_data("train"),
+            image_data("val"),
             "fine-tune",
             train_cfg.fine_tune_epochs,
             phase_epochs,
@@ -363,7 +376,7 @@ def run_training(
     if val_features is not None:
         probabilities = model_lib.head_part(classifier).predict(val_features, batch_size=256, verbose=0)
     else:
-        probabilities = classifier.predict(image_data(dataset.val, y_val, False), verbose=0)
+        probabilities = classifier.predict(image_data("val"), verbose=0)
     history = history_frame(log)
     metrics = {
         **evaluate_probabilities(probabilities, y_val),
