@@ -239,7 +239,9 @@ def generate(model, prompts: list[str] | str, settings: SamplerConfig) -> Genera
     import keras
 
     keras.utils.set_random_seed(settings.seed)
-    model.compile(sampler=settings.make_sampler())
+    # Measured with bench/gpt2_generate.py on 2 CPU cores: XLA pays off for batches
+    # (1.43x transformers at batch 4) but costs at batch 1 (22 vs 27 tokens/s warm).
+    model.compile(sampler=settings.make_sampler(), jit_compile=len(prompts) > 1)
     start = time.perf_counter()
     outputs = model.generate(prompts, max_length=settings.max_length)
     seconds = time.perf_counter() - start
