@@ -96,8 +96,11 @@ def test_feature_cache_is_invalidated_by_what_changes_the_features(colour_datase
 
 def test_two_phases_give_one_history_with_a_lower_fine_tune_rate(colour_dataset):
     config = colour_config(colour_dataset, epochs=2, fine_tune_epochs=2, unfreeze_from="block4")
-    result = run_training(config)
+    log = ProgressLog()
+    result = run_training(config, log=log)
     history = result.history
+    # Batch records carry the same running epoch number as the epoch records.
+    assert sorted({r["epoch"] for r in log.records(kind="batch")}) == [1, 2, 3, 4]
     assert list(history["phase"]) == ["head", "head", "fine-tune", "fine-tune"]
     assert list(history["epoch"]) == [1, 2, 3, 4]
     head_lr, fine_lr = history.groupby("phase", sort=False)["learning_rate"].first()

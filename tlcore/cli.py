@@ -7,6 +7,7 @@ says what is wrong and what to do; there is never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -131,25 +132,38 @@ def cmd_inspect(args) -> dict:
     return scan_folder(resolve_source(args.data), skip_placeholders=not args.keep_placeholders).to_dict()
 
 
+def _new_run_folder(value: str) -> Path:
+    """``--out``: a folder that does not exist yet, or an empty one."""
+    out = Path(value)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
+    return out
+
+
+@contextlib.contextmanager
+def _removed_on_bad_input(out: Path):
+    """Bad input midway: remove the run folder if this command created it (never the user's own)."""
+    created = not out.exists()
+    try:
+        yield
+    except StudioError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def cmd_train(args) -> dict:
     from tlcore.data import resolve_source
 
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
+    out = _new_run_folder(args.out)
     config = config_from_args(args)
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):
         resolve_source(source)  # cheap checks first, before TensorFlow loads
     _quiet_keras()
     from tlcore.runs import train_run
 
-    created = not out.exists()
-    try:
+    with _removed_on_bad_input(out):
         result = train_run(config, out)
-    except StudioError:
-        if created:  # bad input: leave no half-made run folder behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
     return {"run_dir": str(out), "classes": result.classes, **result.metrics}
 
 
@@ -201,9 +215,7 @@ def cmd_generate(args) -> dict:
 def cmd_finetune_text(args) -> dict:
     from tlcore.text import TextConfig, read_text_files
 
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
+    out = _new_run_folder(args.out)
     files = []
     for name in args.text:
         path = Path(name)
@@ -218,11 +230,8 @@ def cmd_finetune_text(args) -> dict:
     _quiet_keras()
     from tlcore.text import finetune
 
-    try:
+    with _removed_on_bad_input(out):
         return {"run_dir": str(out), **finetune(config, text, out)}
-    except StudioError:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 COMMANDS = {

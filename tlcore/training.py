@@ -85,8 +85,11 @@ class ProgressCallback(keras.callbacks.Callback):
         self.phase = phase
         self.stop = stop or threading.Event()
         self._epoch_start = 0.0
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Keras counts on from initial_epoch, so the number runs on across both phases.
+        self._epoch = epoch + 1
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
@@ -114,11 +117,6 @@ class ProgressCallback(keras.callbacks.Callback):
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             seconds=time.perf_counter() - self._epoch_start,
         )
-
-    @property
-    def _epoch(self) -> int:
-        last = self.log.last("epoch")
-        return (last["epoch"] if last else 0) + 1
 
 
 @dataclass

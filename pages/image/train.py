@@ -75,7 +75,7 @@ if job is None:
     )
     st.stop()
 
-total_epochs = shared.run_config().train.epochs + shared.run_config().train.fine_tune_epochs
+total_epochs = train.epochs + train.fine_tune_epochs
 
 
 @st.fragment(run_every=1.0 if running else None)
