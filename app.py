@@ -29,6 +29,7 @@ PAGES = {
     ],
 }
 
+shared.keep_keras_state()
 navigation = st.navigation(PAGES)
 shared.sidebar()
 navigation.run()

@@ -132,6 +132,31 @@ def test_every_page_renders_with_a_sidebar_and_no_traceback(page):
     assert not unexpected
 
 
+def test_page_reruns_leave_running_trainings_keras_state_alone(monkeypatch):
+    """Streamlit clears Keras' session after every script run unless the studio stops it.
+
+    That clean-up empties TensorFlow's process-wide kernel cache under running trainings;
+    with the live chart rerunning every second it made two concurrent trainings ~10x slower
+    each (bench/concurrent_training.py measures the effect).
+    """
+    import keras
+
+    calls = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
+    at = app("pages/image/train.py")
+    at.run()
+    assert not at.exception
+    assert calls == []
+
+
+def test_a_bad_job_cap_setting_is_explained(monkeypatch):
+    monkeypatch.setenv("TLCORE_MAX_JOBS", "lots")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert "TLCORE_MAX_JOBS should be a whole number" in at.error[0].value
+
+
 def test_sidebar_shows_dataset_model_and_job():
     at = app()
     sidebar = [m.value for m in at.sidebar.get("markdown")]

@@ -172,6 +172,30 @@ def start_small_cnn_training(browser, url, epochs):
     return page
 
 
+def test_two_sessions_train_at_once_without_cross_talk(server, browser):
+    url, _ = server
+    # The default cap (2) lets both run. Each page is its own browser context: its own session.
+    first = start_small_cnn_training(browser, url, 3)
+    second_page = start_small_cnn_training(browser, url, 4)
+    finished = re.compile(r"Finished: validation accuracy .* Saved as run (\S+)\.")
+    for page in (first, second_page):
+        expect(page.get_by_text(re.compile("Finished: validation accuracy"))).to_be_visible(timeout=240_000)
+        wait_idle(page)
+    epochs = []
+    runs = []
+    for page in (first, second_page):
+        traces = [t for chart in plotly_traces(page) for t in chart if t["name"] == "validation accuracy"]
+        epochs.append(traces[0]["x"])
+        runs.append(
+            finished.search(page.get_by_text(re.compile("Finished: validation accuracy")).inner_text()).group(1)
+        )
+    assert epochs == [[1, 2, 3], [1, 2, 3, 4]]  # each session sees its own job's chart
+    assert runs[0] != runs[1]
+    shot(second_page, "08-second-session")
+    first.close()
+    second_page.close()
+
+
 def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
     with streamlit_server(tmp_path, {"TLCORE_MAX_JOBS": "1"}) as (url, _):
         first = start_small_cnn_training(browser, url, 40)
@@ -183,7 +207,7 @@ def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
         expect(other.locator("h1").first).to_be_visible()
         nav(other, "Train")
         other.get_by_role("button", name="Start training").click()
-        expect(other.get_by_text(re.compile("The studio is busy: 1 training jobs are running"))).to_be_visible()
+        expect(other.get_by_text(re.compile("The studio is busy: 1 training job is running"))).to_be_visible()
         shot(other, "09-busy")
         first.get_by_role("button", name="Stop").click()
         expect(first.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from tlcore.errors import JobBusyError, StudioError
-from tlcore.jobs import JobRegistry
+from tlcore.jobs import JobRegistry, max_jobs_from_env
 
 
 def wait(job, timeout=10):
@@ -41,6 +41,28 @@ def test_sessions_are_independent_and_the_process_cap_says_busy():
     third = registry.start("carol", "train", "c", blocking_target(threading.Event()))
     third.request_stop()
     assert wait(third).status == "stopped"
+
+
+def test_the_busy_message_counts_in_plain_english():
+    registry = JobRegistry(max_concurrent=1)
+    release = threading.Event()
+    registry.start("alice", "train", "a", blocking_target(release))
+    with pytest.raises(JobBusyError, match=r"busy: 1 training job is running \(the limit is 1\)"):
+        registry.start("bob", "train", "b", blocking_target(release))
+    release.set()
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, 2), ("", 2), ("1", 1), (" 4 ", 4), ("0", None), ("-3", None), ("two", None), ("1.5", None)],
+)
+def test_the_job_cap_comes_from_the_environment_or_says_what_is_wrong(value, expected):
+    environ = {} if value is None else {"TLCORE_MAX_JOBS": value}
+    if expected is None:
+        with pytest.raises(StudioError, match=f"TLCORE_MAX_JOBS should be a whole number.*received {value!r}"):
+            max_jobs_from_env(environ)
+    else:
+        assert max_jobs_from_env(environ) == expected
 
 
 def test_a_failing_job_keeps_its_message_and_the_registry_keeps_working():

@@ -9,6 +9,7 @@ stop event, and its result. Job threads never touch Streamlit.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -20,6 +21,28 @@ from typing import Any
 from tlcore.errors import JobBusyError, StudioError
 
 ACTIVE = ("queued", "running")
+DEFAULT_MAX_JOBS = 2
+
+
+def max_jobs_from_env(environ=None) -> int:
+    """The process-wide job cap: ``TLCORE_MAX_JOBS`` (default 2).
+
+    Raises:
+        StudioError: the variable is set to something other than a whole number >= 1.
+    """
+    raw = (os.environ if environ is None else environ).get("TLCORE_MAX_JOBS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_JOBS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise StudioError(
+            f"TLCORE_MAX_JOBS should be a whole number of at least 1 (how many trainings may run at once); "
+            f"received {raw!r}. Fix it in the server's environment and restart the studio."
+        )
+    return value
 
 
 class ProgressLog:
@@ -102,7 +125,7 @@ class JobRegistry:
             is refused with a :class:`~tlcore.errors.JobBusyError` ("busy, try again").
     """
 
-    def __init__(self, max_concurrent: int = 2):
+    def __init__(self, max_concurrent: int = DEFAULT_MAX_JOBS):
         self.max_concurrent = max_concurrent
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -122,9 +145,9 @@ class JobRegistry:
                     f"You already have a job running ({mine[0].title}). Stop it or wait for it to finish."
                 )
             if len(running) >= self.max_concurrent:
+                count = f"{len(running)} training jobs are" if len(running) != 1 else "1 training job is"
                 raise JobBusyError(
-                    f"The studio is busy: {len(running)} training jobs are running (the limit is "
-                    f"{self.max_concurrent}). Try again in a minute."
+                    f"The studio is busy: {count} running (the limit is {self.max_concurrent}). Try again in a minute."
                 )
             job = Job(uuid.uuid4().hex[:12], owner, kind, title, run_dir=run_dir)
             self._jobs[job.job_id] = job

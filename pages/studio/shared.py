@@ -8,20 +8,46 @@ from __future__ import annotations
 
 import copy
 import json
-import os
+import sys
 import uuid
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import script_runner
 
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.data import DEMO_DATASET, workspace_dir
-from tlcore.jobs import JobRegistry
+from tlcore.errors import StudioError
+from tlcore.jobs import JobRegistry, max_jobs_from_env
 from tlcore.runs import RunStore, runs_root
 
 DEFAULT_DATA = DataConfig(DEMO_DATASET)
 DEFAULT_MODEL = ModelConfig("MobileNetV2", weights="imagenet", image_size=160)
 DEFAULT_TRAIN = TrainConfig(epochs=10)
+
+
+def keep_keras_state() -> None:
+    """Stops Streamlit from calling ``keras.backend.clear_session()`` after every script run.
+
+    Streamlit's script runner "cleans" Keras after each run (``_clean_problem_modules``):
+    a full ``gc.collect()`` and ``clear_kernel_cache()`` of TensorFlow's process-wide
+    eager context. Training runs in background threads of this same process, and the
+    live chart reruns a fragment every second, so every second each watching session
+    threw away the running fit's compiled kernels: one training ran 3x slower, two at
+    once 10x slower per job (measured; this was the "two fits stall" of issue 5). Our
+    models live in job threads and caches, never in Keras' global session, so there is
+    nothing for that clean-up to do; matplotlib's clean-up is kept.
+    """
+    current = getattr(script_runner, "_clean_problem_modules", None)
+    if current is None or getattr(current, "keeps_keras_state", False):
+        return  # already done, or a Streamlit without this hook (the AppTest then checks the behaviour)
+
+    def clean_problem_modules() -> None:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+
+    clean_problem_modules.keeps_keras_state = True
+    script_runner._clean_problem_modules = clean_problem_modules
 
 
 def session_id() -> str:
@@ -38,14 +64,21 @@ def session_dir() -> Path:
 
 
 @st.cache_resource
+def _registry(cap: int) -> JobRegistry:
+    return JobRegistry(max_concurrent=cap)
+
+
 def registry() -> JobRegistry:
     """One job registry for the whole server process, shared by every session.
 
-    Default cap 1: two Keras fits in parallel threads of one server process were seen to
-    stall each other (both jobs stuck in fit; under investigation), so an extra session
-    gets "busy, try again" instead. Raise TLCORE_MAX_JOBS at your own risk.
+    At most ``TLCORE_MAX_JOBS`` (default 2) jobs run at once; one more gets "busy, try again".
     """
-    return JobRegistry(max_concurrent=int(os.environ.get("TLCORE_MAX_JOBS", "1")))
+    try:
+        cap = max_jobs_from_env()
+    except StudioError as error:
+        show_error(error)
+        st.stop()
+    return _registry(cap)
 
 
 def store() -> RunStore:
