@@ -9,21 +9,15 @@ from tests.test_cli import tlcore
 pytestmark = pytest.mark.real_assets
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory, hymenoptera, dog_model):
-    out = tmp_path_factory.mktemp("real") / "run"
+def train_on_hymenoptera(hymenoptera, out, *model_args) -> dict:
+    """`tlcore train` for 20 epochs on the shared ants/bees photos (own feature cache); its JSON summary."""
     completed = tlcore(
         "train",
         "--data",
         hymenoptera / "train",
         "--val-data",
         hymenoptera / "val",
-        "--backbone",
-        dog_model,
-        "--cut-layer",
-        "mobilenetv2_1.00_160",
-        "--preprocess",
-        "mobilenet_v2",
+        *model_args,
         "--epochs",
         20,
         "--out",
@@ -31,7 +25,23 @@ def pretrained_run(tmp_path_factory, hymenoptera, dog_model):
         env={"TLCORE_CACHE_DIR": str(out.parent / "cache")},
     )
     assert completed.returncode == 0, completed.stderr
-    return out, json.loads(completed.stdout)
+    return json.loads(completed.stdout)
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory, hymenoptera, dog_model):
+    out = tmp_path_factory.mktemp("real") / "run"
+    summary = train_on_hymenoptera(
+        hymenoptera,
+        out,
+        "--backbone",
+        dog_model,
+        "--cut-layer",
+        "mobilenetv2_1.00_160",
+        "--preprocess",
+        "mobilenet_v2",
+    )
+    return out, summary
 
 
 def test_frozen_pretrained_mobilenet_reaches_0_92_on_ants_vs_bees(pretrained_run):
@@ -43,26 +53,9 @@ def test_frozen_pretrained_mobilenet_reaches_0_92_on_ants_vs_bees(pretrained_run
 
 
 def test_the_same_architecture_without_pretrained_weights_stays_far_below(tmp_path, hymenoptera, pretrained_run):
-    completed = tlcore(
-        "train",
-        "--data",
-        hymenoptera / "train",
-        "--val-data",
-        hymenoptera / "val",
-        "--backbone",
-        "MobileNetV2",
-        "--weights",
-        "none",
-        "--image-size",
-        160,
-        "--epochs",
-        20,
-        "--out",
-        tmp_path / "random",
-        env={"TLCORE_CACHE_DIR": str(tmp_path / "cache")},
-    )
-    assert completed.returncode == 0, completed.stderr
-    random_accuracy = json.loads(completed.stdout)["val_accuracy"]
+    random_accuracy = train_on_hymenoptera(
+        hymenoptera, tmp_path / "random", "--backbone", "MobileNetV2", "--weights", "none", "--image-size", 160
+    )["val_accuracy"]
     assert random_accuracy <= 0.75
     assert pretrained_run[1]["val_accuracy"] - random_accuracy >= 0.2
 

@@ -294,6 +294,9 @@ def run_training(
             )
         return pipelines[split]
 
+    def fit(model, train, val, phase, epochs, initial_epoch):
+        return _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier)
+
     use_cache = train_cfg.feature_cache and not train_cfg.augment and model_lib.is_fully_frozen(classifier)
     if train_cfg.epochs and use_cache:
         log.append("phase", phase="extract")
@@ -311,37 +314,11 @@ def run_training(
         train_data, val_data = (train_features, y_train), (val_features, y_val)
         if steps > 1:
             train_data, val_data = _feature_datasets(train_data, val_data, train_cfg)
-        phase_epochs = _fit(
-            head,
-            train_data,
-            val_data,
-            "head",
-            train_cfg.epochs,
-            0,
-            train_cfg,
-            log,
-            stop,
-            run_dir,
-            best,
-            classifier,
-        )
+        phase_epochs = fit(head, train_data, val_data, "head", train_cfg.epochs, 0)
     elif train_cfg.epochs:
         with strategy.scope():
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.learning_rate)
-        phase_epochs = _fit(
-            classifier,
-            image_data("train"),
-            image_data("val"),
-            "head",
-            train_cfg.epochs,
-            0,
-            train_cfg,
-            log,
-            stop,
-            run_dir,
-            best,
-            classifier,
-        )
+        phase_epochs = fit(classifier, image_data("train"), image_data("val"), "head", train_cfg.epochs, 0)
 
     if train_cfg.fine_tune_epochs and not stop.is_set():
         backbone_model = model_lib.backbone_part(classifier)
@@ -352,20 +329,7 @@ def run_training(
         with strategy.scope():
             # Recompile: Keras fixes the set of trainable weights at compile time.
             model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)
-        _fit(
-            classifier,
-            image_data("train"),
-            image_data("val"),
-            "fine-tune",
-            train_cfg.fine_tune_epochs,
-            phase_epochs,
-            train_cfg,
-            log,
-            stop,
-            run_dir,
-            best,
-            classifier,
-        )
+        fit(classifier, image_data("train"), image_data("val"), "fine-tune", train_cfg.fine_tune_epochs, phase_epochs)
         val_features = None  # the backbone changed: cached features no longer describe it
 
     if best["weights"] is not None:
