@@ -3,6 +3,8 @@
 The table is plain data (no TensorFlow import), so the dashboard's home page can list
 the backbones before TensorFlow has loaded. Constructors and ``preprocess_input``
 functions are looked up in ``keras.applications`` only when a backbone is built.
+Preprocessing by name lives in :mod:`tlcore.preprocessing`, loading a Keras model
+file in :mod:`tlcore.saved_model` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -15,6 +17,38 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+from tlcore.preprocessing import PREPROCESSING, preprocess_function
+
+__all__ = [
+    "BACKBONES",
+    "MODEL_FILE_SUFFIXES",
+    "PREPROCESSING",
+    "Backbone",
+    "BackboneSpec",
+    "ImageNetClassifier",
+    "assign_blocks",
+    "block_names",
+    "cut_model",
+    "feature_layers",
+    "file_digest",
+    "get_spec",
+    "guess_family",
+    "is_model_file",
+    "keras_models_dir",
+    "load_backbone",
+    "load_imagenet_classifier",
+    "preprocess_function",
+]
+
+
+def __getattr__(name: str):
+    # ``load_model_file`` moved to tlcore.saved_model, which imports Keras: re-exported
+    # lazily so that importing the registry stays free of TensorFlow.
+    if name == "load_model_file":
+        from tlcore.saved_model import load_model_file
+
+        return load_model_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -23,8 +57,9 @@ class BackboneSpec:
 
     Attributes:
         name: the registry key and the ``keras.applications`` constructor name.
-        module: the ``keras.applications`` submodule holding ``preprocess_input``
-            and ``decode_predictions``.
+        preprocess: the default preprocessing, a name in
+            :data:`tlcore.preprocessing.PREPROCESSING`. For a ``keras.applications``
+            architecture it is also the submodule holding ``decode_predictions``.
         default_size: input size the ImageNet weights were trained at.
         min_size: the smallest input the architecture accepts.
         block_pattern: a regex over layer names; the first group that matches is
@@ -38,7 +73,7 @@ class BackboneSpec:
     """
 
     name: str
-    module: str
+    preprocess: str
     default_size: int
     min_size: int
     block_pattern: str
@@ -59,27 +94,21 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("DenseNet121", "densenet", 224, 32, r"^(conv\d)_", True, 8.1),
         BackboneSpec("Xception", "xception", 299, 71, r"^(block\d+)_", True, 22.9),
         # Not a transfer backbone: a compact CNN trained from scratch. It is the
-        # offline default (no download needed) and the "without transfer" baseline.
-        BackboneSpec("SmallCNN", "mobilenet_v2", 64, 32, r"^(block\d)_", False, 0.1, "build_small_cnn", False),
+        # offline default (no download needed) and the "without transfer" baseline;
+        # its inputs are scaled to [-1, 1], which is what "mobilenet_v2" preprocessing does.
+        BackboneSpec(
+            "SmallCNN",
+            preprocess="mobilenet_v2",
+            default_size=64,
+            min_size=32,
+            block_pattern=r"^(block\d)_",
+            imagenet_top=False,
+            parameters_millions=0.1,
+            builder="build_small_cnn",
+            imagenet_weights=False,
+        ),
     )
 }
-
-# Preprocessing by name: each is ``keras.applications.<name>.preprocess_input``,
-# except "none", which passes 0..255 pixels through (for models that rescale inside).
-PREPROCESSING = (
-    "mobilenet_v2",
-    "mobilenet",
-    "efficientnet",
-    "efficientnet_v2",
-    "resnet50",
-    "resnet_v2",
-    "vgg16",
-    "densenet",
-    "xception",
-    "inception_v3",
-    "convnext",
-    "none",
-)
 
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -97,17 +126,6 @@ def get_spec(name: str) -> BackboneSpec:
 def is_model_file(backbone: str) -> bool:
     """True when ``backbone`` names a model file rather than a registry entry."""
     return backbone not in BACKBONES and Path(backbone).suffix.lower() in MODEL_FILE_SUFFIXES
-
-
-def preprocess_function(name: str):
-    """Returns the ``preprocess_input`` function for a preprocessing name."""
-    if name not in PREPROCESSING:
-        raise StudioError(f"Unknown preprocessing. Expected one of {list(PREPROCESSING)}. Received: {name!r}.")
-    if name == "none":
-        return lambda images: images
-    import keras
-
-    return getattr(keras.applications, name).preprocess_input
 
 
 def keras_models_dir() -> Path:
@@ -222,7 +240,7 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
     return Backbone(
         model=model,
         name=spec.name,
-        preprocess=model_config.preprocess or spec.module,
+        preprocess=model_config.preprocess or spec.preprocess,
         image_size=size,
         block_pattern=spec.block_pattern,
         weights_id=weights_id,
@@ -271,6 +289,52 @@ def _resolve_weights(spec: BackboneSpec, weights: str, seed: int) -> tuple[str |
     return str(path), f"file:{file_digest(path)}"
 
 
+@dataclass
+class ImageNetClassifier:
+    """A registry architecture with its ImageNet classification top (1000 classes).
+
+    Attributes:
+        model: the ``include_top=True`` Keras model with ImageNet weights.
+        preprocess_input: scales 0..255 RGB images as the model expects.
+        decode_predictions: turns its probabilities into ``(id, name, probability)``
+            rows (downloads the class index once).
+    """
+
+    model: Any
+    preprocess_input: Any
+    decode_predictions: Any
+
+
+def load_imagenet_classifier(name: str) -> ImageNetClassifier:
+    """The ImageNet classifier of a registry backbone, for predictions before any training.
+
+    Raises:
+        StudioError: an unknown name, or an architecture without an ImageNet top.
+        WeightsUnavailableError: the ImageNet weights could not be downloaded; the
+            message names the file and where to put it.
+    """
+    spec = get_spec(name)
+    if not spec.imagenet_top:
+        raise StudioError(f"{spec.name} has no ImageNet classification top in keras.applications.")
+    import keras
+
+    module = getattr(keras.applications, spec.preprocess)
+    try:
+        model = getattr(keras.applications, spec.name)(weights="imagenet", include_top=True)
+    except Exception as error:  # keras raises a bare Exception on a failed download
+        raise _download_error(spec.name, error) from None
+    return ImageNetClassifier(model, module.preprocess_input, module.decode_predictions)
+
+
+def block_names(backbone: Backbone) -> list[str]:
+    """The backbone's block labels in order ("stem", "block_1", …): the "unfreeze from" choices.
+
+    Empty when the architecture is unknown (a model file of an unrecognised family).
+    """
+    labels = assign_blocks([layer.name for layer in backbone.model.layers], backbone.block_pattern)
+    return [label for label in dict.fromkeys(labels) if label]
+
+
 def _download_error(name: str, error: Exception) -> WeightsUnavailableError:
     urls = re.findall(r"https?://[^\s:]+(?::\d+)?[^\s:]*", str(error))
     url = urls[0] if urls else "the keras.applications weights URL"
@@ -281,41 +345,6 @@ def _download_error(name: str, error: Exception) -> WeightsUnavailableError:
         "KERAS_HOME), or choose weights 'none', a local weights file, or your own Keras model "
         "file as the backbone."
     )
-
-
-def load_model_file(path: str | Path):
-    """Loads a user-supplied Keras model file with ``safe_mode=True``.
-
-    Raises:
-        UnsafeModelError: the file is missing, corrupt, not a Keras model, or contains a
-            Lambda layer (arbitrary Python code, refused under safe mode).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UnsafeModelError(f"Model file not found: {path}. Expected a .keras or .h5 Keras model file.")
-    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
-        raise UnsafeModelError(
-            f"Expected a Keras model file ending in {', '.join(MODEL_FILE_SUFFIXES)}. Received: {path.name}."
-        )
-    import keras
-
-    import tlcore.model  # noqa: F401  (registers tlcore's own layers for loading saved runs)
-
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001  - any failure here means "unusable file"
-        text = str(error)
-        if "Lambda" in text or "safe_mode" in text:
-            raise UnsafeModelError(
-                f"{path.name} contains a Lambda layer, which would run arbitrary Python code when "
-                "loaded, so it is refused (safe_mode). Re-save the model without Lambda layers "
-                "(use built-in Keras layers), or use a registry backbone."
-            ) from None
-        first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-        raise UnsafeModelError(
-            f"{path.name} could not be read as a Keras model ({first_line[:200]}). "
-            "Is the file complete and saved with model.save()?"
-        ) from None
 
 
 def feature_layers(model) -> list[str]:
@@ -366,6 +395,8 @@ def cut_model(model, cut_layer: str | None):
 
 
 def _load_from_model_file(model_config) -> Backbone:
+    from tlcore.saved_model import load_model_file
+
     path = Path(model_config.backbone)
     full = load_model_file(path)
     cut = cut_model(full, model_config.cut_layer)
@@ -384,7 +415,7 @@ def _load_from_model_file(model_config) -> Backbone:
     return Backbone(
         model=cut,
         name=path.name,
-        preprocess=model_config.preprocess or (family.module if family else "none"),
+        preprocess=model_config.preprocess or (family.preprocess if family else "none"),
         image_size=size,
         block_pattern=family.block_pattern if family else None,
         weights_id=f"model:{file_digest(path)}:{cut.name}",

@@ -1,9 +1,13 @@
 """The classifier: input → the backbone's preprocessing → backbone → head.
 
-The classifier is a functional model of three named parts, ``preprocess``,
-``backbone`` and ``head``, so that the training job can run the backbone alone
-(feature extraction) or the head alone (training on cached features), and Grad-CAM
-can read the backbone's feature map, all on the same shared weights.
+The classifier is a functional model of three parts, ``preprocess``, the backbone
+and ``head``, so that the training job can run the backbone alone (feature
+extraction) or the head alone (training on cached features), and Grad-CAM can read
+the backbone's feature map, all on the same shared weights. The backbone keeps its
+own Keras name (``mobilenetv2_1.00_224``, or the layer cut from a model file).
+
+The words and choice lists for these settings live in :mod:`tlcore.model_choices`
+(no TensorFlow) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -14,29 +18,54 @@ import keras
 import numpy as np
 import pandas as pd
 
-from tlcore.backbones import Backbone, assign_blocks, preprocess_function
-from tlcore.config import FreezePlan, ModelConfig
+from tlcore.backbones import Backbone, assign_blocks, block_names
+from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
+from tlcore.model_choices import (
+    HIDDEN_UNITS_CHOICES,
+    IMAGE_SIZE_CHOICES,
+    POOLING_CHOICES,
+    PhasePlan,
+    default_freeze_plan,
+    describe_backbone,
+    describe_freeze_plan,
+    describe_phases,
+    freeze_plan_label,
+)
+from tlcore.saved_model import Preprocess
 
+__all__ = [
+    "HIDDEN_UNITS_CHOICES",
+    "IMAGE_SIZE_CHOICES",
+    "POOLING_CHOICES",
+    "PhasePlan",
+    "Preprocess",
+    "apply_freeze_plan",
+    "backbone_part",
+    "block_names",
+    "build_classifier",
+    "build_head",
+    "compile_classifier",
+    "default_freeze_plan",
+    "describe_backbone",
+    "describe_freeze_plan",
+    "describe_phases",
+    "fine_tune_plan",
+    "head_part",
+    "is_batchnorm",
+    "is_fully_frozen",
+    "last_block",
+    "layer_table",
+    "make_optimizer",
+    "parameter_totals",
+    "phase_plan",
+    "plan_totals",
+    "preprocess_part",
+    "trainable_names",
+]
 
-@keras.saving.register_keras_serializable(package="tlcore")
-class Preprocess(keras.layers.Layer):
-    """Applies a ``keras.applications`` ``preprocess_input`` by name, inside the model.
-
-    Saving the name instead of a Lambda keeps ``model.keras`` loadable with
-    ``safe_mode=True`` and guarantees prediction uses the training preprocessing.
-    """
-
-    def __init__(self, preprocess: str = "none", **kwargs):
-        super().__init__(**kwargs)
-        self.preprocess = preprocess
-        self._function = preprocess_function(preprocess)
-
-    def call(self, images):
-        return self._function(keras.ops.cast(images, "float32"))
-
-    def get_config(self):
-        return {**super().get_config(), "preprocess": self.preprocess}
+HEAD_NAME = "head"
+PREPROCESS_NAME = "preprocess"
 
 
 def build_head(
@@ -54,7 +83,7 @@ def build_head(
     if dropout_rate:
         layers.append(keras.layers.Dropout(dropout_rate, name="dropout"))
     layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
-    return keras.Sequential(layers, name="head")
+    return keras.Sequential(layers, name=HEAD_NAME)
 
 
 def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelConfig):
@@ -73,7 +102,10 @@ def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelCo
         raise StudioError(f"Expected at least 2 classes. Received: num_classes={num_classes}.")
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    x = Preprocess(backbone.preprocess, name="preprocess")(inputs)
+    x = Preprocess(backbone.preprocess, name=PREPROCESS_NAME)(inputs)
+    # No ``training=False`` here, on purpose: Keras 3 Functional models re-inject the
+    # outer ``training`` flag into every nested call, so it would be ignored (see the
+    # docstring). Inference-mode BatchNorm comes from ``trainable=False`` instead.
     features = backbone.model(x)
     head = build_head(
         tuple(features.shape[1:]),
@@ -89,16 +121,32 @@ def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelCo
 
 
 def backbone_part(model):
-    """The backbone inside a classifier built by :func:`build_classifier`."""
-    return model.layers[2]
+    """The backbone inside a classifier built by :func:`build_classifier`.
+
+    The backbone keeps its own name, so it is found as the one layer that is neither
+    the input, ``preprocess`` nor ``head`` (this also reads runs saved earlier).
+    """
+    parts = [
+        layer
+        for layer in model.layers
+        if layer.name not in (HEAD_NAME, PREPROCESS_NAME) and not isinstance(layer, keras.layers.InputLayer)
+    ]
+    if len(parts) != 1:
+        raise StudioError(
+            "Expected a classifier of input → preprocess → backbone → head. "
+            f"Received layers: {[layer.name for layer in model.layers]}."
+        )
+    return parts[0]
 
 
 def head_part(model):
-    return model.get_layer("head")
+    """The classification head (pooling, dropout, dense) of a classifier."""
+    return model.get_layer(HEAD_NAME)
 
 
 def preprocess_part(model):
-    return model.get_layer("preprocess")
+    """The :class:`~tlcore.saved_model.Preprocess` layer of a classifier."""
+    return model.get_layer(PREPROCESS_NAME)
 
 
 def _weighted_layers(backbone_model) -> list:
@@ -233,6 +281,45 @@ def plan_totals(backbone, plan: FreezePlan, num_classes: int, model_config: Mode
         "total": trainable + frozen + head_parameters,
         "head": head_parameters,
     }
+
+
+def fine_tune_plan(backbone: Backbone, train_config: TrainConfig) -> FreezePlan:
+    """The freeze plan of phase 2: from ``train_config.unfreeze_from``, or the last block."""
+    start = train_config.unfreeze_from or last_block(backbone.model, backbone.block_pattern)
+    return FreezePlan("from", start)
+
+
+def phase_plan(
+    backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig, num_classes: int
+) -> list[PhasePlan]:
+    """What each training phase trains, by the rules the training job applies.
+
+    Phase 1 uses the model's freeze plan; phase 2 (fine-tune) unfreezes the backbone
+    from :func:`fine_tune_plan`. In a pretrained backbone BatchNormalization layers stay
+    frozen in both (see :func:`build_classifier`), so they are not counted.
+
+    Returns:
+        Two :class:`~tlcore.model_choices.PhasePlan`; a phase with 0 epochs is
+        ``skipped`` but still described.
+
+    Raises:
+        StudioError: a freeze plan names a layer or block the backbone does not have.
+    """
+
+    def phase(number: int, name: str, epochs: int, learning_rate: float, plan: FreezePlan) -> PhasePlan:
+        trainable = plan_totals(backbone, plan, num_classes, model_config)["trainable"]
+        return PhasePlan(number, name, epochs, learning_rate, plan, freeze_plan_label(plan), trainable)
+
+    return [
+        phase(1, "head", train_config.epochs, train_config.learning_rate, model_config.freeze),
+        phase(
+            2,
+            "fine-tune",
+            train_config.fine_tune_epochs,
+            train_config.effective_fine_tune_learning_rate,
+            fine_tune_plan(backbone, train_config),
+        ),
+    ]
 
 
 def parameter_totals(model) -> dict[str, int]:

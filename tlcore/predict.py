@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
@@ -51,25 +49,16 @@ def imagenet_top5(backbone_name: str, images: list) -> list[list[dict]]:
     """ImageNet top-5 from a registry backbone's ``include_top`` variant (before any training).
 
     Raises:
+        StudioError: the backbone has no ImageNet top.
         WeightsUnavailableError: the ImageNet weights or class index cannot be downloaded.
     """
-    import keras
+    from tlcore.backbones import load_imagenet_classifier
 
-    from tlcore.backbones import _download_error, get_spec
-
-    spec = get_spec(backbone_name)
-    if not spec.imagenet_top:
-        raise StudioError(f"{spec.name} has no ImageNet classification top in keras.applications.")
-    module = getattr(keras.applications, spec.module)
+    classifier = load_imagenet_classifier(backbone_name)
+    batch = classifier.preprocess_input(load_batch(images, _input_size(classifier.model)))
+    probabilities = classifier.model.predict(batch, verbose=0)
     try:
-        model = getattr(keras.applications, spec.name)(weights="imagenet", include_top=True)
-    except Exception as error:  # keras raises a bare Exception on a failed download
-        raise _download_error(spec.name, error) from None
-    size = _input_size(model)
-    batch = module.preprocess_input(load_batch(images, size))
-    probabilities = model.predict(batch, verbose=0)
-    try:
-        decoded = module.decode_predictions(probabilities, top=5)
+        decoded = classifier.decode_predictions(probabilities, top=5)
     except Exception as error:  # the class index is a download too
         raise WeightsUnavailableError(
             f"Could not download the ImageNet class index ({error}). Put imagenet_class_index.json in "
@@ -107,17 +96,22 @@ def grad_cam(model, image, class_index: int | None = None) -> tuple[np.ndarray, 
 
 
 def overlay_heatmap(image, heatmap: np.ndarray, size: int | None = None, alpha: float = 0.45) -> Image.Image:
-    """The heatmap (red = important) blended over the upright RGB image."""
-    base = Image.fromarray(data_lib.decode_image(image, size))
+    """The heatmap (red = important) blended over the upright RGB image.
+
+    Args:
+        image: a path, bytes or PIL image.
+        heatmap: a map in 0..1 from :func:`grad_cam` (any resolution).
+        size: the longest side of the result in pixels; ``None`` keeps the image's size.
+            The image keeps its aspect ratio: the map, computed on the square model
+            input, is stretched back to the image's shape.
+        alpha: weight of the heatmap colours.
+    """
+    base = Image.fromarray(data_lib.decode_image(image))
+    if size:
+        scale = size / max(base.size)
+        base = base.resize((max(1, round(base.width * scale)), max(1, round(base.height * scale))), Image.BILINEAR)
     heat = Image.fromarray(np.uint8(255 * heatmap)).resize(base.size, Image.BILINEAR)
     value = np.asarray(heat, dtype=np.float32) / 255.0
     colour = np.stack([value, np.zeros_like(value), 1.0 - value], axis=-1) * 255
     coloured = Image.fromarray(colour.astype(np.uint8))
     return Image.blend(base, coloured, alpha)
-
-
-def image_label(image) -> str:
-    """A short name for an image argument (for reports)."""
-    if isinstance(image, (str, Path)):
-        return str(image)
-    return getattr(image, "name", "image")
