@@ -10,13 +10,13 @@ file in :mod:`tlcore.saved_model` (both re-exported here).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+from tlcore.paths import keras_models_dir
 from tlcore.preprocessing import PREPROCESSING, preprocess_function
 
 __all__ = [
@@ -126,16 +126,6 @@ def get_spec(name: str) -> BackboneSpec:
 def is_model_file(backbone: str) -> bool:
     """True when ``backbone`` names a model file rather than a registry entry."""
     return backbone not in BACKBONES and Path(backbone).suffix.lower() in MODEL_FILE_SUFFIXES
-
-
-def keras_models_dir() -> Path:
-    """Where Keras caches downloaded weights (``$KERAS_HOME/models``, as Keras defines it)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    if not os.access(home, os.W_OK) and not os.path.exists(home):
-        parent = os.path.dirname(home) or "."
-        if not os.access(parent, os.W_OK):
-            home = os.path.join("/tmp", ".keras")
-    return Path(home) / "models"
 
 
 def assign_blocks(layer_names: list[str], block_pattern: str | None) -> list[str]:
