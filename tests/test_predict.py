@@ -55,3 +55,95 @@ def test_imagenet_top5_offline_says_what_to_download(monkeypatch, tmp_path, colo
 def test_imagenet_top5_refuses_backbones_without_a_top():
     with pytest.raises(StudioError, match="no ImageNet classification top"):
         predict.imagenet_top5("SmallCNN", [np.zeros((8, 8, 3), np.uint8)])
+
+
+# ----------------------------------------------------------------------------- Grad-CAM maths
+#
+# A classifier whose weights are set by hand, so the right map is known: the backbone's
+# one channel is the pixel's "redness" (R - (G + B) / 2, then ReLU) averaged over 4x4
+# cells, and the head says "red" in proportion to it. Grad-CAM for "red" must light up
+# exactly where the image is red, and nothing where it is grey.
+
+
+def hand_made_classifier(channel_weights: tuple, head_weight: float, num_classes: int = 2):
+    """preprocess ("none") → one 1x1-conv feature, ReLU, 4x4 average cells → head.
+
+    The feature is ``channel_weights · (R, G, B)``; the head's logit for the last class
+    is ``head_weight`` times the averaged feature (minus that for the first class).
+    """
+    import keras
+
+    from tlcore.backbones import Backbone
+    from tlcore.config import ModelConfig
+    from tlcore.model import build_classifier, head_part
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(1, 1, use_bias=False, name="feature")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    features = keras.layers.AveragePooling2D(4, name="cells")(x)
+    network = keras.Model(inputs, features, name="hand_made")
+    network.get_layer("feature").set_weights([np.array(channel_weights, dtype="float32").reshape(1, 1, 3, 1)])
+    backbone = Backbone(network, "hand_made", "none", 32, None, "test:hand_made")
+    classifier = build_classifier(backbone, num_classes, ModelConfig(dropout_rate=0.0))
+    kernel = np.linspace(-head_weight, head_weight, num_classes)[None, :]
+    head_part(classifier).get_layer("predictions").set_weights([kernel, np.zeros(num_classes)])
+    return classifier
+
+
+def _half_red(red_side: str, size: int = 32) -> Image.Image:
+    image = np.full((size, size, 3), 128, np.uint8)
+    half = slice(0, size // 2) if red_side == "left" else slice(size // 2, size)
+    image[:, half] = (220, 30, 30)
+    return Image.fromarray(image)
+
+
+@pytest.mark.parametrize("red_side", ["left", "right"])
+def test_grad_cam_peaks_on_the_coloured_half(red_side):
+    redness = hand_made_classifier((1.0, -0.5, -0.5), 0.01)  # class 1 = "red"
+    heatmap, index = predict.grad_cam(redness, _half_red(red_side))
+    assert index == 1  # "red" is the predicted class
+    assert heatmap.shape == (8, 8)
+    red, grey = (heatmap[:, :4], heatmap[:, 4:]) if red_side == "left" else (heatmap[:, 4:], heatmap[:, :4])
+    assert red.min() > 0.9 and grey.max() < 0.1
+
+
+def test_overlay_keeps_the_aspect_ratio_and_where_the_heat_is():
+    image = Image.fromarray(np.full((30, 60, 3), 128, np.uint8))  # 60 wide, 30 high
+    heatmap = np.array([[1.0, 0.0], [1.0, 0.0]])  # hot on the left
+    overlay = predict.overlay_heatmap(image, heatmap, 32)
+    assert overlay.size == (32, 16)
+    assert predict.overlay_heatmap(image, heatmap).size == (60, 30)
+    pixels = np.asarray(overlay, dtype=int)
+    assert pixels[8, 2, 0] > pixels[8, 29, 0] and pixels[8, 2, 2] < pixels[8, 29, 2]  # red left, blue right
+
+
+# ----------------------------------------------------------------------------- 16-bit uploads
+
+
+def _sixteen_bit_png() -> tuple[bytes, np.ndarray]:
+    """A 16-bit greyscale PNG spanning the full 0..65535 range, and its 16-bit values."""
+    rows, columns = np.mgrid[0:48, 0:48]
+    values = ((rows * 48 + columns) * 28 % 65536).astype(np.uint16)
+    values[10:30, 5:20] = 65535
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, format="PNG")
+    return buffer.getvalue(), values
+
+
+def test_a_16_bit_upload_predicts_like_the_same_picture_in_8_bit():
+    model = hand_made_classifier((1 / 3, 1 / 3, 1 / 3), 0.005, num_classes=3)  # dark … bright
+    data, values = _sixteen_bit_png()
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")  # really 16-bit on disk
+    eight_bit = Image.fromarray((values >> 8).astype(np.uint8), "L").convert("RGB")
+
+    def probabilities(image) -> dict:
+        return {
+            r["label"]: r["probability"] for r in predict.predict_top_k(model, ["dark", "mid", "bright"], [image])[0]
+        }
+
+    from_bytes, from_8_bit = probabilities(data), probabilities(eight_bit)
+    assert from_bytes == pytest.approx(from_8_bit, abs=2e-3)
+    # The model does see the picture: a clipped conversion (every value above 255 turned
+    # white, what Pillow's plain convert does) predicts very differently.
+    clipped = Image.fromarray(np.minimum(values, 255).astype(np.uint8), "L").convert("RGB")
+    assert probabilities(clipped)["bright"] > from_8_bit["bright"] + 0.1
