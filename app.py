@@ -3,11 +3,18 @@
 Nothing here imports TensorFlow, so the home page shows before it has loaded.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.sidebar import sidebar
 
-st.set_page_config(page_title="Transfer-learning studio", page_icon=":material/science:", layout="wide")
+st.set_page_config(
+    page_title="Transfer-learning studio",
+    page_icon=str(Path(__file__).parent / "pages" / "studio" / "favicon.png"),
+    layout="wide",
+)
 
 # Page scripts live in sub-folders of pages/: Streamlit's legacy multipage mode (which
 # would run a deep-linked pages/*.py directly, bypassing this router) only looks at
@@ -31,5 +38,9 @@ PAGES = {
 
 shared.keep_keras_state()
 navigation = st.navigation(PAGES)
-shared.sidebar()
-navigation.run()
+shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
+sidebar()
+try:
+    navigation.run()
+finally:
+    shared.persist_setup()  # also after st.stop()/st.rerun() inside the page

@@ -92,7 +92,8 @@ def demo_dataset(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, colour_dataset):
     """A finished run (SmallCNN, frozen random weights, colour classes) in its own run store."""
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcore.runs import RunStore, read_run, train_run
+    from tlcore.launch import train_run
+    from tlcore.runs import RunStore, read_run
 
     store = RunStore(tmp_path_factory.mktemp("runs"))
     config = RunConfig(

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +24,9 @@ TIMEOUT = 180  # the first page that imports TensorFlow takes a while
 
 
 @pytest.fixture(autouse=True)
-def studio_env(tmp_path, monkeypatch):
+def studio_env(tmp_path, tmp_path_factory, monkeypatch):
+    # The dashboard reads only inside TLCORE_DATA_ROOTS: here, the test's temporary folders.
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("TLCORE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.chdir(ROOT)
@@ -50,7 +53,12 @@ def texts(at) -> str:
         for kind in ("markdown", "caption", "info", "success", "warning", "error", "title", "subheader")
         for e in getattr(at, kind)
     ]
-    return "\n".join(str(p) for p in parts)
+    return plain("\n".join(str(p) for p in parts))
+
+
+def plain(markdown: str) -> str:
+    """Text as a reader sees it: the page escapes Markdown characters in messages (``\\*`` shows ``*``)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def small_cnn(at):
@@ -113,6 +121,18 @@ def test_home_renders_before_tensorflow_loads():
     assert title == "Transfer-learning studio" and loaded == "False"
 
 
+HEADINGS = {
+    "pages/studio/home.py": "Transfer-learning studio",
+    "pages/image/data.py": "Data",
+    "pages/image/model.py": "Model",
+    "pages/image/train.py": "Train",
+    "pages/image/evaluate.py": "Evaluate",
+    "pages/image/predict.py": "Predict",
+    "pages/image/runs.py": "Runs",
+    "pages/text/generate.py": "Text (GPT-2)",
+}
+
+
 @pytest.mark.parametrize(
     "page",
     [
@@ -123,11 +143,15 @@ def test_home_renders_before_tensorflow_loads():
         "pages/image/evaluate.py",
         "pages/image/predict.py",
         "pages/image/runs.py",
+        "pages/text/generate.py",
     ],
 )
 def test_every_page_renders_with_a_sidebar_and_no_traceback(page):
     at = app(page)
-    assert at.title, f"{page} has no title"
+    assert [t.value for t in at.title] == [HEADINGS[page]]
+    lines = sidebar_lines(at)
+    assert [line.split(" · ")[0] for line in lines] == ["**Dataset**", "**Model**", "**Job**"], lines
+    assert "demo: shapes" in lines[0] and "MobileNetV2" in lines[1]
     unexpected = [e.value for e in at.error if "ImageNet weights" not in e.value]  # offline machines: expected
     assert not unexpected
 
@@ -154,16 +178,19 @@ def test_a_bad_job_cap_setting_is_explained(monkeypatch):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
-    assert "TLCORE_MAX_JOBS should be a whole number" in at.error[0].value
+    assert "TLCORE_MAX_JOBS should be a whole number" in plain(at.error[0].value)
+
+
+def sidebar_lines(at) -> list[str]:
+    return [plain(m.value) for m in at.sidebar.get("markdown")]
 
 
 def test_sidebar_shows_dataset_model_and_job():
     at = app()
-    sidebar = [m.value for m in at.sidebar.get("markdown")]
-    assert sidebar == [
-        "**Dataset** · demo: shapes",
-        "**Model** · MobileNetV2  \nweights: imagenet",
-        "**Job** · none running",
+    assert sidebar_lines(at) == [
+        "**Dataset** · demo: shapes (generated offline)",
+        "**Model** · MobileNetV2, ImageNet weights",
+        "**Job** · none yet",
     ]
 
 
@@ -177,17 +204,17 @@ def test_empty_pages_say_what_to_do_first():
 
 def test_data_page_shows_the_demo_health_report():
     at = app("pages/image/data.py")
-    assert "Current dataset: 600 images in 3 classes" in at.success[0].value
+    assert "Current dataset: 600 images · 3 classes" in at.success[0].value
     assert [m.value for m in at.metric][:3] == ["600", "3", "0"]
     assert at.get("plotly_chart"), "images per class chart"
 
 
-def test_a_bad_folder_is_explained_and_keeps_the_current_dataset():
+def test_a_bad_folder_is_explained_and_keeps_the_current_dataset(tmp_path):
     at = app("pages/image/data.py")
     at.radio(key="source_kind").set_value("Folder on this server").run()
-    at.text_input[0].set_value("/no/such/folder").run()
-    assert "Dataset folder not found" in at.error[0].value or "Dataset not found" in at.error[0].value
-    assert "still the one in the sidebar" in at.error[0].value
+    at.text_input[0].set_value(str(tmp_path / "no" / "such" / "folder")).run()
+    assert "Dataset folder not found" in plain(at.error[0].value) or "Dataset not found" in plain(at.error[0].value)
+    assert "still the one in the sidebar" in plain(at.error[0].value)
     assert at.session_state["data_config"].data_dir == "demo:shapes"
 
 
@@ -209,7 +236,7 @@ def test_uploading_a_zip_makes_it_the_current_dataset(tmp_path):
         ("photos.zip", _zip_of({"red": (220, 30, 30), "blue": (30, 30, 220)}, tmp_path), "application/zip")
     ).run()
     assert not at.exception
-    assert "Current dataset: 12 images in 2 classes" in at.success[0].value
+    assert "Current dataset: 12 images · 2 classes" in at.success[0].value
 
 
 def test_a_hostile_zip_is_refused_with_a_message(tmp_path):
@@ -219,7 +246,7 @@ def test_a_hostile_zip_is_refused_with_a_message(tmp_path):
     at = app("pages/image/data.py")
     at.radio(key="source_kind").set_value("Upload a .zip").run()
     at.file_uploader[0].set_value(("evil.zip", buffer.getvalue(), "application/zip")).run()
-    assert "outside the extraction folder" in at.error[0].value
+    assert "outside the extraction folder" in plain(at.error[0].value)
     assert not (tmp_path / "escape.png").exists()
 
 
@@ -247,7 +274,7 @@ def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     at = app("pages/image/model.py")
-    assert "Could not download ImageNet weights" in at.error[0].value
+    assert "Could not download ImageNet weights" in plain(at.error[0].value)
     next(b for b in at.button if "random weights" in b.label).click().run()
     assert at.session_state["model_config"].weights == "none"
     assert not at.error
@@ -290,11 +317,11 @@ def test_predict_page_explains_an_unreadable_upload():
     at.run()
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
-    assert "not a readable image" in at.error[0].value
+    assert "not a readable image" in plain(at.error[0].value)
 
 
 def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
-    from tlcore.runs import start_training
+    from tlcore.launch import start_training
 
     at = app("pages/image/train.py")
     small_cnn(at)
@@ -331,7 +358,7 @@ def test_text_page_generates_and_explains_bad_prompts(tiny_gpt2_preset):
 
     at.text_area[0].set_value("   ").run()
     next(b for b in at.button if b.label == "Generate").click().run()
-    assert "prompt is empty" in at.error[0].value
+    assert "prompt is empty" in plain(at.error[0].value)
 
 
 def test_text_page_offline_preset_says_what_to_do(monkeypatch):
@@ -341,7 +368,7 @@ def test_text_page_offline_preset_says_what_to_do(monkeypatch):
     at = app("pages/text/generate.py")
     next(b for b in at.button if b.label == "Generate").click().run()
     assert not at.exception
-    assert "Could not download 'gpt2_base_en'" in at.error[0].value
+    assert "Could not download 'gpt2_base_en'" in plain(at.error[0].value)
 
 
 @pytest.mark.real_assets

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from tlcore import runs
+from tlcore import exports, launch, runs
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 from tlcore.runs import REQUIRED_METRICS
@@ -78,14 +78,14 @@ def test_failed_run_records_the_error(tmp_path):
     config = RunConfig()
     config.data.data_dir = str(tmp_path / "missing")
     with pytest.raises(StudioError):
-        runs.train_run(config, tmp_path / "run")
+        launch.train_run(config, tmp_path / "run")
     run = runs.read_run(tmp_path / "run")
     assert run.status == "failed" and "not found" in run.error
 
 
 def test_exports_reload_and_agree_with_the_keras_model(trained_run, colour_dataset):
     samples = sorted(str(p) for p in colour_dataset.rglob("*.png"))[::4]
-    report = runs.export_all(trained_run, samples)
+    report = exports.export_all(trained_run, samples)
     assert set(report) == {"saved_model", "model_float", "model_dynamic_range"}
     assert all(entry["top1_agreement"] == 1.0 for entry in report.values())
     assert (trained_run.path / "exports" / "saved_model" / "saved_model.pb").is_file()
@@ -97,8 +97,63 @@ def test_exports_reload_and_agree_with_the_keras_model(trained_run, colour_datas
 def test_tflite_gives_the_same_probabilities_as_keras(trained_run, colour_dataset):
     from tlcore.predict import load_batch
 
-    path = runs.export_tflite(trained_run)
+    path = exports.export_tflite(trained_run)
     batch = load_batch(sorted(str(p) for p in colour_dataset.rglob("*.png"))[:3], 32)
     np.testing.assert_allclose(
-        runs.tflite_predict(path, batch), trained_run.load_model().predict(batch, verbose=0), atol=1e-4
+        exports.tflite_predict(path, batch), trained_run.load_model().predict(batch, verbose=0), atol=1e-4
     )
+
+
+@pytest.mark.parametrize("run_id", ["..", ".", "...", "a/b", "../runs", "/etc", "a\\b", "", " "])
+def test_run_ids_that_are_not_a_plain_child_folder_are_refused(trained_run, run_id):
+    store = runs.RunStore(trained_run.path.parent)
+    with pytest.raises(StudioError, match="No run named"):
+        store.get(run_id)
+
+
+def test_a_link_inside_the_store_that_leads_outside_is_refused(trained_run, tmp_path):
+    store_root = tmp_path / "store"
+    store_root.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "status.json").write_text(json.dumps({"status": "done"}))
+    (store_root / "escape").symlink_to(outside, target_is_directory=True)
+    store = runs.RunStore(store_root)
+    with pytest.raises(StudioError, match="No run named"):
+        store.get("escape")
+    store_root.joinpath("real").symlink_to(trained_run.path, target_is_directory=True)
+    with pytest.raises(StudioError):
+        store.get("real")  # a link to another store's run is still outside this store
+
+
+def test_saved_validation_probabilities_read_back_per_label(trained_run):
+    paths, labels, probabilities = trained_run.val_probabilities()
+    frame = trained_run.val_predictions()
+    assert paths == frame["path"].tolist()
+    assert probabilities.shape == (len(paths), len(trained_run.labels))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    predicted = [trained_run.labels[i] for i in probabilities.argmax(axis=1)]
+    assert predicted == frame["predicted"].tolist()
+    assert (labels == frame["true_index"].to_numpy()).all()
+
+
+def test_table_names_the_weights_in_words_and_rounds_numbers(trained_run, tmp_path):
+    table = runs.RunStore(trained_run.path.parent).table()
+    row = table[table["run_id"] == trained_run.run_id].iloc[0]
+    assert row["backbone"] == "SmallCNN (random weights)"
+    assert row["val_accuracy"] == round(trained_run.metrics["val_accuracy"], 3)
+    assert row["train_seconds"] == round(trained_run.metrics["train_seconds"], 1)
+
+
+def test_a_model_file_backbone_is_not_labelled_with_weights_none(tmp_path):
+    config = RunConfig()
+    config.model.backbone, config.model.weights = "/data/models/dog_breed_mobilenetv2_160.h5", "none"
+    path = runs.RunStore(tmp_path).create(config, name="own")
+    label = runs.read_run(path).backbone_label
+    assert label.startswith("dog_breed_mobilenetv2_160.h5") and "your model file" in label and "none" not in label
+
+
+def test_text_runs_get_a_folder_from_the_same_store(tmp_path):
+    path = runs.RunStore(tmp_path).create(name="text-gpt2")
+    assert path.is_dir() and path.parent == tmp_path and "text-gpt2" in path.name
+    assert not (path / "config.json").exists()

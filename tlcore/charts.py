@@ -6,14 +6,25 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PHASE_DASH = {"head": "solid", "fine-tune": "solid"}
 
-
-def history_figure(history: pd.DataFrame, title: str = "Training progress", group: str | None = None) -> go.Figure:
+def history_figure(
+    history: pd.DataFrame,
+    title: str = "Training progress",
+    group: str | None = None,
+    kept_epochs: dict | None = None,
+) -> go.Figure:
     """Loss and accuracy per epoch, train (solid) and validation (dotted), across phases.
 
     A vertical marker shows where fine-tuning starts. With ``group`` (e.g. ``"run_id"``)
     one line set is drawn per group, to overlay several runs.
+
+    Args:
+        history: one row per epoch (``epoch``, ``loss``, ``val_loss``, ...).
+        title: the figure title.
+        group: a column to draw one line set per value of.
+        kept_epochs: the epoch whose weights the run kept, per group value (``None``
+            as the key without ``group``); drawn as a star on the validation curves,
+            so a user sees which epoch the final model is.
     """
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
     if history is None or history.empty:
@@ -39,6 +50,7 @@ def history_figure(history: pd.DataFrame, title: str = "Training progress", grou
                     row=1,
                     col=col,
                 )
+    _mark_kept_epochs(figure, history, group, kept_epochs or {})
     if group is None and "phase" in history and (history["phase"] == "fine-tune").any():
         start = history.loc[history["phase"] == "fine-tune", "epoch"].min() - 0.5
         for col in (1, 2):
@@ -48,6 +60,30 @@ def history_figure(history: pd.DataFrame, title: str = "Training progress", grou
     figure.update_yaxes(range=[0, 1.02], row=1, col=2)
     figure.update_layout(title=title, height=380, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.25})
     return figure
+
+
+def _mark_kept_epochs(figure: go.Figure, history: pd.DataFrame, group: str | None, kept_epochs: dict) -> None:
+    for name, epoch in kept_epochs.items():
+        rows = history if group is None else history[history[group] == name]
+        rows = rows[rows["epoch"] == epoch]
+        if epoch is None or rows.empty:
+            continue
+        prefix = f"{name} " if name is not None else ""
+        for column, col in (("val_loss", 1), ("val_accuracy", 2)):
+            if column in rows and rows[column].notna().any():
+                figure.add_trace(
+                    go.Scatter(
+                        x=[epoch],
+                        y=[rows[column].iloc[0]],
+                        mode="markers",
+                        marker={"symbol": "star", "size": 16, "color": "gold", "line": {"width": 1, "color": "black"}},
+                        name=f"{prefix}kept weights (epoch {epoch})",
+                        legendgroup=f"{prefix}kept",
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
 
 
 def confusion_figure(matrix: pd.DataFrame) -> go.Figure:

@@ -16,6 +16,17 @@ from typing import Any
 POOLING_CHOICES = ("avg", "max", "flatten")
 OPTIMIZER_CHOICES = ("adam", "sgd", "rmsprop", "adamw")
 FREEZE_MODES = ("all", "none", "from", "top", "layers")
+BATCH_SIZE_CHOICES = (4, 8, 16, 32, 64, 128)
+LEARNING_RATE_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+# What determines a loaded backbone; the head and the freeze plan are applied on top.
+BACKBONE_FIELDS = ("backbone", "weights", "cut_layer", "preprocess", "image_size")
+
+
+def nearest_choice(value: float, choices: tuple) -> float:
+    """The choice closest to ``value`` (a slider of fixed steps shows a saved value this way)."""
+    return min(choices, key=lambda choice: abs(choice - value))
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -95,6 +106,15 @@ class DataConfig:
             _check_range("val_split", self.val_split, 0.01, 0.9)
         _check_range("min_images_per_class", self.min_images_per_class, 1, 10_000, int)
 
+    def describe(self) -> str:
+        """The dataset in words: "demo: shapes", or the folder name and how validation is made."""
+        if self.data_dir == "demo:shapes":
+            return "demo: shapes (generated offline)"
+        name = Path(self.data_dir).name or str(self.data_dir)
+        if self.val_dir:
+            return f"{name} (validation folder: {Path(self.val_dir).name})"
+        return f"{name} ({self.val_split:.0%} held out for validation)"
+
 
 @dataclass
 class ModelConfig:
@@ -135,6 +155,22 @@ class ModelConfig:
         if self.image_size is not None:
             _check_range("image_size", self.image_size, 32, 1024, int)
         self.freeze.validate()
+
+    @property
+    def is_model_file(self) -> bool:
+        """True when ``backbone`` is the path of the user's own Keras model file."""
+        return Path(self.backbone).suffix.lower() in MODEL_FILE_SUFFIXES
+
+    def backbone_key(self) -> str:
+        """The settings that determine the loaded backbone, as JSON (head and freeze plan left out).
+
+        Two configs with the same key load the same backbone, so a page can cache it by key.
+        """
+        return json.dumps({name: getattr(self, name) for name in BACKBONE_FIELDS}, sort_keys=True)
+
+    @classmethod
+    def from_backbone_key(cls, key: str) -> ModelConfig:
+        return cls(**{name: value for name, value in json.loads(key).items() if name in BACKBONE_FIELDS})
 
 
 @dataclass
@@ -182,6 +218,11 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10_000, int)
         _check_range("seed", self.seed, 0, 2**31 - 1, int)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs planned over both phases (early stopping may end sooner)."""
+        return self.epochs + self.fine_tune_epochs
 
     @property
     def effective_fine_tune_learning_rate(self) -> float:

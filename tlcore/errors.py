@@ -19,3 +19,14 @@ class UnsafeModelError(StudioError):
 
 class JobBusyError(StudioError):
     """Too many training jobs are running; try again later."""
+
+
+def first_line(error: BaseException, limit: int = 500) -> str:
+    """The first non-empty line of an error's message (its type name when it has none).
+
+    Library errors often carry pages of detail; a user sees one line that names the
+    problem. Long lines are cut at ``limit`` characters.
+    """
+    text = str(error).strip()
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    return line[:limit]

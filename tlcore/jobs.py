@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlcore.errors import JobBusyError, StudioError
+from tlcore.errors import JobBusyError, StudioError, first_line
 
-ACTIVE = ("queued", "running")
 DEFAULT_MAX_JOBS = 2
 
 
@@ -93,6 +92,7 @@ class Job:
         result: what the target returned.
         error: the failure message ("what is wrong and what to do").
         run_dir: the run folder the job writes, if any.
+        epochs: epochs the job plans (the progress bar's denominator; early stopping may end sooner).
     """
 
     job_id: str
@@ -105,6 +105,7 @@ class Job:
     result: Any = None
     error: str = ""
     run_dir: str | None = None
+    epochs: int = 0
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
@@ -114,7 +115,7 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return self.status == "running"
 
 
 class JobRegistry:
@@ -130,8 +131,24 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, owner: str, kind: str, title: str, target: Callable[[Job], Any], run_dir: str | None = None) -> Job:
+    def start(
+        self,
+        owner: str,
+        kind: str,
+        title: str,
+        target: Callable[[Job], Any],
+        run_dir: str | None = None,
+        epochs: int = 0,
+    ) -> Job:
         """Starts ``target(job)`` in a background thread and returns the job.
+
+        Args:
+            owner: the browser session that owns the job (only it may see and stop it).
+            kind: what it does, for display.
+            title: a short description.
+            target: the work; receives the job (its log and stop event).
+            run_dir: the run folder, when known up front.
+            epochs: epochs planned, for the progress bar.
 
         Raises:
             JobBusyError: this session already has a running job, or the process-wide
@@ -149,7 +166,7 @@ class JobRegistry:
                 raise JobBusyError(
                     f"The studio is busy: {count} running (the limit is {self.max_concurrent}). Try again in a minute."
                 )
-            job = Job(uuid.uuid4().hex[:12], owner, kind, title, run_dir=run_dir)
+            job = Job(uuid.uuid4().hex[:12], owner, kind, title, run_dir=run_dir, epochs=epochs)
             self._jobs[job.job_id] = job
         job.thread = threading.Thread(target=self._run, args=(job, target), name=f"job-{job.job_id}", daemon=True)
         job.thread.start()
@@ -163,7 +180,7 @@ class JobRegistry:
             job.error = str(error)
             job.status = "failed"
         except Exception as error:  # noqa: BLE001  - reported to the user, never raised into Streamlit
-            job.error = f"Unexpected {type(error).__name__}: {error}. Please report this."
+            job.error = f"Unexpected {type(error).__name__}: {first_line(error)}. Please report this."
             job.log.append("traceback", text=traceback.format_exc())
             job.status = "failed"
         finally:
@@ -178,6 +195,51 @@ class JobRegistry:
         with self._lock:
             return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.started)
 
-    def active_count(self) -> int:
-        with self._lock:
-            return sum(j.active for j in self._jobs.values())
+
+# ----------------------------------------------------------------------------- reading a job's log
+
+HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
+
+
+def history_frame(log: ProgressLog):
+    """Epoch records of a log as one continuous history DataFrame (both phases)."""
+    import pandas as pd
+
+    rows = [{column: record.get(column) for column in HISTORY_COLUMNS} for record in log.records(kind="epoch")]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
+    """Where a training job is: fraction done, ETA, and a one-line description.
+
+    Args:
+        log: the job's progress log.
+        total_epochs: epochs planned over both phases (early stopping may end sooner).
+
+    Returns:
+        ``{"fraction", "eta_seconds", "text", "phase"}``; ``eta_seconds`` is ``None``
+        until a training batch has been seen.
+    """
+    status = log.last("status")
+    if status and status.get("status") in ("done", "stopped", "failed"):
+        return {"fraction": 1.0, "eta_seconds": 0.0, "text": status["status"], "phase": None}
+    batch = log.last("batch")
+    if batch is None:
+        extract = log.last("extract")
+        if extract:
+            text = f"computing backbone features: batch {extract['step']}/{extract['steps']}"
+            return {"fraction": 0.0, "eta_seconds": None, "text": text, "phase": "extract"}
+        return {"fraction": 0.0, "eta_seconds": None, "text": (status or {}).get("status", "starting"), "phase": None}
+    steps = batch.get("steps") or batch["step"]
+    done = (batch["epoch"] - 1 + batch["step"] / steps) / max(total_epochs, 1)
+    fraction = min(max(done, 0.0), 1.0)
+    first = log.records(kind="batch")[0]
+    elapsed = batch["time"] - first["time"]
+    eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
+    text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
+    return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
+
+
+def job_progress(job: Job) -> dict:
+    """:func:`progress_summary` of a job against the epochs the job itself planned."""
+    return progress_summary(job.log, job.epochs)

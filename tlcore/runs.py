@@ -24,6 +24,9 @@ from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 
 STATUS_FILE = "status.json"
+PROBABILITY_COLUMN = "p:{label}"
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # The metrics.json fields the CLI contract promises (ARCHITECTURE.md).
 REQUIRED_METRICS = (
     "val_accuracy",
@@ -83,7 +86,6 @@ class Run:
     metrics: dict = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     error: str = ""
-    started: str = ""
 
     @property
     def history(self) -> pd.DataFrame:
@@ -106,6 +108,58 @@ class Run:
         path = self.path / "val_predictions.csv"
         return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
+    def val_probabilities(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The saved validation predictions as arrays.
+
+        Returns:
+            ``(paths, true label ids, class probabilities)``; probabilities have one
+            column per label in ``labels`` order (read back from the ``p:<label>``
+            columns :func:`save_result` writes). Empty arrays when there are none.
+        """
+        frame = self.val_predictions()
+        if frame.empty:
+            return [], np.zeros((0,), int), np.zeros((0, len(self.labels)))
+        probabilities = frame[[PROBABILITY_COLUMN.format(label=label) for label in self.labels]].to_numpy()
+        return frame["path"].tolist(), frame["true_index"].to_numpy(), probabilities
+
+    def export_downloads(self) -> dict[str, tuple[str, bytes]]:
+        """The exports made so far, ready to download: ``{label: (file name, bytes)}``.
+
+        The SavedModel folder is zipped once (again only when it changed); it unzips to
+        ``saved_model/``, the folder the SavedModel snippet loads.
+        """
+        exports, downloads = self.path / "exports", {}
+        saved = exports / "saved_model"
+        if saved.is_dir():
+            archive = exports / "saved_model.zip"
+            if not archive.is_file() or archive.stat().st_mtime < saved.stat().st_mtime:
+                shutil.make_archive(str(exports / "saved_model"), "zip", root_dir=exports, base_dir="saved_model")
+            downloads["SavedModel (.zip)"] = (f"{self.run_id}-saved_model.zip", archive.read_bytes())
+        for name in ("model_float.tflite", "model_dynamic_range.tflite"):
+            if (exports / name).is_file():
+                downloads[name] = (name, (exports / name).read_bytes())
+        return downloads
+
+    @property
+    def kept_weights(self) -> str:
+        """Which epoch's weights the run kept and why, in words ("" for older runs)."""
+        return self.metrics.get("kept_reason", "")
+
+    @property
+    def kept_epoch(self) -> int | None:
+        return self.metrics.get("best_epoch")
+
+    @property
+    def backbone_label(self) -> str:
+        """The backbone and its weights in words, as the Runs table shows them."""
+        if self.config is None:
+            return "?"
+        model = self.config.model
+        if Path(model.backbone).suffix.lower() in MODEL_FILE_SUFFIXES:
+            return f"{Path(model.backbone).name} (your model file, its own weights)"
+        words = {"imagenet": "ImageNet weights", "none": "random weights"}
+        return f"{model.backbone} ({words.get(model.weights) or 'weights from ' + Path(model.weights).name})"
+
 
 class RunStore:
     """All runs under one folder (default ``runs/``)."""
@@ -113,13 +167,18 @@ class RunStore:
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
 
-    def create(self, config: RunConfig, name: str | None = None) -> Path:
-        """Makes a new run folder with config.json and a "running" status."""
+    def create(self, config: RunConfig | None = None, name: str | None = None) -> Path:
+        """Makes a new run folder named ``<time>-<name>-<random>``.
+
+        With a :class:`RunConfig` the folder starts with config.json and a "running"
+        status; without one (text fine-tuning writes its own files) it is just made.
+        """
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", name or Path(config.model.backbone).stem).strip("-")[:40] or "run"
+        default = Path(config.model.backbone).stem if config is not None else "run"
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name or default).strip("-")[:40] or "run"
         path = self.root / f"{stamp}-{slug}-{secrets.token_hex(2)}"
         path.mkdir(parents=True)
-        return start_run(path, config)
+        return start_run(path, config) if config is not None else path
 
     def list(self) -> list[Run]:
         """Every run, newest first; unreadable folders appear as incomplete, never raise."""
@@ -130,42 +189,42 @@ class RunStore:
 
     def table(self) -> pd.DataFrame:
         """One row per run: id, status, backbone, accuracy, epochs, timings."""
-        rows = []
-        for run in self.list():
-            config = run.config
-            rows.append(
-                {
-                    "run_id": run.run_id,
-                    "status": run.status,
-                    "backbone": Path(config.model.backbone).name if config else "?",
-                    "weights": config.model.weights if config else "?",
-                    "val_accuracy": run.metrics.get("val_accuracy"),
-                    "val_loss": run.metrics.get("val_loss"),
-                    "epochs_run": run.metrics.get("epochs_run"),
-                    "train_seconds": run.metrics.get("train_seconds"),
-                    "classes": len(run.labels),
-                }
-            )
-        return pd.DataFrame(
-            rows,
-            columns=[
-                "run_id",
-                "status",
-                "backbone",
-                "weights",
-                "val_accuracy",
-                "val_loss",
-                "epochs_run",
-                "train_seconds",
-                "classes",
-            ],
-        )
+        rows = [
+            {
+                "run_id": run.run_id,
+                "status": run.status,
+                "backbone": run.backbone_label,
+                "val_accuracy": _rounded(run.metrics.get("val_accuracy"), 3),
+                "val_loss": _rounded(run.metrics.get("val_loss"), 3),
+                "kept_epoch": run.metrics.get("best_epoch"),
+                "epochs_run": run.metrics.get("epochs_run"),
+                "train_seconds": _rounded(run.metrics.get("train_seconds"), 1),
+                "classes": len(run.labels),
+            }
+            for run in self.list()
+        ]
+        return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
     def get(self, run_id: str) -> Run:
+        """The run folder named ``run_id``: a direct child of the store, nothing else.
+
+        Raises:
+            StudioError: ``run_id`` is not a plain folder name (``..``, ``.``, separators),
+                or names no run folder, or is a link that leads outside the store.
+        """
+        return read_run(self.path_of(run_id))
+
+    def path_of(self, run_id: str) -> Path:
+        """The folder of ``run_id``, checked as :meth:`get` explains."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id) or run_id.strip(".") == "":
+            raise StudioError(
+                f"No run named {run_id!r} in {self.root}: a run id is a folder name such as 20260101-120000-x."
+            )
         path = self.root / run_id
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id) or not path.is_dir():
+        root = self.root.resolve()
+        if not path.is_dir() or path.resolve().parent != root:
             raise StudioError(f"No run named {run_id!r} in {self.root}.")
-        return read_run(path)
+        return path
 
     def histories(self, run_ids: list[str]) -> pd.DataFrame:
         """The histories of several runs stacked, with a ``run_id`` column (for overlays)."""
@@ -174,14 +233,14 @@ class RunStore:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def compare(self, run_ids: list[str]) -> pd.DataFrame:
-        """Metrics of several runs side by side (one column per run)."""
+        """Metrics of several runs side by side (one column per run), numbers rounded for reading."""
         data = {}
         for run_id in run_ids:
             run = self.get(run_id)
-            flat = {k: v for k, v in run.metrics.items() if not isinstance(v, dict)}
+            flat = {k: _rounded(v, 4) for k, v in run.metrics.items() if not isinstance(v, dict)}
             if run.config:
                 flat.update(
-                    backbone=Path(run.config.model.backbone).name,
+                    backbone=run.backbone_label,
                     epochs=run.config.train.epochs,
                     fine_tune_epochs=run.config.train.fine_tune_epochs,
                     learning_rate=run.config.train.learning_rate,
@@ -191,60 +250,32 @@ class RunStore:
         return pd.DataFrame(data)
 
 
+def kept_epochs(store: RunStore, run_ids: list[str]) -> dict:
+    """``{run_id: epoch whose weights the run kept}`` for the runs that say (for the curves)."""
+    runs = [store.get(run_id) for run_id in run_ids]
+    return {run.run_id: run.kept_epoch for run in runs if run.kept_epoch}
+
+
+def _rounded(value, digits: int):
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def runs_root() -> Path:
     """``$TLCORE_RUNS_DIR`` (default ``./runs``): where the dashboard keeps runs."""
     return Path(os.environ.get("TLCORE_RUNS_DIR") or "runs")
 
 
-def start_training(registry, owner: str, config: RunConfig, store: RunStore, name: str | None = None):
-    """Starts a training run as a background job of ``registry``; returns the job.
-
-    Raises:
-        JobBusyError: this session already trains, or the studio is at its job cap.
-        ValueError: the config is invalid (checked before any thread starts).
-    """
-    config.validate()
-    title = f"{Path(config.model.backbone).name} on {Path(config.data.data_dir).name}"
-
-    def target(job):
-        run_dir = store.create(config, name=name)
-        job.run_dir = str(run_dir)
-        return train_run(config, run_dir, log=job.log, stop=job.stop)
-
-    return registry.start(owner, "train", title, target)
-
-
-def ab_configs(config: RunConfig) -> tuple[RunConfig, RunConfig]:
-    """The A/B pair on the same data and split: fixed feature extractor vs fine-tuned."""
-    fixed = RunConfig.from_dict(config.to_dict())
-    fixed.train.fine_tune_epochs = 0
-    tuned = RunConfig.from_dict(config.to_dict())
-    tuned.train.fine_tune_epochs = config.train.fine_tune_epochs or max(2, config.train.epochs // 2)
-    return fixed, tuned
-
-
-def start_ab(registry, owner: str, config: RunConfig, store: RunStore):
-    """Trains the A/B pair one after the other as one job; ``job.result`` lists both run ids."""
-    from tlcore.jobs import ProgressLog
-
-    fixed, tuned = ab_configs(config)
-    fixed.validate()
-    tuned.validate()
-
-    def target(job):
-        run_ids = []
-        for label, variant in (("A-fixed-features", fixed), ("B-fine-tune", tuned)):
-            if job.stop.is_set():
-                break
-            if run_ids:
-                job.log = ProgressLog()  # the page follows the current half of the pair
-            run_dir = store.create(variant, name=label)
-            job.run_dir = str(run_dir)
-            train_run(variant, run_dir, log=job.log, stop=job.stop)
-            run_ids.append(run_dir.name)
-        return run_ids
-
-    return registry.start(owner, "ab", f"A/B on {Path(config.data.data_dir).name}", target)
+TABLE_COLUMNS = [
+    "run_id",
+    "status",
+    "backbone",
+    "val_accuracy",
+    "val_loss",
+    "kept_epoch",
+    "epochs_run",
+    "train_seconds",
+    "classes",
+]
 
 
 def start_run(path: Path, config: RunConfig) -> Path:
@@ -279,7 +310,7 @@ def read_run(path: Path) -> Run:
         state = "incomplete"
     labels_path = path / "labels.txt"
     labels = labels_path.read_text().splitlines() if labels_path.is_file() else []
-    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""), status.get("started", ""))
+    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""))
 
 
 def save_result(path: Path, result) -> None:
@@ -301,102 +332,7 @@ def save_result(path: Path, result) -> None:
             }
         )
         for index, label in enumerate(result.classes):
-            frame[f"p:{label}"] = result.val_probabilities[:, index]
+            frame[PROBABILITY_COLUMN.format(label=label)] = result.val_probabilities[:, index]
         frame.to_csv(path / "val_predictions.csv", index=False)
     _write_atomic(path / "metrics.json", json.dumps(result.metrics, indent=2, default=float))
     set_status(path, "stopped" if result.stopped else "done")
-
-
-def train_run(config: RunConfig, run_dir: str | Path, **job_options):
-    """Runs :func:`tlcore.training.run_training` and records it in ``run_dir``.
-
-    A failure is recorded as ``status: failed`` with its message, then re-raised.
-    """
-    from tlcore.training import run_training
-
-    run_dir = start_run(Path(run_dir), config)
-    try:
-        result = run_training(config, run_dir=run_dir, **job_options)
-        save_result(run_dir, result)
-    except BaseException as error:
-        set_status(run_dir, "failed", error=str(error).splitlines()[0][:500] if str(error) else type(error).__name__)
-        raise
-    return result
-
-
-# ----------------------------------------------------------------------------- exports
-
-
-def export_saved_model(run: Run, model=None) -> Path:
-    """Exports the run's classifier as a TensorFlow SavedModel (``model.export``)."""
-    model = model or run.load_model()
-    target = run.path / "exports" / "saved_model"
-    shutil.rmtree(target, ignore_errors=True)
-    model.export(str(target), format="tf_saved_model", verbose=False)
-    return target
-
-
-def export_tflite(run: Run, quantize: bool = False, model=None) -> Path:
-    """Converts the SavedModel export to TFLite, float or dynamic-range quantized."""
-    import tensorflow as tf
-
-    saved = run.path / "exports" / "saved_model"
-    if not saved.is_dir():
-        export_saved_model(run, model)
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    if quantize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    target = run.path / "exports" / ("model_dynamic_range.tflite" if quantize else "model_float.tflite")
-    target.write_bytes(converter.convert())
-    return target
-
-
-def tflite_predict(path: Path, batch: np.ndarray) -> np.ndarray:
-    """Runs a TFLite model on a batch, one image at a time."""
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    input_detail = interpreter.get_input_details()[0]
-    output_detail = interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(input_detail["index"], [1, *batch.shape[1:]])
-    interpreter.allocate_tensors()
-    outputs = []
-    for image in batch:
-        interpreter.set_tensor(input_detail["index"], image[None].astype(np.float32))
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(output_detail["index"])[0])
-    return np.stack(outputs)
-
-
-def export_all(run: Run, sample_images: list) -> dict:
-    """Exports SavedModel + float and quantized TFLite, re-loads each, checks top-1.
-
-    Returns:
-        ``{format: {"path", "top1_agreement"}}``: the fraction of sample images whose
-        top-1 class matches the Keras model's.
-
-    Raises:
-        StudioError: an export disagrees with the Keras model on any sample's top-1.
-    """
-    import tensorflow as tf
-
-    from tlcore.predict import load_batch
-
-    model = run.load_model()
-    batch = load_batch(sample_images, int(model.input_shape[1]))
-    reference = np.argmax(model.predict(batch, verbose=0), axis=1)
-    saved = export_saved_model(run, model)
-    reloaded = tf.saved_model.load(str(saved))  # keep a reference: its variables die with it
-    outputs = {"saved_model": (saved, reloaded.serve(tf.constant(batch)).numpy())}
-    for quantize in (False, True):
-        path = export_tflite(run, quantize, model)
-        outputs[path.stem] = (path, tflite_predict(path, batch))
-    report = {}
-    for name, (path, probabilities) in outputs.items():
-        agreement = float(np.mean(np.argmax(probabilities, axis=1) == reference))
-        report[name] = {"path": str(path), "top1_agreement": agreement}
-        if agreement < 1.0:
-            raise StudioError(
-                f"The {name} export disagrees with the Keras model on {1 - agreement:.0%} of the samples."
-            )
-    return report

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -7,21 +8,18 @@ from pages.studio import shared
 from tlcore import charts
 from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
 from tlcore.errors import StudioError
+from tlcore.paths import check_allowed
 
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
 
-SOURCES = [
-    "Demo: shapes (offline)",
-    "Folder on this server",
-    "Upload a .zip",
-    "Build classes from photos",
-    "Download a public dataset",
-]
+SOURCES = ["Demo: shapes (offline)", "Folder on this server", "Upload a .zip", "Build classes from photos"]
+SOURCES += ["Download a public dataset"]
 data = shared.config("data")
+if "source_kind" not in st.session_state:  # after a refresh: show the source the setup uses
+    st.session_state.source_kind = SOURCES[0 if data.data_dir == DEMO_DATASET else 1]
 source_kind = st.radio("Where are your images?", SOURCES, key="source_kind", horizontal=True)
-candidate: str | None = None
-val_dir: str | None = None
+candidate, val_dir = None, None
 
 if source_kind == SOURCES[0]:
     candidate = DEMO_DATASET
@@ -30,10 +28,14 @@ elif source_kind == SOURCES[1]:
     folder = st.text_input(
         "Folder path", value="" if data.data_dir == DEMO_DATASET else data.data_dir, placeholder="/data/photos"
     )
-    separate = st.checkbox("I have a separate validation folder")
-    if separate:
-        val_dir = st.text_input("Validation folder path", value=data.val_dir or "") or None
-    candidate = folder.strip() or None
+    if st.checkbox("I have a separate validation folder", value=bool(data.val_dir)):
+        val_dir = st.text_input("Validation folder path", value=data.val_dir or "").strip() or None
+    try:
+        candidate = str(check_allowed(folder.strip())) if folder.strip() else None
+        val_dir = str(check_allowed(val_dir)) if val_dir else None
+    except StudioError as error:
+        shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
+        st.stop()
 elif source_kind == SOURCES[2]:
     upload = st.file_uploader("A .zip with one folder per class", type=["zip"])
     if upload is not None:
@@ -74,10 +76,9 @@ with st.expander("Options"):
     skip_placeholders = st.checkbox(
         "Skip blank or placeholder images ('image not found' pictures)", value=data.skip_placeholders
     )
+    val_split = data.val_split
     if val_dir is None:
         val_split = st.slider("Validation share (per class)", 0.05, 0.5, float(data.val_split), 0.05)
-    else:
-        val_split = data.val_split
 
 if not candidate:
     st.info("Choose a source above to see its classes and a health report.")
@@ -92,44 +93,39 @@ except StudioError as error:
 
 usable = {label: count for label, count in scan.counts.items() if count}
 if len(usable) >= 2:
-    data.data_dir, data.val_dir, data.val_split, data.skip_placeholders = (
-        candidate,
-        val_dir,
-        val_split,
-        skip_placeholders,
-    )
-    st.session_state.data_summary = f"{len(scan.items)} images · {len(usable)} classes"
+    total = len(scan.items) + (len(val_scan.items) if val_scan else 0)
+    st.session_state.data_summary = f"{total} images · {len(usable)} classes"
     st.session_state.num_classes = len(usable)
-    st.success(f"Current dataset: {len(scan.items)} images in {len(usable)} classes.", icon=":material/check_circle:")
+    shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
+    st.success(f"Current dataset: {st.session_state.data_summary}.", icon=":material/check_circle:")
 else:
     st.warning("A classifier needs at least 2 classes with images. Add another class.", icon=":material/back_hand:")
 
-cols = st.columns(3)
-cols[0].metric("Images", len(scan.items))
-cols[1].metric("Classes", len(usable))
-cols[2].metric("Skipped files", len(scan.skipped) + (len(val_scan.skipped) if val_scan else 0))
-st.plotly_chart(charts.counts_figure(scan.counts), width="stretch")
-
-st.subheader("Health report")
-warnings = scan.warnings + (val_scan.warnings if val_scan else [])
-for warning in warnings:
-    st.warning(warning)
-skipped = scan.skipped + (val_scan.skipped if val_scan else [])
-if skipped:
-    st.dataframe(
-        pd.DataFrame({"file": [s.path for s in skipped], "reason": [s.reason for s in skipped]}),
-        hide_index=True,
-        width="stretch",
-    )
-if not warnings and not skipped:
-    st.write("No problems found: every file is a usable image and the classes are balanced.")
+parts = [("Training", scan)] + ([("Validation", val_scan)] if val_scan else [])
+for column, (title, part) in zip(st.columns(len(parts)), parts):
+    with column:
+        st.subheader(f"{title} set" if val_scan else "Images")
+        cols = st.columns(3)
+        cols[0].metric("Images", len(part.items))
+        cols[1].metric("Classes", sum(1 for count in part.counts.values() if count))
+        cols[2].metric("Skipped files", len(part.skipped))
+        st.plotly_chart(charts.counts_figure(part.counts), width="stretch", key=f"counts_{title}")
+        st.markdown("**Health report**")
+        for warning in part.warnings:
+            st.warning(shared.escape_markdown(warning))
+        if part.skipped:
+            frame = pd.DataFrame({"file": [s.path for s in part.skipped], "reason": [s.reason for s in part.skipped]})
+            frame["file"] = [os.path.relpath(path, part.root) for path in frame["file"]]
+            st.table(frame) if len(frame) <= 20 else st.dataframe(frame, hide_index=True, width="stretch")
+        if not part.warnings and not part.skipped:
+            st.write("No problems found: every file is a usable image and the classes are balanced.")
+if val_scan and set(val_scan.classes) != set(scan.classes):
+    st.warning(f"The validation folder's classes {val_scan.classes} differ from the training classes {scan.classes}.")
 
 st.subheader("Samples")
 for label in scan.classes:
     items = [item for item in scan.items if item.label == label][:8]
-    if not items:
-        continue
-    st.markdown(f"**{label}** · {scan.counts[label]} images")
-    st.image(
-        [thumbnail(item.path, 128) for item in items], width=96, caption=[Path(item.path).name[:18] for item in items]
-    )
+    if items:
+        st.markdown(f"**{shared.escape_markdown(label)}** · {scan.counts[label]} images")
+        captions = [Path(item.path).name[:18] for item in items]
+        st.image([thumbnail(item.path, 128) for item in items], width=96, caption=captions)

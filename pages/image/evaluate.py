@@ -15,13 +15,11 @@ if run is None:
     st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
     st.stop()
 
-predictions = run.val_predictions()
-if predictions.empty:
+paths, labels, probabilities = run.val_probabilities()
+if not paths:
     st.warning("This run has no saved validation predictions.")
     st.stop()
 classes = run.labels
-labels = predictions["true_index"].to_numpy()
-probabilities = predictions[[f"p:{label}" for label in classes]].to_numpy()
 predicted = np.argmax(probabilities, axis=1)
 
 summary = evaluation.summary(labels, probabilities)
@@ -33,6 +31,7 @@ if "top2_accuracy" in summary:
     cols[3].metric("Top-2 accuracy", f"{summary['top2_accuracy']:.1%}")
 st.caption(
     "Measured on validation images the model never trained on. Early stopping picked the best epoch by validation loss on these same images."
+    + (f" {run.kept_weights}" if run.kept_weights else "")
 )
 
 left, right = st.columns([3, 2])
@@ -47,7 +46,7 @@ with right:
         width="stretch",
     )
 
-wrong = evaluation.misclassified(predictions["path"].tolist(), labels, probabilities, classes)
+wrong = evaluation.misclassified(paths, labels, probabilities, classes)
 st.subheader(f"Misclassified ({len(wrong)})")
 if wrong.empty:
     st.write("Every validation image is classified correctly.")
@@ -60,4 +59,5 @@ else:
                 st.image(thumbnail(row["path"], 256), width="stretch")
             except (StudioError, OSError):
                 st.caption(f"({Path(row['path']).name} is no longer readable)")
-            st.caption(f"true **{row['true']}** → {row['predicted']} ({row['confidence']:.0%})")
+            name, true, guess = (shared.escape_markdown(row[key]) for key in ("path", "true", "predicted"))
+            st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")

@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 
 import streamlit as st
@@ -6,6 +5,8 @@ import streamlit as st
 from pages.studio import shared
 from tlcore import charts
 from tlcore.errors import StudioError
+from tlcore.runs import kept_epochs
+from tlcore.snippets import snippet
 
 st.title("Runs")
 store = shared.store()
@@ -16,9 +17,13 @@ else:
     st.dataframe(
         table,
         column_config={
-            "val_accuracy": st.column_config.NumberColumn(format="%.3f"),
-            "val_loss": st.column_config.NumberColumn(format="%.3f"),
-            "train_seconds": st.column_config.NumberColumn(format="%.1f"),
+            "run_id": st.column_config.TextColumn("run", width="medium"),
+            "backbone": st.column_config.TextColumn(width="large"),
+            "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
+            "val_loss": st.column_config.NumberColumn("val loss", format="%.3f"),
+            "kept_epoch": st.column_config.NumberColumn("kept epoch", help="the epoch whose weights the run kept"),
+            "epochs_run": st.column_config.NumberColumn("epochs"),
+            "train_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
         },
         hide_index=True,
         width="stretch",
@@ -27,19 +32,25 @@ else:
         st.caption(
             "'incomplete' runs were interrupted (the server stopped mid-run): their settings are kept, they have no model."
         )
-
     chosen = st.multiselect("Compare runs", table["run_id"].tolist(), default=table["run_id"].tolist()[:2])
     if chosen:
-        st.plotly_chart(charts.history_figure(store.histories(chosen), title="Curves", group="run_id"), width="stretch")
+        figure = charts.history_figure(
+            store.histories(chosen),
+            title="Curves (★ = the epoch each run kept)",
+            group="run_id",
+            kept_epochs=kept_epochs(store, chosen),
+        )
+        st.plotly_chart(figure, width="stretch")
         st.dataframe(store.compare(chosen), width="stretch")
 
 st.subheader("A/B: fixed feature extractor vs fine-tuning")
 st.caption(
-    "Trains the current setup twice on the same split: once with the backbone frozen, once fine-tuned, then compare them above."
+    "Trains the current setup twice on the same split: A with the backbone frozen, B with the same head "
+    "training plus fine-tuning. The Train page shows both results when the pair finishes."
 )
 job = shared.current_job()
 if st.button("Run the A/B pair", disabled=job is not None and job.active):
-    from tlcore.runs import start_ab
+    from tlcore.launch import start_ab
 
     try:
         shared.remember_job(start_ab(shared.registry(), shared.session_id(), shared.run_config(), store))
@@ -48,53 +59,47 @@ if st.button("Run the A/B pair", disabled=job is not None and job.active):
         shared.show_error(error)
 if job is not None and job.kind == "ab":
     if job.active:
-        st.info(f"A/B running ({job.status}). Follow it on the Train page; this table updates when it finishes.")
+        st.info("A/B running. Follow it on the Train page; this table updates when it finishes.")
         st.page_link("pages/image/train.py", label="Watch it train", icon=":material/monitoring:")
     elif job.status == "failed":
         shared.show_error(StudioError(job.error))
+    elif job.result is not None:
+        st.success(job.result.verdict, icon=":material/compare_arrows:")
 
 st.subheader("Download a model")
 run = shared.pick_run("Run to download", key="download_pick")
 if run is None:
     st.stop()
+size = run.config.model.image_size if run.config and run.config.model.image_size else 224
 cols = st.columns(3)
 cols[0].download_button("model.keras", (run.path / "model.keras").read_bytes(), file_name=f"{run.run_id}.keras")
 cols[1].download_button("labels.txt", "\n".join(run.labels) + "\n", file_name="labels.txt")
-exports = run.path / "exports"
 if cols[2].button(
     "Prepare SavedModel + TFLite", help="Exports, re-loads each export and checks it predicts like the Keras model."
 ):
-    from tlcore.runs import export_all
+    from tlcore.exports import export_all
 
-    samples = run.val_predictions()["path"].tolist()[:8]
+    samples = [path for path in run.val_probabilities()[0][:8] if Path(path).is_file()]
     try:
         with st.spinner("Exporting and checking…"):
-            report = export_all(run, [p for p in samples if Path(p).is_file()])
+            report = export_all(run, samples)
         st.success(
             "Exports agree with the Keras model: "
             + ", ".join(f"{k} {v['top1_agreement']:.0%}" for k, v in report.items())
         )
     except (StudioError, ValueError, OSError) as error:
         shared.show_error(error)
-if (exports / "saved_model").is_dir():
-    archive = shutil.make_archive(str(exports / "saved_model"), "zip", exports / "saved_model")
-    down = st.columns(3)
-    down[0].download_button("SavedModel (.zip)", Path(archive).read_bytes(), file_name=f"{run.run_id}-saved_model.zip")
-    for column, name in zip(down[1:], ("model_float.tflite", "model_dynamic_range.tflite")):
-        if (exports / name).is_file():
-            column.download_button(name, (exports / name).read_bytes(), file_name=name)
 
-size = run.config.model.image_size if run.config and run.config.model.image_size else "SIZE"
-st.markdown("**Use it in Python**")
-st.code(
-    f"""import keras, numpy as np
-from PIL import Image
-import tlcore.model  # registers the Preprocess layer saved inside the model
+exports = run.export_downloads()
+if exports:
+    down = st.columns(len(exports))
+    for column, (name, (file_name, data)) in zip(down, exports.items()):
+        column.download_button(name, data, file_name=file_name)
 
-model = keras.models.load_model("{run.run_id}.keras", safe_mode=True)
-labels = open("labels.txt").read().splitlines()
-image = Image.open("photo.jpg").convert("RGB").resize(({size}, {size}))
-probabilities = model.predict(np.asarray(image, "float32")[None])[0]
-print(labels[probabilities.argmax()], probabilities.max())""",
-    language="python",
-)
+st.markdown("**Use it in Python** (no studio needed: put the downloads beside the script)")
+tabs = st.tabs(["Keras (.keras)", "SavedModel", "TFLite"])
+for tab, kind in zip(tabs, ("keras", "saved_model", "tflite")):
+    with tab:
+        code = snippet(kind, run.run_id, size)
+        st.code(code, language="python")
+        st.download_button("predict.py", code, file_name="predict.py", key=f"snippet_{kind}")

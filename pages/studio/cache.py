@@ -1,0 +1,73 @@
+"""Cached tlcore calls shared by the pages: dataset scans, backbones, run models, the run store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from tlcore.config import ModelConfig
+from tlcore.runs import RunStore, runs_root
+
+
+def store() -> RunStore:
+    return RunStore(runs_root())
+
+
+@st.cache_data(show_spinner="Scanning images…", max_entries=32)
+def scan(source: str, skip_placeholders: bool, _stamp: float):
+    """Cached scan of a dataset folder/zip/demo (``_stamp`` changes when the folder does)."""
+    from tlcore.data import resolve_source, scan_folder
+
+    return scan_folder(resolve_source(source), skip_placeholders=skip_placeholders)
+
+
+def folder_stamp(source: str) -> float:
+    path = Path(source)
+    try:
+        if not path.is_dir():
+            return path.stat().st_mtime
+        return max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir()])
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading the backbone…", max_entries=4)
+def _backbone(key: str):
+    from tlcore.backbones import load_backbone
+
+    return load_backbone(ModelConfig.from_backbone_key(key))
+
+
+def backbone(model: ModelConfig):
+    """The loaded backbone of ``model`` (reloaded only when a backbone setting changes)."""
+    return _backbone(model.backbone_key())
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def run_model(run_path: str, _mtime: float):
+    from tlcore.runs import read_run
+
+    return read_run(Path(run_path)).load_model()
+
+
+def load_run_model(run):
+    path = run.path / "model.keras"
+    return run_model(str(run.path), path.stat().st_mtime)
+
+
+def finished_runs():
+    return [run for run in store().list() if run.status in ("done", "stopped") and run.has_model]
+
+
+def pick_run(label: str = "Run", key: str = "run_pick"):
+    """A select box of finished runs (the session's last run first); ``None`` if there are none."""
+    runs = finished_runs()
+    if not runs:
+        return None
+    ids = [run.run_id for run in runs]
+    preferred = st.session_state.get("run_id")
+    index = ids.index(preferred) if preferred in ids else 0
+    chosen = st.selectbox(label, ids, index=index, key=key)
+    st.session_state.run_id = chosen
+    return runs[ids.index(chosen)]

@@ -1,0 +1,47 @@
+"""The sidebar on every page: current dataset, model and job (the job line follows the job live)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.studio import shared
+from tlcore import sessions
+from tlcore.jobs import job_progress
+
+
+def sidebar() -> None:
+    """Current dataset, model and job, on every page; the job line follows the job live."""
+    from tlcore.model_choices import describe_backbone
+
+    with st.sidebar:
+        if st.session_state.get("new_cookie"):
+            cookie = f"{sessions.COOKIE_NAME}={st.session_state.new_cookie}; path=/; max-age=31536000; SameSite=Strict"
+            st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
+        st.caption("CURRENT SETUP")
+        summary = st.session_state.get("data_summary")
+        st.markdown(
+            f"**Dataset** · {shared.escape_markdown(shared.config('data').describe())}"
+            + (f"  \n{summary}" if summary else "")
+        )
+        st.markdown(f"**Model** · {shared.escape_markdown(describe_backbone(shared.config('model')))}")
+        job = shared.current_job()
+        if job is not None and st.query_params.get("job") != job.job_id:
+            st.query_params["job"] = job.job_id  # page changes drop it; a refresh shows it again
+        if st.session_state.pop("foreign_job", False):
+            st.caption("The job in this link belongs to another browser: only the browser that started a job sees it.")
+        job_line(job is not None and job.active)
+
+
+def job_line(active: bool) -> None:
+    @st.fragment(run_every=2.0 if active else None)
+    def line():
+        job = shared.current_job()
+        if job is None:
+            st.markdown("**Job** · none yet")
+            return
+        state = job_progress(job)["text"] if job.active else job.status
+        st.markdown(f"**Job** · {shared.escape_markdown(job.title)}  \n{shared.escape_markdown(state)}")
+        if active and not job.active:
+            st.rerun()  # the job ended: redraw the page around it
+
+    line()

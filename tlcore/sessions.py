@@ -1,0 +1,96 @@
+"""Who a browser is, and the setup it left behind.
+
+A refresh (or a server restart) starts a new Streamlit session. The browser keeps a
+random secret in a cookie; the server only ever sees it, derives the owner id from
+it, and keeps that owner's setup on disk. A URL holds no identity: whoever opens a
+shared link (``?job=…``) has another secret, so sees neither the job nor the setup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlcore.config import RunConfig
+
+COOKIE_NAME = "tlcore_browser"
+_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def new_secret() -> str:
+    """A fresh browser secret (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+def is_secret(value) -> bool:
+    """True when ``value`` has the shape :func:`new_secret` makes (a cookie can hold anything)."""
+    return isinstance(value, str) and bool(_SECRET.fullmatch(value))
+
+
+def owner_id(secret: str) -> str:
+    """The owner id of a browser secret: one-way, so ids shown or stored never reveal the secret."""
+    return hashlib.sha256(f"tlcore-owner:{secret}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Setup:
+    """What a browser had chosen: the run settings plus what the Data page measured.
+
+    Attributes:
+        config: data, model and training settings.
+        data_summary: e.g. "245 images · 2 classes" (for the sidebar).
+        num_classes: classes of the current dataset (for parameter counts).
+    """
+
+    config: RunConfig = field(default_factory=RunConfig)
+    data_summary: str = ""
+    num_classes: int = 2
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"config": self.config.to_dict(), "data_summary": self.data_summary, "num_classes": self.num_classes},
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Setup:
+        raw = json.loads(text)
+        return cls(RunConfig.from_dict(raw["config"]), str(raw.get("data_summary", "")), int(raw.get("num_classes", 2)))
+
+
+class SetupStore:
+    """Setups on disk, one file per owner: ``<root>/<owner>/setup.json``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, owner: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{8,64}", owner or ""):
+            raise ValueError(f"Expected an owner id of hex digits. Received: {owner!r}.")
+        return self.root / owner / "setup.json"
+
+    def load(self, owner: str) -> Setup | None:
+        """The owner's saved setup; ``None`` when there is none or it is unreadable."""
+        try:
+            return Setup.from_json(self.path(owner).read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, owner: str, setup: Setup) -> None:
+        """Writes atomically: a crash mid-write leaves the previous setup."""
+        path = self.path(owner)
+        text = setup.to_json()
+        try:
+            if path.read_text() == text:
+                return
+        except OSError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".setup.{os.getpid()}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
