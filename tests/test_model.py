@@ -1,11 +1,14 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from tlcore import model as model_lib
 from tlcore.backbones import load_backbone
-from tlcore.config import FreezePlan, ModelConfig
+from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
+from tlcore.model_choices import image_size_choices, weights_choices
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +144,154 @@ def test_preprocess_layer_saves_by_name_and_reloads_safely(tmp_path, mobilenet):
     assert reloaded.get_layer("preprocess").preprocess == "mobilenet_v2"
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(classifier.predict(images, verbose=0), reloaded.predict(images, verbose=0), atol=1e-6)
+
+
+def test_partial_unfreezing_moves_only_the_unfrozen_blocks(mobilenet):
+    """One training step with "from block_16": exactly block_16's non-BatchNorm layers and the head change."""
+    pretrained = dataclasses.replace(mobilenet, pretrained=True)
+    classifier = model_lib.build_classifier(pretrained, 3, ModelConfig(freeze=FreezePlan("from", "block_16")))
+    model_lib.compile_classifier(classifier, "adam", 1e-2)
+    backbone = model_lib.backbone_part(classifier)
+    before = {layer.name: [w.numpy().copy() for w in layer.weights] for layer in backbone.layers if layer.weights}
+    head_before = [w.numpy().copy() for w in model_lib.head_part(classifier).weights]
+    images = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32")
+    classifier.fit(images, np.arange(8) % 3, epochs=1, batch_size=8, verbose=0)
+
+    moved = {
+        name
+        for name, old in before.items()
+        if any(not np.array_equal(a, w.numpy()) for a, w in zip(old, backbone.get_layer(name).weights))
+    }
+    blocks = dict(zip([layer.name for layer in backbone.layers], backbone_blocks(backbone)))
+    unfrozen = {
+        name for name in before if blocks[name] == "block_16" and not model_lib.is_batchnorm(backbone.get_layer(name))
+    }
+    assert unfrozen and moved == unfrozen
+    for name in unfrozen:  # every weight of an unfrozen layer moved, not just one
+        assert all(not np.array_equal(a, w.numpy()) for a, w in zip(before[name], backbone.get_layer(name).weights))
+    assert all(not np.array_equal(a, w.numpy()) for a, w in zip(head_before, model_lib.head_part(classifier).weights))
+
+
+def backbone_blocks(backbone_model):
+    from tlcore.backbones import BACKBONES, assign_blocks
+
+    return assign_blocks([layer.name for layer in backbone_model.layers], BACKBONES["MobileNetV2"].block_pattern)
+
+
+def test_backbone_part_is_found_by_role_not_position(mobilenet):
+    classifier = build(mobilenet)
+    assert model_lib.backbone_part(classifier) is classifier.get_layer(mobilenet.model.name)
+    with pytest.raises(StudioError, match="Expected a classifier of input → preprocess → backbone → head"):
+        model_lib.backbone_part(mobilenet.model)
+
+
+# ----------------------------------------------------------------------------- phase plan
+
+
+def test_block_names_are_the_unfreeze_choices(mobilenet, tmp_path):
+    names = model_lib.block_names(mobilenet)
+    assert names[0] == "stem" and names[-1] == "block_16" and len(names) == 17
+    unknown = load_backbone(ModelConfig(_unknown_family_file(tmp_path / "plain.keras")))
+    assert model_lib.block_names(unknown) == []
+
+
+def _unknown_family_file(path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, name="first")(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(8, 3, name="second")(x)).save(path)
+    return str(path)
+
+
+def test_phase_plan_counts_what_each_phase_trains(mobilenet):
+    model_config = ModelConfig("MobileNetV2", weights="none", image_size=64)
+    phases = model_lib.phase_plan(mobilenet, model_config, TrainConfig(epochs=3, fine_tune_epochs=2), 3)
+    head, fine_tune = phases
+    assert (head.number, head.phase, head.trains, head.epochs) == (1, "head", "head", 3)
+    assert head.trainable_parameters == 1280 * 3 + 3
+    assert (fine_tune.phase, fine_tune.trains, fine_tune.freeze) == (
+        "fine-tune",
+        "from block_16",
+        FreezePlan("from", "block_16"),
+    )
+    assert fine_tune.learning_rate == pytest.approx(1e-4)
+    # A random backbone's BatchNorm trains too: the count includes its scale and offset.
+    classifier = build(mobilenet)
+    model_lib.apply_freeze_plan(model_lib.backbone_part(classifier), fine_tune.freeze, mobilenet.block_pattern, False)
+    assert fine_tune.trainable_parameters == model_lib.parameter_totals(classifier)["trainable"]
+
+    earlier = model_lib.phase_plan(
+        mobilenet, model_config, TrainConfig(epochs=3, fine_tune_epochs=2, unfreeze_from="block_15"), 3
+    )[1]
+    assert earlier.trains == "from block_15" and earlier.trainable_parameters > fine_tune.trainable_parameters
+    skipped = model_lib.phase_plan(mobilenet, model_config, TrainConfig(epochs=3), 3)
+    assert skipped[1].skipped and model_lib.describe_phases(skipped).endswith("phase 2: skipped (0 epochs)")
+    with pytest.raises(StudioError, match="No layer or block named 'block_99'"):
+        model_lib.phase_plan(mobilenet, model_config, TrainConfig(fine_tune_epochs=1, unfreeze_from="block_99"), 3)
+
+
+def test_phase_plan_agrees_with_what_the_training_job_trains(tmp_path):
+    """Train both phases for real; the classifier ends with phase 2's trainable weights."""
+    from tests.helpers import make_colour_dataset
+    from tlcore.config import DataConfig, RunConfig
+    from tlcore.training import run_training
+
+    model_config = ModelConfig(_pretrained_model_file(tmp_path / "pretrained.keras"))
+    train_config = TrainConfig(epochs=1, fine_tune_epochs=1, batch_size=8)  # phase 2 from the last block
+    backbone = load_backbone(model_config)
+    phases = model_lib.phase_plan(backbone, model_config, train_config, 3)
+    result = run_training(
+        RunConfig(DataConfig(str(make_colour_dataset(tmp_path / "data", per_class=4))), model_config, train_config)
+    )
+    assert phases[1].trainable_parameters == model_lib.parameter_totals(result.model)["trainable"]
+    assert phases[0].trainable_parameters == 8 * 3 + 3  # the head; BatchNorm never counts when pretrained
+    assert phases[1].trainable_parameters == 3 * 3 * 8 * 8 + 8 + 8 * 3 + 3  # + block2_conv (kernel, bias)
+
+
+@pytest.mark.real_assets
+def test_phase_plan_on_the_real_pretrained_mobilenet(dog_model):
+    model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")
+    backbone = load_backbone(model_config)
+    phases = model_lib.phase_plan(backbone, model_config, TrainConfig(epochs=5, fine_tune_epochs=5), 2)
+    assert model_lib.describe_phases(phases) == (
+        "phase 1: head, 2,562 parameters · phase 2: from block_16, 881,602 parameters"
+    )
+    assert phases[0].trainable_parameters == 1280 * 2 + 2
+    # block_16 (expand, depthwise, project) and Conv_1 without their BatchNorm, plus the head.
+    convolutions = 160 * 960 + 3 * 3 * 960 + 960 * 320 + 320 * 1280
+    assert phases[1].trainable_parameters == convolutions + 1280 * 2 + 2
+    assert model_lib.block_names(backbone)[-1] == "block_16"
+
+
+# ----------------------------------------------------------------------------- words and choices
+
+
+def test_backbone_and_freeze_plan_descriptions_say_what_they_mean():
+    own = ModelConfig("/uploads/dog_breed_mobilenetv2_160.h5")
+    assert (
+        model_lib.describe_backbone(own) == "your model file dog_breed_mobilenetv2_160.h5 (pretrained weights inside)"
+    )
+    assert model_lib.describe_backbone(ModelConfig("MobileNetV2")) == "MobileNetV2, ImageNet weights"
+    assert "random weights" in model_lib.describe_backbone(ModelConfig("SmallCNN", weights="none"))
+    assert model_lib.describe_backbone(ModelConfig("VGG16", weights="/w/vgg.weights.h5")) == (
+        "VGG16, weights from vgg.weights.h5"
+    )
+    describe = model_lib.describe_freeze_plan
+    assert describe(FreezePlan("all")) == "all backbone layers frozen: only the new head trains"
+    assert describe(FreezePlan("from", "block_16")).startswith("unfrozen from block_16")
+    assert "every backbone layer trains" in describe(FreezePlan("none"))
+    assert "top 5" in describe(FreezePlan("top", 5))
+    assert "Conv_1" in describe(FreezePlan("layers", ["Conv_1"]))
+    assert "12 chosen backbone layers" in describe(FreezePlan("layers", [f"l{i}" for i in range(12)]))
+
+
+def test_default_freeze_plan_and_choice_lists():
+    from tlcore.backbones import BACKBONES
+
+    assert model_lib.default_freeze_plan(pretrained=True) == FreezePlan("all")
+    assert model_lib.default_freeze_plan(pretrained=False) == FreezePlan("none")
+    assert model_lib.POOLING_CHOICES == ("avg", "max", "flatten")
+    assert model_lib.HIDDEN_UNITS_CHOICES[0] == 0
+    assert image_size_choices(BACKBONES["Xception"])[0] == 96  # nothing below its minimum of 71
+    assert 299 in image_size_choices(BACKBONES["Xception"]) and 224 in image_size_choices(BACKBONES["MobileNetV2"])
+    assert weights_choices(BACKBONES["SmallCNN"]) == ["none"]
+    assert weights_choices(BACKBONES["MobileNetV2"]) == ["imagenet", "none"]
