@@ -1,4 +1,8 @@
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -8,6 +12,8 @@ from tlcore import backbones
 from tlcore.backbones import BACKBONES, assign_blocks, load_backbone
 from tlcore.config import ModelConfig
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_registry_has_the_seed_backbones_and_more():
@@ -155,3 +161,59 @@ def test_shared_pretrained_model_becomes_a_mobilenet_backbone(dog_model):
     assert backbone.preprocess == "mobilenet_v2"
     assert backbone.block_pattern == BACKBONES["MobileNetV2"].block_pattern
     assert backbone.pretrained
+
+
+# ----------------------------------------------------------------------------- preprocessing and model files
+
+
+def test_preprocessing_table_says_what_each_name_does():
+    from tlcore.preprocessing import PREPROCESSING, describe_preprocessing, preprocess_function
+
+    assert backbones.PREPROCESSING is PREPROCESSING  # still importable from the registry
+    assert describe_preprocessing("mobilenet_v2") == "mobilenet_v2 (scale to [-1, 1])"
+    pixels = np.array([0.0, 127.5, 255.0])
+    np.testing.assert_allclose(preprocess_function("mobilenet_v2")(pixels.copy()), [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(preprocess_function("none")(pixels), pixels)
+    with pytest.raises(StudioError, match="Unknown preprocessing.*mobilenet_v2.*Received: 'mobilenet_v9'"):
+        preprocess_function("mobilenet_v9")
+
+
+def test_every_registry_entry_names_a_known_preprocessing():
+    assert all(spec.preprocess in backbones.PREPROCESSING for spec in BACKBONES.values())
+    # SmallCNN is not a MobileNetV2: it borrows only the [-1, 1] scaling.
+    assert BACKBONES["SmallCNN"].preprocess == "mobilenet_v2" and not BACKBONES["SmallCNN"].imagenet_top
+
+
+def test_a_saved_classifier_loads_with_only_the_saved_model_module(tmp_path):
+    """tlcore.saved_model registers the Preprocess layer itself (no tlcore.model import needed)."""
+    from tlcore import model as model_lib
+
+    backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
+    model_lib.build_classifier(backbone, 2, ModelConfig("SmallCNN")).save(tmp_path / "model.keras")
+    code = (
+        "import sys; from tlcore.backbones import load_model_file;"
+        f"m = load_model_file({str(tmp_path / 'model.keras')!r});"
+        "print(m.get_layer('preprocess').preprocess, 'tlcore.model' in sys.modules)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["mobilenet_v2", "False"]
+
+
+def test_load_model_file_is_the_saved_model_one():
+    from tlcore import saved_model
+
+    assert backbones.load_model_file is saved_model.load_model_file
+    with pytest.raises(UnsafeModelError, match="Model file not found"):
+        backbones.load_model_file("/nowhere/model.keras")
+
+
+def test_imagenet_classifier_refuses_a_backbone_without_a_top_and_explains_offline(monkeypatch, tmp_path):
+    with pytest.raises(StudioError, match="no ImageNet classification top"):
+        backbones.load_imagenet_classifier("SmallCNN")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError, match="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"):
+        backbones.load_imagenet_classifier("MobileNetV2")
