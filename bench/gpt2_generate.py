@@ -1,10 +1,21 @@
-"""GPT-2 124M generation speed on CPU: KerasHub (ours) vs Hugging Face transformers + PyTorch.
+"""GPT-2 124M on CPU: what a Text-page user gets from tlcore, against transformers + PyTorch.
 
-Run: `.venv/bin/pip install -r bench/requirements.txt` once, then
-`.venv/bin/python bench/gpt2_generate.py [--new-tokens 128]`.
-Both models have the gpt2_base_en / GPT2Config() architecture with random weights (the
-compute is the real model's; no download). Greedy decoding of exactly N new tokens from
-the same prompt, batch 1 and 4; first call (including compilation/tracing) and warm.
+Run: `.venv/bin/pip install -r bench/requirements.txt` once (torch CPU + transformers; the
+app does not need them), then `.venv/bin/python bench/gpt2_generate.py [--new-tokens 128]`.
+
+Both sides have the gpt2_base_en / GPT2Config() architecture with random weights (the
+compute is the real model's; no download), greedy decoding of N new tokens from the same
+prompt, batch 1 and 4, in one process, one after the other.
+
+Generation, ours: three calls of `tlcore.text.generate` with the same settings, as three
+clicks of Generate; "first" is the first call (tracing/XLA compilation included), "warm"
+the third. float32 and int8 (`tlcore.text.quantize`), each with XLA off and on; the
+rows marked * are what `tlcore.text.use_xla` picks. Theirs: `model.generate` three times,
+float32 and with torch's dynamic int8 quantization (`torch.ao.quantization.quantize_dynamic`).
+
+Training (`--skip-training` to leave out): tokens/s of fitting GPT-2 124M on batches of
+4 x 128 tokens, our fit with and without XLA (the second epoch: warm), against a plain
+PyTorch AdamW loop.
 """
 
 from __future__ import annotations
@@ -20,39 +31,66 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PROMPT = "Transfer learning reuses a network trained on a large corpus"
+CALLS = 3
 
 
-def ours(tokenizer_dir: Path, new_tokens: int, batch: int, jit_compile: bool) -> tuple[float, float]:
+def require_bench_packages() -> None:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as error:
+        sys.exit(
+            f"bench/gpt2_generate.py compares against transformers + PyTorch, which are not installed ({error.name} "
+            "is missing). Install them once with `.venv/bin/pip install -r bench/requirements.txt` (torch 2.13 CPU "
+            "wheel, transformers); the app and the tests do not need them."
+        )
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def our_model(tokenizer_dir: Path, quantization: str):
     import keras
-    import keras_hub
 
-    from tlcore.text import build_gpt2, build_tokenizer
+    from tlcore import text
 
     keras.config.disable_interactive_logging()
-    tokenizer = build_tokenizer(tokenizer_dir / "encoder.json", tokenizer_dir / "vocab.bpe")
-    prompt_tokens = len(tokenizer(PROMPT))
-    model = build_gpt2(tokenizer, sequence_length=prompt_tokens + new_tokens)
-    # A sampler that never stops early: an end token must not cut the measurement short.
-    model.compile(sampler=keras_hub.samplers.GreedySampler(), jit_compile=jit_compile)
-    prompts = [PROMPT] * batch
-    timings = []
-    for _ in range(2):
-        start = time.perf_counter()
-        model.generate(prompts, max_length=prompt_tokens + new_tokens, stop_token_ids=None)
-        timings.append(time.perf_counter() - start)
-    return tuple(new_tokens * batch / t for t in timings)
+    tokenizer = text.build_tokenizer(tokenizer_dir / "encoder.json", tokenizer_dir / "vocab.bpe")
+    model = text.build_gpt2(tokenizer)
+    return text.quantize(model, quantization)
 
 
-def theirs(new_tokens: int, batch: int) -> tuple[float, float]:
+def ours(model, new_tokens: int, batch: int, jit_compile: bool) -> tuple[float, float, float]:
+    """(first-call seconds, first-call tokens/s, third-call tokens/s) through tlcore.text.generate."""
+    from tlcore import text
+
+    prompt_tokens = len(model.preprocessor.tokenizer(PROMPT))
+    settings = text.SamplerConfig(sampler="greedy", max_length=1 + prompt_tokens + new_tokens)
+    calls = [text.generate(model, [PROMPT] * batch, settings, jit_compile=jit_compile) for _ in range(CALLS)]
+    return calls[0].seconds, calls[0].tokens_per_second, calls[-1].tokens_per_second
+
+
+# ----------------------------------------------------------------------------- theirs
+
+
+def their_model(quantized: bool):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config()).eval()
-    ids = torch.tensor([[50256] * 11] * batch)  # same prompt length as ours (11 tokens)
+    if quantized:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def theirs(model, prompt_ids: list[int], new_tokens: int, batch: int) -> tuple[float, float, float]:
+    import torch
+
+    ids = torch.tensor([[50256, *prompt_ids]] * batch)  # start token + the same prompt as ours
     timings = []
     with torch.inference_mode():
-        for _ in range(2):
+        for _ in range(CALLS):
             start = time.perf_counter()
             model.generate(
                 ids,
@@ -63,30 +101,122 @@ def theirs(new_tokens: int, batch: int) -> tuple[float, float]:
                 attention_mask=torch.ones_like(ids),
             )
             timings.append(time.perf_counter() - start)
-    return tuple(new_tokens * batch / t for t in timings)
+    return timings[0], new_tokens * batch / timings[0], new_tokens * batch / timings[-1]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def our_training(tokenizer_dir: Path, jit_compile: bool, steps: int) -> float:
+    """Warm tokens/s of fitting GPT-2 124M (batch 4 x 128 tokens), the second epoch timed."""
+    import keras
+    import numpy as np
+
+    model = our_model(tokenizer_dir, "none")
+    model.preprocessor = None
+    model.compile(
+        optimizer=keras.optimizers.AdamW(5e-5, weight_decay=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50257, size=(4 * steps, 129))
+    features = {"token_ids": ids[:, :-1], "padding_mask": np.ones((4 * steps, 128), bool)}
+    times = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda *_: times.append(time.perf_counter()),
+        on_epoch_end=lambda *_: times.append(time.perf_counter()),
+    )
+    model.fit(features, ids[:, 1:], batch_size=4, epochs=2, verbose=0, callbacks=[timer])
+    return 4 * steps * 128 / (times[3] - times[2])
+
+
+def their_training(steps: int) -> float:
+    import torch
+
+    model = their_model(False).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+    ids = torch.randint(0, 50257, (4, 128))
+    start = None
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()  # the first step warms up
+        optimizer.zero_grad()
+        model(ids, labels=ids).loss.backward()
+        optimizer.step()
+    return steps * 4 * 128 / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def generation_rows(tokenizer_dir: Path, new_tokens: int) -> list[tuple]:
+    from tlcore import text
+
+    rows = []
+    models = {quantization: our_model(tokenizer_dir, quantization) for quantization in ("none", "int8")}
+    prompt_ids = [int(i) for i in models["none"].preprocessor.tokenizer(PROMPT)]
+    theirs_models = {"float32": their_model(False), "dynamic int8": their_model(True)}
+    for batch in (1, 4):
+        for quantization, model in models.items():
+            for jit in (False, True):
+                chosen = "*" if text.use_xla(quantization, batch) == jit else " "
+                name = f"{chosen}tlcore {'float32' if quantization == 'none' else 'int8'}, XLA {'on' if jit else 'off'}"
+                rows.append((name, batch, *ours(model, new_tokens, batch, jit)))
+                print(rows[-1], flush=True)
+        for name, model in theirs_models.items():
+            rows.append((f" transformers {name}", batch, *theirs(model, prompt_ids, new_tokens, batch)))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def warm(rows, batch: int, prefix: str) -> float:
+    return next(row[4] for row in rows if row[1] == batch and row[0].startswith(prefix))
+
+
+def print_generation(rows, new_tokens: int) -> None:
+    print(f"\nGPT-2 124M, random weights, greedy, {new_tokens} new tokens, {os.cpu_count()} CPU cores")
+    print("(* = the XLA setting tlcore.text.generate picks; warm = the third call with the same settings)\n")
+    print(f"| {'implementation':34s} | batch | first call s | first tok/s | warm tok/s |")
+    print(f"| {'-' * 34} | ----: | -----------: | ----------: | ---------: |")
+    for name, batch, first_seconds, first, warm_rate in rows:
+        print(f"| {name:34s} | {batch:5d} | {first_seconds:12.1f} | {first:11.1f} | {warm_rate:10.1f} |")
+    print()
+    for batch in (1, 4):
+        float32, int8 = warm(rows, batch, "*tlcore float32"), warm(rows, batch, "*tlcore int8")
+        reference, reference_int8 = warm(rows, batch, " transformers float32"), warm(rows, batch, " transformers dyn")
+        print(
+            f"batch {batch}: float32 / transformers float32 = {float32 / reference:.2f}; "
+            f"int8 / transformers float32 = {int8 / reference:.2f}; "
+            f"int8 / transformers dynamic int8 = {int8 / reference_int8:.2f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--training-steps", type=int, default=4, help="timed training steps per setting")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--shared", default=os.environ.get("TL_SHARED_DIR", str(ROOT.parent / "shared")))
     args = parser.parse_args()
+    require_bench_packages()
     tokenizer_dir = Path(args.shared) / "gpt2-tokenizer"
-    rows = []
-    for batch in (1, 4):
-        for jit in (False, True):
-            rows.append(
-                (f"KerasHub GPT2CausalLM, jit_compile={jit}", batch, *ours(tokenizer_dir, args.new_tokens, batch, jit))
-            )
-        rows.append(("transformers GPT2LMHeadModel (torch CPU)", batch, *theirs(args.new_tokens, batch)))
-    print(f"\nGPT-2 124M, random weights, greedy, {args.new_tokens} new tokens, {os.cpu_count()} CPU cores\n")
-    print(f"{'implementation':44s} {'batch':>5s} {'first tok/s':>12s} {'warm tok/s':>11s}")
-    for name, batch, first, warm in rows:
-        print(f"{name:44s} {batch:5d} {first:12.1f} {warm:11.1f}")
-    for batch in (1, 4):
-        best = max(warm for name, b, _, warm in rows if b == batch and name.startswith("KerasHub"))
-        reference = next(warm for name, b, _, warm in rows if b == batch and name.startswith("transformers"))
-        print(f"batch {batch}: ours (best setting) / transformers, warm = {best / reference:.2f}  (target >= 1.0)")
+    if not (tokenizer_dir / "encoder.json").is_file():
+        sys.exit(f"The GPT-2 tokenizer is missing: expected {tokenizer_dir}/encoder.json (see --shared).")
+    if not args.skip_generation:
+        print_generation(generation_rows(tokenizer_dir, args.new_tokens), args.new_tokens)
+    if not args.skip_training:
+        training = {
+            "tlcore fit, XLA off": our_training(tokenizer_dir, False, args.training_steps),
+            "tlcore fit, XLA on": our_training(tokenizer_dir, True, args.training_steps),
+            "PyTorch AdamW loop": their_training(args.training_steps),
+        }
+        print(f"\nTraining GPT-2 124M, batch 4 x 128 tokens, warm, {args.training_steps} steps\n")
+        print("| implementation | training tokens/s |\n| --- | ---: |")
+        for name, rate in training.items():
+            print(f"| {name} | {rate:.0f} |")
 
 
 if __name__ == "__main__":

@@ -150,3 +150,36 @@ def perplexity_figure(history: pd.DataFrame, title: str = "Fine-tuning") -> go.F
     figure.update_xaxes(title_text="epoch")
     figure.update_layout(title=title, height=340, showlegend=False)
     return figure
+
+
+def text_finetune_figure(history: pd.DataFrame, title: str = "Fine-tuning") -> go.Figure:
+    """Training loss and perplexity per epoch (text fine-tuning), the perplexity axis readable.
+
+    Perplexity spans decades (50,000 for an untrained GPT-2, tens after fine-tuning), so
+    its axis is logarithmic, with ticks only at 1, 2 and 5 times a power of ten, each
+    written out in full ("2,000", not "2" between "10k" and "5").
+    """
+    figure = perplexity_figure(history, title)
+    if history is None or history.empty:
+        return figure
+    values = [v for v in history["perplexity"].astype(float) if v > 0]
+    ticks = _log_ticks(min(values), max(values)) if values else []
+    figure.update_yaxes(
+        tickvals=ticks, ticktext=[f"{tick:,.0f}" if tick >= 1 else f"{tick:g}" for tick in ticks], row=1, col=2
+    )
+    return figure
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks covering [low, high]; the two nearest ones when the range holds fewer than two."""
+    import math
+
+    candidates = [
+        m * 10.0**e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 2) for m in (1, 2, 5)
+    ]
+    inside = [t for t in candidates if low <= t <= high]
+    if len(inside) >= 2:
+        return inside
+    below = [t for t in candidates if t <= low][-1:]
+    above = [t for t in candidates if t >= high][:1]
+    return sorted(set(below + inside + above))

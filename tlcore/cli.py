@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float, default=0.9)
     generate.add_argument("--num-beams", type=int, default=4)
     generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument(
+        "--quantize",
+        default="none",
+        help="none (float32) | int8: 8-bit weights with XLA, about 1.5x faster on a CPU for a small quality cost",
+    )
 
     finetune = commands.add_parser("finetune-text", help="fine-tune GPT-2 on your own text")
     finetune.add_argument("--model", required=True, help="preset name, hf:// handle or preset folder to start from")
@@ -83,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--epochs", type=int, default=3)
     finetune.add_argument("--sequence-length", type=int, default=128)
     finetune.add_argument("--batch-size", type=int, default=4)
-    finetune.add_argument("--lr", type=float, default=5e-5)
+    finetune.add_argument("--lr", type=float, help="learning rate (default 5e-5, or 1e-3 with --lora-rank)")
     finetune.add_argument("--lora-rank", type=int, default=0, help="0 = train every weight")
     finetune.add_argument("--prompt", default="", help="prompt for the before/after comparison")
     finetune.add_argument("--seed", type=int, default=42)
@@ -201,14 +206,19 @@ def cmd_generate(args) -> dict:
         settings.validate(1)  # names the choices before TensorFlow loads
     if not args.prompt.strip():
         raise StudioError("The prompt is empty. Type some text for the model to continue.")
+    if args.quantize not in ("none", "int8"):
+        raise StudioError(
+            f"Unknown quantization. Expected one of ['none', 'int8']. Received: --quantize {args.quantize}."
+        )
     _quiet_keras()
     from tlcore.text import generate, load_gpt2
 
-    generation = generate(load_gpt2(args.model), args.prompt, settings)
+    generation = generate(load_gpt2(args.model, args.quantize), args.prompt, settings)
     return {
         "text": generation.texts[0],
         "new_tokens": generation.new_tokens,
         "tokens_per_second": generation.tokens_per_second,
+        "quantization": args.quantize,
     }
 
 

@@ -110,6 +110,11 @@ def read_text_files(files: list[tuple[str, bytes]], max_bytes: int = 20 * 2**20)
 def prepare_model(config: TextConfig, model=None):
     """The model to train: ``model`` if given, else a fresh copy (the cached one keeps serving)."""
     causal_lm = load_gpt2_fresh(config.model) if model is None else model
+    if config.sequence_length > context_length(causal_lm):
+        raise StudioError(
+            f"`sequence_length` should be at most the model's context of {context_length(causal_lm)} tokens. "
+            f"Received: sequence_length={config.sequence_length}. Choose a shorter sequence length."
+        )
     causal_lm.preprocessor.sequence_length = config.sequence_length
     return causal_lm
 

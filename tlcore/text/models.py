@@ -116,7 +116,7 @@ def quantize(model, mode: str = "int8"):
 
     with warnings.catch_warnings():  # "Layer Dropout does not have a `quantize` method": expected, not news
         warnings.simplefilter("ignore")
-        model.quantize(mode)
+        model.backbone.quantize(mode)  # the backbone only: the tokenizer layer has nothing to quantize
     from tlcore.text.generation import forget_compiled
 
     forget_compiled(model)
