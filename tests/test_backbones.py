@@ -217,3 +217,10 @@ def test_imagenet_classifier_refuses_a_backbone_without_a_top_and_explains_offli
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"):
         backbones.load_imagenet_classifier("MobileNetV2")
+
+
+def test_a_file_that_is_not_a_keras_model_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "weights.txt"
+    path.write_text("not a model")
+    with pytest.raises(UnsafeModelError, match=r"ending in \.keras, \.h5, \.hdf5\. Received: weights.txt"):
+        backbones.load_model_file(path)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlcore.config import MODEL_FILE_SUFFIXES
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
 from tlcore.paths import keras_models_dir
 from tlcore.preprocessing import PREPROCESSING, preprocess_function
@@ -109,8 +110,6 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
     )
 }
-
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def get_spec(name: str) -> BackboneSpec:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from tlcore.config import MODEL_FILE_SUFFIXES
 from tlcore.errors import UnsafeModelError
 from tlcore.preprocessing import preprocess_function
 
@@ -37,10 +38,6 @@ class Preprocess(keras.layers.Layer):
 def load_model_file(path: str | Path):
     """Loads a Keras model file (.keras or legacy .h5) with ``safe_mode=True``.
 
-    Callers decide which files count as model files
-    (:func:`tlcore.backbones.is_model_file`); a file of another format is refused
-    here as unreadable.
-
     Raises:
         UnsafeModelError: the file is missing, corrupt, not a Keras model, or contains a
             Lambda layer (arbitrary Python code, refused under safe mode).
@@ -48,6 +45,10 @@ def load_model_file(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise UnsafeModelError(f"Model file not found: {path}. Expected a .keras or .h5 Keras model file.")
+    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
+        raise UnsafeModelError(
+            f"Expected a Keras model file ending in {', '.join(MODEL_FILE_SUFFIXES)}. Received: {path.name}."
+        )
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001  - any failure here means "unusable file"
