@@ -103,9 +103,11 @@ def build_classifier(backbone: Backbone, num_classes: int, model_config: ModelCo
     size = backbone.image_size
     inputs = keras.Input((size, size, 3), name="image")
     x = Preprocess(backbone.preprocess, name=PREPROCESS_NAME)(inputs)
-    # No ``training=False`` here, on purpose: Keras 3 Functional models re-inject the
-    # outer ``training`` flag into every nested call, so it would be ignored (see the
-    # docstring). Inference-mode BatchNorm comes from ``trainable=False`` instead.
+    # No ``training=False`` here, on purpose: a Keras 3 Functional model re-injects the
+    # outer ``training`` flag into every nested call, so ``fit`` would still update the
+    # BatchNorm statistics (checked with Keras 3.15.1). BatchNorm stays in inference mode
+    # through ``trainable=False`` instead (see the docstring); the test
+    # test_pretrained_batchnorm_stays_in_inference_mode_when_unfrozen guards it.
     features = backbone.model(x)
     head = build_head(
         tuple(features.shape[1:]),
