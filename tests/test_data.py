@@ -1,5 +1,7 @@
 import io
+import os
 import random
+import re
 import stat
 import struct
 import zipfile
@@ -102,21 +104,43 @@ def test_one_class_is_refused_for_training(tmp_path):
         data.load_dataset(DataConfig(str(root)))
 
 
+LEFT, RIGHT = (30, 120, 200), (250, 200, 20)
+
+
+def two_colour_image(mode: str) -> Image.Image:
+    """64x64: ``LEFT`` colour on the left half, ``RIGHT`` on the right, converted to ``mode``."""
+    if mode == "I;16":  # 16-bit grey: 13107 and 52428 of 65535 are 51 and 204 of 255
+        return Image.fromarray(np.repeat(np.array([[13107] * 32 + [52428] * 32], dtype=np.uint16), 64, axis=0))
+    image = Image.new("RGB", (64, 64), LEFT)
+    image.paste(RIGHT, (32, 0, 64, 64))
+    return image.convert(mode)
+
+
+GREY = (round(0.299 * 30 + 0.587 * 120 + 0.114 * 200), round(0.299 * 250 + 0.587 * 200 + 0.114 * 20))
+
+
 @pytest.mark.parametrize(
-    "mode",
-    ["CMYK", "I;16", "RGBA", "P", "L", "LA", "1"],
+    "mode, left, right",
+    [
+        ("CMYK", LEFT, RIGHT),
+        ("RGBA", LEFT, RIGHT),
+        ("P", LEFT, RIGHT),
+        ("L", (GREY[0],) * 3, (GREY[1],) * 3),
+        ("LA", (GREY[0],) * 3, (GREY[1],) * 3),
+        ("1", (GREY[0],) * 3, (GREY[1],) * 3),  # dithered: right on average
+        ("I;16", (51,) * 3, (204,) * 3),
+    ],
 )
-def test_every_image_mode_decodes_to_rgb(tmp_path, mode):
-    if mode == "I;16":
-        image = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
-        assert image.mode.startswith("I;16")
-    else:
-        image = Image.new("RGB", (64, 64), (30, 120, 200)).convert(mode)
-    suffix = ".jpg" if mode == "CMYK" else ".png" if mode != "P" else ".gif"
-    path = tmp_path / f"image{suffix}"
-    image.save(path)
-    array = data.decode_image(path, 32)
+def test_every_image_mode_decodes_to_its_rgb_colours(tmp_path, mode, left, right):
+    image = two_colour_image(mode)
+    assert image.mode == mode or (mode == "I;16" and image.mode.startswith("I;16"))
+    suffix = ".jpg" if mode == "CMYK" else ".gif" if mode == "P" else ".png"
+    image.save(tmp_path / f"image{suffix}", **({"quality": 95} if mode == "CMYK" else {}))
+    array = data.decode_image(tmp_path / f"image{suffix}", 32)
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    # Away from the seam (bilinear resizing blends the middle columns):
+    np.testing.assert_allclose(array[:, :12].reshape(-1, 3).mean(axis=0), left, atol=8)
+    np.testing.assert_allclose(array[:, -12:].reshape(-1, 3).mean(axis=0), right, atol=8)
 
 
 def test_sixteen_bit_png_keeps_its_contrast(tmp_path):
@@ -158,6 +182,59 @@ def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     (tmp_path / "bomb.png").write_bytes(png_claiming(40000, 40000))
     with pytest.raises(StudioError, match="pixel"):
         data.decode_image(tmp_path / "bomb.png")
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "LIMITS.md"
+
+
+def documented_message(limit: str) -> str:
+    """The quoted message docs/LIMITS.md shows for ``limit`` (the table row's first column)."""
+    for line in DOCS.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] == limit:
+            return re.search(r'"([^"]+)"', cells[-1]).group(1)
+    raise AssertionError(f"docs/LIMITS.md has no row for {limit!r}")
+
+
+@pytest.fixture(scope="module")
+def sixty_megapixel_png() -> bytes:
+    """10000x6000 = 60 million pixels: over the project's 50 million, under Pillow's own
+    decompression-bomb guard (89 million), so only the project's check can refuse it.
+    A solid palette image: 70 KB on disk, and cheap to make."""
+    image = Image.new("P", (10000, 6000), 0)
+    image.putpalette([200, 30, 30] * 256)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_pixel_limit_refuses_an_image_pillow_would_decode(tmp_path, sixty_megapixel_png):
+    assert Image.open(io.BytesIO(sixty_megapixel_png)).size == (10000, 6000)  # Pillow alone accepts it
+    expected = documented_message("image pixels")
+    (tmp_path / "big.png").write_bytes(sixty_megapixel_png)
+    for source in (tmp_path / "big.png", sixty_megapixel_png):
+        with pytest.raises(StudioError) as caught:
+            data.decode_image(source)
+        assert str(caught.value) == expected
+    make_colour_dataset(tmp_path / "set", per_class=2, classes=("red", "blue"))
+    (tmp_path / "set" / "red" / "big.png").write_bytes(sixty_megapixel_png)
+    reasons = {Path(s.path).name: s.reason for s in data.scan_folder(tmp_path / "set").skipped}
+    assert reasons == {"big.png": expected}
+
+
+def test_the_file_size_limit_refuses_a_63_megabyte_image(tmp_path):
+    path = tmp_path / "padded.png"
+    path.write_bytes(_png(colour_image((200, 40, 40), 64, random.Random(0))))
+    os.truncate(path, 63 * 2**20)  # a valid PNG with 63 MB of trailing zeros (sparse: cheap)
+    assert Image.open(path).size == (64, 64)  # Pillow alone opens it
+    expected = documented_message("one image file")
+    with pytest.raises(StudioError) as caught:
+        data.decode_image(path)
+    assert str(caught.value) == expected
+    make_colour_dataset(tmp_path / "set", per_class=2, classes=("red", "blue"))
+    path.rename(tmp_path / "set" / "red" / "padded.png")
+    reasons = {Path(s.path).name: s.reason for s in data.scan_folder(tmp_path / "set").skipped}
+    assert reasons == {"padded.png": expected}
 
 
 def test_split_is_stratified_and_reproducible(colour_dataset):
@@ -234,6 +311,41 @@ def test_zip_over_the_size_limit_is_refused(tmp_path):
         data.extract_zip(archive, tmp_path / "out", data.Limits(max_zip_bytes=400_000))
 
 
+def test_a_zip_with_more_than_50000_entries_is_refused_before_extracting(tmp_path):
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as archive:
+        for index in range(50_001):
+            archive.writestr(f"c/{index}", b"")
+    with pytest.raises(StudioError) as caught:
+        data.extract_zip(tmp_path / "many.zip", tmp_path / "out")
+    assert str(caught.value) == documented_message("zip: entries")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_zip_whose_header_understates_an_entry_is_refused(tmp_path):
+    # Central directory and local header both say 1,000 bytes; the data inflates to 1 MB.
+    archive = write_zip(tmp_path / "liar.zip", {"cats/a.png": bytes(2**20), "dogs/b.png": b"fine"})
+    raw = bytearray(archive.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # uncompressed-size fields
+        start = raw.index(signature)
+        raw[start + offset : start + offset + 4] = struct.pack("<I", 1000)
+    archive.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(archive).getinfo("cats/a.png").file_size == 1000
+    with pytest.raises(StudioError, match="could not be extracted"):
+        data.extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_bounded_copy_stops_an_entry_that_inflates_past_its_declared_size(tmp_path, monkeypatch):
+    # CPython's zip reader itself stops at the declared size; the bounded copy is the
+    # guard for a reader that does not: what is written is counted, not what is declared.
+    archive = write_zip(tmp_path / "liar.zip", {"cats/a.png": b"x" * 100, "dogs/b.png": b"y" * 100})
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info, *args, **kwargs: io.BytesIO(bytes(3 * 2**20)))
+    with pytest.raises(StudioError) as caught:
+        data.extract_zip(archive, tmp_path / "out")
+    assert str(caught.value) == "The zip entry 'cats/a.png' expands beyond its declared size; the zip is refused."
+    assert not (tmp_path / "out").exists()
+
+
 def test_not_a_zip_is_reported(tmp_path):
     (tmp_path / "fake.zip").write_text("not a zip")
     with pytest.raises(StudioError, match="not a readable zip"):
@@ -284,6 +396,34 @@ def test_pipeline_batches_images_and_labels(colour_dataset):
     assert float(images.numpy().max()) <= 255.0
 
 
+def test_augmentation_changes_every_image_and_differs_between_epochs(colour_dataset):
+    items = data.scan_folder(colour_dataset).items[:16]
+    labels = np.arange(len(items)) % 3
+
+    def epoch(dataset):
+        batches = list(dataset)
+        return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+    plain, plain_labels = epoch(data.image_dataset(items, labels, 24, 8))
+    augmented = data.image_dataset(items, labels, 24, 8, augment=True, seed=1)
+    first, first_labels = epoch(augmented)
+    second, _ = epoch(augmented)
+    assert first.shape == plain.shape and list(first_labels) == list(plain_labels) == list(labels)
+    per_image_change = np.abs(first - plain).mean(axis=(1, 2, 3))
+    assert per_image_change.min() > 2.0, per_image_change  # every image, not only some
+    assert np.abs(second - first).mean() > 2.0  # fresh randomness each epoch
+    assert 0.0 <= first.min() and first.max() <= 255.0
+
+
+def test_placeholder_detector_is_public_for_uploads():
+    blank = _png(Image.new("RGB", (64, 64), (240, 240, 240)))
+    reason = data.placeholder_reason(blank)
+    assert reason == "looks like a blank or placeholder graphic, not a photo (1 colours, 100% one colour)"
+    assert data.is_placeholder(blank) and data.is_placeholder(Image.open(io.BytesIO(blank)))
+    photo = _png(colour_image((200, 40, 40), 64, random.Random(0)))
+    assert data.placeholder_reason(photo) is None and not data.is_placeholder(Image.open(io.BytesIO(photo)))
+
+
 @pytest.mark.real_assets
 def test_shared_placeholder_gif_is_skipped_with_a_reason(hymenoptera):
     scan = data.scan_folder(hymenoptera / "train")
@@ -294,3 +434,7 @@ def test_shared_placeholder_gif_is_skipped_with_a_reason(hymenoptera):
     assert any(item.path.endswith("formica.jpeg") for item in scan.items)
     kept = data.scan_folder(hymenoptera / "train", skip_placeholders=False)
     assert kept.counts["ants"] == 124
+    # The Predict page can ask the same detector about an upload (issue 9).
+    gif = next((hymenoptera / "train").rglob("imageNotFound.gif")).read_bytes()
+    assert data.is_placeholder(gif) and data.placeholder_reason(gif) in skipped["imageNotFound.gif"]
+    assert not data.is_placeholder(next((hymenoptera / "train").rglob("formica.jpeg")).read_bytes())

@@ -74,9 +74,15 @@ def studio_dirs() -> list[Path]:
     return [workspace_dir().resolve(), cache_dir().resolve(), (keras_home() / "datasets").resolve()]
 
 
+def _resolved(path: str | Path) -> Path:
+    # Symbolic links and ``..`` are resolved before comparing: a link or a climb inside
+    # an allowed folder must not lead out of it.
+    return Path(path).expanduser().resolve()
+
+
 def is_allowed(path: str | Path) -> bool:
     """Whether ``path`` (after resolving ``~``, ``..`` and symbolic links) lies inside an allowed folder."""
-    resolved = Path(path).expanduser().resolve()
+    resolved = _resolved(path)
     return any(resolved.is_relative_to(root) for root in data_roots() + studio_dirs())
 
 
@@ -96,9 +102,8 @@ def check_allowed(path: str | Path) -> Path:
         StudioError: the path is outside ``TLCORE_DATA_ROOTS`` and the studio's own
             folders; the message names the setting and the allowed folders.
     """
-    resolved = Path(path).expanduser().resolve()
-    if is_allowed(resolved):
-        return resolved
+    if is_allowed(path):
+        return _resolved(path)
     configured = os.environ.get(DATA_ROOTS_VARIABLE)
     roots = ", ".join(str(root) for root in data_roots()) or "none"
     where = (
