@@ -40,7 +40,8 @@ shared.keep_keras_state()
 navigation = st.navigation(PAGES)
 shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
 sidebar()
+setup = shared.setup_in_use()
 try:
     navigation.run()
 finally:
-    shared.persist_setup()  # also after st.stop()/st.rerun() inside the page
+    shared.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page

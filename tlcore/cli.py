@@ -165,7 +165,7 @@ def cmd_train(args) -> dict:
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):
         resolve_source(source)  # cheap checks first, before TensorFlow loads
     _quiet_keras()
-    from tlcore.runs import train_run
+    from tlcore.launch import train_run
 
     with _removed_on_bad_input(out):
         result = train_run(config, out)

@@ -94,10 +94,9 @@ except StudioError as error:
 usable = {label: count for label, count in scan.counts.items() if count}
 if len(usable) >= 2:
     total = len(scan.items) + (len(val_scan.items) if val_scan else 0)
-    st.session_state.data_summary = f"{total} images · {len(usable)} classes"
-    st.session_state.num_classes = len(usable)
+    shared.facts().update(data_summary=f"{total} images · {len(usable)} classes", num_classes=len(usable))
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
-    st.success(f"Current dataset: {st.session_state.data_summary}.", icon=":material/check_circle:")
+    st.success(f"Current dataset: {shared.facts()['data_summary']}.", icon=":material/check_circle:")
 else:
     st.warning("A classifier needs at least 2 classes with images. Add another class.", icon=":material/back_hand:")
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pages.studio import shared
 from tlcore.config import FreezePlan
 from tlcore.errors import StudioError
 from tlcore.model import layer_table, plan_totals, trainable_names
@@ -59,7 +60,7 @@ def freeze_editor(model, backbone) -> None:
             "BatchNormalization layers of a pretrained backbone always stay frozen (inference mode), "
             "so their statistics survive fine-tuning."
         )
-    num_classes = st.session_state.get("num_classes", 2)  # set by the Data page
+    num_classes = shared.class_count()  # set by the Data page
     totals = plan_totals(backbone, model.freeze, num_classes, model)
     metrics = st.columns(3)
     metrics[0].metric("Trainable parameters", f"{totals['trainable']:,}")

@@ -3,7 +3,7 @@ import streamlit as st
 from pages.studio import shared
 from tlcore import charts
 from tlcore.backbones import BACKBONES
-from tlcore.data import thumbnail
+from tlcore.data import placeholder_reason, thumbnail
 from tlcore.errors import StudioError
 
 st.title("Predict")
@@ -57,9 +57,16 @@ for name, data in images:
     left, right = st.columns([1, 2])
     try:
         result = predict_top_k(model, run.labels, [data], top_k)[0]
+        placeholder = placeholder_reason(data)
     except StudioError as error:
-        left.error(f"{name}: {error}")
+        left.error(shared.escape_markdown(f"{name}: {error}"))
         continue
+    if placeholder:
+        right.warning(
+            shared.escape_markdown(f"{name} {placeholder}: the prediction below means little.")
+            + " The Data page skips such files when training.",
+            icon=":material/warning:",
+        )
     if show_cam:
         heatmap, _ = grad_cam(model, data)
         left.image(

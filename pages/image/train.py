@@ -30,11 +30,11 @@ try:
 
     backbone = shared.backbone(model)
     blocks = block_names(backbone)
-    phases = phase_plan(backbone, model, train, st.session_state.get("num_classes", 2))
+    phases = phase_plan(backbone, model, train, shared.class_count())
 except StudioError as error:
     st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
 
-with st.form("settings"):
+with st.container(border=True):  # no form: every change is kept at once (and survives a refresh)
     plan = f" · {phases[0].trainable_parameters:,} trainable parameters" if phases else ""
     st.markdown(f"**Phase 1 · train the new head** ({describe_freeze_plan(model.freeze)}{plan}; set on the Model page)")
     cols = st.columns(4)
@@ -68,7 +68,8 @@ with st.form("settings"):
     else:
         unfreeze = cols[2].text_input("Unfreeze from (layer name; empty = last block)", train.unfreeze_from or "")
         train.unfreeze_from = unfreeze.strip() or None
-    start = st.form_submit_button("Start training", type="primary", disabled=running)
+    start = st.button("Start training", type="primary", disabled=running)
+
 
 if phases:
     rows = [{"phase": f"{p.number} · {p.phase}", "trains": p.trains, "trainable parameters": f"{p.trainable_parameters:,}",

@@ -52,4 +52,4 @@ with right:
     rows = [{"dataset": "demo: shapes", "what": "circles, squares, triangles · 600 images · generated offline"}]
     rows += [{"dataset": d.name, "what": f"{d.description} · needs internet"} for d in DOWNLOADABLE.values()]
     rows.append({"dataset": "your own", "what": "a folder or .zip with one sub-folder per class"})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.table(pd.DataFrame(rows).set_index("dataset"))  # a table wraps long descriptions instead of cutting them

@@ -49,17 +49,40 @@ def identify() -> None:
     if saved is not None:
         for kind in DEFAULTS:
             st.session_state.setdefault(f"{kind}_config", getattr(saved.config, kind))
-        st.session_state.setdefault("data_summary", saved.data_summary)
-        st.session_state.setdefault("num_classes", saved.num_classes)
+        facts().update(data_summary=saved.data_summary, num_classes=saved.num_classes)
 
 
-def persist_setup() -> None:
+def facts() -> dict:
+    """What the Data page measured of the current dataset: ``data_summary``, ``num_classes``."""
+    return st.session_state.setdefault("data_facts", {})
+
+
+def setup_in_use():
+    """The owner and the live setup objects, taken before a page runs.
+
+    Pages change these objects in place, so :func:`persist_setup` can save them after
+    the page even when it ended with ``st.stop()``, when Streamlit calls may no longer run.
+    """
+    return st.session_state.session_id, run_config(), facts()
+
+
+def persist_setup(in_use) -> None:
     """Saves the setup as the page left it (plain Python: safe after ``st.stop()``)."""
-    owner = st.session_state.get("session_id")
-    if owner:
-        setup = sessions.Setup(run_config(), st.session_state.get("data_summary", ""))
-        setup.num_classes = st.session_state.get("num_classes", 2)
-        setups().save(owner, setup)
+    owner, config, measured = in_use
+    summary, num_classes = measured.get("data_summary", ""), measured.get("num_classes", 2)
+    setups().save(owner, sessions.Setup(config, summary, num_classes))
+
+
+def class_count() -> int:
+    """Classes of the current dataset: as the Data page measured, else scanned now (cached)."""
+    if "num_classes" not in facts():
+        data = config("data")
+        try:
+            found = scan(data.data_dir, data.skip_placeholders, folder_stamp(data.data_dir))
+        except StudioError:
+            return 2
+        facts()["num_classes"] = max(2, sum(1 for count in found.counts.values() if count))
+    return facts()["num_classes"]
 
 
 def session_id() -> str:

@@ -18,7 +18,7 @@ def sidebar() -> None:
             cookie = f"{sessions.COOKIE_NAME}={st.session_state.new_cookie}; path=/; max-age=31536000; SameSite=Strict"
             st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
         st.caption("CURRENT SETUP")
-        summary = st.session_state.get("data_summary")
+        summary = shared.facts().get("data_summary")
         st.markdown(
             f"**Dataset** · {shared.escape_markdown(shared.config('data').describe())}"
             + (f"  \n{summary}" if summary else "")

@@ -1,0 +1,247 @@
+"""The newcomer's flow through the real router (AppTest): state that follows each action,
+survives a refresh, stays with its own browser, and says what it did.
+
+A refresh is a new Streamlit session of the same browser: the same cookie. AppTest has
+no browser, so these tests hand the session a cookie the way Streamlit would.
+"""
+
+import io
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.runtime.context import ContextProxy
+from streamlit.testing.v1 import AppTest
+
+from tests.test_app import APP, TIMEOUT, app, plain, sidebar_lines, studio_env, texts  # noqa: F401  (fixture)
+from tlcore import sessions
+from tlcore.config import DataConfig, FreezePlan, ModelConfig, TrainConfig
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    """``browser(secret)`` makes the next AppTest sessions come from that browser (its cookie)."""
+
+    def use(secret: str) -> None:
+        monkeypatch.setattr(ContextProxy, "cookies", property(lambda self: {sessions.COOKIE_NAME: secret}))
+
+    return use
+
+
+def session(page: str | None = None, job: str | None = None) -> AppTest:
+    """A new session (a refresh or another browser), optionally opening a ``?job=`` link."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if job:
+        at.query_params["job"] = job
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    return at
+
+
+def colour_setup(at, folder, epochs=2, fine_tune_epochs=0):
+    at.session_state["data_config"] = DataConfig(str(folder), val_split=0.25)
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("none"))
+    at.session_state["train_config"] = TrainConfig(
+        epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_from="block4", batch_size=8, learning_rate=1e-2
+    )
+
+
+def wait_for(at, done, limit=300):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        time.sleep(1)
+        at.run()  # AppTest has no browser timer: each run advances the run_every fragments
+        assert not at.exception, [e.stack_trace for e in at.exception]
+        if done(at):
+            return at
+    raise AssertionError("gave up waiting: " + texts(at))
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_the_sidebar_names_a_new_folder_in_the_same_run(colour_dataset):
+    at = app("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(str(colour_dataset)).run()
+    assert not at.error, [e.value for e in at.error]
+    assert sidebar_lines(at)[0].startswith(f"**Dataset** · {colour_dataset.name} (")
+    assert "36 images · 3 classes" in sidebar_lines(at)[0]
+
+
+def test_the_sidebar_names_an_uploaded_model_file_at_once(tmp_path):
+    from tlcore.backbones import build_small_cnn
+
+    path = tmp_path / "my_net.keras"
+    build_small_cnn(input_shape=(32, 32, 3)).save(path)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("Your own Keras model file…").run()
+    at.file_uploader[0].set_value(("my_net.keras", path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception
+    assert sidebar_lines(at)[1].startswith("**Model** · your model file my_net.keras")
+
+
+def test_the_validation_folder_gets_its_own_counts_and_health_report(tmp_path):
+    from tests.helpers import make_colour_dataset
+
+    train = make_colour_dataset(tmp_path / "train", per_class=8)
+    val = make_colour_dataset(tmp_path / "val", per_class=3, seed=1)
+    (val / "red" / "broken.png").write_bytes(b"not an image")
+    at = app("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(str(train)).run()
+    at.checkbox[0].check().run()
+    at.text_input[1].set_value(str(val)).run()
+    assert not at.error, [e.value for e in at.error]
+    assert [s.value for s in at.subheader][:2] == ["Training set", "Validation set"]
+    assert [m.value for m in at.metric][:6] == ["24", "3", "0", "9", "3", "1"]
+    assert at.table[0].value["file"].tolist() == ["red/broken.png"]
+    assert at.session_state["data_config"].val_dir == str(val.resolve())
+    assert "33 images · 3 classes" in sidebar_lines(at)[0]
+
+
+@pytest.mark.parametrize("escape", ["absolute", "dotdot", "symlink"])
+def test_folders_outside_the_data_roots_are_refused(tmp_path, monkeypatch, escape):
+    from tests.helpers import make_colour_dataset
+
+    outside = make_colour_dataset(tmp_path / "outside", per_class=6)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(allowed))
+    typed = {"absolute": str(outside), "dotdot": f"{allowed}/../outside", "symlink": str(allowed / "link")}[escape]
+    at = app("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(typed).run()
+    message = plain(at.error[0].value)
+    assert "outside the folders this studio may read" in message and "TLCORE_DATA_ROOTS" in message
+    assert at.session_state["data_config"].data_dir == "demo:shapes"
+    assert not at.metric  # nothing of the outside folder was listed
+
+
+def test_error_text_is_shown_literally(tmp_path):
+    at = app("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(str(tmp_path / "cats" / "*.jpg")).run()
+    raw = at.error[0].value
+    assert "cats/\\*.jpg" in raw  # escaped for Markdown, so the reader sees the asterisk
+    assert "cats/*.jpg" in plain(raw)
+
+
+def test_the_train_page_says_what_each_phase_trains():
+    at = app("pages/image/train.py")
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32)
+    at.session_state["train_config"] = TrainConfig(epochs=3, fine_tune_epochs=2)
+    at.run()
+    table = at.table[0].value
+    assert list(table.index) == ["1 · head", "2 · fine-tune"]
+    assert list(table["trains"]) == ["head", "from block4"]
+    assert "phase 1: all backbone layers frozen: only the new head trains" in texts(at)
+    head, tune = (int(value.replace(",", "")) for value in table["trainable parameters"])
+    assert head == 128 * 3 + 3 and tune > head  # 3 demo classes
+    blocks = next(s for s in at.selectbox if s.label == "Unfreeze from block")
+    assert blocks.options[-1] == "block4" and len(blocks.options) >= 4
+    assert "freeze plan: all" not in texts(at) and "(none)" not in texts(at)
+
+
+def test_a_refresh_keeps_the_whole_setup(browser, colour_dataset):
+    secret = sessions.new_secret()
+    browser(secret)
+    at = session("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(str(colour_dataset)).run()
+    at.switch_page("pages/image/model.py")
+    at.run()
+    at.selectbox[0].set_value("SmallCNN").run()
+    at.switch_page("pages/image/train.py")
+    at.run()
+    next(n for n in at.number_input if n.label == "Epochs").set_value(7).run()
+    st.cache_resource.clear()  # a server restart forgets everything in memory
+    st.cache_data.clear()
+
+    again = session("pages/image/train.py")  # the same browser after a refresh
+    assert again.session_state["data_config"].data_dir == str(colour_dataset.resolve())
+    assert again.session_state["model_config"].backbone == "SmallCNN"
+    assert next(n for n in again.number_input if n.label == "Epochs").value == 7
+    assert sidebar_lines(again)[0].startswith(f"**Dataset** · {colour_dataset.name}")
+    again.switch_page("pages/image/data.py")
+    again.run()
+    assert again.radio(key="source_kind").value == "Folder on this server"
+    assert again.text_input[0].value == str(colour_dataset.resolve())
+
+    browser(sessions.new_secret())
+    stranger = session("pages/image/train.py")
+    assert stranger.session_state["data_config"].data_dir == "demo:shapes"
+
+
+def test_a_running_job_is_found_after_a_refresh_but_not_through_a_shared_link(browser, colour_dataset):
+    owner = sessions.new_secret()
+    browser(owner)
+    at = session("pages/image/train.py")
+    colour_setup(at, colour_dataset, epochs=300)
+    at.run()
+    button(at, "Start training").click().run()
+    job_id = at.session_state["job_id"]
+    assert any("Job" in line and "·" in line for line in sidebar_lines(at))
+    assert "none yet" not in sidebar_lines(at)[2]
+    wait_for(at, lambda at: "epoch" in sidebar_lines(at)[2])
+
+    browser(sessions.new_secret())  # someone else opens the owner's URL
+    stranger = session("pages/image/train.py", job=job_id)
+    assert not [b for b in stranger.button if b.label == "Stop"]
+    assert "belongs to another browser" in " ".join(c.value for c in stranger.sidebar.get("caption"))
+    assert sidebar_lines(stranger)[2] == "**Job** · none yet"
+
+    browser(owner)  # the owner refreshes mid-run: the job, its chart and Stop are back
+    refreshed = session("pages/image/train.py", job=job_id)
+    assert refreshed.session_state["job_id"] == job_id
+    assert refreshed.get("plotly_chart") and button(refreshed, "Stop")
+    button(refreshed, "Stop").click().run()
+    wait_for(refreshed, lambda at: at.success and "Stopped" in at.success[0].value)
+
+
+def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(browser, colour_dataset):
+    secret = sessions.new_secret()
+    browser(secret)
+    at = session("pages/image/runs.py")
+    colour_setup(at, colour_dataset, epochs=2, fine_tune_epochs=1)
+    at.run()
+    button(at, "Run the A/B pair").click().run()
+    at.switch_page("pages/image/train.py")
+    at.run()
+    wait_for(at, lambda at: at.success and "A/B pair" in at.success[0].value)
+    table = at.table[-1].value
+    assert list(table.index) == ["A-fixed-features", "B-fine-tune"]
+    assert "better" in at.success[0].value or "same model" in at.success[0].value
+    for _ in range(3):  # the live panel reran every second and crashed here before
+        at.run()
+        assert not at.exception
+    refreshed = session("pages/image/train.py")
+    assert not refreshed.exception and "A/B pair" in refreshed.success[0].value
+    refreshed.switch_page("pages/image/runs.py")
+    refreshed.run()
+    assert not refreshed.exception and len(refreshed.dataframe[0].value) == 2
+
+
+@pytest.mark.real_assets
+def test_predict_warns_about_a_placeholder_upload(trained_run, hymenoptera, tmp_path, monkeypatch):
+    import os
+
+    shutil.copytree(trained_run.path, Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id)
+    at = app("pages/image/predict.py")
+    gif = next(hymenoptera.rglob("imageNotFound.gif")).read_bytes()
+    photo = io.BytesIO()
+    Image.open(next(hymenoptera.rglob("*.jpg"))).save(photo, "JPEG")
+    at.file_uploader[0].set_value(
+        [("imageNotFound.gif", gif, "image/gif"), ("ant.jpg", photo.getvalue(), "image/jpeg")]
+    ).run()
+    assert not at.exception
+    warnings = [plain(w.value) for w in at.warning]
+    assert len(warnings) == 1 and warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder")
