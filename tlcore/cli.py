@@ -33,36 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--keep-placeholders", action="store_true", help="keep blank/placeholder graphics")
 
     train = commands.add_parser("train", help="train a classifier and save the run")
-    train.add_argument("--data", required=True, help="folder of class sub-folders, a .zip, or demo:shapes")
-    split = train.add_mutually_exclusive_group()
-    split.add_argument("--val-data", help="validation folder or .zip (instead of a split)")
-    split.add_argument("--val-split", type=float, default=0.2, help="fraction held out per class (default 0.2)")
-    train.add_argument("--backbone", required=True, help="registry name (e.g. MobileNetV2) or a .keras/.h5 model file")
-    train.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a weights file")
-    train.add_argument("--cut-layer", help="with a model file: the layer whose output is the feature map")
-    train.add_argument("--preprocess", help="keras.applications preprocessing name (default: the backbone's)")
-    train.add_argument("--image-size", type=int, help="input size in pixels (default: the backbone's)")
-    train.add_argument("--pooling", default="avg", help="avg | max | flatten")
-    train.add_argument("--hidden-units", type=int, default=0)
-    train.add_argument("--dropout", type=float, default=0.2)
-    train.add_argument(
-        "--freeze",
-        default="all",
-        help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
-        "or a layer/block name (trainable from there on)",
-    )
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--fine-tune-epochs", type=int, default=0)
-    train.add_argument("--fine-tune-lr", type=float)
-    train.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--optimizer", default="adam")
-    train.add_argument("--patience", type=int, default=5, help="early-stopping patience; 0 = off")
-    train.add_argument("--augment", action="store_true")
-    train.add_argument("--no-feature-cache", action="store_true")
-    train.add_argument("--keep-placeholders", action="store_true")
-    train.add_argument("--seed", type=int, default=42)
+    add_run_flags(train)
     train.add_argument("--out", required=True, help="run folder to create")
 
     generate = commands.add_parser("generate", help="continue a prompt with GPT-2")
@@ -88,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--epochs", type=int, default=3)
     finetune.add_argument("--sequence-length", type=int, default=128)
     finetune.add_argument("--batch-size", type=int, default=4)
-    finetune.add_argument("--lr", type=float, help="learning rate (default 5e-5, or 1e-3 with --lora-rank)")
+    finetune.add_argument("--lr", type=float, help="learning rate (default 5e-5, or 1e-2 with --lora-rank)")
     finetune.add_argument("--lora-rank", type=int, default=0, help="0 = train every weight")
     finetune.add_argument("--prompt", default="", help="prompt for the before/after comparison")
     finetune.add_argument("--seed", type=int, default=42)
@@ -97,7 +68,60 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="a run folder")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("images", nargs="+")
+    for module in _extensions():
+        module.add_parsers(commands)
     return parser
+
+
+# Command modules that add sub-commands: each has ``add_parsers(commands)`` and ``COMMANDS``.
+EXTENSION_MODULES = ("tlcore.cli_insight", "tlcore.cli_scale")
+
+
+def _extensions() -> list:
+    import importlib
+
+    found = []
+    for name in EXTENSION_MODULES:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+    return found
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The data, model and training flags of ``train``: every command that trains or extracts takes them."""
+    parser.add_argument("--data", required=True, help="folder of class sub-folders, a .zip, or demo:shapes")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--val-data", help="validation folder or .zip (instead of a split)")
+    split.add_argument("--val-split", type=float, default=0.2, help="fraction held out per class (default 0.2)")
+    parser.add_argument("--backbone", required=True, help="registry name (e.g. MobileNetV2) or a .keras/.h5 file")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a weights file")
+    parser.add_argument("--cut-layer", help="with a model file: the layer whose output is the feature map")
+    parser.add_argument("--preprocess", help="keras.applications preprocessing name (default: the backbone's)")
+    parser.add_argument("--image-size", type=int, help="input size in pixels (default: the backbone's)")
+    parser.add_argument("--pooling", default="avg", help="avg | max | flatten")
+    parser.add_argument("--hidden-units", type=int, default=0)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument(
+        "--freeze",
+        default="all",
+        help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
+        "or a layer/block name (trainable from there on)",
+    )
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--fine-tune-epochs", type=int, default=0)
+    parser.add_argument("--fine-tune-lr", type=float)
+    parser.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience; 0 = off")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--no-feature-cache", action="store_true")
+    parser.add_argument("--keep-placeholders", action="store_true")
+    parser.add_argument("--seed", type=int, default=42)
 
 
 def config_from_args(args) -> RunConfig:
@@ -137,7 +161,7 @@ def cmd_inspect(args) -> dict:
     return scan_folder(resolve_source(args.data), skip_placeholders=not args.keep_placeholders).to_dict()
 
 
-def _new_run_folder(value: str) -> Path:
+def new_run_folder(value: str) -> Path:
     """``--out``: a folder that does not exist yet, or an empty one."""
     out = Path(value)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -146,7 +170,7 @@ def _new_run_folder(value: str) -> Path:
 
 
 @contextlib.contextmanager
-def _removed_on_bad_input(out: Path):
+def removed_on_bad_input(out: Path):
     """Bad input midway: remove the run folder if this command created it (never the user's own)."""
     created = not out.exists()
     try:
@@ -160,14 +184,14 @@ def _removed_on_bad_input(out: Path):
 def cmd_train(args) -> dict:
     from tlcore.data import resolve_source
 
-    out = _new_run_folder(args.out)
+    out = new_run_folder(args.out)
     config = config_from_args(args)
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):
         resolve_source(source)  # cheap checks first, before TensorFlow loads
-    _quiet_keras()
+    quiet_keras()
     from tlcore.launch import train_run
 
-    with _removed_on_bad_input(out):
+    with removed_on_bad_input(out):
         result = train_run(config, out)
     return {"run_dir": str(out), "classes": result.classes, **result.metrics}
 
@@ -180,7 +204,7 @@ def cmd_predict(args) -> list:
         raise StudioError(
             f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
         )
-    _quiet_keras()
+    quiet_keras()
     from tlcore.predict import predict_top_k
 
     run = read_run(run_dir)
@@ -210,7 +234,7 @@ def cmd_generate(args) -> dict:
         raise StudioError(
             f"Unknown quantization. Expected one of ['none', 'int8']. Received: --quantize {args.quantize}."
         )
-    _quiet_keras()
+    quiet_keras()
     from tlcore.text import generate, load_gpt2
 
     generation = generate(load_gpt2(args.model, args.quantize), args.prompt, settings)
@@ -225,7 +249,7 @@ def cmd_generate(args) -> dict:
 def cmd_finetune_text(args) -> dict:
     from tlcore.text import TextConfig, read_text_files
 
-    out = _new_run_folder(args.out)
+    out = new_run_folder(args.out)
     files = []
     for name in args.text:
         path = Path(name)
@@ -237,10 +261,10 @@ def cmd_finetune_text(args) -> dict:
         args.model, args.sequence_length, args.epochs, args.batch_size, args.lr, args.lora_rank, args.seed, args.prompt
     )
     config.validate()
-    _quiet_keras()
+    quiet_keras()
     from tlcore.text import finetune
 
-    with _removed_on_bad_input(out):
+    with removed_on_bad_input(out):
         return {"run_dir": str(out), **finetune(config, text, out)}
 
 
@@ -257,26 +281,29 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")  # library warnings are not for CLI users; errors are one line
     try:
         args = build_parser().parse_args(argv)
-        result = COMMANDS[args.command](args)
+        commands = dict(COMMANDS)
+        for module in _extensions():
+            commands.update(module.COMMANDS)
+        result = commands[args.command](args)
     except (StudioError, ValueError, TypeError, OSError) as error:
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001  - never a traceback for the user
-        print(f"error: unexpected {type(error).__name__}: {_one_line(error)} (please report this)", file=sys.stderr)
+        print(f"error: unexpected {type(error).__name__}: {one_line(error)} (please report this)", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text or type(error).__name__
 
 
-def _quiet_keras() -> None:
+def quiet_keras() -> None:
     # TensorFlow's C++ side logs to file descriptor 2 while it loads (CUDA probing),
     # whatever TF_CPP_MIN_LOG_LEVEL says; the CLI's stderr is for one-line errors.
     if "tensorflow" not in sys.modules:
