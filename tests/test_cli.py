@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -175,4 +174,33 @@ def test_offline_imagenet_weights_exit_2_with_the_file_to_download(tmp_path, col
     )
     assert_clean_failure(completed, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5")
     assert str(tmp_path / "kh" / "models") in completed.stderr
-    assert socket.getaddrinfo  # the shim only affected the child process
+    assert not (tmp_path / "r").exists()  # nothing of the failed run is left behind
+
+
+@pytest.mark.real_assets
+def test_cli_generate_with_int8_weights(tiny_gpt2_preset):
+    completed = tlcore(
+        "generate", "--model", tiny_gpt2_preset, "--prompt", "The quick brown", "--max-length", 12,
+        "--sampler", "greedy", "--quantize", "int8",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert result["quantization"] == "int8" and result["text"].startswith("The quick brown")
+    assert 0 < result["new_tokens"] <= 12 - 1 - 3  # start token + 3 prompt tokens fill the rest
+
+
+def test_cli_generate_refuses_an_unknown_quantization():
+    completed = tlcore("generate", "--model", "gpt2_base_en", "--prompt", "hi", "--quantize", "int4")
+    assert_clean_failure(completed, "Unknown quantization")
+
+
+@pytest.mark.real_assets
+def test_cli_finetune_text_with_lora_takes_the_lora_learning_rate(tiny_gpt2_preset, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The cat sat on the mat. " * 20)
+    completed = tlcore(
+        "finetune-text", "--model", tiny_gpt2_preset, "--text", corpus, "--out", tmp_path / "run",
+        "--epochs", 1, "--sequence-length", 32, "--lora-rank", 2,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["config"]["learning_rate"] == 1e-2

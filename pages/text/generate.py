@@ -103,10 +103,10 @@ epochs = cols[0].number_input("Epochs", 1, 200, 3)
 lora = cols[3].select_slider("LoRA rank (0 = all weights)", [0, 2, 4, 8, 16], value=4)
 lr = cols[1].select_slider(
     "Learning rate",
-    [1e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3],
+    [1e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
     value=DEFAULT_LEARNING_RATE["lora" if lora else "full"],
     format_func=lambda r: f"{r:g}",
-    help="LoRA adapters start at zero and need a larger step (default 1e-3) than fine-tuning every weight "
+    help="LoRA adapters start at zero and need a larger step (default 1e-2) than fine-tuning every weight "
     "(default 5e-5).",
 )
 sequence_length = cols[2].select_slider("Sequence length", [32, 64, 128, 256, 512], value=128)
