@@ -8,16 +8,24 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TL_SHARED_DIR ?= $(abspath ../shared)
 export TL_SHARED_DIR
 
-.PHONY: run test lint bench chromium clean
+.PHONY: run test lint bench chromium clean constraints
 
-$(VENV)/.runtime: requirements.txt
+# constraints.txt pins every package (transitive ones too) to the versions CI tested, so a
+# fresh clone installs exactly that set instead of whatever numpy/protobuf/... is newest today.
+$(VENV)/.runtime: requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -r requirements.txt
+	$(PIP) install -r requirements.txt -c constraints.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
-	$(PIP) install -r requirements-dev.txt
+$(VENV)/.dev: requirements-dev.txt constraints.txt $(VENV)/.runtime
+	$(PIP) install -r requirements-dev.txt -c constraints.txt
 	touch $@
+
+# After changing requirements*.txt: install, run `make test`, then refresh the pins from the
+# passing environment (pip itself and the optional torch/transformers extras are not pinned).
+constraints: $(VENV)/.dev
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v -i -E '^(pip|torch|transformers)( |=)'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 run: $(VENV)/.runtime
 	$(VENV)/bin/streamlit run app.py

@@ -1,14 +1,16 @@
+import json
+import os
 import subprocess
 import sys
-import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.jobs import ProgressLog
-from tlcore.training import HISTORY_COLUMNS, run_training
+from tlcore.training import HISTORY_COLUMNS, even_batches, run_training
 
 
 def colour_config(dataset, **train_options):
@@ -156,35 +158,125 @@ def test_stop_request_ends_training_within_a_batch_and_keeps_a_model(colour_data
     assert log.last("status")["status"] == "stopped"
 
 
-def test_fit_runs_under_mirrored_strategy_on_two_logical_cpus(colour_dataset, tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-        from tlcore.training import run_training
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        config = RunConfig(DataConfig({str(colour_dataset)!r}, val_split=0.25),
-                           ModelConfig("SmallCNN", weights="none", image_size=32),
-                           TrainConfig(epochs=2, fine_tune_epochs=1, unfreeze_from="block4", batch_size=8,
-                                       learning_rate=1e-2, early_stopping_patience=0))
+# One subprocess (logical devices must be set before TensorFlow starts) runs every case.
+# oneDNN is forced on: it is what turns a replica's empty batch into a crash (it is
+# TensorFlow's default only on CPUs with AVX512-VNNI and the like, which is why this
+# passed on one machine and failed on another).
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests.helpers import make_colour_dataset
+from tlcore import data as data_lib
+from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tlcore.training import evaluate_probabilities, run_training
+
+root, batch_size = sys.argv[1], int(sys.argv[2])
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def folder(name, count):
+    # Classes alternate so that every class has images whenever count >= 2.
+    for index, colour in enumerate(("red", "blue")):
+        share = (count + 1 - index) // 2
+        if share:
+            make_colour_dataset(f"{root}/{name}", per_class=share, size=32, classes=(colour,), seed=count + index)
+    return f"{root}/{name}"
+
+
+cases = []
+for num_val in [batch_size + remainder for remainder in range(batch_size)] + [1]:
+    num_train = 2 * batch_size + num_val % batch_size
+    train_dir, val_dir = folder(f"train{num_val}", num_train), folder(f"val{num_val}", num_val)
+    # With fine-tuning: head fit on cached features, fine-tune fit on images, final
+    # prediction on images. Without: final prediction on cached features (one batch,
+    # so only an odd count and a count below the replicas differ; each run costs ~5 s).
+    for fine_tune_epochs in (1, 0) if num_val in (1, batch_size + 1) else (1,):
+        config = RunConfig(
+            DataConfig(train_dir, val_dir=val_dir),
+            ModelConfig("SmallCNN", weights="none", image_size=32),
+            TrainConfig(epochs=2, fine_tune_epochs=fine_tune_epochs, unfreeze_from="block4", batch_size=batch_size,
+                        learning_rate=1e-2, early_stopping_patience=0, seed=1),
+        )
         result = run_training(config, strategy=strategy)
-        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "epochs": len(result.history),
-                          "val_accuracy": result.metrics["val_accuracy"]}}))
-        """
-    )
+        # Single-device reference: the kept model called eagerly outside the strategy.
+        dataset = data_lib.load_dataset(config.data, seed=1)
+        images = data_lib.decode_all([item.path for item in dataset.val], 32).astype("float32")
+        reference = result.model(images, training=False).numpy()
+        labels = dataset.label_ids(dataset.val)
+        cases.append({
+            "num_val": num_val, "num_train": num_train, "fine_tune_epochs": fine_tune_epochs,
+            "metrics": {key: result.metrics[key] for key in ("val_loss", "val_accuracy", "num_val", "num_train")},
+            "history": result.history[["phase", "val_loss"]].to_dict("list"),
+            "probabilities": result.val_probabilities.tolist(),
+            "reference": reference.tolist(),
+            "reference_metrics": evaluate_probabilities(reference, labels),
+        })
+try:
+    run_training(RunConfig(DataConfig(train_dir, val_dir=val_dir), ModelConfig("SmallCNN", weights="none", image_size=32),
+                           TrainConfig(epochs=1, batch_size=batch_size + 1)), strategy=strategy)
+    odd_batch_error = None
+except ValueError as error:
+    odd_batch_error = str(error)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "cases": cases, "odd_batch_error": odd_batch_error}))
+"""
+
+
+@pytest.fixture(scope="module")
+def mirrored_report(tmp_path_factory):
+    """Trains under MirroredStrategy on two logical CPUs for every remainder of the validation size."""
+    root = tmp_path_factory.mktemp("mirrored")
     completed = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(root), "4"],
         capture_output=True,
         text=True,
-        timeout=600,
-        cwd=str(tmp_path),
-        env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
+        timeout=900,
+        cwd=str(Path(__file__).parents[1]),
+        env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TLCORE_CACHE_DIR": str(root / "cache")},
     )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    import json
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == 2 and report["epochs"] == 3
-    assert report["val_accuracy"] > 0.5
+
+def test_mirrored_training_counts_every_validation_image_once_for_every_remainder(mirrored_report):
+    assert mirrored_report["replicas"] == 2
+    # Global batch 4: validation sizes 4..7 cover every remainder, 1 is fewer images than devices.
+    assert sorted({case["num_val"] for case in mirrored_report["cases"]}) == [1, 4, 5, 6, 7]
+    assert {case["fine_tune_epochs"] for case in mirrored_report["cases"]} == {0, 1}
+    for case in mirrored_report["cases"]:
+        where = f"num_val={case['num_val']}, fine_tune_epochs={case['fine_tune_epochs']}"
+        metrics = case["metrics"]
+        assert metrics["num_val"] == case["num_val"] and metrics["num_train"] == case["num_train"], where
+        assert len(case["probabilities"]) == case["num_val"], where
+        np.testing.assert_allclose(case["probabilities"], case["reference"], atol=1e-4, err_msg=where)
+        assert metrics["val_accuracy"] == pytest.approx(case["reference_metrics"]["val_accuracy"]), where
+        assert metrics["val_loss"] == pytest.approx(case["reference_metrics"]["val_loss"], rel=1e-4, abs=1e-5), where
+        # fit's own validation under the strategy saw the same images: the kept epoch's
+        # val_loss is the single-device loss of the kept weights.
+        assert min(case["history"]["val_loss"]) == pytest.approx(metrics["val_loss"], rel=1e-4, abs=1e-5), where
+        expected_phases = ["head", "head"] + ["fine-tune"] * case["fine_tune_epochs"]
+        assert case["history"]["phase"] == expected_phases, where
+
+
+def test_mirrored_training_refuses_a_batch_that_devices_cannot_share(mirrored_report):
+    assert "Expected a batch size that is a multiple of the number of devices (2)" in mirrored_report["odd_batch_error"]
+    assert "Received: batch_size=5" in mirrored_report["odd_batch_error"]
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_even_batches_give_every_replica_a_share_and_every_image_equally_often(replicas):
+    import tensorflow as tf
+
+    batch_size = 2 * replicas
+    for count in range(1, 3 * batch_size + 1):
+        batches = [b.numpy().tolist() for b in even_batches(tf.data.Dataset.range(count), count, batch_size, replicas)]
+        sizes = [len(batch) for batch in batches]
+        flat = [value for batch in batches for value in batch]
+        assert min(sizes) >= replicas and sizes[0] % replicas == 0, (count, sizes)
+        copies = len(flat) // count
+        assert sorted(flat) == sorted(list(range(count)) * copies), (count, batches)
+        assert flat[:count] == list(range(count)), "order is kept: the first `count` predictions are the images"
+        if replicas == 1:
+            assert sizes == [batch_size] * (count // batch_size) + ([count % batch_size] if count % batch_size else [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ from tlcore.jobs import ProgressLog
 
 HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
 EXTRACTION_BATCH_SIZE = 64
+FEATURE_BATCH_SIZE = 1024  # batches of cached features: the head is tiny
 
 
 def history_frame(log: ProgressLog) -> pd.DataFrame:
@@ -117,6 +119,31 @@ class ProgressCallback(keras.callbacks.Callback):
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             seconds=time.perf_counter() - self._epoch_start,
         )
+
+
+class ReplicaStatisticsSync(keras.callbacks.Callback):
+    """Averages the replicas' copies of non-trainable statistics before validation and at the end.
+
+    Under ``MirroredStrategy`` Keras 3 updates each replica's copy of a BatchNormalization
+    moving mean/variance from that replica's share of the batch only (the variables have
+    no aggregation), so the copies drift apart. Validation would then depend on which
+    device an image lands on, and ``get_weights`` (best-weights restore, saving) would
+    keep device 0's copy alone. The average of the copies is what every device uses.
+    """
+
+    def on_test_begin(self, logs=None):
+        average_replica_copies(self.model)
+
+    def on_train_end(self, logs=None):
+        average_replica_copies(self.model)
+
+
+def average_replica_copies(model) -> None:
+    """Sets every mirrored floating-point non-trainable variable of ``model`` to the mean of its copies."""
+    for variable in model.non_trainable_variables:
+        copies = getattr(variable.value, "values", ())
+        if len(copies) > 1 and variable.value.dtype.is_floating:
+            variable.assign(tf.add_n([tf.convert_to_tensor(copy) for copy in copies]) / len(copies))
 
 
 @dataclass
@@ -270,6 +297,8 @@ def run_training(
         backbone = backbone or load_backbone(config.model, seed=train_cfg.seed)
         classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
     size = backbone.image_size
+    replicas = strategy.num_replicas_in_sync
+    check_batch_size(train_cfg.batch_size, replicas)
     timings = {"feature_extraction_seconds": 0.0, "features_from_cache": False}
     val_features = None
     best = {"val_loss": np.inf, "weights": None}
@@ -283,7 +312,7 @@ def run_training(
         if split not in pipelines:
             training = split == "train"
             items, labels = (dataset.train, y_train) if training else (dataset.val, y_val)
-            pipelines[split] = data_lib.image_dataset(
+            pipeline = data_lib.image_dataset(
                 items,
                 labels,
                 size,
@@ -292,6 +321,10 @@ def run_training(
                 augment=training and train_cfg.augment,
                 seed=train_cfg.seed,
             )
+            if replicas > 1:
+                pipeline = even_batches(pipeline.unbatch(), len(items), train_cfg.batch_size, replicas)
+                pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
+            pipelines[split] = pipeline
         return pipelines[split]
 
     def fit(model, train, val, phase, epochs, initial_epoch):
@@ -309,11 +342,9 @@ def run_training(
             # An epoch on cached features takes milliseconds: run it as one call (the
             # stop request is then checked once per epoch) instead of a call per batch.
             # (Keras' multi-step execution fails under MirroredStrategy: one step per call there.)
-            steps = -(-len(dataset.train) // train_cfg.batch_size) if strategy.num_replicas_in_sync == 1 else 1
+            steps = -(-len(dataset.train) // train_cfg.batch_size) if replicas == 1 else 1
             model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate, steps_per_execution=steps)
-        train_data, val_data = (train_features, y_train), (val_features, y_val)
-        if steps > 1:
-            train_data, val_data = _feature_datasets(train_data, val_data, train_cfg)
+        train_data, val_data = _feature_datasets((train_features, y_train), (val_features, y_val), train_cfg, replicas)
         phase_epochs = fit(head, train_data, val_data, "head", train_cfg.epochs, 0)
     elif train_cfg.epochs:
         with strategy.scope():
@@ -336,9 +367,13 @@ def run_training(
         classifier.set_weights(best["weights"])
     log.append("status", status="evaluating")
     if val_features is not None:
-        probabilities = model_lib.head_part(classifier).predict(val_features, batch_size=256, verbose=0)
+        features = tf.data.Dataset.from_tensor_slices(val_features)
+        features = even_batches(features, len(val_features), FEATURE_BATCH_SIZE // replicas * replicas, replicas)
+        probabilities = model_lib.head_part(classifier).predict(features, verbose=0)
     else:
         probabilities = classifier.predict(image_data("val"), verbose=0)
+    # A validation set smaller than the replica count is predicted repeated whole: keep one copy.
+    probabilities = probabilities[: len(dataset.val)]
     history = history_frame(log)
     metrics = {
         **evaluate_probabilities(probabilities, y_val),
@@ -367,17 +402,86 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> dic
     }
 
 
-def _feature_datasets(train: tuple, val: tuple, train_cfg) -> tuple:
+def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) -> tuple:
     """Cached features as tf.data pipelines: built once, reshuffled every epoch (seeded)."""
     features, labels = train
-    train_data = (
-        tf.data.Dataset.from_tensor_slices((features, labels))
-        .shuffle(len(labels), seed=train_cfg.seed, reshuffle_each_iteration=True)
-        .batch(train_cfg.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
+    train_data = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(
+        len(labels), seed=train_cfg.seed, reshuffle_each_iteration=True
     )
-    val_data = tf.data.Dataset.from_tensor_slices(val).batch(1024).cache()
-    return train_data, val_data
+    train_data = even_batches(train_data, len(labels), train_cfg.batch_size, replicas).prefetch(tf.data.AUTOTUNE)
+    val_batch_size = FEATURE_BATCH_SIZE // replicas * replicas  # an equal share for every replica
+    val_data = even_batches(tf.data.Dataset.from_tensor_slices(val), len(val[1]), val_batch_size, replicas)
+    return train_data, val_data.cache()
+
+
+def check_batch_size(batch_size: int, replicas: int) -> None:
+    """Refuses a global batch that cannot be shared equally between the replicas.
+
+    Keras builds a distributed model from the mean of the replicas' first batches, so
+    their shares must have the same shape.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``replicas``.
+    """
+    if batch_size % replicas:
+        raise ValueError(
+            f"Expected a batch size that is a multiple of the number of devices ({replicas}), so that every "
+            f"device gets an equal share. Received: batch_size={batch_size}."
+        )
+
+
+def even_batches(elements, count: int, batch_size: int, replicas: int):
+    """Batches ``elements`` so that every replica gets a share of every batch.
+
+    ``tf.distribute`` splits every global batch across the replicas. A last batch with
+    fewer samples than replicas hands a replica a zero-size batch, and Keras layers
+    fail on it (keras#19246; with oneDNN, TensorFlow's default on CPUs with
+    AVX512-VNNI, a convolution returns its input unchanged for an empty batch and the
+    next BatchNormalization sees the wrong shape). Dropping the short batch would lose
+    images, and zero-weight padding would still count in Keras' loss average. So:
+
+    - the short last batch joins the full batch before it;
+    - a dataset where that would be the first batch becomes one batch, repeated
+      whole until it splits equally (Keras builds the model from the mean of the
+      replicas' first batches, so their shapes must match).
+      Every sample appears equally often, so means and gradients are unchanged, and
+      callers keep the first ``count`` predictions.
+
+    Order is kept.
+
+    Args:
+        elements: an unbatched dataset, in the order batches should follow.
+        count: how many elements it holds.
+        batch_size: the global batch size, a multiple of ``replicas``.
+        replicas: ``strategy.num_replicas_in_sync``.
+
+    Returns:
+        The batched dataset; a single-replica one is plain ``elements.batch(batch_size)``.
+    """
+    if replicas == 1:
+        return elements.batch(batch_size)
+    full, remainder = divmod(count, batch_size)
+    short = 0 < remainder < replicas
+    if full == 0 or (full == 1 and short):  # the first batch would be all there is
+        repeats = replicas // math.gcd(count, replicas)
+        batches, steps = elements.repeat(repeats).batch(count * repeats), 1
+    elif not short:
+        batches, steps = elements.batch(batch_size), full + (remainder > 0)
+    else:
+        last = full - 1  # the full batch that takes in the short remainder
+        batches, steps = _merge_last_batch(elements, batch_size, remainder, last), full
+    # Keras reads the step count from the cardinality (progress, ETA); unbatching loses it.
+    return batches.apply(tf.data.experimental.assert_cardinality(steps))
+
+
+def _merge_last_batch(elements, batch_size: int, remainder: int, last: int):
+    """Batches of ``batch_size`` in order, batch ``last`` taking ``remainder`` more elements."""
+    merged_size = tf.constant(batch_size + remainder, tf.int64)
+    return elements.enumerate().group_by_window(
+        key_func=lambda index, element: tf.minimum(index // batch_size, last),
+        reduce_func=lambda key, window: window.batch(batch_size + remainder).map(lambda index, element: element),
+        window_size_func=lambda key: tf.where(key == last, merged_size, batch_size),
+    )
 
 
 def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier) -> int:
@@ -390,13 +494,12 @@ def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, 
     patience = train_cfg.early_stopping_patience or epochs + 1
     early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     callbacks = [ProgressCallback(log, phase, stop), early]
+    if model.distribute_strategy.num_replicas_in_sync > 1:
+        callbacks.insert(0, ReplicaStatisticsSync())
     if run_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / phase), write_graph=False))
     fit_args = dict(epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
-    if isinstance(train, tuple):  # cached features as arrays (several replicas: Keras splits batches evenly)
-        model.fit(*train, validation_data=val, batch_size=train_cfg.batch_size, shuffle=True, **fit_args)
-    else:
-        model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
+    model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
     if early.best_weights is not None and early.best < best["val_loss"]:
         best["val_loss"] = float(early.best)
         best["weights"] = classifier.get_weights()
