@@ -52,3 +52,42 @@ def test_summary_reports_top2_for_more_than_two_classes():
     summary = evaluation.summary(LABELS, PROBABILITIES)
     assert summary["accuracy"] == pytest.approx(4 / 6)
     assert summary["top2_accuracy"] == pytest.approx(1.0)
+
+
+def test_evaluate_probabilities_is_keras_cross_entropy_and_accuracy():
+    result = evaluation.evaluate_probabilities(PROBABILITIES, LABELS)
+    expected = -np.mean(np.log(PROBABILITIES[np.arange(6), LABELS]))
+    assert result == {"val_loss": pytest.approx(expected), "val_accuracy": pytest.approx(4 / 6)}
+    # A zero probability for the true class costs -log(1e-7), not infinity.
+    assert evaluation.evaluate_probabilities(np.array([[1.0, 0.0]]), np.array([1]))["val_loss"] == pytest.approx(
+        -np.log(1e-7)
+    )
+
+
+def kept(epoch, phase, val_loss):
+    return evaluation.KeptWeights(val_loss=val_loss, epoch=epoch, phase=phase)
+
+
+def test_kept_reason_names_the_head_epoch_and_the_dropped_fine_tuning():
+    phases = [evaluation.PhaseOutcome("head", 10, 0.213, 8), evaluation.PhaseOutcome("fine-tune", 13, 0.240, 12)]
+    assert evaluation.kept_reason(kept(8, "head", 0.213), phases, stopped=False) == (
+        "Kept head epoch 8 (lowest validation loss 0.213); fine-tuning never beat it (best 0.240), "
+        "so its weights were dropped."
+    )
+
+
+def test_kept_reason_for_a_kept_fine_tuning_an_early_stop_and_a_stop_request():
+    phases = [
+        evaluation.PhaseOutcome("head", 6, 0.30, 3, early_stopped=True),
+        evaluation.PhaseOutcome("fine-tune", 8, 0.25, 7),
+    ]
+    assert evaluation.kept_reason(kept(7, "fine-tune", 0.25), phases, stopped=True) == (
+        "Stopped by request in epoch 8. Kept fine-tune epoch 7 (lowest validation loss 0.250), better than the "
+        "head's best (0.300 at epoch 3). Early stopping ended the head phase after epoch 6: no lower validation "
+        "loss for 3 epochs."
+    )
+
+
+def test_kept_reason_when_no_epoch_reached_validation():
+    reason = evaluation.kept_reason(evaluation.KeptWeights(), [], stopped=False)
+    assert reason == "No epoch reached a validation loss, so the model keeps the weights it ended with."

@@ -132,6 +132,63 @@ def test_early_stopping_restores_the_best_epoch(colour_dataset):
     result = run_training(config)
     best = result.history["val_loss"].min()
     assert result.metrics["val_loss"] == pytest.approx(best, rel=1e-3, abs=1e-4)
+    best_epoch = int(result.history["epoch"][result.history["val_loss"].idxmin()])
+    assert result.metrics["best_epoch"] == best_epoch and result.metrics["best_phase"] == "head"
+    if len(result.history) < 8:  # early stopping ended it: the reason says so
+        assert "Early stopping ended the head phase" in result.metrics["kept_reason"]
+
+
+def kept_records(log):
+    return [(record["epoch"], record["phase"], record["val_loss"]) for record in log.records(kind="best")]
+
+
+def test_a_fine_tuning_that_worsens_validation_is_dropped_and_the_report_says_so(colour_dataset):
+    # A huge fine-tune learning rate on the whole backbone wrecks validation.
+    config = colour_config(
+        colour_dataset, epochs=4, fine_tune_epochs=2, unfreeze_from="block1", fine_tune_learning_rate=10.0
+    )
+    log = ProgressLog()
+    result = run_training(config, log=log)
+    history, metrics = result.history, result.metrics
+    head = history[history["phase"] == "head"]
+    best_epoch = int(head["epoch"][head["val_loss"].idxmin()])
+    assert history[history["phase"] == "fine-tune"]["val_loss"].min() > head["val_loss"].min()
+    assert (metrics["best_epoch"], metrics["best_phase"]) == (best_epoch, "head")
+    # The head's weights came back, backbone included: the final loss is that epoch's.
+    assert metrics["val_loss"] == pytest.approx(head["val_loss"].min(), rel=1e-3, abs=1e-4)
+    assert metrics["kept_reason"].startswith(f"Kept head epoch {best_epoch} (lowest validation loss ")
+    assert "fine-tuning never beat it" in metrics["kept_reason"] and "dropped" in metrics["kept_reason"]
+    # Live charts get a mark at every new best, and never one for the fine-tune phase here.
+    assert [epoch for epoch, _, _ in kept_records(log)][-1] == best_epoch
+    assert {phase for _, phase, _ in kept_records(log)} == {"head"}
+    assert json.loads(json.dumps(metrics))["best_phase"] == "head"  # metrics.json can hold it
+
+
+def test_a_fine_tuning_that_improves_validation_is_kept_and_the_report_says_so(colour_dataset):
+    # A slow head (low rate, two epochs) leaves room for fine-tuning to do better.
+    config = colour_config(
+        colour_dataset,
+        epochs=2,
+        learning_rate=1e-2,
+        fine_tune_epochs=3,
+        unfreeze_from="block3",
+        fine_tune_learning_rate=1e-2,
+    )
+    log = ProgressLog()
+    result = run_training(config, log=log)
+    history, metrics = result.history, result.metrics
+    best_epoch = int(history["epoch"][history["val_loss"].idxmin()])
+    assert best_epoch > 2 and (metrics["best_epoch"], metrics["best_phase"]) == (best_epoch, "fine-tune")
+    assert metrics["val_loss"] == pytest.approx(history["val_loss"].min(), rel=1e-3, abs=1e-4)
+    head_best = history[history["phase"] == "head"]["val_loss"].min()
+    assert metrics["kept_reason"] == (
+        f"Kept fine-tune epoch {best_epoch} (lowest validation loss {history['val_loss'].min():.3f}), "
+        f"better than the head's best ({head_best:.3f} at epoch "
+        f"{int(history['epoch'][history['val_loss'][history['phase'] == 'head'].idxmin()])})."
+    )
+    records = kept_records(log)
+    assert records[-1][:2] == (best_epoch, "fine-tune")
+    assert [loss for _, _, loss in records] == sorted((loss for _, _, loss in records), reverse=True)
 
 
 def test_stop_request_ends_training_within_a_batch_and_keeps_a_model(colour_dataset):
@@ -156,6 +213,7 @@ def test_stop_request_ends_training_within_a_batch_and_keeps_a_model(colour_data
     assert len(log.records(kind="batch")) <= batches_at_stop + 2
     assert result.val_probabilities is not None and result.metrics["val_accuracy"] > 0
     assert log.last("status")["status"] == "stopped"
+    assert result.metrics["kept_reason"].startswith(f"Stopped by request in epoch {len(result.history)}. Kept head")
 
 
 # One subprocess (logical devices must be set before TensorFlow starts) runs every case.

@@ -28,6 +28,7 @@ from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone, load_backbone
 from tlcore.config import FreezePlan, RunConfig
+from tlcore.evaluation import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
 from tlcore.jobs import ProgressLog
 
 HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
@@ -119,31 +120,6 @@ class ProgressCallback(keras.callbacks.Callback):
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             seconds=time.perf_counter() - self._epoch_start,
         )
-
-
-class ReplicaStatisticsSync(keras.callbacks.Callback):
-    """Averages the replicas' copies of non-trainable statistics before validation and at the end.
-
-    Under ``MirroredStrategy`` Keras 3 updates each replica's copy of a BatchNormalization
-    moving mean/variance from that replica's share of the batch only (the variables have
-    no aggregation), so the copies drift apart. Validation would then depend on which
-    device an image lands on, and ``get_weights`` (best-weights restore, saving) would
-    keep device 0's copy alone. The average of the copies is what every device uses.
-    """
-
-    def on_test_begin(self, logs=None):
-        average_replica_copies(self.model)
-
-    def on_train_end(self, logs=None):
-        average_replica_copies(self.model)
-
-
-def average_replica_copies(model) -> None:
-    """Sets every mirrored floating-point non-trainable variable of ``model`` to the mean of its copies."""
-    for variable in model.non_trainable_variables:
-        copies = getattr(variable.value, "values", ())
-        if len(copies) > 1 and variable.value.dtype.is_floating:
-            variable.assign(tf.add_n([tf.convert_to_tensor(copy) for copy in copies]) / len(copies))
 
 
 @dataclass
@@ -268,7 +244,7 @@ def run_training(
     backbone: Backbone | None = None,
     dataset: data_lib.Dataset | None = None,
 ) -> TrainResult:
-    """Trains a classifier as ``config`` describes.
+    """Trains a classifier as ``config`` describes: the head, then optionally fine-tuning.
 
     Args:
         config: the run settings (validated here).
@@ -280,126 +256,249 @@ def run_training(
         dataset: a prepared dataset; scanned from config otherwise.
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult` with the weights of the epoch that had the lowest
+        validation loss over both phases.
+
+    Raises:
+        ValueError: invalid settings, or a batch size the devices cannot share.
     """
-    config.validate()
-    started = time.perf_counter()
-    log = log if log is not None else ProgressLog()
-    stop = stop or threading.Event()
-    train_cfg = config.train
-    keras.utils.set_random_seed(train_cfg.seed)
-    log.append("status", status="loading data")
-    dataset = dataset or data_lib.load_dataset(config.data, seed=train_cfg.seed)
-    y_train, y_val = dataset.label_ids(dataset.train), dataset.label_ids(dataset.val)
-    strategy = strategy or choose_strategy()
-    log.append("status", status="building model")
-    with strategy.scope():
-        backbone = backbone or load_backbone(config.model, seed=train_cfg.seed)
-        classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
-    size = backbone.image_size
-    replicas = strategy.num_replicas_in_sync
-    check_batch_size(train_cfg.batch_size, replicas)
-    timings = {"feature_extraction_seconds": 0.0, "features_from_cache": False}
-    val_features = None
-    best = {"val_loss": np.inf, "weights": None}
-    phase_epochs = 0
+    trainer = Trainer(config, run_dir=run_dir, log=log, stop=stop, strategy=strategy)
+    trainer.prepare(backbone, dataset)
+    if config.train.epochs:
+        trainer.train_head()
+    if config.train.fine_tune_epochs and not trainer.stop.is_set():
+        trainer.fine_tune()
+    return trainer.finish()
 
-    pipelines = {}
 
-    def image_data(split: str):
-        # Built once per split and reused by both phases and the final evaluation:
-        # building decodes every image.
-        if split not in pipelines:
+class Trainer:
+    """One training job, step by step: prepare, train the head, fine-tune, finish.
+
+    Args:
+        config: the run settings (validated here).
+        run_dir: where TensorBoard logs go; ``None`` writes none.
+        log: receives progress records; a new one when omitted.
+        stop: set it to stop after the current batch.
+        strategy: a ``tf.distribute`` strategy; default :func:`choose_strategy`.
+    """
+
+    def __init__(self, config: RunConfig, *, run_dir=None, log=None, stop=None, strategy=None):
+        config.validate()
+        self.started = time.perf_counter()
+        self.config, self.settings, self.run_dir = config, config.train, run_dir
+        self.log = log if log is not None else ProgressLog()
+        self.stop = stop or threading.Event()
+        self.strategy = strategy or choose_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        check_batch_size(self.settings.batch_size, self.replicas)
+        self.kept = KeptWeights()
+        self.phases: list[PhaseOutcome] = []
+        self.timings = {"feature_extraction_seconds": 0.0, "features_from_cache": False}
+        self.val_features = None  # set while cached features describe the backbone
+        self._pipelines = {}
+
+    def prepare(self, backbone: Backbone | None = None, dataset: data_lib.Dataset | None = None) -> None:
+        """Seeds everything, loads the data and builds the classifier in the strategy's scope."""
+        keras.utils.set_random_seed(self.settings.seed)
+        self.log.append("status", status="loading data")
+        self.dataset = dataset or data_lib.load_dataset(self.config.data, seed=self.settings.seed)
+        self.labels = {split: self.dataset.label_ids(getattr(self.dataset, split)) for split in ("train", "val")}
+        self.log.append("status", status="building model")
+        with self.strategy.scope():
+            self.backbone = backbone or load_backbone(self.config.model, seed=self.settings.seed)
+            self.classifier = model_lib.build_classifier(self.backbone, len(self.dataset.classes), self.config.model)
+
+    def train_head(self) -> None:
+        """Phase 1: the head (and whatever the freeze plan leaves trainable)."""
+        frozen = model_lib.is_fully_frozen(self.classifier)
+        if self.settings.feature_cache and not self.settings.augment and frozen:
+            self._train_head_on_features()
+            return
+        self._compile(self.classifier, self.settings.learning_rate)
+        self._fit(self.classifier, self.image_data("train"), self.image_data("val"), "head", self.settings.epochs)
+
+    def _train_head_on_features(self) -> None:
+        self.log.append("phase", phase="extract")
+        started = time.perf_counter()
+        features, hit = cached_features(self.classifier, self.backbone, self.dataset.train + self.dataset.val, self.log)
+        self.timings = {"feature_extraction_seconds": time.perf_counter() - started, "features_from_cache": hit}
+        count = len(self.dataset.train)
+        train_features, self.val_features = features[:count], features[count:]
+        head = model_lib.head_part(self.classifier)
+        # An epoch on cached features takes milliseconds: run it as one call (the stop
+        # request is then checked once per epoch) instead of a call per batch. Keras'
+        # multi-step execution fails under MirroredStrategy: one step per call there.
+        steps = -(-count // self.settings.batch_size) if self.replicas == 1 else 1
+        self._compile(head, self.settings.learning_rate, steps_per_execution=steps)
+        train, val = _feature_datasets(
+            (train_features, self.labels["train"]),
+            (self.val_features, self.labels["val"]),
+            self.settings,
+            self.replicas,
+        )
+        self._fit(head, train, val, "head", self.settings.epochs)
+
+    def fine_tune(self) -> None:
+        """Phase 2: unfreeze from a block on and train on images at the lower learning rate."""
+        backbone_model = model_lib.backbone_part(self.classifier)
+        pattern = self.backbone.block_pattern
+        start = self.settings.unfreeze_from or model_lib.last_block(backbone_model, pattern)
+        model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), pattern, self.backbone.pretrained)
+        # Recompile: Keras fixes the set of trainable weights at compile time.
+        self._compile(self.classifier, self.settings.effective_fine_tune_learning_rate)
+        self.val_features = None  # the backbone changes: cached features no longer describe it
+        train, val = self.image_data("train"), self.image_data("val")
+        self._fit(self.classifier, train, val, "fine-tune", self.settings.fine_tune_epochs)
+
+    def finish(self) -> TrainResult:
+        """Evaluates the kept weights on the validation images and reports the job."""
+        self.log.append("status", status="evaluating")
+        probabilities = self.predict_validation()
+        history = history_frame(self.log)
+        stopped = self.stop.is_set()
+        metrics = {
+            **evaluate_probabilities(probabilities, self.labels["val"]),
+            "train_seconds": time.perf_counter() - self.started,
+            **self.timings,
+            "epochs_run": len(history),
+            "num_train": len(self.dataset.train),
+            "num_val": len(self.dataset.val),
+            "num_classes": len(self.dataset.classes),
+            "skipped_files": len(self.dataset.skipped),
+            "stopped_early_by_user": stopped,
+            "backbone": self.backbone.name,
+            "image_size": self.backbone.image_size,
+            "parameters": model_lib.parameter_totals(self.classifier),
+            "best_epoch": self.kept.epoch,
+            "best_phase": self.kept.phase,
+            "kept_reason": kept_reason(self.kept, self.phases, stopped),
+        }
+        self.log.append("status", status="stopped" if stopped else "done")
+        val = self.dataset.val
+        return TrainResult(self.classifier, self.dataset.classes, history, metrics, val, probabilities, stopped)
+
+    def predict_validation(self) -> np.ndarray:
+        """Class probabilities of the validation images, one row per image, in order."""
+        if self.val_features is not None:
+            features = tf.data.Dataset.from_tensor_slices(self.val_features)
+            batch_size = FEATURE_BATCH_SIZE // self.replicas * self.replicas
+            features = even_batches(features, len(self.val_features), batch_size, self.replicas)
+            probabilities = model_lib.head_part(self.classifier).predict(features, verbose=0)
+        else:
+            probabilities = self.classifier.predict(self.image_data("val"), verbose=0)
+        # On several replicas a one-batch set is predicted repeated whole: keep one copy.
+        return probabilities[: len(self.dataset.val)]
+
+    def image_data(self, split: str):
+        """The ``"train"`` or ``"val"`` image pipeline, built once: building decodes every image."""
+        if split not in self._pipelines:
             training = split == "train"
-            items, labels = (dataset.train, y_train) if training else (dataset.val, y_val)
+            items = getattr(self.dataset, split)
             pipeline = data_lib.image_dataset(
                 items,
-                labels,
-                size,
-                train_cfg.batch_size,
+                self.labels[split],
+                self.backbone.image_size,
+                self.settings.batch_size,
                 shuffle=training,
-                augment=training and train_cfg.augment,
-                seed=train_cfg.seed,
+                augment=training and self.settings.augment,
+                seed=self.settings.seed,
             )
-            if replicas > 1:
-                pipeline = even_batches(pipeline.unbatch(), len(items), train_cfg.batch_size, replicas)
+            if self.replicas > 1:
+                pipeline = even_batches(pipeline.unbatch(), len(items), self.settings.batch_size, self.replicas)
                 pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
-            pipelines[split] = pipeline
-        return pipelines[split]
+            self._pipelines[split] = pipeline
+        return self._pipelines[split]
 
-    def fit(model, train, val, phase, epochs, initial_epoch):
-        return _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier)
+    def _compile(self, model, learning_rate: float, steps_per_execution: int = 1) -> None:
+        with self.strategy.scope():
+            model_lib.compile_classifier(model, self.settings.optimizer, learning_rate, steps_per_execution)
 
-    use_cache = train_cfg.feature_cache and not train_cfg.augment and model_lib.is_fully_frozen(classifier)
-    if train_cfg.epochs and use_cache:
-        log.append("phase", phase="extract")
-        extract_start = time.perf_counter()
-        features, hit = cached_features(classifier, backbone, dataset.train + dataset.val, log)
-        timings = {"feature_extraction_seconds": time.perf_counter() - extract_start, "features_from_cache": hit}
-        train_features, val_features = features[: len(dataset.train)], features[len(dataset.train) :]
-        head = model_lib.head_part(classifier)
-        with strategy.scope():
-            # An epoch on cached features takes milliseconds: run it as one call (the
-            # stop request is then checked once per epoch) instead of a call per batch.
-            # (Keras' multi-step execution fails under MirroredStrategy: one step per call there.)
-            steps = -(-len(dataset.train) // train_cfg.batch_size) if replicas == 1 else 1
-            model_lib.compile_classifier(head, train_cfg.optimizer, train_cfg.learning_rate, steps_per_execution=steps)
-        train_data, val_data = _feature_datasets((train_features, y_train), (val_features, y_val), train_cfg, replicas)
-        phase_epochs = fit(head, train_data, val_data, "head", train_cfg.epochs, 0)
-    elif train_cfg.epochs:
-        with strategy.scope():
-            model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.learning_rate)
-        phase_epochs = fit(classifier, image_data("train"), image_data("val"), "head", train_cfg.epochs, 0)
-
-    if train_cfg.fine_tune_epochs and not stop.is_set():
-        backbone_model = model_lib.backbone_part(classifier)
-        start = train_cfg.unfreeze_from or model_lib.last_block(backbone_model, backbone.block_pattern)
-        model_lib.apply_freeze_plan(
-            backbone_model, FreezePlan("from", start), backbone.block_pattern, backbone.pretrained
-        )
-        with strategy.scope():
-            # Recompile: Keras fixes the set of trainable weights at compile time.
-            model_lib.compile_classifier(classifier, train_cfg.optimizer, train_cfg.effective_fine_tune_learning_rate)
-        fit(classifier, image_data("train"), image_data("val"), "fine-tune", train_cfg.fine_tune_epochs, phase_epochs)
-        val_features = None  # the backbone changed: cached features no longer describe it
-
-    if best["weights"] is not None:
-        classifier.set_weights(best["weights"])
-    log.append("status", status="evaluating")
-    if val_features is not None:
-        features = tf.data.Dataset.from_tensor_slices(val_features)
-        features = even_batches(features, len(val_features), FEATURE_BATCH_SIZE // replicas * replicas, replicas)
-        probabilities = model_lib.head_part(classifier).predict(features, verbose=0)
-    else:
-        probabilities = classifier.predict(image_data("val"), verbose=0)
-    # A validation set smaller than the replica count is predicted repeated whole: keep one copy.
-    probabilities = probabilities[: len(dataset.val)]
-    history = history_frame(log)
-    metrics = {
-        **evaluate_probabilities(probabilities, y_val),
-        "train_seconds": time.perf_counter() - started,
-        **timings,
-        "epochs_run": len(history),
-        "num_train": len(dataset.train),
-        "num_val": len(dataset.val),
-        "num_classes": len(dataset.classes),
-        "skipped_files": len(dataset.skipped),
-        "stopped_early_by_user": stop.is_set(),
-        "backbone": backbone.name,
-        "image_size": size,
-        "parameters": model_lib.parameter_totals(classifier),
-    }
-    log.append("status", status="stopped" if stop.is_set() else "done")
-    return TrainResult(classifier, dataset.classes, history, metrics, dataset.val, probabilities, stop.is_set())
+    def _fit(self, model, train, val, phase: str, epochs: int) -> None:
+        """One phase, epochs numbered on from the previous phase; leaves the job's best weights in place."""
+        first = self.phases[-1].last_epoch if self.phases else 0
+        self.log.append("phase", phase=phase, epochs=epochs)
+        patience = self.settings.early_stopping_patience or epochs + 1
+        early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
+        keeper = KeepBest(self.kept, self.classifier, self.log, phase)
+        callbacks = [ProgressCallback(self.log, phase, self.stop), keeper, early]
+        if self.replicas > 1:
+            callbacks.insert(0, ReplicaStatisticsSync())  # before anything reads validation or weights
+        if self.run_dir is not None:
+            tensorboard_dir = str(Path(self.run_dir) / "tensorboard" / phase)
+            callbacks.append(keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False))
+        # shuffle=False: the tf.data pipelines reshuffle every epoch themselves.
+        fit_range = {"epochs": first + epochs, "initial_epoch": first}
+        model.fit(train, validation_data=val, callbacks=callbacks, verbose=0, shuffle=False, **fit_range)
+        last = self.log.last("epoch")
+        outcome = PhaseOutcome(phase, last["epoch"] if last else first, keeper.best_val_loss, keeper.best_epoch)
+        outcome.early_stopped = early.stopped_epoch > 0
+        self.phases.append(outcome)
 
 
-def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """``val_loss`` (cross-entropy) and ``val_accuracy`` of predicted probabilities."""
-    clipped = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-    return {
-        "val_loss": float(-np.mean(np.log(clipped))),
-        "val_accuracy": float(np.mean(np.argmax(probabilities, axis=1) == labels)),
-    }
+# ----------------------------------------------------------------------------- which weights are kept
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights of the job's lowest validation loss across both phases.
+
+    A new best snapshots the fitted model (just the head on the cached-feature path) and
+    logs a ``"best"`` record for live charts. At the end of a phase the classifier holds
+    the job's best so far: a fine-tuning that only made validation worse is dropped.
+
+    Args:
+        kept: the job's record, shared by both phases.
+        classifier: the whole model (the fitted one may be its head alone).
+        log: receives the ``"best"`` records.
+        phase: ``"head"`` or ``"fine-tune"``.
+    """
+
+    def __init__(self, kept: KeptWeights, classifier, log: ProgressLog, phase: str):
+        super().__init__()
+        self.kept, self.classifier, self.log, self.phase = kept, classifier, log, phase
+        self.best_val_loss, self.best_epoch, self._weights = math.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is None or not val_loss < self.best_val_loss:  # also skips NaN
+            return
+        self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
+        if val_loss < self.kept.val_loss:
+            self._weights = self.model.get_weights()
+            self.kept.val_loss, self.kept.epoch, self.kept.phase = float(val_loss), epoch + 1, self.phase
+            self.log.append("best", epoch=epoch + 1, phase=self.phase, val_loss=float(val_loss))
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+            self.kept.weights = self.classifier.get_weights()
+        elif self.kept.weights is not None:
+            self.classifier.set_weights(self.kept.weights)
+
+
+# ----------------------------------------------------------------------------- several devices
+
+
+class ReplicaStatisticsSync(keras.callbacks.Callback):
+    """Averages the replicas' copies of BatchNorm statistics before validation and at the end.
+
+    Keras 3 under ``MirroredStrategy`` updates each replica's moving mean/variance from
+    its own share of the batch only, so the copies drift apart: validation would depend
+    on the device an image lands on, and ``get_weights`` would keep device 0's copy.
+    """
+
+    def on_test_begin(self, logs=None):
+        average_replica_copies(self.model)
+
+    def on_train_end(self, logs=None):
+        average_replica_copies(self.model)
+
+
+def average_replica_copies(model) -> None:
+    """Sets every mirrored floating-point non-trainable variable of ``model`` to the mean of its copies."""
+    for variable in model.non_trainable_variables:
+        copies = getattr(variable.value, "values", ())
+        if len(copies) > 1 and variable.value.dtype.is_floating:
+            variable.assign(tf.add_n([tf.convert_to_tensor(copy) for copy in copies]) / len(copies))
 
 
 def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) -> tuple:
@@ -415,10 +514,7 @@ def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) ->
 
 
 def check_batch_size(batch_size: int, replicas: int) -> None:
-    """Refuses a global batch that cannot be shared equally between the replicas.
-
-    Keras builds a distributed model from the mean of the replicas' first batches, so
-    their shares must have the same shape.
+    """Refuses a batch the replicas cannot share equally (Keras builds from their mean first batch).
 
     Raises:
         ValueError: ``batch_size`` is not a multiple of ``replicas``.
@@ -431,23 +527,17 @@ def check_batch_size(batch_size: int, replicas: int) -> None:
 
 
 def even_batches(elements, count: int, batch_size: int, replicas: int):
-    """Batches ``elements`` so that every replica gets a share of every batch.
+    """Batches ``elements``, in order, so that every replica gets a share of every batch.
 
-    ``tf.distribute`` splits every global batch across the replicas. A last batch with
-    fewer samples than replicas hands a replica a zero-size batch, and Keras layers
-    fail on it (keras#19246; with oneDNN, TensorFlow's default on CPUs with
-    AVX512-VNNI, a convolution returns its input unchanged for an empty batch and the
-    next BatchNormalization sees the wrong shape). Dropping the short batch would lose
-    images, and zero-weight padding would still count in Keras' loss average. So:
-
-    - the short last batch joins the full batch before it;
-    - a dataset where that would be the first batch becomes one batch, repeated
-      whole until it splits equally (Keras builds the model from the mean of the
-      replicas' first batches, so their shapes must match).
-      Every sample appears equally often, so means and gradients are unchanged, and
-      callers keep the first ``count`` predictions.
-
-    Order is kept.
+    ``tf.distribute`` splits each global batch across replicas; a last batch smaller than
+    the replica count hands one an empty batch, which Keras layers fail on (keras#19246;
+    with oneDNN, the default on AVX512-VNNI CPUs, a convolution returns an empty input
+    unchanged). Dropping it would lose images and zero-weight padding still counts in
+    Keras' loss average, so the short batch joins the one before it. When that would be
+    the first batch (which must split equally: Keras builds the model from the replicas'
+    mean first batch), the set is one batch, repeated whole until it splits equally;
+    every sample then appears equally often, so means and gradients are unchanged, and
+    callers keep the first ``count`` predictions.
 
     Args:
         elements: an unbatched dataset, in the order batches should follow.
@@ -482,26 +572,3 @@ def _merge_last_batch(elements, batch_size: int, remainder: int, last: int):
         reduce_func=lambda key, window: window.batch(batch_size + remainder).map(lambda index, element: element),
         window_size_func=lambda key: tf.where(key == last, merged_size, batch_size),
     )
-
-
-def _fit(model, train, val, phase, epochs, initial_epoch, train_cfg, log, stop, run_dir, best, classifier) -> int:
-    """One phase of training; returns the epoch count reached.
-
-    Keeps the best weights of the whole job (lowest ``val_loss``) in ``best``: if the
-    fine-tune phase never beats the head phase, the job ends with the head's weights.
-    """
-    log.append("phase", phase=phase, epochs=epochs)
-    patience = train_cfg.early_stopping_patience or epochs + 1
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    callbacks = [ProgressCallback(log, phase, stop), early]
-    if model.distribute_strategy.num_replicas_in_sync > 1:
-        callbacks.insert(0, ReplicaStatisticsSync())
-    if run_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(str(Path(run_dir) / "tensorboard" / phase), write_graph=False))
-    fit_args = dict(epochs=initial_epoch + epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
-    model.fit(train, validation_data=val, shuffle=False, **fit_args)  # tf.data reshuffles itself
-    if early.best_weights is not None and early.best < best["val_loss"]:
-        best["val_loss"] = float(early.best)
-        best["weights"] = classifier.get_weights()
-    last = log.last("epoch")
-    return last["epoch"] if last else initial_epoch
