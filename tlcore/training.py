@@ -274,12 +274,7 @@ def run_training(
 class Trainer:
     """One training job, step by step: prepare, train the head, fine-tune, finish.
 
-    Args:
-        config: the run settings (validated here).
-        run_dir: where TensorBoard logs go; ``None`` writes none.
-        log: receives progress records; a new one when omitted.
-        stop: set it to stop after the current batch.
-        strategy: a ``tf.distribute`` strategy; default :func:`choose_strategy`.
+    The arguments are :func:`run_training`'s; the steps share the model, data and log.
     """
 
     def __init__(self, config: RunConfig, *, run_dir=None, log=None, stop=None, strategy=None):
@@ -392,19 +387,12 @@ class Trainer:
     def image_data(self, split: str):
         """The ``"train"`` or ``"val"`` image pipeline, built once: building decodes every image."""
         if split not in self._pipelines:
+            items, size, batch_size = getattr(self.dataset, split), self.backbone.image_size, self.settings.batch_size
             training = split == "train"
-            items = getattr(self.dataset, split)
-            pipeline = data_lib.image_dataset(
-                items,
-                self.labels[split],
-                self.backbone.image_size,
-                self.settings.batch_size,
-                shuffle=training,
-                augment=training and self.settings.augment,
-                seed=self.settings.seed,
-            )
+            options = {"shuffle": training, "augment": training and self.settings.augment, "seed": self.settings.seed}
+            pipeline = data_lib.image_dataset(items, self.labels[split], size, batch_size, **options)
             if self.replicas > 1:
-                pipeline = even_batches(pipeline.unbatch(), len(items), self.settings.batch_size, self.replicas)
+                pipeline = even_batches(pipeline.unbatch(), len(items), batch_size, self.replicas)
                 pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
             self._pipelines[split] = pipeline
         return self._pipelines[split]
