@@ -245,3 +245,19 @@ def test_predict_warns_about_a_placeholder_upload(trained_run, hymenoptera, tmp_
     assert not at.exception
     warnings = [plain(w.value) for w in at.warning]
     assert len(warnings) == 1 and warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder")
+
+
+def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path):
+    """The offline message suggests a local weights file: the Model page offers to upload one."""
+    import keras
+
+    path = tmp_path / "mobilenet_v2_96_notop.weights.h5"
+    keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(96, 96, 3)).save_weights(path)
+    at = app("pages/image/model.py")
+    at.radio[0].set_value("file").run()
+    assert "Upload the weights file" in texts(at)
+    at.file_uploader[0].set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["model_config"].weights.endswith(path.name)
+    assert sidebar_lines(at)[1] == f"**Model** · MobileNetV2, weights from {path.name}"
+    assert at.session_state["model_config"].freeze.mode == "all"  # pretrained weights: a fixed feature extractor

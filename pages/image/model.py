@@ -43,7 +43,7 @@ with left:
             plan = default_freeze_plan(spec.imagenet_weights)
             shared.update("model", backbone=choice, cut_layer=None, preprocess=None, image_size=spec.default_size,
                           weights=weights, freeze=plan)  # fmt: skip
-        options = (["imagenet"] if spec.imagenet_weights else []) + ["none", "file"]
+        options = ["imagenet", "none", "file"] if spec.imagenet_weights else ["none"]
         kind = model.weights if model.weights in ("imagenet", "none") else "file"
         kind = st.radio("Weights", options, index=options.index(kind), format_func=WEIGHTS.get, horizontal=True)
         weights = kind
