@@ -10,10 +10,7 @@ and the backbone entirely.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,99 +24,35 @@ import tensorflow as tf
 from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone, load_backbone
+from tlcore.callbacks import ProgressCallback
 from tlcore.config import FreezePlan, RunConfig
+from tlcore.distribute import (
+    ReplicaStatisticsSync,
+    check_batch_size,
+    choose_strategy,
+    even_batches,
+)
 from tlcore.evaluation import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
-from tlcore.jobs import ProgressLog
+from tlcore.features import EXTRACTION_BATCH_SIZE, cached_features, extract_features, feature_cache_key
+from tlcore.jobs import HISTORY_COLUMNS, ProgressLog, history_frame, progress_summary
 
-HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"]
-EXTRACTION_BATCH_SIZE = 64
+__all__ = [  # also the names other modules and tests import from here
+    "EXTRACTION_BATCH_SIZE",
+    "HISTORY_COLUMNS",
+    "ProgressCallback",
+    "TrainResult",
+    "cached_features",
+    "choose_strategy",
+    "evaluate_probabilities",
+    "even_batches",
+    "extract_features",
+    "feature_cache_key",
+    "history_frame",
+    "progress_summary",
+    "run_training",
+]
+
 FEATURE_BATCH_SIZE = 1024  # batches of cached features: the head is tiny
-
-
-def history_frame(log: ProgressLog) -> pd.DataFrame:
-    """Epoch records of a log as one continuous history DataFrame (both phases)."""
-    rows = [{column: record.get(column) for column in HISTORY_COLUMNS} for record in log.records(kind="epoch")]
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-
-def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
-    """Where a training job is: fraction done, ETA, and a one-line description.
-
-    Args:
-        log: the job's progress log.
-        total_epochs: epochs planned over both phases (early stopping may end sooner).
-
-    Returns:
-        ``{"fraction", "eta_seconds", "text", "phase"}``; ``eta_seconds`` is ``None``
-        until a training batch has been seen.
-    """
-    status = log.last("status")
-    if status and status.get("status") in ("done", "stopped", "failed"):
-        return {"fraction": 1.0, "eta_seconds": 0.0, "text": status["status"], "phase": None}
-    batch = log.last("batch")
-    if batch is None:
-        extract = log.last("extract")
-        if extract:
-            text = f"Computing backbone features: batch {extract['step']}/{extract['steps']}"
-            return {"fraction": 0.0, "eta_seconds": None, "text": text, "phase": "extract"}
-        return {"fraction": 0.0, "eta_seconds": None, "text": (status or {}).get("status", "starting"), "phase": None}
-    steps = batch.get("steps") or batch["step"]
-    done = (batch["epoch"] - 1 + batch["step"] / steps) / max(total_epochs, 1)
-    fraction = min(max(done, 0.0), 1.0)
-    first = log.records(kind="batch")[0]
-    elapsed = batch["time"] - first["time"]
-    eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
-    text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
-    return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
-
-
-class ProgressCallback(keras.callbacks.Callback):
-    """Feeds a :class:`ProgressLog` and honours a stop request within one batch.
-
-    Args:
-        log: where records go.
-        phase: ``"head"`` or ``"fine-tune"``.
-        stop: when set, training stops after the current batch.
-    """
-
-    def __init__(self, log: ProgressLog, phase: str, stop: threading.Event | None = None):
-        super().__init__()
-        self.log = log
-        self.phase = phase
-        self.stop = stop or threading.Event()
-        self._epoch_start = 0.0
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        # Keras counts on from initial_epoch, so the number runs on across both phases.
-        self._epoch = epoch + 1
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.log.append(
-            "batch",
-            phase=self.phase,
-            epoch=self._epoch,
-            step=batch + 1,
-            steps=self.params.get("steps"),
-            loss=(logs or {}).get("loss"),
-        )
-        if self.stop.is_set():
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        self.log.append(
-            "epoch",
-            phase=self.phase,
-            epoch=epoch + 1,
-            loss=logs.get("loss"),
-            accuracy=logs.get("accuracy"),
-            val_loss=logs.get("val_loss"),
-            val_accuracy=logs.get("val_accuracy"),
-            learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            seconds=time.perf_counter() - self._epoch_start,
-        )
 
 
 @dataclass
@@ -143,92 +76,6 @@ class TrainResult:
     val_items: list = field(default_factory=list)
     val_probabilities: np.ndarray | None = None
     stopped: bool = False
-
-
-def choose_strategy():
-    """``MirroredStrategy`` when several GPUs are visible, the default strategy otherwise.
-
-    ``MultiWorkerMirroredStrategy`` is not offered: it is broken with Keras 3 (keras#20585).
-    """
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-# ----------------------------------------------------------------------------- features
-
-
-def feature_cache_key(backbone: Backbone) -> str:
-    """Everything that determines a backbone's features, except the images themselves."""
-    facts = {
-        "backbone": backbone.name,
-        "weights": backbone.weights_id,
-        "preprocess": backbone.preprocess,
-        "image_size": backbone.image_size,
-        "decode": data_lib.DECODE_VERSION,
-        "keras": keras.__version__,
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def extract_features(
-    classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE
-) -> np.ndarray:
-    """Runs preprocess + backbone once over ``items``; decoding overlaps the compute."""
-    preprocess = model_lib.preprocess_part(classifier)
-    backbone = model_lib.backbone_part(classifier)
-
-    @tf.function(reduce_retracing=True)
-    def forward(images):
-        return backbone(preprocess(images), training=False)
-
-    paths = [item.path for item in items]
-    dataset = (
-        tf.data.Dataset.from_generator(
-            lambda: data_lib.iter_decoded(paths, image_size),
-            output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
-        )
-        .batch(batch_size)
-        .prefetch(2)
-    )
-    steps = -(-len(items) // batch_size)
-    outputs = []
-    for step, images in enumerate(dataset):
-        outputs.append(forward(images).numpy())
-        if log is not None:
-            log.append("extract", step=step + 1, steps=steps)
-    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
-
-
-def cached_features(
-    classifier, backbone: Backbone, items: list, log: ProgressLog | None = None
-) -> tuple[np.ndarray, bool]:
-    """Features of ``items``, from the disk cache when every image is there.
-
-    The file is keyed by :func:`feature_cache_key` and by the set of image contents
-    (sha256), so any split of the same images, any head and any learning rate reuse
-    it, while a changed image, backbone, weights, size or preprocessing does not.
-
-    Returns:
-        ``(features in the order of items, True if they came from the cache)``.
-    """
-    digests = [item.digest for item in items]
-    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
-    path = data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                index = {digest: i for i, digest in enumerate(stored["digests"])}
-                return stored["features"][[index[d] for d in digests]], True
-        except (OSError, KeyError, ValueError):
-            pass  # a damaged cache file is rebuilt below
-    features = extract_features(classifier, items, backbone.image_size, log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    np.savez(temporary, digests=np.array(digests), features=features)
-    os.replace(temporary, path)
-    return features, False
 
 
 # ----------------------------------------------------------------------------- the job
@@ -463,32 +310,6 @@ class KeepBest(keras.callbacks.Callback):
             self.classifier.set_weights(self.kept.weights)
 
 
-# ----------------------------------------------------------------------------- several devices
-
-
-class ReplicaStatisticsSync(keras.callbacks.Callback):
-    """Averages the replicas' copies of BatchNorm statistics before validation and at the end.
-
-    Keras 3 under ``MirroredStrategy`` updates each replica's moving mean/variance from
-    its own share of the batch only, so the copies drift apart: validation would depend
-    on the device an image lands on, and ``get_weights`` would keep device 0's copy.
-    """
-
-    def on_test_begin(self, logs=None):
-        average_replica_copies(self.model)
-
-    def on_train_end(self, logs=None):
-        average_replica_copies(self.model)
-
-
-def average_replica_copies(model) -> None:
-    """Sets every mirrored floating-point non-trainable variable of ``model`` to the mean of its copies."""
-    for variable in model.non_trainable_variables:
-        copies = getattr(variable.value, "values", ())
-        if len(copies) > 1 and variable.value.dtype.is_floating:
-            variable.assign(tf.add_n([tf.convert_to_tensor(copy) for copy in copies]) / len(copies))
-
-
 def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) -> tuple:
     """Cached features as tf.data pipelines: built once, reshuffled every epoch (seeded)."""
     features, labels = train
@@ -499,64 +320,3 @@ def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) ->
     val_batch_size = FEATURE_BATCH_SIZE // replicas * replicas  # an equal share for every replica
     val_data = even_batches(tf.data.Dataset.from_tensor_slices(val), len(val[1]), val_batch_size, replicas)
     return train_data, val_data.cache()
-
-
-def check_batch_size(batch_size: int, replicas: int) -> None:
-    """Refuses a batch the replicas cannot share equally (Keras builds from their mean first batch).
-
-    Raises:
-        ValueError: ``batch_size`` is not a multiple of ``replicas``.
-    """
-    if batch_size % replicas:
-        raise ValueError(
-            f"Expected a batch size that is a multiple of the number of devices ({replicas}), so that every "
-            f"device gets an equal share. Received: batch_size={batch_size}."
-        )
-
-
-def even_batches(elements, count: int, batch_size: int, replicas: int):
-    """Batches ``elements``, in order, so that every replica gets a share of every batch.
-
-    ``tf.distribute`` splits each global batch across replicas; a last batch smaller than
-    the replica count hands one an empty batch, which Keras layers fail on (keras#19246;
-    with oneDNN, the default on AVX512-VNNI CPUs, a convolution returns an empty input
-    unchanged). Dropping it would lose images and zero-weight padding still counts in
-    Keras' loss average, so the short batch joins the one before it. When that would be
-    the first batch (which must split equally: Keras builds the model from the replicas'
-    mean first batch), the set is one batch, repeated whole until it splits equally;
-    every sample then appears equally often, so means and gradients are unchanged, and
-    callers keep the first ``count`` predictions.
-
-    Args:
-        elements: an unbatched dataset, in the order batches should follow.
-        count: how many elements it holds.
-        batch_size: the global batch size, a multiple of ``replicas``.
-        replicas: ``strategy.num_replicas_in_sync``.
-
-    Returns:
-        The batched dataset; a single-replica one is plain ``elements.batch(batch_size)``.
-    """
-    if replicas == 1:
-        return elements.batch(batch_size)
-    full, remainder = divmod(count, batch_size)
-    short = 0 < remainder < replicas
-    if full == 0 or (full == 1 and short):  # the first batch would be all there is
-        repeats = replicas // math.gcd(count, replicas)
-        batches, steps = elements.repeat(repeats).batch(count * repeats), 1
-    elif not short:
-        batches, steps = elements.batch(batch_size), full + (remainder > 0)
-    else:
-        last = full - 1  # the full batch that takes in the short remainder
-        batches, steps = _merge_last_batch(elements, batch_size, remainder, last), full
-    # Keras reads the step count from the cardinality (progress, ETA); unbatching loses it.
-    return batches.apply(tf.data.experimental.assert_cardinality(steps))
-
-
-def _merge_last_batch(elements, batch_size: int, remainder: int, last: int):
-    """Batches of ``batch_size`` in order, batch ``last`` taking ``remainder`` more elements."""
-    merged_size = tf.constant(batch_size + remainder, tf.int64)
-    return elements.enumerate().group_by_window(
-        key_func=lambda index, element: tf.minimum(index // batch_size, last),
-        reduce_func=lambda key, window: window.batch(batch_size + remainder).map(lambda index, element: element),
-        window_size_func=lambda key: tf.where(key == last, merged_size, batch_size),
-    )

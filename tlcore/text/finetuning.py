@@ -173,7 +173,7 @@ def compile_for_training(causal_lm, config: TextConfig) -> None:
 
 def fit_and_measure(causal_lm, data, config: TextConfig, log, stop) -> dict:
     """Loss before, fit with the progress callback, loss after; tokens/s of training."""
-    from tlcore.training import ProgressCallback
+    from tlcore.callbacks import ProgressCallback
 
     preprocessor, causal_lm.preprocessor = causal_lm.preprocessor, None  # data is tokenized already
     try:
@@ -299,7 +299,7 @@ def perplexity_frame(log, full: bool = False):
     """
     import numpy as np
 
-    from tlcore.training import history_frame
+    from tlcore.jobs import history_frame
 
     history = history_frame(log)
     history = history.copy() if full else history[["epoch", "loss"]].copy()

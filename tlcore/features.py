@@ -1,0 +1,97 @@
+"""The frozen backbone's features, computed once and kept on disk.
+
+When the whole backbone is frozen and augmentation is off, every epoch would push the
+same images through the same backbone. So it runs once over the images (decoding
+overlapped with compute) and the features are cached under ``$TLCORE_CACHE_DIR``,
+keyed by everything that determines them; any head, split or learning rate reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlcore import data as data_lib
+from tlcore import model as model_lib
+from tlcore.backbones import Backbone
+from tlcore.jobs import ProgressLog
+
+EXTRACTION_BATCH_SIZE = 64
+
+
+def feature_cache_key(backbone: Backbone) -> str:
+    """Everything that determines a backbone's features, except the images themselves."""
+    facts = {
+        "backbone": backbone.name,
+        "weights": backbone.weights_id,
+        "preprocess": backbone.preprocess,
+        "image_size": backbone.image_size,
+        "decode": data_lib.DECODE_VERSION,
+        "keras": keras.__version__,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def extract_features(
+    classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE
+) -> np.ndarray:
+    """Runs preprocess + backbone once over ``items``; decoding overlaps the compute."""
+    preprocess = model_lib.preprocess_part(classifier)
+    backbone = model_lib.backbone_part(classifier)
+
+    @tf.function(reduce_retracing=True)
+    def forward(images):
+        return backbone(preprocess(images), training=False)
+
+    paths = [item.path for item in items]
+    dataset = (
+        tf.data.Dataset.from_generator(
+            lambda: data_lib.iter_decoded(paths, image_size),
+            output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
+        )
+        .batch(batch_size)
+        .prefetch(2)
+    )
+    steps = -(-len(items) // batch_size)
+    outputs = []
+    for step, images in enumerate(dataset):
+        outputs.append(forward(images).numpy())
+        if log is not None:
+            log.append("extract", step=step + 1, steps=steps)
+    return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
+
+
+def cached_features(
+    classifier, backbone: Backbone, items: list, log: ProgressLog | None = None
+) -> tuple[np.ndarray, bool]:
+    """Features of ``items``, from the disk cache when every image is there.
+
+    The file is keyed by :func:`feature_cache_key` and by the set of image contents
+    (sha256), so any split of the same images, any head and any learning rate reuse
+    it, while a changed image, backbone, weights, size or preprocessing does not.
+
+    Returns:
+        ``(features in the order of items, True if they came from the cache)``.
+    """
+    digests = [item.digest for item in items]
+    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
+    path = data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                index = {digest: i for i, digest in enumerate(stored["digests"])}
+                return stored["features"][[index[d] for d in digests]], True
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    features = extract_features(classifier, items, backbone.image_size, log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    np.savez(temporary, digests=np.array(digests), features=features)
+    os.replace(temporary, path)
+    return features, False
