@@ -33,9 +33,9 @@ import tensorflow as tf  # noqa: E402
 from tlcore import data as data_lib  # noqa: E402
 from tlcore import model as model_lib  # noqa: E402
 from tlcore.backbones import load_backbone  # noqa: E402
+from tlcore.callbacks import ProgressCallback  # noqa: E402
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tlcore.jobs import ProgressLog  # noqa: E402
-from tlcore.callbacks import ProgressCallback  # noqa: E402
 from tlcore.training import run_training  # noqa: E402
 
 EPOCHS = 20
