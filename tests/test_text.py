@@ -419,6 +419,7 @@ def text_page(tmp_path, monkeypatch, tiny_gpt2_preset):
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.chdir(ROOT)
     st.cache_resource.clear()
+    text.forget_model(str(tiny_gpt2_preset))  # a fresh model: nothing compiled yet
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/text/generate.py").run()
@@ -469,8 +470,9 @@ def test_page_counts_new_tokens_within_max_length(text_page):
 
 
 def test_page_second_click_runs_warm_and_int8_is_offered(text_page):
-    _click(text_page, "Generate")
-    assert all("compiling" in c.value for c in text_page.caption if "tokens/s" in c.value)
+    _click(text_page, "Generate")  # two top-k samples: one compiled function serves both seeds
+    first = [c.value for c in text_page.caption if "tokens/s" in c.value]
+    assert "compiling" in first[0] and "compiling" not in first[1]
     _click(text_page, "Generate")
     warm = [c.value for c in text_page.caption if "tokens/s" in c.value]
     assert len(warm) == 2 and not any("compiling" in c for c in warm)
@@ -508,7 +510,7 @@ def test_page_lora_fine_tune_with_defaults_learns_and_draws_a_readable_axis(text
         time.sleep(1)
         text_page.run()
         assert not text_page.exception and not text_page.error, [e.value for e in text_page.error]
-    before, after = (float(x) for x in re.findall(r"loss ([\d.]+) → ([\d.]+)", text_page.success[0].value)[0])
+    before, after = (float(x) for x in re.findall(r"loss (\d+\.\d+) → (\d+\.\d+)", text_page.success[0].value)[0])
     assert after < before  # LoRA rank 4 at its default learning rate moves the loss (at 5e-5: 9.86 -> 9.86)
     quotes = _outputs(text_page)
     assert len(quotes) == 2 and quotes[0] != quotes[1]  # Before and After differ

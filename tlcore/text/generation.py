@@ -19,12 +19,13 @@ from tlcore.text.sampling import SamplerConfig, reseed
 MAX_PROMPT_CHARACTERS = 20_000
 
 # Whether generation runs under XLA (jit_compile), by weights and batch size. Warm
-# tokens/s measured with bench/gpt2_generate.py (GPT-2 124M, greedy, 128 new tokens,
-# 2 CPU cores, one run; the README has the full table):
-#   float32, batch 1: without XLA 27.6, with XLA 25.0    -> off
-#   float32, batch 4: without XLA 23.9, with XLA 58.0    -> on
-#   int8,    batch 1: without XLA 11.6, with XLA 41.1    -> on (int8 matmuls need XLA to fuse)
-#   int8,    batch 4: without XLA 17.0, with XLA 78.9    -> on
+# tokens/s (third call) from bench/gpt2_generate.py, GPT-2 124M, greedy, 128 new tokens,
+# 2 shared CPU cores; two runs, "off / on" (the README has the tables):
+#   float32, batch 1: 15.5 / 10.3 and 15.4 / 18.7; first call 10 s / 15-24 s  -> off
+#                     (a tie warm, and every new setting compiles: off is cheaper per click)
+#   float32, batch 4: 65.8 / 30.8 and 57.6 / 80.8 (earlier run: 21.8 / 56.6)  -> on
+#   int8,    batch 1:  6.0 / 20.3 and  6.8 / 25.5   -> on (int8 matmuls are slow unfused)
+#   int8,    batch 4: 18.0 / 136.1 and 20.1 / 51.4  -> on
 XLA_BY_WEIGHTS = {"none": {"single": False, "batch": True}, "int8": {"single": True, "batch": True}}
 
 
