@@ -29,7 +29,7 @@ import numpy as np
 from tlcore import data as data_lib
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError, first_line
-from tlcore.runners import connect_ray, worker_environment
+from tlcore.runners.cluster import connect_ray, worker_environment
 
 ENGINES = ("local", "ray")
 BATCH_SIZE = 64  # images per model call, as tlcore.training extracts them
