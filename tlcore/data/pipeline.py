@@ -19,6 +19,7 @@ from tlcore.data.images import decode_image
 from tlcore.data.scan import DatasetScan, ImageItem, Skipped, scan_folder
 from tlcore.data.sources import resolve_source
 from tlcore.errors import StudioError
+from tlcore.insight.overlay import apply_stored_overlay  # hook: the user's relabel/exclude decisions
 
 
 @dataclass
@@ -75,6 +76,7 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
         limits,
         skip_placeholders=data_config.skip_placeholders,
     )
+    scan = apply_stored_overlay(scan)  # insight hook: relabel/exclude kept in the workspace, files untouched
     scans = [scan]
     classes = [label for label in scan.classes if scan.counts[label] > 0]
     if len(classes) < 2:
@@ -86,6 +88,7 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
         val_scan = scan_folder(
             resolve_source(data_config.val_dir, limits), 1, limits, skip_placeholders=data_config.skip_placeholders
         )
+        val_scan = apply_stored_overlay(val_scan)  # insight hook (as above)
         scans.append(val_scan)
         unknown = sorted(set(val_scan.counts) - set(classes) - {k for k, v in val_scan.counts.items() if v == 0})
         if unknown:

@@ -1,0 +1,159 @@
+"""Calibration: is a 90 % confident prediction right 90 % of the time?
+
+A reliability diagram and the expected calibration error (ECE: the confidence-weighted
+gap between confidence and accuracy over equal-width bins) on validation predictions.
+Temperature scaling (Guo et al. 2017) divides the logits by one number T fitted by
+likelihood; here ``log p`` stands in for the logits (softmax is shift-invariant), so
+it works on any saved probabilities. Fitting T on the very images whose calibration
+is then reported would flatter it, so the "after" numbers are cross-fitted: each fold
+is scaled with a T fitted on the other folds. The T to apply later is fitted on all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BINS = 10
+FOLDS = 5
+EPSILON = 1e-12
+CALIBRATION_FILE = "calibration.json"
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)``: T > 1 softens over-confident predictions, T < 1 sharpens."""
+    logits = np.log(np.clip(probabilities, EPSILON, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], EPSILON, 1.0))))
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The T in [0.05, 20] that minimises the negative log-likelihood of ``labels``."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(apply_temperature(probabilities, np.exp(log_t)), labels),
+        bounds=(np.log(0.05), np.log(20.0)),
+        method="bounded",
+    )
+    return float(np.exp(result.x))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> pd.DataFrame:
+    """Per confidence bin: ``low``, ``high``, mean ``confidence``, ``accuracy``, ``count``."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for index in range(bins):
+        members = which == index
+        count = int(members.sum())
+        rows.append(
+            (
+                edges[index],
+                edges[index + 1],
+                float(confidence[members].mean()) if count else np.nan,
+                float(correct[members].mean()) if count else np.nan,
+                count,
+            )
+        )
+    return pd.DataFrame(rows, columns=["low", "high", "confidence", "accuracy", "count"])
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """ECE: Σ over bins of (share of images) × |accuracy − confidence|."""
+    table = reliability(probabilities, labels, bins)
+    filled = table[table["count"] > 0]
+    if filled.empty:
+        return 0.0
+    gaps = (filled["accuracy"] - filled["confidence"]).abs()
+    return float((gaps * filled["count"]).sum() / filled["count"].sum())
+
+
+def cross_fitted(probabilities: np.ndarray, labels: np.ndarray, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """Temperature-scaled probabilities where no image's T was fitted on that image."""
+    from sklearn.model_selection import KFold
+
+    folds = max(2, min(folds, len(labels)))
+    scaled = np.empty_like(probabilities, dtype=float)
+    for fit_rows, held_rows in KFold(folds, shuffle=True, random_state=seed).split(probabilities):
+        temperature = fit_temperature(probabilities[fit_rows], labels[fit_rows])
+        scaled[held_rows] = apply_temperature(probabilities[held_rows], temperature)
+    return scaled
+
+
+@dataclass
+class CalibrationReport:
+    """Calibration before and after temperature scaling.
+
+    Attributes:
+        temperature: T fitted on all validation images (to apply to new predictions).
+        ece_before / ece_after: expected calibration error; ``after`` is cross-fitted.
+        nll_before / nll_after: mean negative log-likelihood; ``after`` cross-fitted.
+        before / after: reliability tables (see :func:`reliability`).
+        count: validation images.
+    """
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    nll_before: float
+    nll_after: float
+    before: pd.DataFrame
+    after: pd.DataFrame
+    count: int
+
+    def to_dict(self) -> dict:
+        names = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after", "count")
+        return {name: getattr(self, name) for name in names}
+
+
+def calibration_report(probabilities, labels, bins: int = BINS, folds: int = FOLDS, seed: int = 0):
+    """Reliability, ECE and temperature scaling of validation predictions (see the module docstring).
+
+    Raises:
+        ValueError: fewer than 4 predictions, or shapes that do not match.
+    """
+    probabilities, labels = np.asarray(probabilities, dtype=float), np.asarray(labels, dtype=int)
+    if probabilities.ndim != 2 or len(probabilities) != len(labels):
+        raise ValueError(
+            f"Expected (n, classes) probabilities and n labels. Received: {probabilities.shape} and {labels.shape}."
+        )
+    if len(labels) < 4:
+        raise ValueError(f"Expected at least 4 validation predictions to calibrate. Received: {len(labels)}.")
+    scaled = cross_fitted(probabilities, labels, folds, seed)
+    return CalibrationReport(
+        fit_temperature(probabilities, labels),
+        expected_calibration_error(probabilities, labels, bins),
+        expected_calibration_error(scaled, labels, bins),
+        negative_log_likelihood(probabilities, labels),
+        negative_log_likelihood(scaled, labels),
+        reliability(probabilities, labels, bins),
+        reliability(scaled, labels, bins),
+        len(labels),
+    )
+
+
+def save_temperature(run_dir: str | Path, report: CalibrationReport) -> Path:
+    """Writes ``calibration.json`` into a run folder: the predictor can then scale with T."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    path.write_text(json.dumps({"method": "temperature", **report.to_dict()}, indent=2))
+    return path
+
+
+def load_temperature(run_dir: str | Path) -> float | None:
+    """The temperature saved for a run, or ``None`` (then predictions are used as they are)."""
+    try:
+        return float(json.loads((Path(run_dir) / CALIBRATION_FILE).read_text())["temperature"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,136 @@
+"""The user's label decisions ("relabel", "exclude") as an overlay on a dataset folder.
+
+The user's files are never moved or changed: decisions are kept in the workspace,
+one JSON file per dataset folder, and applied to the scanned items when a dataset is
+loaded (``tlcore.data.pipeline.load_dataset`` calls :func:`apply_stored_overlay`).
+A decision names the file by its path inside the dataset folder and remembers the
+file's content digest: a file that changed since is no longer covered.
+
+No TensorFlow and no other tlcore data module is imported here (``tlcore.data`` imports this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlcore.errors import StudioError
+from tlcore.paths import workspace_dir
+
+ACTIONS = ("relabel", "exclude")
+
+
+@dataclass
+class Overlay:
+    """Decisions for one dataset folder.
+
+    Attributes:
+        root: the dataset folder (resolved).
+        entries: path inside ``root`` → ``{"action", "label", "digest"}``; ``label`` is
+            the new class for ``"relabel"`` and ``None`` for ``"exclude"``.
+    """
+
+    root: str
+    entries: dict[str, dict] = field(default_factory=dict)
+
+    def relabel(self, path: str, digest: str, label: str) -> None:
+        self.entries[self._key(path)] = {"action": "relabel", "label": label, "digest": digest}
+
+    def exclude(self, path: str, digest: str) -> None:
+        self.entries[self._key(path)] = {"action": "exclude", "label": None, "digest": digest}
+
+    def undo(self, path: str) -> None:
+        self.entries.pop(self._key(path), None)
+
+    def decision(self, path: str) -> dict | None:
+        """The decision about ``path`` (an absolute path or one inside ``root``), or ``None``."""
+        return self.entries.get(self._key(path))
+
+    def _key(self, path: str) -> str:
+        # Scans give paths as the user typed the folder (relative or absolute): compare resolved.
+        candidate = Path(path)
+        try:
+            return candidate.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            if candidate.is_absolute():
+                raise StudioError(
+                    f"Expected an image inside the dataset folder {self.root}. Received: {path}."
+                ) from None
+            return candidate.as_posix()  # already a path inside the folder
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def overlay_path(root: str | Path) -> Path:
+    """Where the overlay of a dataset folder is kept: ``$TLCORE_WORKSPACE/overlays/<hash>.json``."""
+    resolved = str(Path(root).resolve())
+    return workspace_dir() / "overlays" / f"{hashlib.sha256(resolved.encode()).hexdigest()[:24]}.json"
+
+
+def load_overlay(root: str | Path) -> Overlay:
+    """The stored overlay of ``root``; an empty one when there is none (or it is unreadable)."""
+    resolved = str(Path(root).resolve())
+    path = overlay_path(resolved)
+    try:
+        raw = json.loads(path.read_text())
+        return Overlay(resolved, {key: dict(value) for key, value in raw["entries"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return Overlay(resolved)
+
+
+def save_overlay(overlay: Overlay) -> Path:
+    """Writes the overlay atomically; an empty overlay removes the file."""
+    path = overlay_path(overlay.root)
+    if not overlay.entries:
+        path.unlink(missing_ok=True)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({"root": overlay.root, "entries": overlay.entries}, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+    return path
+
+
+def apply_overlay(items: list, overlay: Overlay, classes: list[str] | None = None) -> list:
+    """The items with the overlay's decisions applied: relabelled, or left out.
+
+    Args:
+        items: scanned images (``path``, ``label``, ``digest``; e.g. ``ImageItem``).
+        overlay: the decisions for the folder the items come from.
+        classes: the known classes; a relabel to any other class is ignored.
+
+    Returns:
+        A new list; the items themselves are frozen dataclasses and are not changed.
+    """
+    if not overlay.entries:
+        return list(items)
+    kept = []
+    for item in items:
+        try:
+            decision = overlay.decision(item.path)
+        except StudioError:
+            decision = None
+        if decision is None or decision.get("digest") != item.digest:
+            kept.append(item)  # no decision, or the file changed since it was made
+        elif decision["action"] == "relabel" and (classes is None or decision["label"] in classes):
+            kept.append(dataclasses.replace(item, label=decision["label"]))
+        elif decision["action"] != "exclude":
+            kept.append(item)
+    return kept
+
+
+def apply_stored_overlay(scan):
+    """A scan with its folder's stored overlay applied (the same scan when there is none).
+
+    This is the hook ``load_dataset`` calls after every ``scan_folder``: training, the
+    CLI and every analysis then see the user's decisions.
+    """
+    overlay = load_overlay(scan.root)
+    if not overlay.entries:
+        return scan
+    return dataclasses.replace(scan, items=apply_overlay(scan.items, overlay, scan.classes))
