@@ -134,3 +134,55 @@ def apply_stored_overlay(scan):
     if not overlay.entries:
         return scan
     return dataclasses.replace(scan, items=apply_overlay(scan.items, overlay, scan.classes))
+
+
+def root_of(path: str, roots: list[str]) -> str:
+    """The dataset folder among ``roots`` (training, validation) that holds ``path``.
+
+    Raises:
+        StudioError: none of them does.
+    """
+    resolved = Path(path).resolve()
+    for root in roots:
+        if root and resolved.is_relative_to(Path(root).resolve()):
+            return str(Path(root).resolve())
+    raise StudioError(f"Expected an image inside {', '.join(filter(None, roots))}. Received: {path}.")
+
+
+def record(roots: list[str], path: str, digest: str, action: str, label: str | None = None) -> Overlay:
+    """Stores one decision (``"relabel"`` to ``label``, ``"exclude"``, or ``"undo"``) about ``path``.
+
+    Args:
+        roots: the dataset folders (training, validation); the one holding ``path`` is used.
+        path: the image.
+        digest: its content digest (from the scan).
+        action: ``"relabel"``, ``"exclude"`` or ``"undo"``.
+        label: the new class for ``"relabel"``.
+
+    Returns:
+        The saved overlay of that folder.
+    """
+    overlay = load_overlay(root_of(path, roots))
+    if action == "relabel":
+        if not label:
+            raise StudioError("Relabelling needs the new class. Received: no label.")
+        overlay.relabel(path, digest, label)
+    elif action == "exclude":
+        overlay.exclude(path, digest)
+    elif action == "undo":
+        overlay.undo(path)
+    else:
+        raise StudioError(f"Unknown action. Expected one of {[*ACTIONS, 'undo']}. Received: {action!r}.")
+    save_overlay(overlay)
+    return overlay
+
+
+def stamp(roots: list[str]) -> tuple:
+    """Changes whenever a decision about one of ``roots`` is saved (for caches keyed on it)."""
+    stamps = []
+    for root in filter(None, roots):
+        try:
+            stamps.append(overlay_path(root).stat().st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return tuple(stamps)

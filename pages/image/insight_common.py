@@ -1,0 +1,71 @@
+"""What the insight sections share: cached features, thumbnails, error display.
+
+Sections are functions that render given their arguments; the Train, Data and
+Evaluate pages call them. They are not pages of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import streamlit as st
+
+from pages.studio import shared
+from tlcore.config import RunConfig
+from tlcore.data import thumbnail
+from tlcore.errors import StudioError
+
+
+@st.cache_data(show_spinner="Computing backbone features (once; then from the cache)…", max_entries=4)
+def _features(key: str, _stamp: tuple, _config: RunConfig, _backbone):
+    from tlcore.insight.features import dataset_features
+
+    return dataset_features(_config, backbone=_backbone)
+
+
+def _key(config: RunConfig) -> str:
+    # Only what changes the features or the split: a new learning rate keeps them.
+    return json.dumps({"data": asdict(config.data), "model": asdict(config.model), "seed": config.train.seed})
+
+
+def features(config: RunConfig):
+    """The dataset's pooled features (cached per setup, folders and label decisions), or ``None`` after an error."""
+    from tlcore.insight.overlay import stamp
+
+    data = config.data
+    roots = [data.data_dir, data.val_dir]
+    folders = tuple(shared.folder_stamp(root) for root in filter(None, roots))
+    try:
+        return _features(_key(config), (folders, stamp(roots)), config, shared.backbone(config.model))
+    except StudioError as error:
+        shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
+    except ValueError as error:
+        shared.show_error(error)
+    return None
+
+
+def show_image(path: str, caption: str = "", size: int = 256) -> None:
+    try:
+        st.image(thumbnail(path, size), width="stretch")
+    except (StudioError, OSError):
+        st.caption(f"({shared.escape_markdown(Path(path).name)} is no longer readable)")
+    if caption:
+        st.caption(caption)
+
+
+def name(path: str) -> str:
+    """A file name, escaped for Markdown."""
+    return shared.escape_markdown(Path(path).name)
+
+
+def remember(name: str, config: RunConfig, value) -> None:
+    """Keeps an analysis result for this setup (a changed dataset or backbone forgets it)."""
+    st.session_state[f"insight_{name}"] = (_key(config), value)
+
+
+def recall(name: str, config: RunConfig):
+    """The result :func:`remember` kept for this setup, or ``None``."""
+    stored = st.session_state.get(f"insight_{name}")
+    return stored[1] if stored is not None and stored[0] == _key(config) else None

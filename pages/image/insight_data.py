@@ -1,0 +1,152 @@
+"""Data-page sections: suspect labels (relabel / exclude) and near-duplicates with leakage."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.image import insight_common as common
+from pages.studio import shared
+from tlcore.config import RunConfig
+from tlcore.errors import StudioError
+
+
+def _roots(config: RunConfig) -> list[str]:
+    return [config.data.data_dir, config.data.val_dir]
+
+
+def _decide(config: RunConfig, row, action: str, label: str | None = None) -> None:
+    from tlcore.insight.overlay import record
+
+    try:
+        record(_roots(config), row.path, row.digest, action, label)
+    except StudioError as error:
+        shared.show_error(error)
+
+
+def _decision(config: RunConfig, path: str) -> dict | None:
+    from tlcore.insight.overlay import load_overlay, root_of
+
+    try:
+        return load_overlay(root_of(path, _roots(config))).decision(path)
+    except StudioError:
+        return None
+
+
+def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 4) -> None:
+    """Suspect labels found by confident learning, with "relabel" and "exclude".
+
+    Decisions are stored in the workspace as an overlay: the files stay where they
+    are, and the next training (or analysis) sees the corrected labels.
+
+    Args:
+        config: the current setup (``shared.run_config()``).
+        max_rows: suspects shown at most.
+        columns: thumbnails per row.
+    """
+    from tlcore.insight.label_issues import review_labels
+
+    st.subheader("Suspect labels")
+    st.caption(
+        "Every image is predicted by a head that never saw it (5-fold on the backbone features); confident "
+        "learning (cleanlab) flags labels the rest of the data disagrees with. Your files are never moved: "
+        "decisions are kept in the workspace and apply from the next training on."
+    )
+    if st.button("Find suspect labels", key="label_issues"):
+        found = common.features(config)
+        if found is None:
+            return
+        try:
+            with st.spinner("Cross-validating heads…"):
+                common.remember("label_review", config, review_labels(found, seed=config.train.seed))
+        except ValueError as error:
+            shared.show_error(error)
+            return
+    review = common.recall("label_review", config)
+    if review is None:
+        return
+    issues = review.issues()
+    st.write(f"{len(issues)} suspect labels among {review.checked} images ({review.folds}-fold).")
+    if issues.empty:
+        return
+    classes = sorted(set(review.ranked["given"]))
+    grid = st.columns(columns)
+    for index, row in enumerate(issues.head(max_rows).itertuples()):
+        with grid[index % columns]:
+            _suspect_card(config, row, classes, index)
+    st.caption("Relabelled or excluded? Train again to see the effect.")
+
+
+def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> None:
+    common.show_image(
+        row.path,
+        f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
+        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.2f}",
+    )
+    decision = _decision(config, row.path)
+    if decision is not None:
+        done = f"relabelled → {decision['label']}" if decision["action"] == "relabel" else "excluded"
+        st.caption(f":material/check: {shared.escape_markdown(done)}")
+        if st.button("Undo", key=f"undo_{index}"):
+            _decide(config, row, "undo")
+            st.rerun()
+        return
+    left, right = st.columns(2)
+    target = row.suggested if row.suggested != row.given else next(c for c in classes if c != row.given)
+    if left.button(f"Relabel as {target}", key=f"relabel_{index}"):
+        _decide(config, row, "relabel", target)
+        st.rerun()
+    if right.button("Exclude", key=f"exclude_{index}"):
+        _decide(config, row, "exclude")
+        st.rerun()
+
+
+def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
+    """Near-duplicate pairs side by side, and the validation accuracy that leaks inflate.
+
+    Args:
+        config: the current setup.
+        max_pairs: pairs shown at most.
+    """
+    from tlcore.insight import duplicates
+
+    st.subheader("Near-duplicates and leakage")
+    st.caption(
+        "Pairs of images whose backbone features are nearly parallel: copies, re-encodings, resized or "
+        "slightly edited versions. A validation image with a copy in training makes validation look better "
+        "than it is."
+    )
+    threshold = st.slider("Similarity threshold", 0.5, 1.0, duplicates.DEFAULT_THRESHOLD, 0.01, key="dup_threshold")
+    found = common.recall("dup_features", config)
+    if st.button("Find near-duplicates", key="near_duplicates"):
+        found = common.features(config)
+        if found is None:
+            return
+        common.remember("dup_features", config, found)
+    if found is None:
+        return
+    pairs = duplicates.near_duplicates(found, threshold)
+    leak = duplicates.leakage(found, pairs)
+    cols = st.columns(3)
+    cols[0].metric("Pairs", len(pairs))
+    cols[1].metric("Validation images leaking from training", len(leak.leaked))
+    inflation = f"{leak.inflation:+.1%} from leaks" if leak.inflation else None
+    cols[2].metric("Validation accuracy (head on features)", f"{leak.val_accuracy:.1%}", inflation, "inverse")
+    (st.warning if leak.leaked else st.success)(shared.escape_markdown(leak.describe()))
+    for index, row in enumerate(pairs.head(max_pairs).itertuples()):
+        _pair_row(config, found, row, index)
+
+
+def _pair_row(config: RunConfig, found, row, index: int) -> None:
+    st.markdown(f"**{row.where}** · similarity {row.similarity:.3f}")
+    left, right, actions = st.columns([2, 2, 1])
+    with left:
+        common.show_image(row.a, f"{common.name(row.a)} · {shared.escape_markdown(row.a_label)}")
+    with right:
+        common.show_image(row.b, f"{common.name(row.b)} · {shared.escape_markdown(row.b_label)}")
+    item = {item.path: item for item in found.all_items}.get(row.a)
+    with actions:
+        if _decision(config, row.a) is not None:
+            st.caption(f"{common.name(row.a)} excluded")
+        elif item is not None and st.button("Exclude the left one", key=f"dup_exclude_{index}"):
+            _decide(config, item, "exclude")
+            st.rerun()

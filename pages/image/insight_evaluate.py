@@ -1,0 +1,144 @@
+"""Evaluate-page sections: calibration (temperature scaling) and the embedding map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages.image import insight_common as common
+from pages.studio import shared
+from tlcore.config import RunConfig
+from tlcore.insight import charts
+
+MAX_SELECTED = 12
+
+
+def calibration_section(run) -> None:
+    """Reliability diagram, expected calibration error, and temperature scaling for a run.
+
+    The "after" numbers are cross-fitted (no image's temperature was fitted on it).
+    "Apply" saves the temperature in the run folder (``calibration.json``), where a
+    predictor can read it with ``tlcore.insight.calibration.load_temperature``.
+
+    Args:
+        run: a finished :class:`~tlcore.runs.Run` with saved validation predictions.
+    """
+    from tlcore.insight import calibration
+
+    st.subheader("Calibration")
+    paths, labels, probabilities = run.val_probabilities()
+    try:
+        report = calibration.calibration_report(probabilities, labels)
+    except ValueError as error:
+        shared.show_error(error)
+        return
+    cols = st.columns(3)
+    cols[0].metric("Calibration error (ECE)", f"{report.ece_before:.3f}")
+    cols[1].metric("With temperature scaling", f"{report.ece_after:.3f}", f"{report.ece_after - report.ece_before:+.3f}",
+                   "inverse")  # fmt: skip
+    cols[2].metric("Temperature", f"{report.temperature:.2f}")
+    st.plotly_chart(charts.reliability_figure(report), width="stretch", key="reliability_chart")
+    mood = "over-confident" if report.temperature > 1 else "under-confident"
+    st.caption(
+        f"A temperature of {report.temperature:.2f} means the model is {mood}: dividing its logits by T "
+        "makes a 90 % confident prediction right about 90 % of the time. The 'with temperature' numbers are "
+        "cross-fitted on 5 folds of the validation images, so they are not flattered by the fit."
+    )
+    saved = calibration.load_temperature(run.path)
+    if saved is not None:
+        st.caption(f"Applied to this run's predictions: T = {saved:.2f}.")
+    if st.checkbox("Apply temperature scaling to this run's predictions", value=saved is not None, key="calibrate"):
+        if saved is None or abs(saved - report.temperature) > 1e-9:
+            calibration.save_temperature(run.path, report)
+    elif saved is not None:
+        (Path(run.path) / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+
+
+def embedding_section(config: RunConfig, run=None) -> None:
+    """A 2-D map of the features (t-SNE): colour by class, mistake or suspect label; select to see images.
+
+    Plotly's hover shows text only, so the hover names the file, its class and the
+    prediction; click or lasso points to see their thumbnails below the map.
+
+    Args:
+        config: the dataset and backbone to map (a run's ``run.config``, or the current setup).
+        run: a finished run; its validation predictions decide "mistake" for those
+            images (out-of-sample k-fold predictions are used for the rest).
+    """
+    from tlcore.insight.embedding import embedding_map
+
+    st.subheader("Feature map")
+    colour = st.radio(
+        "Colour by", list(charts.COLOUR_BY), format_func=charts.COLOUR_BY.get, horizontal=True, key="map_colour"
+    )
+    frame = common.recall("embedding", config)
+    if frame is None and st.button("Draw the feature map", key="embedding"):
+        found = common.features(config)
+        if found is None:
+            return
+        predictions = _run_predictions(run)
+        with st.spinner("Projecting the features (t-SNE)…"):
+            frame = embedding_map(found, predictions=predictions, seed=config.train.seed)
+        common.remember("embedding", config, frame)
+    if frame is None:
+        return
+    event = st.plotly_chart(
+        charts.embedding_figure(frame, colour),
+        width="stretch",
+        key="embedding_chart",
+        on_select="rerun",
+        selection_mode=("points", "lasso", "box"),
+    )
+    selected = [
+        point["customdata"][0] for point in (event.selection.points if event else []) if point.get("customdata")
+    ]
+    if not selected:
+        st.caption("Close points look alike to the backbone. Click or lasso points to see their images.")
+        return
+    rows = frame.set_index("path")
+    grid = st.columns(6)
+    for index, path in enumerate(selected[:MAX_SELECTED]):
+        with grid[index % 6]:
+            row = rows.loc[path]
+            common.show_image(path, f"{common.name(path)}  \n{row['label']} → {row['predicted']}", 160)
+
+
+def _run_predictions(run) -> dict | None:
+    if run is None:
+        return None
+    paths, _, probabilities = run.val_probabilities()
+    return {path: run.labels[index] for path, index in zip(paths, probabilities.argmax(axis=1))}
+
+
+def leakage_section(run, threshold: float | None = None) -> None:
+    """The run's validation accuracy next to the same number without images that leak from training.
+
+    Args:
+        run: a finished run (its config names the dataset and backbone).
+        threshold: similarity from which two images count as copies (default: the module's).
+    """
+    from tlcore.insight import duplicates
+
+    if run.config is None or not st.button("Check validation images for copies in training", key="leak_check"):
+        return
+    found = common.features(run.config)
+    if found is None:
+        return
+    pairs = duplicates.near_duplicates(found, threshold or duplicates.DEFAULT_THRESHOLD)
+    leaked = sorted(set(pairs.loc[pairs["where"] == "train-val", "b"]))
+    paths, labels, probabilities = run.val_probabilities()
+    numbers = duplicates.accuracy_without(paths, labels, probabilities, leaked)
+    if not leaked:
+        st.success("No validation image has a near-copy in training: the validation accuracy is not inflated.")
+        return
+    without = numbers["val_accuracy_without_leaks"]
+    st.warning(
+        f"{len(leaked)} validation images have a near-copy in training. Validation accuracy "
+        f"{numbers['val_accuracy']:.1%} counts them; without them it is "
+        + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
+    )
+    grid = st.columns(6)
+    for index, path in enumerate(leaked[:MAX_SELECTED]):
+        with grid[index % 6]:
+            common.show_image(path, common.name(path), 160)

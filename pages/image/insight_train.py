@@ -1,0 +1,92 @@
+"""Train-page sections: the learning-rate finder and "how many more images"."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.image import insight_common as common
+from pages.studio import shared
+from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, RunConfig, nearest_choice
+from tlcore.errors import StudioError
+from tlcore.insight import charts
+
+PHASES = {
+    "head": ("Head (on cached features, about a second)", "learning_rate", LEARNING_RATE_CHOICES),
+    "fine-tune": ("Fine-tune (on images, at most 30 steps: a minute or so)", "fine_tune_learning_rate",
+                  FINE_TUNE_LEARNING_RATE_CHOICES),
+}  # fmt: skip
+
+
+def lr_finder_section(config: RunConfig, on_use=None) -> None:
+    """fastai's learning-rate finder: a sweep, its plot and a "use this" button.
+
+    Args:
+        config: the current setup (``shared.run_config()``: its objects are the live ones).
+        on_use: called as ``on_use(field, value)`` with ``field`` ``"learning_rate"`` or
+            ``"fine_tune_learning_rate"``; by default the value is set on
+            ``config.train`` and the page reruns.
+    """
+    from tlcore.insight import lr_finder
+
+    st.markdown("**Learning-rate finder**")
+    st.caption(
+        "Trains for a moment with a learning rate growing from 1e-7 until the loss blows up, then restores the "
+        "weights. The suggestion is fastai's 'valley': well down the longest fall of the loss."
+    )
+    phase = st.radio("Sweep", list(PHASES), format_func=lambda key: PHASES[key][0], horizontal=True, key="lr_phase")
+    if st.button("Find a learning rate", key="lr_find"):
+        try:
+            with st.spinner("Sweeping the learning rate…"):
+                if phase == "head":
+                    found = common.features(config)
+                    if found is None:
+                        return
+                    result = lr_finder.find_head_lr(found, config)
+                else:
+                    result = lr_finder.find_fine_tune_lr(config)
+            common.remember("lr_finder", config, result)
+        except (StudioError, ValueError) as error:
+            shared.show_error(error)
+            return
+    result = common.recall("lr_finder", config)
+    if result is None:
+        return
+    st.plotly_chart(charts.lr_finder_figure(result), width="stretch", key="lr_finder_chart")
+    _, field, choices = PHASES[result.phase]
+    value = nearest_choice(result.suggested_lr, choices)
+    st.caption(
+        f"Suggested ({result.method}): **{result.suggested_lr:.2g}**; the nearest setting is {value:g}. "
+        f"{len(result.points)} steps in {result.seconds:.1f} s"
+        + (", stopped when the loss diverged." if result.diverged else ".")
+    )
+    if st.button(f"Use {value:g} for the {result.phase} phase", key="lr_use"):
+        if on_use is not None:
+            on_use(field, value)
+        else:
+            setattr(config.train, field, value)
+            st.rerun()
+
+
+def learning_curve_section(config: RunConfig) -> None:
+    """Accuracy against training-set size on cached features, the fitted curve and a projection."""
+    from tlcore.insight.learning_curve import learning_curve
+
+    st.markdown("**How many more images?**")
+    st.caption(
+        "Heads trained on 10 %–100 % of each class (5 draws each), scored on the validation images; "
+        "a fitted learning curve projects the accuracy with more images like these."
+    )
+    if st.button("Measure the learning curve", key="learning_curve"):
+        found = common.features(config)
+        if found is None:
+            return
+        try:
+            with st.spinner("Training heads on subsets…"):
+                common.remember("learning_curve", config, learning_curve(found, seed=config.train.seed))
+        except ValueError as error:
+            shared.show_error(error)
+            return
+    curve = common.recall("learning_curve", config)
+    if curve is not None:
+        st.plotly_chart(charts.learning_curve_figure(curve), width="stretch", key="learning_curve_chart")
+        st.info(curve.describe(), icon=":material/trending_up:")
