@@ -27,17 +27,11 @@ from tlcore.text.sampling import SamplerConfig
 # LoRA adapters start at zero (lora_b) and move only the attention's query/value
 # projections, so they need a much larger step than fine-tuning every weight.
 DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-2}
-# Training under XLA, measured with bench/gpt2_generate.py (GPT-2 124M, batches of
-# 4 x 128 tokens, 2 shared CPU cores): warm 129 tokens/s with XLA against 79 without
-# (6.5 -> 4.0 s a step), but compiling the train and evaluation steps costs about a
-# minute up front. It pays after ~25 steps; shorter runs (a few epochs of a short text)
-# stay without XLA.
-FIT_XLA_MIN_STEPS = 25
-
-
-def fit_jit_compile(steps: int) -> bool:
-    """Whether a fit of ``steps`` training steps compiles with XLA (see FIT_XLA_MIN_STEPS)."""
-    return steps >= FIT_XLA_MIN_STEPS
+# Training without XLA, measured with bench/gpt2_generate.py (GPT-2 124M, batches of
+# 4 x 128 tokens, 2 shared CPU cores), warm tokens/s without / with XLA: 79 / 129 in one
+# run, 142 / 82 in another; compiling costs ~130 s up front (first epoch 173 s with XLA,
+# 45 s without). It does not measurably pay, and a user's run is usually a few epochs.
+FIT_JIT_COMPILE = False
 
 
 @dataclass
@@ -167,7 +161,7 @@ def token_dataset(preprocessor, pieces: list[str], config: TextConfig):
     )
 
 
-def compile_for_training(causal_lm, config: TextConfig, sequences: int) -> None:
+def compile_for_training(causal_lm, config: TextConfig) -> None:
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -175,7 +169,7 @@ def compile_for_training(causal_lm, config: TextConfig, sequences: int) -> None:
         optimizer=keras.optimizers.AdamW(config.effective_learning_rate, weight_decay=0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=["accuracy"],
-        jit_compile=fit_jit_compile(config.epochs * math.ceil(sequences / config.batch_size)),
+        jit_compile=FIT_JIT_COMPILE,
     )
 
 
@@ -243,7 +237,7 @@ def finetune(config: TextConfig, text: str, out_dir: str | Path, *, log=None, st
     prompt, sample = comparison_prompt(causal_lm, config, pieces)
     before = generate(causal_lm, prompt, sample).texts[0]
     apply_lora(causal_lm, config.lora_rank)
-    compile_for_training(causal_lm, config, len(pieces))
+    compile_for_training(causal_lm, config)
     measured = fit_and_measure(causal_lm, token_dataset(causal_lm.preprocessor, pieces, config), config, log, stop)
     after = generate(causal_lm, prompt, sample).texts[0]
     metrics = {

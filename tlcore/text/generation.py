@@ -114,7 +114,7 @@ def forget_compiled(model) -> None:
 def _function_for(model, state: _Compiled, settings: SamplerConfig, jit_compile: bool):
     import tensorflow as tf
 
-    key = (settings.graph_key(), jit_compile)
+    key = (settings.graph_key(), jit_compile, quantization_of(model))  # quantizing changes the graph
     if key not in state.functions:
         sampler = settings.make_sampler()
         state.functions[key] = (sampler, tf.function(model.generate_step, jit_compile=jit_compile))

@@ -117,9 +117,7 @@ def quantize(model, mode: str = "int8"):
     with warnings.catch_warnings():  # "Layer Dropout does not have a `quantize` method": expected, not news
         warnings.simplefilter("ignore")
         model.backbone.quantize(mode)  # the backbone only: the tokenizer layer has nothing to quantize
-    from tlcore.text.generation import forget_compiled
-
-    forget_compiled(model)
+    # Generate functions compiled before are keyed by the weights' quantization, so none is reused.
     return model
 
 
