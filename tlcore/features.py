@@ -67,8 +67,13 @@ def extract_features(
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
+def _cache_path(backbone: Backbone, digests: list[str]):
+    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
+    return data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+
+
 def cached_features(
-    classifier, backbone: Backbone, items: list, log: ProgressLog | None = None
+    classifier, backbone: Backbone, items: list, log: ProgressLog | None = None, *, wait_for_write: bool = True
 ) -> tuple[np.ndarray, bool]:
     """Features of ``items``, from the disk cache when every image is there.
 
@@ -76,12 +81,15 @@ def cached_features(
     (sha256), so any split of the same images, any head and any learning rate reuse
     it, while a changed image, backbone, weights, size or preprocessing does not.
 
+    Args:
+        wait_for_write: ``False`` writes a new cache file in a background thread
+            (atomically: a reader sees the whole file or none) and returns at once.
+
     Returns:
         ``(features in the order of items, True if they came from the cache)``.
     """
     digests = [item.digest for item in items]
-    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
-    path = data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+    path = _cache_path(backbone, digests)
     if path.is_file():
         try:
             with np.load(path) as stored:
@@ -90,8 +98,50 @@ def cached_features(
         except (OSError, KeyError, ValueError):
             pass  # a damaged cache file is rebuilt below
     features = extract_features(classifier, items, backbone.image_size, log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    np.savez(temporary, digests=np.array(digests), features=features)
-    os.replace(temporary, path)
+    writer = threading.Thread(target=_write_cache, args=(path, digests, features), name="feature-cache-write")
+    writer.start()  # not a daemon: a CLI process waits for the file before it exits
+    if wait_for_write:
+        writer.join()
     return features, False
+
+
+def _write_cache(path, digests: list[str], features: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        np.savez(temporary, digests=np.array(digests), features=features)
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run an extraction
+
+
+# Pooled features of recent runs, in memory: a retrain in the same process reads neither
+# the disk cache nor the full feature maps. Keyed like the disk file, cache folder included.
+_POOLED: dict[tuple, tuple[dict, np.ndarray]] = {}
+_POOLED_LOCK = threading.Lock()
+_POOLED_KEEP = 4
+
+
+def pooled_features(classifier, backbone: Backbone, items: list, log: ProgressLog | None = None):
+    """The features of ``items`` after the head's pooling layer, one vector per image.
+
+    The pooling (average, max or flatten) is deterministic, so training the rest of
+    the head on pooled vectors is training the whole head on the feature maps.
+
+    Returns:
+        ``(float32 array (len(items), d), True if no extraction was needed)``.
+    """
+    pool = model_lib.head_part(classifier).get_layer("pool")
+    digests = [item.digest for item in items]
+    key = (str(_cache_path(backbone, digests)), type(pool).__name__)
+    with _POOLED_LOCK:
+        memo = _POOLED.get(key)
+    if memo is not None and all(d in memo[0] for d in digests):
+        return memo[1][[memo[0][d] for d in digests]], True
+    features, hit = cached_features(classifier, backbone, items, log, wait_for_write=False)
+    pooled = np.concatenate([np.asarray(pool(features[i : i + 256])) for i in range(0, len(features), 256)])
+    with _POOLED_LOCK:
+        while len(_POOLED) >= _POOLED_KEEP:
+            _POOLED.pop(next(iter(_POOLED)))
+        _POOLED[key] = ({d: i for i, d in enumerate(digests)}, pooled)
+    return pooled, hit

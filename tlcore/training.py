@@ -33,7 +33,14 @@ from tlcore.distribute import (
     even_batches,
 )
 from tlcore.evaluation import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
-from tlcore.features import EXTRACTION_BATCH_SIZE, cached_features, extract_features, feature_cache_key
+from tlcore.features import (
+    EXTRACTION_BATCH_SIZE,
+    cached_features,
+    extract_features,
+    feature_cache_key,
+    pooled_features,
+)
+from tlcore.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
 from tlcore.jobs import HISTORY_COLUMNS, ProgressLog, history_frame, progress_summary
 
 __all__ = [  # also the names other modules and tests import from here
@@ -137,17 +144,22 @@ class Trainer:
         self.phases: list[PhaseOutcome] = []
         self.timings = {"feature_extraction_seconds": 0.0, "features_from_cache": False}
         self.val_features = None  # set while cached features describe the backbone
+        self.head_probabilities = None  # validation probabilities of the engine's kept epoch
         self._pipelines = {}
 
     def prepare(self, backbone: Backbone | None = None, dataset: data_lib.Dataset | None = None) -> None:
         """Seeds everything, loads the data and builds the classifier in the strategy's scope."""
-        keras.utils.set_random_seed(self.settings.seed)
+        if not self._head_engine_only():
+            # The head engine seeds itself. Seeding TensorFlow's global generator also
+            # clears its caches of instantiated functions: the next call of the (already
+            # traced) engine would pay ~0.2 s to set its graph up again.
+            keras.utils.set_random_seed(self.settings.seed)
         self.log.append("status", status="loading data")
         self.dataset = dataset or data_lib.load_dataset(self.config.data, seed=self.settings.seed)
         self.labels = {split: self.dataset.label_ids(getattr(self.dataset, split)) for split in ("train", "val")}
         self.log.append("status", status="building model")
         with self.strategy.scope():
-            self.backbone = backbone or load_backbone(self.config.model, seed=self.settings.seed)
+            self.backbone = backbone or self._backbone()
             self.classifier = model_lib.build_classifier(self.backbone, len(self.dataset.classes), self.config.model)
 
     def train_head(self) -> None:
@@ -159,7 +171,75 @@ class Trainer:
         self._compile(self.classifier, self.settings.learning_rate)
         self._fit(self.classifier, self.image_data("train"), self.image_data("val"), "head", self.settings.epochs)
 
+    def _head_engine_only(self) -> bool:
+        """True when the whole run is the head engine on cached features (no Keras fit)."""
+        settings, frozen = self.settings, self.config.model.freeze.mode == "all"
+        cached = settings.feature_cache and not settings.augment and frozen
+        return cached and not settings.fine_tune_epochs and self.replicas == 1
+
+    def _backbone(self) -> Backbone:
+        # A run that never changes the backbone's weights can share one loaded backbone
+        # with the runs before it: loading a model file costs seconds, the head milliseconds.
+        frozen = self.config.model.freeze.mode == "all" and not self.settings.fine_tune_epochs
+        if frozen:
+            return shared_backbone(self.config.model, self.settings.seed)
+        return load_backbone(self.config.model, seed=self.settings.seed)
+
     def _train_head_on_features(self) -> None:
+        if self.replicas > 1:
+            self._fit_head_with_keras()
+            return
+        self.log.append("phase", phase="extract")
+        started = time.perf_counter()
+        head = model_lib.head_part(self.classifier)
+        width = int(np.prod(head.get_layer("pool").output.shape[1:]))
+        settings = head_settings(self.config.model, self.settings)
+        engine = acquire_engine(width, len(self.dataset.classes), settings.hidden_units, settings.optimizer)
+        try:
+            # The first run of a shape traces the engine while the backbone extracts.
+            warming = _warm_up_in_background(engine, len(self.dataset.train), len(self.dataset.val))
+            items = self.dataset.train + self.dataset.val
+            pooled, hit = pooled_features(self.classifier, self.backbone, items, self.log)
+            self.timings = {"feature_extraction_seconds": time.perf_counter() - started, "features_from_cache": hit}
+            warming.join()
+            count = len(self.dataset.train)
+            train, val = (pooled[:count], self.labels["train"]), (pooled[count:], self.labels["val"])
+            self.log.append("phase", phase="head", epochs=settings.epochs)
+            fit = fit_head(engine, train, val, settings, self._head_epoch_logger(count), self.stop)
+        finally:
+            release_engine(engine)
+        self._keep_head(fit)
+
+    def _head_epoch_logger(self, count: int):
+        """Logs an engine epoch as the Keras callbacks log a fitted one (one batch record per epoch)."""
+        steps, rate = -(-count // self.settings.batch_size), self.settings.learning_rate
+
+        def on_epoch(epoch: int, record: dict, improved: bool) -> None:
+            values = {name: record[name] for name in ("loss", "accuracy", "val_loss", "val_accuracy")}
+            self.log.append("batch", phase="head", epoch=epoch, step=steps, steps=steps, loss=record["loss"])
+            self.log.append("epoch", phase="head", epoch=epoch, **values, learning_rate=rate, seconds=record["seconds"])
+            if improved and record["val_loss"] < self.kept.val_loss:
+                self.kept.val_loss, self.kept.epoch, self.kept.phase = record["val_loss"], epoch, "head"
+                self.log.append("best", epoch=epoch, phase="head", val_loss=record["val_loss"])
+
+        return on_epoch
+
+    def _keep_head(self, fit: HeadFit) -> None:
+        """Puts the engine's kept weights into the classifier's head and records the phase."""
+        head = model_lib.head_part(self.classifier)
+        dense = [layer for layer in head.layers if layer.weights]
+        for layer, start in zip(dense, range(0, len(fit.weights), 2)):
+            layer.set_weights(fit.weights[start : start + 2])
+        if self.settings.fine_tune_epochs:  # a fine-tuning that does worse falls back to these
+            self.kept.weights = self.classifier.get_weights()
+        self.head_probabilities = fit.val_probabilities
+        outcome = PhaseOutcome("head", len(fit.history), fit.best_val_loss, fit.best_epoch, fit.early_stopped)
+        self.phases.append(outcome)
+        if self.run_dir is not None:
+            write_tensorboard(Path(self.run_dir) / "tensorboard" / "head", fit.history)
+
+    def _fit_head_with_keras(self) -> None:
+        """The cached-feature phase through ``model.fit`` (several replicas: even batches for each)."""
         self.log.append("phase", phase="extract")
         started = time.perf_counter()
         features, hit = cached_features(self.classifier, self.backbone, self.dataset.train + self.dataset.val, self.log)
@@ -167,11 +247,8 @@ class Trainer:
         count = len(self.dataset.train)
         train_features, self.val_features = features[:count], features[count:]
         head = model_lib.head_part(self.classifier)
-        # An epoch on cached features takes milliseconds: run it as one call (the stop
-        # request is then checked once per epoch) instead of a call per batch. Keras'
-        # multi-step execution fails under MirroredStrategy: one step per call there.
-        steps = -(-count // self.settings.batch_size) if self.replicas == 1 else 1
-        self._compile(head, self.settings.learning_rate, steps_per_execution=steps)
+        # Keras' multi-step execution fails under MirroredStrategy: one step per call there.
+        self._compile(head, self.settings.learning_rate)
         train, val = _feature_datasets(
             (train_features, self.labels["train"]),
             (self.val_features, self.labels["val"]),
@@ -188,7 +265,7 @@ class Trainer:
         model_lib.apply_freeze_plan(backbone_model, FreezePlan("from", start), pattern, self.backbone.pretrained)
         # Recompile: Keras fixes the set of trainable weights at compile time.
         self._compile(self.classifier, self.settings.effective_fine_tune_learning_rate)
-        self.val_features = None  # the backbone changes: cached features no longer describe it
+        self.val_features = self.head_probabilities = None  # the backbone changes: features no longer describe it
         train, val = self.image_data("train"), self.image_data("val")
         self._fit(self.classifier, train, val, "fine-tune", self.settings.fine_tune_epochs)
 
@@ -221,6 +298,8 @@ class Trainer:
 
     def predict_validation(self) -> np.ndarray:
         """Class probabilities of the validation images, one row per image, in order."""
+        if self.head_probabilities is not None:  # computed by the head engine at the kept epoch
+            return self.head_probabilities
         if self.val_features is not None:
             features = tf.data.Dataset.from_tensor_slices(self.val_features)
             batch_size = FEATURE_BATCH_SIZE // self.replicas * self.replicas
@@ -268,6 +347,38 @@ class Trainer:
         outcome = PhaseOutcome(phase, last["epoch"] if last else first, keeper.best_val_loss, keeper.best_epoch)
         outcome.early_stopped = early.stopped_epoch > 0
         self.phases.append(outcome)
+
+
+# ----------------------------------------------------------------------------- shared across runs
+
+_BACKBONES: dict[tuple, Backbone] = {}
+_BACKBONES_LOCK = threading.Lock()
+_BACKBONES_KEEP = 2
+
+
+def shared_backbone(model_config, seed: int) -> Backbone:
+    """A loaded backbone shared by the runs of this process that keep it frozen.
+
+    Keyed by the settings that determine it, the model or weights file's modification
+    time, and the seed when its weights are random. Runs that fine-tune load their own.
+    """
+    files = [Path(name) for name in (model_config.backbone, model_config.weights) if name and Path(name).is_file()]
+    random_weights = model_config.weights == "none" and not model_config.is_model_file
+    key = (model_config.backbone_key(), tuple(f.stat().st_mtime_ns for f in files), seed if random_weights else None)
+    with _BACKBONES_LOCK:
+        if key not in _BACKBONES:
+            while len(_BACKBONES) >= _BACKBONES_KEEP:
+                _BACKBONES.pop(next(iter(_BACKBONES)))
+            _BACKBONES[key] = load_backbone(model_config, seed=seed)
+        return _BACKBONES[key]
+
+
+def _warm_up_in_background(engine, num_train: int, num_val: int) -> threading.Thread:
+    """Starts tracing the engine for these sizes unless it already ran them; join before use."""
+    cold = (num_train, num_val) not in engine.warmed_sizes
+    thread = threading.Thread(target=engine.warm_up if cold else None, args=(num_train, num_val), daemon=True)
+    thread.start()
+    return thread
 
 
 # ----------------------------------------------------------------------------- which weights are kept
