@@ -4,8 +4,9 @@ The learning rate grows exponentially from ``start_lr`` to ``end_lr`` over ``num
 training steps; the loss is smoothed (exponential moving average, beta 0.98, debiased);
 the sweep stops when the smoothed loss exceeds 4x the best so far (divergence); the
 model's weights and optimizer state are restored afterwards. The suggestion is
-fastai's "valley": the longest stretch over which the loss keeps falling, at 2/3 of
-the way down it — steep enough to learn fast, far enough from the cliff. As in fastai
+fastai's "valley": the longest stretch over which the loss keeps falling (longest
+decreasing subsequence), at half-way down it (fastai's index: start + 1/3 + 1/6 of
+its length) — steep enough to learn fast, far enough from the cliff. As in fastai
 the first tenth and the last 5 points are left out of the suggestion.
 
 On cached features a sweep costs about a second. Fine-tuning needs images through the
@@ -61,7 +62,7 @@ class LRFinderResult:
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> int:
-    """fastai's "valley": index 2/3 down the longest decreasing run of the loss curve."""
+    """fastai's "valley": the index half-way down the longest decreasing run of the loss curve (as fastai computes it)."""
     count = len(losses)
     run_length = [1] * count
     max_start, max_end = 0, 0

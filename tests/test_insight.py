@@ -1,0 +1,324 @@
+"""Insight analyses on synthetic data: fast checks of the rules each one promises."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tlcore.data import ImageItem
+from tlcore.insight import calibration, charts, duplicates, learning_curve, lr_finder, overlay
+from tlcore.insight.features import FeatureSet, pool
+from tlcore.insight.heads import fold_count, out_of_fold_probabilities
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def items(prefix: str, labels) -> list:
+    return [ImageItem(f"/data/{prefix}/{label}/{i}.jpg", label, f"{prefix}{i}") for i, label in enumerate(labels)]
+
+
+def blob_features(n_per_class=30, dims=16, seed=0) -> FeatureSet:
+    """Two well-separated Gaussian classes, 2/3 train and 1/3 validation."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0, 1, (n_per_class, dims)), rng.normal(3, 1, (n_per_class, dims))])
+    y = np.repeat([0, 1], n_per_class)
+    order = rng.permutation(len(y))
+    x, y = x[order].astype(np.float32), y[order]
+    split = len(y) * 2 // 3
+    classes = ["a", "b"]
+    return FeatureSet(
+        x[:split], y[:split], x[split:], y[split:], classes,
+        items("train", [classes[v] for v in y[:split]]), items("val", [classes[v] for v in y[split:]]),
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- features and heads
+
+
+def test_pooling_matches_the_head_layers():
+    maps = np.arange(2 * 2 * 2 * 3, dtype=np.float32).reshape(2, 2, 2, 3)
+    assert np.allclose(pool(maps, "avg"), maps.mean(axis=(1, 2)))
+    assert np.allclose(pool(maps, "max"), maps.max(axis=(1, 2)))
+    assert pool(maps, "flatten").shape == (2, 12)
+    with pytest.raises(ValueError, match="pooling"):
+        pool(maps, "median")
+
+
+def test_out_of_fold_probabilities_never_use_the_row_itself():
+    features = blob_features()
+    x, y = features.all_x, features.all_y
+    y_flipped = y.copy()
+    y_flipped[0] = 1 - y[0]  # a flipped label: out of sample, the head disagrees with it
+    probabilities = out_of_fold_probabilities(x, y_flipped, 2, folds=5)
+    assert probabilities.shape == (len(y), 2)
+    assert probabilities[0, y_flipped[0]] < 0.2
+    assert np.allclose(probabilities.sum(axis=1), 1)
+
+
+def test_fold_count_is_lowered_for_small_classes_and_refuses_singletons():
+    assert fold_count(np.array([0, 0, 0, 1, 1, 1]), 5) == 3
+    with pytest.raises(ValueError, match="at least 2 images in every class"):
+        fold_count(np.array([0, 0, 0, 1]), 5)
+
+
+# ----------------------------------------------------------------------------- learning-rate finder
+
+
+def test_valley_picks_the_middle_of_the_longest_fall():
+    lrs = np.logspace(-6, 0, 50)
+    losses = np.concatenate([np.full(10, 2.0), np.linspace(2.0, 0.5, 30), np.linspace(0.6, 5, 10)])
+    index = lr_finder.valley(lrs, losses)
+    # The fall is indices 10..39 (30 points); fastai: start = 39 - 30, then + int(30/3) + int(30/3/2).
+    assert index == 9 + 10 + 5
+    assert 1.0 < losses[index] < 1.5
+
+
+def test_suggest_leaves_out_the_first_tenth_and_the_last_five_points():
+    lrs = list(np.logspace(-7, 1, 100))
+    losses = list(np.linspace(1, 0.1, 100))  # falls all the way: the valley is the whole kept range
+    kept = lrs[10:-5]
+    assert lr_finder.suggest(lrs, losses, 100) == pytest.approx(kept[lr_finder.valley(kept, losses[10:-5])])
+    with pytest.raises(Exception, match="too few"):
+        lr_finder.suggest(lrs[:6], losses[:6], 100)
+
+
+def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    before = [w.copy() for w in model.get_weights()]
+    batches = lr_finder.feature_batches(x, y, 16, seed=0)
+    lrs, losses, diverged = lr_finder.sweep(model, batches, 1e-5, 1e4, num_it=100)
+    assert diverged and len(lrs) < 100  # stopped when the loss passed 4x its best
+    assert losses[-1] > 4 * min(losses)
+    assert lrs == sorted(lrs) and lrs[1] / lrs[0] == pytest.approx((1e4 / 1e-5) ** (1 / 100))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert int(model.optimizer.iterations.numpy()) == 0
+
+
+def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
+    from tlcore.config import RunConfig
+
+    result = lr_finder.find_head_lr(blob_features(), RunConfig(), num_it=60)
+    assert result.method == "valley" and result.phase == "head"
+    assert 1e-7 < result.suggested_lr < 10
+    payload = result.to_dict()
+    assert set(payload) >= {"suggested_lr", "method", "points"}
+    assert all(len(point) == 2 for point in payload["points"])
+    assert len(charts.lr_finder_figure(result).data) == 2
+
+
+# ----------------------------------------------------------------------------- near-duplicates
+
+
+def test_near_duplicates_finds_copies_within_and_across_splits():
+    features = blob_features()
+    features.train_x[5] = features.val_x[3] * 1.01  # a re-encoded copy: nearly the same features
+    features.train_x[7] = features.train_x[8] + 0.001
+    pairs = duplicates.near_duplicates(features, 0.99)
+    found = {(row.a, row.b, row.where) for row in pairs.itertuples()}
+    assert (features.train_items[5].path, features.val_items[3].path, "train-val") in found
+    assert (features.train_items[7].path, features.train_items[8].path, "train-train") in found
+    assert len(pairs) == 2
+    leak = duplicates.leakage(features, pairs)
+    assert leak.leaked == [features.val_items[3].path]
+    assert "1 of 20 validation images" in leak.describe()
+    with pytest.raises(ValueError, match="threshold"):
+        duplicates.near_duplicates(features, 1.5)
+
+
+def test_accuracy_without_leaks_leaves_the_leaked_images_out():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    numbers = duplicates.accuracy_without(["a", "b", "c"], np.array([0, 1, 1]), probabilities, ["a"])
+    assert numbers["val_accuracy"] == pytest.approx(2 / 3)
+    assert numbers["val_accuracy_without_leaks"] == pytest.approx(1 / 2)
+    assert numbers["leaked"] == 1
+
+
+# ----------------------------------------------------------------------------- learning curve
+
+
+def test_power_law_fit_recovers_a_known_curve_and_projects_it():
+    sizes = np.array([20, 40, 80, 160, 320])
+    points = pd.DataFrame(
+        {"train_images": sizes, "fraction": sizes / 320, "val_accuracy": 0.95 - 0.8 * sizes**-0.5, "sd": 0.0}
+    )
+    parameters = learning_curve.fit_power_law(points)
+    assert parameters == pytest.approx((0.95, 0.8, 0.5), rel=1e-2)
+    projection = learning_curve.project(points, parameters, num_classes=2)
+    assert projection["train_images"].tolist() == [480, 640, 1280]
+    assert projection["more_per_class"].tolist() == [80, 160, 480]
+    assert projection["val_accuracy"].iloc[-1] == pytest.approx(0.95 - 0.8 * 1280**-0.5, abs=1e-3)
+
+
+def test_learning_curve_on_features_measures_every_fraction():
+    curve = learning_curve.learning_curve(blob_features(), fractions=(0.2, 0.5, 1.0), repeats=3)
+    assert curve.points["fraction"].tolist() == [0.2, 0.5, 1.0]
+    assert curve.points["train_images"].tolist() == [8, 20, 40]
+    assert curve.points["val_accuracy"].between(0, 1).all()
+    assert set(curve.to_dict()) >= {"points", "projection"}
+    assert len(charts.learning_curve_figure(curve).data) >= 1
+    with pytest.raises(ValueError, match="fractions"):
+        learning_curve.learning_curve(blob_features(), fractions=(0, 1.5))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def overconfident(n=400, seed=0):
+    """True probability of class 1 is p; the model reports a sharpened version of it."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, n)
+    labels = (rng.uniform(size=n) < p).astype(int)
+    logit = np.log(p / (1 - p)) * 3  # 3x too confident
+    reported = 1 / (1 + np.exp(-logit))
+    return np.stack([1 - reported, reported], axis=1), labels
+
+
+def test_temperature_scaling_fixes_an_overconfident_model_without_leaking():
+    probabilities, labels = overconfident()
+    report = calibration.calibration_report(probabilities, labels)
+    assert report.temperature == pytest.approx(3.0, rel=0.25)
+    assert report.ece_after < report.ece_before / 2
+    assert report.nll_after < report.nll_before
+    # Cross-fitted: the reported "after" is not the in-sample fit (that would be this):
+    in_sample = calibration.apply_temperature(probabilities, report.temperature)
+    assert report.ece_after != pytest.approx(calibration.expected_calibration_error(in_sample, labels))
+    assert len(charts.reliability_figure(report).data) == 3
+
+
+def test_calibration_basics(tmp_path):
+    probabilities, labels = overconfident(50)
+    assert np.allclose(calibration.apply_temperature(probabilities, 1.0), probabilities, atol=1e-9)
+    table = calibration.reliability(probabilities, labels, bins=10)
+    assert table["count"].sum() == 50
+    perfect = np.eye(2)[[0, 1, 0, 1]]
+    assert calibration.expected_calibration_error(perfect, np.array([0, 1, 0, 1])) == 0
+    report = calibration.calibration_report(probabilities, labels)
+    assert calibration.load_temperature(tmp_path) is None
+    calibration.save_temperature(tmp_path, report)
+    assert calibration.load_temperature(tmp_path) == pytest.approx(report.temperature)
+    with pytest.raises(ValueError, match="at least 4"):
+        calibration.calibration_report(probabilities[:2], labels[:2])
+
+
+# ----------------------------------------------------------------------------- overlay
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    return tmp_path / "workspace"
+
+
+def test_overlay_relabels_and_excludes_when_the_dataset_is_loaded_and_never_touches_files(
+    workspace, colour_dataset, tmp_path
+):
+    from tlcore.config import DataConfig
+    from tlcore.data import load_dataset, scan_folder
+
+    data = tmp_path / "colours"
+    shutil.copytree(colour_dataset, data)
+    before = {p: p.read_bytes() for p in data.rglob("*.png")}
+    scan = scan_folder(data)
+    red = [item for item in scan.items if item.label == "red"]
+    overlay.record([str(data)], red[0].path, red[0].digest, "relabel", "blue")
+    overlay.record([str(data)], red[1].path, red[1].digest, "exclude")
+    dataset = load_dataset(DataConfig(str(data), val_split=0.25))
+    labels = {Path(item.path).name: item.label for item in dataset.train + dataset.val}
+    assert labels[Path(red[0].path).name] == "blue"
+    assert Path(red[1].path).name not in labels
+    assert len(labels) == len(scan.items) - 1
+    assert {p: p.read_bytes() for p in data.rglob("*.png")} == before  # files untouched
+    overlay.record([str(data)], red[1].path, red[1].digest, "undo")
+    assert len(load_dataset(DataConfig(str(data), val_split=0.25)).train) + 0 > 0
+    assert overlay.load_overlay(data).decision(red[1].path) is None
+
+
+def test_overlay_ignores_a_decision_about_a_file_that_changed_since(workspace, tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    found = [ImageItem(str(root / "a" / "x.png"), "a", "old-digest")]
+    store = overlay.Overlay(str(root.resolve()))
+    store.exclude(found[0].path, "old-digest")
+    assert overlay.apply_overlay(found, store) == []
+    changed = [ImageItem(found[0].path, "a", "new-digest")]
+    assert overlay.apply_overlay(changed, store) == changed
+    store.relabel(found[0].path, "new-digest", "unknown-class")
+    assert overlay.apply_overlay(changed, store, classes=["a", "b"]) == changed  # unknown class: ignored
+    with pytest.raises(Exception, match="Expected an image inside"):
+        overlay.record([str(root)], "/elsewhere/y.png", "d", "exclude")
+    with pytest.raises(Exception, match="Unknown action"):
+        overlay.record([str(root)], found[0].path, "d", "move")
+
+
+# ----------------------------------------------------------------------------- charts and CLI
+
+
+def test_embedding_figure_colours_by_each_choice_and_carries_paths():
+    frame = pd.DataFrame(
+        {"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 0.5], "path": ["/d/a/1.jpg", "/d/b/2.jpg", "/d/b/3.jpg"],
+         "split": ["train", "train", "val"], "label": ["a", "b", "b"], "predicted": ["a", "a", "b"],
+         "mistake": [False, True, False], "suspect": [False, True, False], "score": [0.1, 0.9, 0.2]}
+    )  # fmt: skip
+    for colour, traces in (("label", 2), ("mistake", 2), ("suspect", 2), ("split", 2)):
+        figure = charts.embedding_figure(frame, colour)
+        assert len(figure.data) == traces
+        assert {row[0] for trace in figure.data for row in trace.customdata} == set(frame["path"])
+    with pytest.raises(ValueError, match="colour_by"):
+        charts.embedding_figure(frame, "size")
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tlcore", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["label-issues", "--data", "/no/such/folder", "--backbone", "SmallCNN"], "Dataset not found"),
+        (["near-duplicates", "--threshold", "3", "--backbone", "SmallCNN"], "--threshold between -1 and 1"),
+        (["learning-curve", "--fractions", "0.5,2", "--backbone", "SmallCNN"], "--fractions in (0, 1]"),
+        (["lr-find", "--phase", "middle", "--backbone", "SmallCNN"], "Unknown phase"),
+        (["label-issues", "--folds", "1", "--backbone", "SmallCNN"], "--folds of at least 2"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(args, message, colour_dataset):
+    if "--data" not in args:
+        args = [*args, "--data", str(colour_dataset)]
+    completed = run_cli(*args)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.count("\n") == 1 and message in completed.stderr
+
+
+def test_cli_commands_on_a_small_dataset_print_the_promised_json(colour_dataset):
+    common = ["--data", str(colour_dataset), "--backbone", "SmallCNN", "--weights", "none", "--image-size", "32"]
+    outputs = {}
+    for command in ("lr-find", "label-issues", "near-duplicates", "learning-curve"):
+        completed = run_cli(command, *common)
+        assert completed.returncode == 0, completed.stderr
+        outputs[command] = json.loads(completed.stdout)
+    assert outputs["lr-find"]["method"] == "valley" and outputs["lr-find"]["suggested_lr"] > 0
+    assert all(len(point) == 2 for point in outputs["lr-find"]["points"])
+    assert outputs["label-issues"]["checked"] == 36
+    assert isinstance(outputs["label-issues"]["issues"], list)
+    assert isinstance(outputs["near-duplicates"]["pairs"], list)
+    assert {"train_images", "val_accuracy", "sd"} <= set(outputs["learning-curve"]["points"][0])
+    assert all({"train_images", "val_accuracy"} <= set(row) for row in outputs["learning-curve"]["projection"])
