@@ -1,0 +1,120 @@
+"""The insight page sections, rendered with AppTest.from_function (the pages will call them)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+TIMEOUT = 120
+
+
+@pytest.fixture
+def flipped_colours(tmp_path, colour_dataset, monkeypatch):
+    """The colour dataset with one red image filed under blue; its own workspace."""
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    root = tmp_path / "colours"
+    shutil.copytree(colour_dataset, root)
+    moved = root / "blue" / "red_0.png"
+    shutil.move(root / "red" / "red_0.png", moved)
+    return root, moved
+
+
+def colour_config(root):
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    return RunConfig(
+        DataConfig(str(root), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=5, batch_size=8),
+    )
+
+
+def label_script(config):
+    from pages.image.insight_data import label_issues_section
+
+    label_issues_section(config)
+
+
+def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(flipped_colours):
+    from tlcore.insight.overlay import load_overlay
+
+    root, moved = flipped_colours
+    app = AppTest.from_function(label_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
+    app.button(key="label_issues").click().run()
+    assert not app.exception
+    assert "suspect labels among 36 images" in " ".join(m.value for m in app.markdown)
+    assert any("red\\_0.png" in caption.value for caption in app.caption)  # Markdown-escaped name
+    relabel = next(button for button in app.button if button.label == "Relabel as red")
+    relabel.click().run()
+    decision = load_overlay(root).decision(str(moved))
+    assert decision is not None and decision["action"] == "relabel" and decision["label"] == "red"
+    assert moved.is_file()  # the file stays where it is
+    assert any(button.label == "Undo" for button in app.button)
+
+
+def duplicates_script(config):
+    from pages.image.insight_data import near_duplicates_section
+
+    near_duplicates_section(config)
+
+
+def test_near_duplicates_section_shows_metrics(flipped_colours):
+    root, _ = flipped_colours
+    app = AppTest.from_function(duplicates_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
+    app.button(key="near_duplicates").click().run()
+    assert not app.exception
+    assert [metric.label for metric in app.metric][:2] == ["Pairs", "Validation images leaking from training"]
+
+
+def train_script(config):
+    from pages.image.insight_train import learning_curve_section, lr_finder_section
+
+    lr_finder_section(config)
+    learning_curve_section(config)
+
+
+def test_lr_finder_use_this_sets_the_learning_rate_and_the_curve_draws(flipped_colours):
+    from tlcore.config import LEARNING_RATE_CHOICES
+
+    root, _ = flipped_colours
+    config = colour_config(root)
+    config.train.learning_rate = 0.1
+    app = AppTest.from_function(train_script, args=(config,), default_timeout=TIMEOUT).run()
+    app.button(key="lr_find").click().run()
+    assert not app.exception
+    assert any("Suggested (valley)" in caption.value for caption in app.caption)
+    app.button(key="lr_use").click().run()
+    assert config.train.learning_rate in LEARNING_RATE_CHOICES
+    app.button(key="learning_curve").click().run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 2
+
+
+def evaluate_script(run):
+    from pages.image.insight_evaluate import calibration_section, embedding_section
+
+    calibration_section(run)
+    embedding_section(run.config, run)
+
+
+def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monkeypatch, tmp_path):
+    from tlcore.insight.calibration import load_temperature
+
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    app = AppTest.from_function(evaluate_script, args=(trained_run,), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    assert [metric.label for metric in app.metric] == [
+        "Calibration error (ECE)",
+        "With temperature scaling",
+        "Temperature",
+    ]
+    app.checkbox(key="calibrate").check().run()
+    assert load_temperature(trained_run.path) is not None
+    app.checkbox(key="calibrate").uncheck().run()
+    assert load_temperature(trained_run.path) is None
+    app.button(key="embedding").click().run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 2
+    app.radio(key="map_colour").set_value("mistake").run()
+    assert not app.exception and Path(trained_run.path).is_dir()
