@@ -147,3 +147,25 @@ def test_a_16_bit_upload_predicts_like_the_same_picture_in_8_bit():
     # white, what Pillow's plain convert does) predicts very differently.
     clipped = Image.fromarray(np.minimum(values, 255).astype(np.uint8), "L").convert("RGB")
     assert probabilities(clipped)["bright"] > from_8_bit["bright"] + 0.1
+
+
+def test_predict_reuses_one_compiled_forward_for_any_batch_and_matches_keras(model, colour_dataset):
+    images = sorted(colour_dataset.rglob("*.png"))[:5]
+    single = predict.predict_top_k(model, ["blue", "green", "red"], images[:1], top_k=3)
+    batch = predict.predict_top_k(model, ["blue", "green", "red"], images, top_k=3)
+    forward = predict.compiled(model, "forward", predict._forward)
+    assert forward.experimental_get_tracing_count() == 1  # one trace for 1 and 5 images
+    assert [row["label"] for row in batch[0]] == [row["label"] for row in single[0]]
+    decoded = predict.load_batch(images, 32)
+    np.testing.assert_allclose(
+        predict.predict_probabilities(model, decoded), model.predict(decoded, verbose=0), atol=1e-5
+    )
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(model, colour_dataset):
+    decoded = predict.load_batch(sorted(colour_dataset.rglob("*.png"))[:3], 32)
+    mirrored = decoded[:, :, ::-1]
+    expected = (predict.predict_probabilities(model, decoded) + predict.predict_probabilities(model, mirrored)) / 2
+    np.testing.assert_allclose(predict.predict_probabilities(model, decoded, tta="flip"), expected, atol=1e-6)
+    with pytest.raises(StudioError, match="tta"):
+        predict.predict_probabilities(model, decoded, tta="rotate")

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Command modules that add sub-commands: each has ``add_parsers(commands)`` and ``COMMANDS``.
-EXTENSION_MODULES = ("tlcore.cli_insight", "tlcore.cli_scale")
+EXTENSION_MODULES = ("tlcore.cli_insight", "tlcore.cli_scale", "tlcore.cli_head")
 
 
 def _extensions() -> list:
@@ -124,8 +124,74 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42)
 
 
+# Flag → (section, field, conversion) of a RunConfig: what a flag given beside --config overrides.
+FLAG_FIELDS = {
+    "data": ("data", "data_dir", None),
+    "val_data": ("data", "val_dir", None),
+    "val_split": ("data", "val_split", None),
+    "keep_placeholders": ("data", "skip_placeholders", lambda keep: not keep),
+    "backbone": ("model", "backbone", None),
+    "weights": ("model", "weights", None),
+    "cut_layer": ("model", "cut_layer", None),
+    "preprocess": ("model", "preprocess", None),
+    "image_size": ("model", "image_size", None),
+    "pooling": ("model", "pooling", None),
+    "hidden_units": ("model", "hidden_units", None),
+    "dropout": ("model", "dropout_rate", None),
+    "freeze": ("model", "freeze", FreezePlan.parse),
+    "epochs": ("train", "epochs", None),
+    "fine_tune_epochs": ("train", "fine_tune_epochs", None),
+    "fine_tune_lr": ("train", "fine_tune_learning_rate", None),
+    "unfreeze_from": ("train", "unfreeze_from", None),
+    "batch_size": ("train", "batch_size", None),
+    "lr": ("train", "learning_rate", None),
+    "optimizer": ("train", "optimizer", None),
+    "patience": ("train", "early_stopping_patience", None),
+    "augment": ("train", "augment", None),
+    "no_feature_cache": ("train", "feature_cache", lambda off: not off),
+    "seed": ("train", "seed", None),
+}
+
+
+def config_with_flags(config: RunConfig, given: dict) -> RunConfig:
+    """``config`` with the fields of the flags in ``given`` (``{flag dest: value}``) replaced."""
+    for name, value in given.items():
+        section, field_name, convert = FLAG_FIELDS[name]
+        setattr(getattr(config, section), field_name, convert(value) if convert else value)
+    if "val_split" in given and "val_data" not in given:
+        config.data.val_dir = None  # a split given beside a saved validation folder replaces it
+    return config
+
+
+def load_config_file(value: str) -> RunConfig:
+    """``--config``: a run's config.json, or the run folder that holds one."""
+    path = Path(value)
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        return RunConfig.load(path)
+    except (OSError, ValueError, TypeError) as error:
+        raise StudioError(f"Cannot read --config {value}: {one_line(error)}. Expected a run's config.json.") from None
+
+
 def config_from_args(args) -> RunConfig:
-    """The same :class:`RunConfig` the dashboard would build."""
+    """The same :class:`RunConfig` the dashboard would build.
+
+    ``train`` leaves out the flags the user did not type (their defaults are in
+    ``args.run_flag_defaults``): with ``--config`` the saved config is the start and each
+    typed flag replaces one field; without it the defaults fill in.
+    """
+    defaults = getattr(args, "run_flag_defaults", None)
+    if defaults is not None:
+        given = {name: value for name, value in vars(args).items() if name in FLAG_FIELDS}
+        if getattr(args, "config", None):
+            return config_with_flags(load_config_file(args.config), given).validate()
+        missing = [f"--{name.replace('_', '-')}" for name in ("data", "backbone") if name not in given]
+        if missing:
+            raise StudioError(
+                f"the following arguments are required: {', '.join(missing)} (or --config RUN_DIR/config.json "
+                "to train what a saved run trained)"
+            )
+        args = argparse.Namespace(**{**defaults, **vars(args)})
     return RunConfig(
         data=DataConfig(args.data, args.val_data, args.val_split, skip_placeholders=not args.keep_placeholders),
         model=ModelConfig(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 from PIL import Image
 
@@ -18,25 +21,66 @@ def load_batch(images: list, size: int) -> np.ndarray:
     return np.stack([data_lib.decode_image(image, size) for image in images]).astype("float32")
 
 
-def predict_top_k(model, classes: list[str], images: list, top_k: int = 3) -> list[list[dict]]:
+TTA_CHOICES = ("none", "flip")
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_COMPILED_LOCK = threading.Lock()
+
+
+def compiled(model, name: str, build):
+    """``build(model)`` once per model and name, kept as long as the model lives."""
+    with _COMPILED_LOCK:
+        functions = _COMPILED.setdefault(model, {})
+        if name not in functions:
+            functions[name] = build(model)
+        return functions[name]
+
+
+def _forward(model):
+    import tensorflow as tf
+
+    size = _input_size(model)
+    # Any batch size, one trace: a batch of uploads is one call.
+    signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
+    return tf.function(lambda images: model(images, training=False), input_signature=signature)
+
+
+def predict_probabilities(model, batch: np.ndarray, tta: str = "none") -> np.ndarray:
+    """Class probabilities of decoded images through the model's compiled forward pass.
+
+    Args:
+        model: a classifier (preprocessing inside).
+        batch: float32 images ``(n, size, size, 3)`` as :func:`load_batch` makes them.
+        tta: ``"flip"`` averages each image's probabilities with its mirror image's.
+    """
+    if tta not in TTA_CHOICES:
+        raise StudioError(f"`tta` should be one of {list(TTA_CHOICES)}. Received: tta={tta!r}.")
+    forward = compiled(model, "forward", _forward)
+    if tta == "flip":  # one call for both views
+        both = np.asarray(forward(np.concatenate([batch, batch[:, :, ::-1]])))
+        return (both[: len(batch)] + both[len(batch) :]) / 2
+    return np.asarray(forward(batch))
+
+
+def predict_top_k(model, classes: list[str], images: list, top_k: int = 3, *, tta: str = "none") -> list[list[dict]]:
     """Top-k classes for each image.
 
     Args:
         model: a classifier from a run (preprocessing is inside it).
         classes: its class labels.
-        images: paths, bytes or PIL images.
+        images: paths, bytes or PIL images (all predicted in one call).
         top_k: how many classes per image (capped at the number of classes).
+        tta: ``"flip"`` averages over the image and its horizontal mirror.
 
     Returns:
         For each image, ``[{"label", "probability"}, ...]``, most likely first.
 
     Raises:
-        StudioError: an image cannot be decoded; the message names it.
+        StudioError: an image cannot be decoded (the message names it), or a bad ``top_k``/``tta``.
     """
     if top_k < 1:
         raise StudioError(f"`top_k` should be at least 1. Received: top_k={top_k}.")
     batch = load_batch(images, _input_size(model))
-    probabilities = model.predict(batch, verbose=0)
+    probabilities = predict_probabilities(model, batch, tta)
     k = min(top_k, len(classes))
     results = []
     for row in probabilities:
@@ -67,32 +111,46 @@ def imagenet_top5(backbone_name: str, images: list) -> list[list[dict]]:
     return [[{"label": name, "probability": float(p)} for _, name, p in row] for row in decoded]
 
 
+def _grad_cam_function(model):
+    import tensorflow as tf
+
+    from tlcore.model import backbone_part, head_part, preprocess_part
+
+    size = _input_size(model)
+    backbone, head, preprocess = backbone_part(model), head_part(model), preprocess_part(model)
+    signature = [tf.TensorSpec((1, size, size, 3), tf.float32), tf.TensorSpec((), tf.int32)]
+
+    @tf.function(input_signature=signature)
+    def heatmap(image, class_index):
+        features = backbone(preprocess(image), training=False)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            probabilities = head(features, training=False)
+            # class_index -1: the predicted class
+            chosen = tf.where(class_index < 0, tf.argmax(probabilities[0], output_type=tf.int32), class_index)
+            score = probabilities[:, chosen]
+        gradients = tape.gradient(score, features)
+        weights = tf.reduce_mean(gradients, axis=(1, 2))
+        return tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0], chosen
+
+    return heatmap
+
+
 def grad_cam(model, image, class_index: int | None = None) -> tuple[np.ndarray, int]:
     """Grad-CAM heatmap of a classifier built by ``tlcore.model`` for one image.
 
     The gradient of the class score with respect to the backbone's output feature map,
     averaged over space, weights the feature channels; their positive sum is the map.
+    The computation is compiled once per model.
 
     Returns:
         ``(heatmap of shape (h, w) in 0..1 at feature-map resolution, class index used)``.
     """
-    import tensorflow as tf
-
-    from tlcore.model import backbone_part, head_part, preprocess_part
-
-    batch = tf.constant(load_batch([image], _input_size(model)))
-    features = backbone_part(model)(preprocess_part(model)(batch), training=False)
-    with tf.GradientTape() as tape:
-        tape.watch(features)
-        probabilities = head_part(model)(features, training=False)
-        if class_index is None:
-            class_index = int(tf.argmax(probabilities[0]))
-        score = probabilities[:, class_index]
-    gradients = tape.gradient(score, features)
-    weights = tf.reduce_mean(gradients, axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+    heatmap = compiled(model, "grad_cam", _grad_cam_function)
+    cam, chosen = heatmap(load_batch([image], _input_size(model)), -1 if class_index is None else int(class_index))
+    cam = np.asarray(cam)
     peak = cam.max()
-    return (cam / peak if peak > 0 else cam), class_index
+    return (cam / peak if peak > 0 else cam), int(chosen)
 
 
 def overlay_heatmap(image, heatmap: np.ndarray, size: int | None = None, alpha: float = 0.45) -> Image.Image:
