@@ -1,7 +1,7 @@
 """The dataset's pooled backbone features: where every analysis starts.
 
 The training job keeps the frozen backbone's feature maps on disk
-(:func:`tlcore.training.cached_features`); this reads them (or computes them once)
+(:func:`tlcore.features.cached_features`); this reads them (or computes them once)
 and pools them the way the head would (average, max or flatten), so an analysis is a
 matter of small NumPy arrays.
 """
@@ -90,7 +90,7 @@ def dataset_features(config, log=None, *, backbone=None, dataset=None) -> Featur
     """
     from tlcore import data as data_lib
     from tlcore.backbones import load_backbone
-    from tlcore.training import cached_features
+    from tlcore.features import cached_features
 
     started = time.perf_counter()
     dataset = dataset or data_lib.load_dataset(config.data, seed=config.train.seed)

@@ -187,7 +187,7 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
     from tlcore import data as data_lib
     from tlcore import model as model_lib
     from tlcore.backbones import load_backbone
-    from tlcore.training import cached_features
+    from tlcore.features import cached_features
 
     started = time.perf_counter()
     train = config.train
