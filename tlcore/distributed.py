@@ -7,7 +7,7 @@ one GPU when the cluster has them, decodes and runs its batches; this process ga
 the results in order.
 
 Extraction writes exactly the feature-cache entry training reads
-(:func:`tlcore.training.cached_features`: same key, same image set, same layout), so
+(:func:`tlcore.features.cached_features`: same key, same image set, same layout), so
 ``python -m tlcore extract --engine ray`` followed by ``train`` skips the backbone.
 Ray pays a fixed cost per job (worker processes, TensorFlow import, one model load
 per worker): it is for folders too big for one machine, not for a few hundred images.
@@ -47,7 +47,7 @@ def check_engine(engine: str, workers: int) -> None:
 
 
 def feature_cache_file(cache_key: str, digests: list[str]) -> Path:
-    """The cache file :func:`tlcore.training.cached_features` reads for these images and this key."""
+    """The cache file :func:`tlcore.features.cached_features` reads for these images and this key."""
     set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
     return data_lib.cache_dir() / "features" / cache_key / f"{set_hash}.npz"
 
@@ -121,7 +121,7 @@ def extract_to_cache(
     check_engine(engine, workers)
     started = time.perf_counter()
     items = dataset_items(config)
-    from tlcore.training import cached_features, feature_cache_key
+    from tlcore.features import cached_features, feature_cache_key
 
     backbone, classifier = feature_model(config)
     path = feature_cache_file(feature_cache_key(backbone), [item.digest for item in items])
@@ -184,7 +184,7 @@ def quiet_ray_data() -> None:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def extract_features_ray(
