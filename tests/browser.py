@@ -96,13 +96,54 @@ def require_chromium() -> str:
 
 
 def shot(page, name: str) -> Path:
+    """A screenshot of the whole page, below the fold too.
+
+    Streamlit scrolls inside its main container, so ``full_page`` alone shows only the
+    viewport: the viewport grows to the content's height for the shot, then shrinks back.
+    """
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    viewport = page.viewport_size
+    height = page.evaluate(
+        '() => Math.max(...Array.from(document.querySelectorAll(\'[data-testid="stMain"], '
+        '[data-testid="stSidebarContent"]\')).map(e => e.scrollHeight), 0)'
+    )
+    if viewport and height > viewport["height"]:
+        page.set_viewport_size({"width": viewport["width"], "height": min(int(height) + 40, 8000)})
+        page.wait_for_timeout(300)
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if viewport and height > viewport["height"]:
+            page.set_viewport_size(viewport)
     return path
 
 
 def wait_idle(page, timeout: float = 120) -> None:
-    """Waits until Streamlit has finished running the script (no 'Running…' status)."""
+    """Waits until Streamlit has finished running the script: no 'Running…' status and no spinner.
+
+    Streamlit shows its status widget only some time after a run starts, so the page
+    must stay idle for half a second before this returns.
+    """
+    idle = (
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && !document.querySelector('[data-testid=\"stSpinner\"]')"
+    )
+    deadline = time.time() + timeout
     page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout * 1000)
+    while True:
+        page.wait_for_function(idle, timeout=max(1.0, deadline - time.time()) * 1000)
+        page.wait_for_timeout(500)
+        if page.evaluate(idle) or time.time() > deadline:
+            return
+
+
+@contextlib.contextmanager
+def shot_on_failure(page, name: str):
+    """Takes ``<name>-FAILED.png`` when the block fails, so the report shows what the user saw."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            shot(page, f"{name}-FAILED")
+        raise
