@@ -114,7 +114,7 @@ def main() -> None:
     model = ModelConfig(str(shared / "pretrained" / "dog_breed_mobilenetv2_160.h5"), cut_layer="mobilenetv2_1.00_160")
     config = RunConfig(DataConfig(str(photos / "train"), str(photos / "val")), model, TrainConfig(seed=1))
     tiny = RunConfig(DataConfig(str(small_copy(photos / "train", Path(tempfile.mkdtemp()))), val_split=0.25), model)
-    from tlcore.cli import quiet_keras
+    from tlcore.cli_common import quiet_keras
     from tlcore.distributed import dataset_items
     from tlcore.runners import connect_ray
 

@@ -7,15 +7,19 @@ says what is wrong and what to do; there is never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
 import sys
 import warnings
 from pathlib import Path
 
-from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.cli_common import (  # noqa: F401  (re-exported: older imports use tlcore.cli)
+    add_run_flags,
+    config_from_args,
+    new_run_folder,
+    one_line,
+    quiet_keras,
+    removed_on_bad_input,
+)
 from tlcore.errors import StudioError
 
 
@@ -67,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k predictions of a trained run")
     predict.add_argument("--model", required=True, help="a run folder")
     predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--tta", default="none", help="none | flip: average over the image and its mirror")
     predict.add_argument("images", nargs="+")
+    from tlcore.cli_scale import add_predict_flags
+
+    add_predict_flags(predict)  # --engine local|ray, --workers, --output CSV (folders walked)
     for module in _extensions():
         module.add_parsers(commands)
     return parser
@@ -90,161 +98,10 @@ def _extensions() -> list:
     return found
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The data, model and training flags of ``train``: every command that trains or extracts takes them."""
-    parser.add_argument("--data", required=True, help="folder of class sub-folders, a .zip, or demo:shapes")
-    split = parser.add_mutually_exclusive_group()
-    split.add_argument("--val-data", help="validation folder or .zip (instead of a split)")
-    split.add_argument("--val-split", type=float, default=0.2, help="fraction held out per class (default 0.2)")
-    parser.add_argument("--backbone", required=True, help="registry name (e.g. MobileNetV2) or a .keras/.h5 file")
-    parser.add_argument("--weights", default="imagenet", help="imagenet | none | PATH to a weights file")
-    parser.add_argument("--cut-layer", help="with a model file: the layer whose output is the feature map")
-    parser.add_argument("--preprocess", help="keras.applications preprocessing name (default: the backbone's)")
-    parser.add_argument("--image-size", type=int, help="input size in pixels (default: the backbone's)")
-    parser.add_argument("--pooling", default="avg", help="avg | max | flatten")
-    parser.add_argument("--hidden-units", type=int, default=0)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument(
-        "--freeze",
-        default="all",
-        help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
-        "or a layer/block name (trainable from there on)",
-    )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--fine-tune-epochs", type=int, default=0)
-    parser.add_argument("--fine-tune-lr", type=float)
-    parser.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience; 0 = off")
-    parser.add_argument("--augment", action="store_true")
-    parser.add_argument("--no-feature-cache", action="store_true")
-    parser.add_argument("--keep-placeholders", action="store_true")
-    parser.add_argument("--seed", type=int, default=42)
-
-
-# Flag → (section, field, conversion) of a RunConfig: what a flag given beside --config overrides.
-FLAG_FIELDS = {
-    "data": ("data", "data_dir", None),
-    "val_data": ("data", "val_dir", None),
-    "val_split": ("data", "val_split", None),
-    "keep_placeholders": ("data", "skip_placeholders", lambda keep: not keep),
-    "backbone": ("model", "backbone", None),
-    "weights": ("model", "weights", None),
-    "cut_layer": ("model", "cut_layer", None),
-    "preprocess": ("model", "preprocess", None),
-    "image_size": ("model", "image_size", None),
-    "pooling": ("model", "pooling", None),
-    "hidden_units": ("model", "hidden_units", None),
-    "dropout": ("model", "dropout_rate", None),
-    "freeze": ("model", "freeze", FreezePlan.parse),
-    "epochs": ("train", "epochs", None),
-    "fine_tune_epochs": ("train", "fine_tune_epochs", None),
-    "fine_tune_lr": ("train", "fine_tune_learning_rate", None),
-    "unfreeze_from": ("train", "unfreeze_from", None),
-    "batch_size": ("train", "batch_size", None),
-    "lr": ("train", "learning_rate", None),
-    "optimizer": ("train", "optimizer", None),
-    "patience": ("train", "early_stopping_patience", None),
-    "augment": ("train", "augment", None),
-    "no_feature_cache": ("train", "feature_cache", lambda off: not off),
-    "seed": ("train", "seed", None),
-}
-
-
-def config_with_flags(config: RunConfig, given: dict) -> RunConfig:
-    """``config`` with the fields of the flags in ``given`` (``{flag dest: value}``) replaced."""
-    for name, value in given.items():
-        section, field_name, convert = FLAG_FIELDS[name]
-        setattr(getattr(config, section), field_name, convert(value) if convert else value)
-    if "val_split" in given and "val_data" not in given:
-        config.data.val_dir = None  # a split given beside a saved validation folder replaces it
-    return config
-
-
-def load_config_file(value: str) -> RunConfig:
-    """``--config``: a run's config.json, or the run folder that holds one."""
-    path = Path(value)
-    path = path / "config.json" if path.is_dir() else path
-    try:
-        return RunConfig.load(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise StudioError(f"Cannot read --config {value}: {one_line(error)}. Expected a run's config.json.") from None
-
-
-def config_from_args(args) -> RunConfig:
-    """The same :class:`RunConfig` the dashboard would build.
-
-    ``train`` leaves out the flags the user did not type (their defaults are in
-    ``args.run_flag_defaults``): with ``--config`` the saved config is the start and each
-    typed flag replaces one field; without it the defaults fill in.
-    """
-    defaults = getattr(args, "run_flag_defaults", None)
-    if defaults is not None:
-        given = {name: value for name, value in vars(args).items() if name in FLAG_FIELDS}
-        if getattr(args, "config", None):
-            return config_with_flags(load_config_file(args.config), given).validate()
-        missing = [f"--{name.replace('_', '-')}" for name in ("data", "backbone") if name not in given]
-        if missing:
-            raise StudioError(
-                f"the following arguments are required: {', '.join(missing)} (or --config RUN_DIR/config.json "
-                "to train what a saved run trained)"
-            )
-        args = argparse.Namespace(**{**defaults, **vars(args)})
-    return RunConfig(
-        data=DataConfig(args.data, args.val_data, args.val_split, skip_placeholders=not args.keep_placeholders),
-        model=ModelConfig(
-            backbone=args.backbone,
-            weights=args.weights,
-            cut_layer=args.cut_layer,
-            preprocess=args.preprocess,
-            image_size=args.image_size,
-            pooling=args.pooling,
-            hidden_units=args.hidden_units,
-            dropout_rate=args.dropout,
-            freeze=FreezePlan.parse(args.freeze),
-        ),
-        train=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            optimizer=args.optimizer,
-            augment=args.augment,
-            early_stopping_patience=args.patience,
-            fine_tune_epochs=args.fine_tune_epochs,
-            fine_tune_learning_rate=args.fine_tune_lr,
-            unfreeze_from=args.unfreeze_from,
-            feature_cache=not args.no_feature_cache,
-            seed=args.seed,
-        ),
-    ).validate()
-
-
 def cmd_inspect(args) -> dict:
     from tlcore.data import resolve_source, scan_folder
 
     return scan_folder(resolve_source(args.data), skip_placeholders=not args.keep_placeholders).to_dict()
-
-
-def new_run_folder(value: str) -> Path:
-    """``--out``: a folder that does not exist yet, or an empty one."""
-    out = Path(value)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise StudioError(f"--out {out} already exists and is not an empty folder. Choose a new run folder.")
-    return out
-
-
-@contextlib.contextmanager
-def removed_on_bad_input(out: Path):
-    """Bad input midway: remove the run folder if this command created it (never the user's own)."""
-    created = not out.exists()
-    try:
-        yield
-    except StudioError:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 def cmd_train(args) -> dict:
@@ -262,8 +119,12 @@ def cmd_train(args) -> dict:
     return {"run_dir": str(out), "classes": result.classes, **result.metrics}
 
 
-def cmd_predict(args) -> list:
+def cmd_predict(args) -> list | dict:
+    from tlcore.cli_scale import predict_folders, wants_predict_folders
     from tlcore.runs import read_run
+
+    if wants_predict_folders(args):  # --output/--engine: folders walked, a CSV written
+        return predict_folders(args)
 
     run_dir = Path(args.model)
     if not (run_dir / "model.keras").is_file():
@@ -278,7 +139,9 @@ def cmd_predict(args) -> list:
     output = []
     for image in args.images:
         try:
-            output.append({"image": image, "top_k": predict_top_k(model, run.labels, [image], args.top_k)[0]})
+            output.append(
+                {"image": image, "top_k": predict_top_k(model, run.labels, [image], args.top_k, tta=args.tta)[0]}
+            )
         except (StudioError, OSError) as error:
             output.append({"image": image, "error": str(error)})
     if all("error" in row for row in output):
@@ -362,28 +225,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
-
-
-def one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
-def quiet_keras() -> None:
-    # TensorFlow's C++ side logs to file descriptor 2 while it loads (CUDA probing),
-    # whatever TF_CPP_MIN_LOG_LEVEL says; the CLI's stderr is for one-line errors.
-    if "tensorflow" not in sys.modules:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(saved, 2)
-            os.close(devnull)
-            os.close(saved)
-    # Keras prints download progress to stdout; the CLI's stdout is JSON only.
-    import keras
-
-    keras.config.disable_interactive_logging()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tlcore.cli import add_run_flags, config_from_args, quiet_keras
+from tlcore.cli_common import add_run_flags, config_from_args, quiet_keras
 from tlcore.errors import StudioError
 
 

@@ -6,7 +6,7 @@ Each prints JSON on stdout; bad input exits with 2 and one line (see ``tlcore.cl
 
 from __future__ import annotations
 
-from tlcore.cli import add_run_flags, config_from_args, quiet_keras
+from tlcore.cli_common import add_run_flags, config_from_args, quiet_keras
 from tlcore.errors import StudioError
 
 

@@ -31,7 +31,7 @@ def add_predict_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(commands) -> None:
-    from tlcore.cli import add_run_flags
+    from tlcore.cli_common import add_run_flags
 
     extract = commands.add_parser("extract", help="fill the feature cache that train uses (locally or on Ray)")
     add_run_flags(extract)
@@ -47,7 +47,7 @@ def ray_address(args) -> str | None:
 
 
 def cmd_extract(args) -> dict:
-    from tlcore.cli import config_from_args, quiet_keras
+    from tlcore.cli_common import config_from_args, quiet_keras
     from tlcore.data import resolve_source
     from tlcore.distributed import check_engine
 
@@ -71,7 +71,7 @@ def predict_folders(args) -> dict:
     Raises:
         StudioError: no output file given, no run model, no image found, Ray unreachable.
     """
-    from tlcore.cli import quiet_keras
+    from tlcore.cli_common import quiet_keras
     from tlcore.distributed import check_engine, predict_images, require_run_model
 
     if not args.output:

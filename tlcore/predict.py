@@ -61,7 +61,9 @@ def predict_probabilities(model, batch: np.ndarray, tta: str = "none") -> np.nda
     return np.asarray(forward(batch))
 
 
-def predict_top_k(model, classes: list[str], images: list, top_k: int = 3, *, tta: str = "none") -> list[list[dict]]:
+def predict_top_k(
+    model, classes: list[str], images: list, top_k: int = 3, *, tta: str = "none", temperature: float | None = None
+) -> list[list[dict]]:
     """Top-k classes for each image.
 
     Args:
@@ -70,6 +72,8 @@ def predict_top_k(model, classes: list[str], images: list, top_k: int = 3, *, tt
         images: paths, bytes or PIL images (all predicted in one call).
         top_k: how many classes per image (capped at the number of classes).
         tta: ``"flip"`` averages over the image and its horizontal mirror.
+        temperature: a calibration temperature fitted on validation (see
+            :mod:`tlcore.insight.calibration`); ``None`` keeps the model's probabilities.
 
     Returns:
         For each image, ``[{"label", "probability"}, ...]``, most likely first.
@@ -81,6 +85,10 @@ def predict_top_k(model, classes: list[str], images: list, top_k: int = 3, *, tt
         raise StudioError(f"`top_k` should be at least 1. Received: top_k={top_k}.")
     batch = load_batch(images, _input_size(model))
     probabilities = predict_probabilities(model, batch, tta)
+    if temperature is not None:
+        from tlcore.insight.calibration import apply_temperature
+
+        probabilities = apply_temperature(probabilities, temperature)
     k = min(top_k, len(classes))
     results = []
     for row in probabilities:

@@ -115,11 +115,21 @@ for column, (title, part) in zip(st.columns(len(parts)), parts):
         if part.skipped:
             frame = pd.DataFrame({"file": [s.path for s in part.skipped], "reason": [s.reason for s in part.skipped]})
             frame["file"] = [os.path.relpath(path, part.root) for path in frame["file"]]
-            st.table(frame) if len(frame) <= 20 else st.dataframe(frame, hide_index=True, width="stretch")
+            if len(frame) <= 20:
+                st.table(frame)
+            else:
+                st.dataframe(frame, hide_index=True, width="stretch")
         if not part.warnings and not part.skipped:
             st.write("No problems found: every file is a usable image and the classes are balanced.")
 if val_scan and set(val_scan.classes) != set(scan.classes):
     st.warning(f"The validation folder's classes {val_scan.classes} differ from the training classes {scan.classes}.")
+
+if len(usable) >= 2:
+    with st.expander("Check the labels: suspect labels, near-duplicates and leaks into validation"):
+        from pages.image.insight_data import label_issues_section, near_duplicates_section
+
+        label_issues_section(shared.run_config())
+        near_duplicates_section(shared.run_config())
 
 st.subheader("Samples")
 for label in scan.classes:

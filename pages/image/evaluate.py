@@ -61,3 +61,10 @@ else:
                 st.caption(f"({Path(row['path']).name} is no longer readable)")
             name, true, guess = (shared.escape_markdown(row[key]) for key in ("path", "true", "predicted"))
             st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")
+
+with st.expander("Why: calibration, feature map, validation images leaked from training"):
+    from pages.image.insight_evaluate import calibration_section, embedding_section, leakage_section
+
+    calibration_section(run)
+    embedding_section(run.config, run)
+    leakage_section(run)

@@ -33,10 +33,10 @@ if mode == IMAGENET:
     except StudioError as error:
         shared.show_error(error, "Without ImageNet weights, train a run on your own data and predict with it.")
         st.stop()
-    for (name, data), result in zip(images, results):
+    for index, ((name, data), result) in enumerate(zip(images, results)):
         left, right = st.columns([1, 2])
         left.image(thumbnail(data, 480), caption=name, width="stretch")
-        right.plotly_chart(charts.top_k_figure(result), width="stretch")
+        right.plotly_chart(charts.top_k_figure(result), width="stretch", key=f"imagenet_{index}")
     st.stop()
 
 run = shared.pick_run("Trained run")
@@ -46,6 +46,11 @@ if run is None:
     st.stop()
 top_k = st.slider("Top-k", 1, max(1, min(10, len(run.labels))), min(3, len(run.labels)))
 show_cam = st.toggle("Grad-CAM: show where the model looks")
+from tlcore.insight.calibration import load_temperature  # noqa: E402
+
+temperature = load_temperature(run.path)
+if temperature is not None and not st.toggle(f"Calibrated probabilities (temperature {temperature:.2f})", True):
+    temperature = None
 if not images:
     st.info("Upload one or more images, or take a photo.")
     st.stop()
@@ -53,10 +58,10 @@ if not images:
 from tlcore.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
 model = shared.load_run_model(run)
-for name, data in images:
+for index, (name, data) in enumerate(images):
     left, right = st.columns([1, 2])
     try:
-        result = predict_top_k(model, run.labels, [data], top_k)[0]
+        result = predict_top_k(model, run.labels, [data], top_k, temperature=temperature)[0]
         placeholder = placeholder_reason(data)
     except StudioError as error:
         left.error(shared.escape_markdown(f"{name}: {error}"))
@@ -77,5 +82,7 @@ for name, data in images:
     else:
         left.image(thumbnail(data, 480), caption=name, width="stretch")
     right.plotly_chart(
-        charts.top_k_figure(result, title=f"{result[0]['label']} ({result[0]['probability']:.0%})"), width="stretch"
+        charts.top_k_figure(result, title=f"{result[0]['label']} ({result[0]['probability']:.0%})"),
+        width="stretch",
+        key=f"top_k_{index}",
     )

@@ -23,20 +23,18 @@ st.caption(
 )
 job = shared.current_job()
 running = job is not None and job.active
-blocks, phases = [], None
+blocks, backbone = [], None
 try:
     from tlcore.backbones import block_names
-    from tlcore.model import phase_plan
 
     backbone = shared.backbone(model)
     blocks = block_names(backbone)
-    phases = phase_plan(backbone, model, train, shared.class_count())
 except StudioError as error:
     st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
 
 with st.container(border=True):  # no form: every change is kept at once (and survives a refresh)
-    plan = f" · {phases[0].trainable_parameters:,} trainable parameters" if phases else ""
-    st.markdown(f"**Phase 1 · train the new head** ({describe_freeze_plan(model.freeze)}{plan}; set on the Model page)")
+    what = "train the new head" if model.freeze.mode == "all" else "train"
+    st.markdown(f"**Phase 1 · {what}** ({describe_freeze_plan(model.freeze)}; set on the Model page)")
     cols = st.columns(4)
     train.epochs = cols[0].number_input("Epochs", 0, 500, train.epochs)
     batch = train.batch_size if train.batch_size in BATCH_SIZE_CHOICES else 32
@@ -52,10 +50,7 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     patience = "Early stopping patience (0 = off)"
     train.early_stopping_patience = cols[1].number_input(patience, 0, 100, train.early_stopping_patience)
     train.seed = cols[2].number_input("Seed", 0, 2**31 - 1, train.seed)
-    phase2 = f" · {phases[1].trainable_parameters:,} trainable parameters" if phases else ""
-    st.markdown(
-        f"**Phase 2 · fine-tune** (optional: unfreeze the top of the backbone at a lower learning rate{phase2})"
-    )
+    st.markdown("**Phase 2 · fine-tune** (optional: unfreeze the top of the backbone at a lower learning rate)")
     cols = st.columns(3)
     train.fine_tune_epochs = cols[0].number_input("Fine-tune epochs (0 = skip)", 0, 500, train.fine_tune_epochs)
     rate = nearest_choice(train.effective_fine_tune_learning_rate, FINE_TUNE_LEARNING_RATE_CHOICES)
@@ -71,10 +66,25 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     start = st.button("Start training", type="primary", disabled=running)
 
 
-if phases:
+if backbone is not None:  # after the widgets, so the table shows this run's choices
+    from tlcore.model import phase_plan
+
+    try:
+        phases = phase_plan(backbone, model, train, shared.class_count())
+    except StudioError as error:
+        shared.show_error(error, "Pick a block from the list above.")
+        st.stop()
     rows = [{"phase": f"{p.number} · {p.phase}", "trains": p.trains, "trainable parameters": f"{p.trainable_parameters:,}",
              "epochs": p.epochs, "learning rate": f"{p.learning_rate:g}"} for p in phases]  # fmt: skip
     st.table(pd.DataFrame(rows).set_index("phase"))
+
+with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
+    from pages.image.insight_train import learning_curve_section, lr_finder_section
+    from pages.image.sweep_section import sweep_section
+
+    lr_finder_section(shared.run_config())
+    sweep_section(data, model, train)
+    learning_curve_section(shared.run_config())
 
 if start:
     from tlcore.launch import start_training

@@ -14,63 +14,20 @@ from pathlib import Path
 import streamlit as st
 
 from pages.studio.cache import backbone, finished_runs, folder_stamp, load_run_model, pick_run, scan, store
+from pages.studio.identity import facts, identify, persist_setup, setup_in_use, setups
 from pages.studio.keras_state import keep_keras_state
-from tlcore import sessions
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.data import DEMO_DATASET, workspace_dir
 from tlcore.errors import StudioError
 from tlcore.jobs import JobRegistry, max_jobs_from_env
 
 __all__ = ["backbone", "finished_runs", "folder_stamp", "keep_keras_state", "load_run_model", "pick_run", "scan"]
-__all__ += ["store"]
+__all__ += ["store", "facts", "identify", "persist_setup", "setup_in_use", "setups"]
 DEFAULTS = {
     "data": DataConfig(DEMO_DATASET),
     "model": ModelConfig("MobileNetV2", weights="imagenet", image_size=160),
     "train": TrainConfig(epochs=10),
 }
-
-
-def setups() -> sessions.SetupStore:
-    return sessions.SetupStore(workspace_dir() / "sessions")
-
-
-def identify() -> None:
-    """Knows the browser from its cookie (a refresh keeps it) and restores its setup.
-
-    A browser without the cookie gets a new secret, set as a cookie by :func:`sidebar`.
-    """
-    if "session_id" in st.session_state:
-        return
-    secret = st.context.cookies.get(sessions.COOKIE_NAME)
-    if not sessions.is_secret(secret):
-        secret = st.session_state.new_cookie = sessions.new_secret()
-    owner = st.session_state.session_id = sessions.owner_id(secret)
-    saved = setups().load(owner)
-    if saved is not None:
-        for kind in DEFAULTS:
-            st.session_state.setdefault(f"{kind}_config", getattr(saved.config, kind))
-        facts().update(data_summary=saved.data_summary, num_classes=saved.num_classes)
-
-
-def facts() -> dict:
-    """What the Data page measured of the current dataset: ``data_summary``, ``num_classes``."""
-    return st.session_state.setdefault("data_facts", {})
-
-
-def setup_in_use():
-    """The owner and the live setup objects, taken before a page runs.
-
-    Pages change these objects in place, so :func:`persist_setup` can save them after
-    the page even when it ended with ``st.stop()``, when Streamlit calls may no longer run.
-    """
-    return st.session_state.session_id, run_config(), facts()
-
-
-def persist_setup(in_use) -> None:
-    """Saves the setup as the page left it (plain Python: safe after ``st.stop()``)."""
-    owner, config, measured = in_use
-    summary, num_classes = measured.get("data_summary", ""), measured.get("num_classes", 2)
-    setups().save(owner, sessions.Setup(config, summary, num_classes))
 
 
 def class_count() -> int:
@@ -99,7 +56,9 @@ def session_dir() -> Path:
 
 @st.cache_resource
 def _registry(cap: int) -> JobRegistry:
-    return JobRegistry(max_concurrent=cap)
+    from tlcore.runners import registry_from_env
+
+    return registry_from_env(cap)  # threads in this server, or Ray with TLCORE_JOB_RUNNER=ray
 
 
 def registry() -> JobRegistry:

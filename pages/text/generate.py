@@ -1,20 +1,13 @@
-import re
-
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.job_panel import job_panel
+from pages.text.results import finished, quoted
 from tlcore import charts
 from tlcore.errors import StudioError
 from tlcore.text import DEFAULT_LEARNING_RATE, PRESETS, SAMPLERS, SamplerConfig, TextConfig
 
 SPEEDS = {"standard (float32)": "none", "fast (int8)": "int8"}
-
-
-def quoted(text: str) -> str:
-    """A Markdown blockquote that shows generated text literally: every line stays inside the quote."""
-    lines = re.sub(r"([\\`*_{}\[\]()<>#+\-.!|~$:=])", r"\\\1", str(text)).splitlines() or [""]
-    lines = [re.sub(r"^[ \t]+", lambda m: "&nbsp;" * len(m.group()), line) for line in lines]
-    return "\n".join(f"> {line}  " if line.strip() else ">" for line in lines)
 
 
 st.title("Text (GPT-2)")
@@ -130,43 +123,11 @@ if st.button("Start fine-tuning", disabled=running):
         shared.show_error(error)
 
 
-@st.fragment(run_every=1.0 if running else None)
-def finetune_panel():
+def figure(job):
     from tlcore.text import perplexity_frame
 
-    current = shared.current_job()
-    if current is None or current.kind != "text-finetune":
-        return
-    if current.active:
-        last = current.log.last("batch")
-        st.progress(
-            0.0 if last is None else min(1.0, (last["epoch"] - 1) / max(1, int(epochs))),
-            text=f"{current.title} · {current.status}",
-        )
-        if st.button("Stop fine-tuning"):
-            current.request_stop()
-    elif current.status == "failed":
-        shared.show_error(StudioError(current.error))
-    else:
-        finished(current.result or {}, current.run_dir)
-    st.plotly_chart(charts.text_finetune_figure(perplexity_frame(current.log)), width="stretch", key="text_chart")
-    if running and not current.active:
-        st.rerun()
+    return charts.text_finetune_figure(perplexity_frame(job.log))
 
 
-def finished(metrics: dict, run_dir: str) -> None:
-    st.success(
-        f"Done: loss {metrics.get('loss_before', 0):.2f} → {metrics.get('loss_after', 0):.2f}. "
-        f"Saved to `{run_dir}/preset`."
-    )
-    st.session_state.text_preset = f"{run_dir}/preset"
-    before, after = st.columns(2)
-    before.markdown("**Before**")
-    before.markdown(quoted(metrics.get("before", "")))
-    after.markdown("**After**")
-    after.markdown(quoted(metrics.get("after", "")))
-    for note in metrics.get("notes", []):
-        st.info(note)
-
-
-finetune_panel()
+if job is not None and job.kind == "text-finetune":
+    job_panel(job, figure, finished, chart_key="text_chart")

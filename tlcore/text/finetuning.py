@@ -279,19 +279,20 @@ def trainable_parameter_names(causal_lm) -> list[str]:
 
 
 def start_finetune(registry, owner: str, config: TextConfig, text_value: str, runs_root: str | Path):
-    """Starts text fine-tuning as a background job; the run lands in ``runs_root/text-<time>``."""
-    import datetime as dt
+    """Starts text fine-tuning as a background job; the run gets a folder of the run store."""
+    from tlcore.runs import RunStore
 
     config.validate()
     if not text_value or not text_value.strip():
         raise StudioError("There is no text to train on. Upload .txt/.md files or paste some text.")
-    run_dir = Path(runs_root) / f"text-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
     def target(job):
+        run_dir = RunStore(runs_root).create(name=f"text-{Path(config.model).name}")
         job.run_dir = str(run_dir)
         return finetune(config, text_value, run_dir, log=job.log, stop=job.stop)
 
-    return registry.start(owner, "text-finetune", f"GPT-2 fine-tune from {Path(config.model).name}", target)
+    title = f"GPT-2 fine-tune from {Path(config.model).name}"
+    return registry.start(owner, "text-finetune", title, target, epochs=config.epochs)
 
 
 def perplexity_frame(log, full: bool = False):
