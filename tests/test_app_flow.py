@@ -44,11 +44,16 @@ def session(page: str | None = None, job: str | None = None) -> AppTest:
     return at
 
 
-def colour_setup(at, folder, epochs=2, fine_tune_epochs=0):
+def colour_setup(at, folder, epochs=2, fine_tune_epochs=0, patience=5):
     at.session_state["data_config"] = DataConfig(str(folder), val_split=0.25)
     at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("none"))
     at.session_state["train_config"] = TrainConfig(
-        epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_from="block4", batch_size=8, learning_rate=1e-2
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        unfreeze_from="block4",
+        batch_size=8,
+        learning_rate=1e-2,
+        early_stopping_patience=patience,
     )
 
 
@@ -185,7 +190,7 @@ def test_a_running_job_is_found_after_a_refresh_but_not_through_a_shared_link(br
     owner = sessions.new_secret()
     browser(owner)
     at = session("pages/image/train.py")
-    colour_setup(at, colour_dataset, epochs=300)
+    colour_setup(at, colour_dataset, epochs=300, patience=0)  # runs until stopped
     at.run()
     button(at, "Start training").click().run()
     job_id = at.session_state["job_id"]
