@@ -40,4 +40,6 @@ def test_an_ab_job_returns_both_runs_and_a_verdict(colour_dataset, tmp_path):
     for _, run_id, metrics in job.result.runs:
         assert store.get(run_id).status == "done" and "val_accuracy" in metrics
     assert job.result.verdict and job.result.metrics == job.result.runs[-1][2]
-    assert store.get(job.result.runs[0][1]).config.train.fine_tune_epochs == 0
+    a, b = (store.get(run_id).config for _, run_id, _ in job.result.runs)
+    assert a.train.fine_tune_epochs == 0 and a.model.freeze.mode == "all"  # A: fixed features
+    assert b.train.fine_tune_epochs == 1 and b.model.freeze.mode == "all"  # B: the same head, then fine-tuned

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlcore.config import RunConfig
+from tlcore.config import FreezePlan, RunConfig
 from tlcore.errors import first_line
 from tlcore.jobs import ProgressLog
 from tlcore.runs import RunStore, save_result, set_status, start_run
@@ -57,8 +57,9 @@ def start_training(registry, owner: str, config: RunConfig, store: RunStore, nam
 def ab_configs(config: RunConfig) -> tuple[RunConfig, RunConfig]:
     """The A/B pair on the same data and split: fixed feature extractor vs fine-tuned."""
     fixed = RunConfig.from_dict(config.to_dict())
+    fixed.model.freeze = FreezePlan("all")  # A: a fixed feature extractor, whatever the Model page says
     fixed.train.fine_tune_epochs = 0
-    tuned = RunConfig.from_dict(config.to_dict())
+    tuned = RunConfig.from_dict(fixed.to_dict())
     tuned.train.fine_tune_epochs = config.train.fine_tune_epochs or max(2, config.train.epochs // 2)
     return fixed, tuned
 

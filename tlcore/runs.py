@@ -156,7 +156,7 @@ class Run:
             return "?"
         model = self.config.model
         if Path(model.backbone).suffix.lower() in MODEL_FILE_SUFFIXES:
-            return f"{Path(model.backbone).name} (your model file, its own weights)"
+            return f"{Path(model.backbone).name} (your model file)"
         words = {"imagenet": "ImageNet weights", "none": "random weights"}
         return f"{model.backbone} ({words.get(model.weights) or 'weights from ' + Path(model.weights).name})"
 

@@ -17,8 +17,9 @@ else:
     st.dataframe(
         table,
         column_config={
-            "run_id": st.column_config.TextColumn("run", width="medium"),
-            "backbone": st.column_config.TextColumn(width="large"),
+            "run_id": st.column_config.TextColumn("run", width="large"),
+            "backbone": st.column_config.TextColumn(width="medium"),
+            "classes": None,
             "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
             "val_loss": st.column_config.NumberColumn("val loss", format="%.3f"),
             "kept_epoch": st.column_config.NumberColumn("kept epoch", help="the epoch whose weights the run kept"),

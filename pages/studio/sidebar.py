@@ -33,7 +33,7 @@ def sidebar() -> None:
 
 
 def job_line(active: bool) -> None:
-    @st.fragment(run_every=2.0 if active else None)
+    @st.fragment(run_every=1.0 if active else None)
     def line():
         job = shared.current_job()
         if job is None:
