@@ -147,7 +147,9 @@ def check_image_file(path: str | Path, limits: Limits = DEFAULT_LIMITS, skip_pla
         raise StudioError(f"the image is only {image.size[0]}x{image.size[1]} pixels, too small to classify")
     _load_small(image)
     if skip_placeholders and (reason := placeholder_reason(image)):
-        raise StudioError(f"{reason}; to keep it, untick 'Skip blank or placeholder images' under Options on the Data page (CLI: --keep-placeholders)")
+        raise StudioError(
+            f"{reason}; to keep it, untick 'Skip blank or placeholder images' under Options on the Data page (CLI: --keep-placeholders)"
+        )
     return hashlib.sha256(data).hexdigest()
 
 
