@@ -213,7 +213,8 @@ def test_a_shared_job_link_opened_in_another_browser_shows_no_job_and_no_stop(se
     url, _ = server
     owner = start_small_cnn_training(browser, url, 200, patience=0)
     expect(owner.get_by_role("button", name="Stop")).to_be_visible()
-    expect(owner.get_by_text(re.compile(r"head · epoch|loading data|building model"))).to_be_visible()
+    main = owner.locator('[data-testid="stMain"]')  # the sidebar's job line shows the same words
+    expect(main.get_by_text(re.compile(r"head · epoch|loading data|building model"))).to_be_visible()
     link = owner.url
     assert "job=" in link
     stranger = browser.new_page(viewport={"width": 1400, "height": 1000})  # a new context: no cookie
