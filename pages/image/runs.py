@@ -17,14 +17,16 @@ else:
     st.dataframe(
         table,
         column_config={
-            "run_id": st.column_config.TextColumn("run", width="large"),
-            "backbone": st.column_config.TextColumn(width="medium"),
+            # Widths in pixels that add up to less than the page (about 900 px): nothing scrolls sideways.
+            "run_id": st.column_config.TextColumn("run", width=250),
+            "status": st.column_config.TextColumn(width=60),
+            "backbone": st.column_config.TextColumn(width=210),
             "classes": None,
-            "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f"),
-            "val_loss": st.column_config.NumberColumn("val loss", format="%.3f"),
-            "kept_epoch": st.column_config.NumberColumn("kept epoch", help="the epoch whose weights the run kept"),
-            "epochs_run": st.column_config.NumberColumn("epochs"),
-            "train_seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+            "val_accuracy": st.column_config.NumberColumn("val acc", format="%.3f", width=65),
+            "val_loss": st.column_config.NumberColumn("val loss", format="%.3f", width=65),
+            "kept_epoch": st.column_config.NumberColumn("kept", help="the epoch whose weights the run kept", width=50),
+            "epochs_run": st.column_config.NumberColumn("epochs", width=55),
+            "train_seconds": st.column_config.NumberColumn("seconds", format="%.1f", width=65),
         },
         hide_index=True,
         width="stretch",
