@@ -69,3 +69,30 @@ def recall(name: str, config: RunConfig):
     """The result :func:`remember` kept for this setup, or ``None``."""
     stored = st.session_state.get(f"insight_{name}")
     return stored[1] if stored is not None and stored[0] == _key(config) else None
+
+
+def analysis(name: str, config: RunConfig, button: str, spinner: str, compute, key: str | None = None):
+    """A button that runs ``compute(features)`` on the cached features and keeps the result.
+
+    Args:
+        name: where the result is kept (see :func:`remember`).
+        config: the current setup.
+        button: the button's label.
+        spinner: what the spinner says while ``compute`` runs.
+        compute: ``compute(feature_set)`` → the result.
+        key: the button's widget key (default ``name``).
+
+    Returns:
+        The result kept for this setup (this click's or an earlier one's), or ``None``.
+    """
+    if st.button(button, key=key or name):
+        found = features(config)
+        if found is None:
+            return None
+        try:
+            with st.spinner(spinner):
+                remember(name, config, compute(found))
+        except ValueError as error:
+            shared.show_error(error)
+            return None
+    return recall(name, config)

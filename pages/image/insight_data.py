@@ -51,17 +51,14 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 4
         "learning (cleanlab) flags labels the rest of the data disagrees with. Your files are never moved: "
         "decisions are kept in the workspace and apply from the next training on."
     )
-    if st.button("Find suspect labels", key="label_issues"):
-        found = common.features(config)
-        if found is None:
-            return
-        try:
-            with st.spinner("Cross-validating heads…"):
-                common.remember("label_review", config, review_labels(found, seed=config.train.seed))
-        except ValueError as error:
-            shared.show_error(error)
-            return
-    review = common.recall("label_review", config)
+    review = common.analysis(
+        "label_review",
+        config,
+        "Find suspect labels",
+        "Cross-validating heads…",
+        lambda found: review_labels(found, seed=config.train.seed),
+        key="label_issues",
+    )
     if review is None:
         return
     issues = review.issues()

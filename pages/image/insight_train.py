@@ -76,17 +76,13 @@ def learning_curve_section(config: RunConfig) -> None:
         "Heads trained on 10 %–100 % of each class (5 draws each), scored on the validation images; "
         "a fitted learning curve projects the accuracy with more images like these."
     )
-    if st.button("Measure the learning curve", key="learning_curve"):
-        found = common.features(config)
-        if found is None:
-            return
-        try:
-            with st.spinner("Training heads on subsets…"):
-                common.remember("learning_curve", config, learning_curve(found, seed=config.train.seed))
-        except ValueError as error:
-            shared.show_error(error)
-            return
-    curve = common.recall("learning_curve", config)
+    curve = common.analysis(
+        "learning_curve",
+        config,
+        "Measure the learning curve",
+        "Training heads on subsets…",
+        lambda found: learning_curve(found, seed=config.train.seed),
+    )
     if curve is not None:
         st.plotly_chart(charts.learning_curve_figure(curve), width="stretch", key="learning_curve_chart")
         st.info(curve.describe(), icon=":material/trending_up:")
