@@ -37,8 +37,11 @@ def studio_env(tmp_path, tmp_path_factory, monkeypatch):
     st.cache_data.clear()
 
 
-def app(page: str | None = None) -> AppTest:
+def app(page: str | None = None, job: str | None = None) -> AppTest:
+    """A new session through the router, optionally opening a page and a ``?job=`` link."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if job:
+        at.query_params["job"] = job
     at.run()
     if page:
         at.switch_page(page)

@@ -33,15 +33,7 @@ def browser(monkeypatch):
 
 def session(page: str | None = None, job: str | None = None) -> AppTest:
     """A new session (a refresh or another browser), optionally opening a ``?job=`` link."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    if job:
-        at.query_params["job"] = job
-    at.run()
-    if page:
-        at.switch_page(page)
-        at.run()
-    assert not at.exception, [e.stack_trace for e in at.exception]
-    return at
+    return app(page, job)
 
 
 def colour_setup(at, folder, epochs=2, fine_tune_epochs=0, patience=5):

@@ -352,15 +352,16 @@ def choose_hymenoptera(page, hymenoptera):
     nav(page, "Data")
     page.get_by_text("Folder on this server", exact=True).click()
     wait_idle(page)
-    folder = page.get_by_label("Folder path", exact=True)
-    folder.fill(str(hymenoptera / "train"))
-    folder.press("Enter")
-    wait_idle(page)
+    type_path(page, "Folder path", hymenoptera / "train")
     page.get_by_text("I have a separate validation folder", exact=True).click()
     wait_idle(page)
-    val = page.get_by_label("Validation folder path", exact=True)
-    val.fill(str(hymenoptera / "val"))
-    val.press("Enter")
+    type_path(page, "Validation folder path", hymenoptera / "val")
+
+
+def type_path(page, label: str, path) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(path))
+    field.press("Enter")
     wait_idle(page)
 
 
