@@ -297,6 +297,10 @@ def test_train_page_trains_the_demo_and_leaves_a_chart_then_evaluate_predict_and
     assert not at.exception
     assert "Validation accuracy" in [m.label for m in at.metric]
     assert any(json.loads(c.proto.spec)["data"][0]["type"] == "heatmap" for c in at.get("plotly_chart"))
+    saved_loss = next(m.value for m in at.metric if m.label == "Validation loss")
+    at.toggle(key="evaluate_tta").set_value(True).run()  # predicted again with mirror images: a new loss
+    assert not at.exception and not at.error
+    assert next(m.value for m in at.metric if m.label == "Validation loss") != saved_loss
 
     at.switch_page("pages/image/predict.py")
     at.run()

@@ -83,6 +83,20 @@ def test_train_then_predict(tmp_path, colour_dataset):
     assert rows[0]["top_k"][0]["label"] == "green" and len(rows[0]["top_k"]) == 2
     assert "error" in rows[1]
 
+    # evaluate: the saved numbers as they are, and again with flip TTA (the colour set is
+    # mirror-symmetric in what matters, so TTA must not cost accuracy here).
+    saved = json.loads(tlcore("evaluate", "--run", out).stdout)
+    assert saved["tta"] == "none" and saved["images"] == metrics["num_val"]
+    assert saved["val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert saved["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-3)
+    flipped = tlcore("evaluate", "--run", out, "--tta", "flip")
+    assert flipped.returncode == 0, flipped.stderr
+    flipped = json.loads(flipped.stdout)
+    assert flipped["tta"] == "flip" and flipped["images"] == saved["images"]
+    assert flipped["val_accuracy"] >= saved["val_accuracy"] - 1e-9 and flipped["val_loss"] != saved["val_loss"]
+    assert_clean_failure(tlcore("evaluate", "--run", out, "--tta", "rotate"), "Unknown --tta")
+    assert_clean_failure(tlcore("evaluate", "--run", tmp_path), "not a finished run folder")
+
 
 def _lambda_model(path):
     import keras

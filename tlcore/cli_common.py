@@ -37,7 +37,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
         "or a layer/block name (trainable from there on)",
     )
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--fine-tune-epochs", type=int, default=0)
     parser.add_argument("--fine-tune-lr", type=float)
     parser.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")

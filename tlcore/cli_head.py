@@ -1,4 +1,4 @@
-"""CLI extension: ``train --config RUN_DIR/config.json`` and ``sweep``.
+"""CLI extension: ``train --config RUN_DIR/config.json``, ``sweep`` and ``evaluate``.
 
 ``train --config`` trains exactly what a saved run trained; a flag typed beside it
 replaces one field. To know which flags were typed, the train parser's flags default
@@ -31,6 +31,9 @@ def add_parsers(commands) -> None:
             kind, default, text = lists[action.dest]
             action.type, action.default, action.help = _list_of(kind), _list_of(kind)(default), text
     sweep.add_argument("--out", required=True, help="folder for sweep.csv")
+    evaluate = commands.add_parser("evaluate", help="a run's validation accuracy and loss, optionally with TTA")
+    evaluate.add_argument("--run", required=True, help="a finished run folder")
+    evaluate.add_argument("--tta", default="none", help="none | flip: average over each image and its mirror")
 
 
 def _allow_config(train: argparse.ArgumentParser) -> None:
@@ -78,5 +81,31 @@ def cmd_sweep(args) -> dict:
     return {**result.to_dict(), "grid": lists, "out": str(out)}
 
 
-COMMANDS = {"sweep": cmd_sweep}
-__all__ = ["COMMANDS", "add_parsers", "cmd_sweep"]
+def cmd_evaluate(args) -> dict:
+    """Validation metrics of a run: as saved (``--tta none``) or predicted again with flip TTA."""
+    from tlcore.evaluation import evaluate_probabilities, summary
+    from tlcore.predict import TTA_CHOICES
+    from tlcore.runs import read_run
+
+    if args.tta not in TTA_CHOICES:
+        raise StudioError(f"Unknown --tta. Expected one of {list(TTA_CHOICES)}. Received: --tta {args.tta}.")
+    run_dir = Path(args.run)
+    if not (run_dir / "model.keras").is_file():
+        raise StudioError(
+            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
+        )
+    run = read_run(run_dir)
+    paths, labels, probabilities = run.val_probabilities()
+    if not paths:
+        raise StudioError(f"{run_dir} has no saved validation predictions to evaluate.")
+    if args.tta != "none":
+        quiet_keras()
+        from tlcore.predict import predict_paths
+
+        probabilities = predict_paths(run.load_model(), paths, args.tta)
+    metrics = evaluate_probabilities(probabilities, labels)
+    return {"run": str(run_dir), "images": len(paths), "tta": args.tta, **metrics, **summary(labels, probabilities)}
+
+
+COMMANDS = {"sweep": cmd_sweep, "evaluate": cmd_evaluate}
+__all__ = ["COMMANDS", "add_parsers", "cmd_evaluate", "cmd_sweep"]

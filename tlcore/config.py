@@ -194,7 +194,7 @@ class TrainConfig:
         seed: seeds the split, the weights initialisation, shuffling and augmentation.
     """
 
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     optimizer: str = "adam"

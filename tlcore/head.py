@@ -45,6 +45,7 @@ class HeadSettings:
         epochs: epochs at most.
         patience: epochs without a lower ``val_loss`` before stopping; 0 = off.
         seed: seeds the initial weights, the shuffling and the dropout masks.
+        label_smoothing: Keras' label smoothing of the training loss (0 = none).
     """
 
     hidden_units: int = 0
@@ -55,6 +56,7 @@ class HeadSettings:
     epochs: int = 10
     patience: int = 5
     seed: int = 42
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -103,6 +105,8 @@ class HeadEngine:
         self.optimizer = model_lib.make_optimizer(optimizer, 1e-3)
         self.optimizer.build(self.variables)
         self.dropout_rate = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        self.label_smoothing = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        self.num_classes = num_classes
         self.seeds = keras.random.SeedGenerator(0)
         self.epoch = tf.function(self._epoch, reduce_retracing=True)
         self.warmed_sizes: set[tuple[int, int]] = set()
@@ -127,16 +131,23 @@ class HeadEngine:
             batch_labels = tf.gather(labels, index)
             with tf.GradientTape() as tape:
                 probabilities = self._forward(tf.gather(features, index), training=True)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(batch_labels, probabilities))
+                loss = self._loss(batch_labels, probabilities)
             gradients = tape.gradient(loss, self.variables)
             self.optimizer.apply_gradients(zip(gradients, self.variables))
             loss_sum += loss * tf.cast(tf.shape(index)[0], tf.float32)
             correct += _correct(batch_labels, probabilities)
         val_probabilities = self._forward(val_features, training=False)
-        val_loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(val_labels, val_probabilities))
+        val_loss = self._loss(val_labels, val_probabilities)
         total, val_total = tf.cast(count, tf.float32), tf.cast(tf.shape(val_labels)[0], tf.float32)
         val_accuracy = _correct(val_labels, val_probabilities) / val_total
         return loss_sum / total, correct / total, val_loss, val_accuracy, val_probabilities
+
+    def _loss(self, labels, probabilities):
+        """Keras' categorical cross-entropy (sparse labels), smoothed as ``label_smoothing`` says."""
+        # Keras' own smoothing formula, written out: its ``if label_smoothing:`` needs a Python number
+        targets = tf.one_hot(labels, self.num_classes) * (1.0 - self.label_smoothing)
+        targets += self.label_smoothing / self.num_classes
+        return tf.reduce_mean(keras.losses.categorical_crossentropy(targets, probabilities))
 
     def warm_up(self, num_train: int, num_val: int) -> None:
         """Traces and runs the epoch once for these sizes (e.g. while the backbone extracts features).
@@ -162,6 +173,7 @@ class HeadEngine:
             variable.assign(np.zeros(variable.shape, variable.dtype))
         self.optimizer.learning_rate = settings.learning_rate
         self.dropout_rate.assign(settings.dropout_rate)
+        self.label_smoothing.assign(settings.label_smoothing)
         self.seeds.state.assign(np.array([settings.seed, 0], dtype=self.seeds.state.dtype))
 
     def weights(self) -> list[np.ndarray]:

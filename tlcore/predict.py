@@ -61,6 +61,20 @@ def predict_probabilities(model, batch: np.ndarray, tta: str = "none") -> np.nda
     return np.asarray(forward(batch))
 
 
+def predict_paths(model, paths: list[str], tta: str = "none", batch_size: int = 32) -> np.ndarray:
+    """Class probabilities of image files, a batch at a time (e.g. a run's validation images again, with TTA).
+
+    Raises:
+        StudioError: a file cannot be decoded (the message names it), or a bad ``tta``.
+    """
+    size = _input_size(model)
+    parts = [
+        predict_probabilities(model, load_batch(paths[start : start + batch_size], size), tta)
+        for start in range(0, len(paths), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, int(model.output_shape[-1])), np.float32)
+
+
 def predict_top_k(
     model, classes: list[str], images: list, top_k: int = 3, *, tta: str = "none", temperature: float | None = None
 ) -> list[list[dict]]:

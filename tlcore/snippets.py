@@ -1,8 +1,8 @@
 """Inference snippets a user downloads with a run: plain Python that needs no tlcore.
 
 Each snippet decodes an image the way the studio does (upright by EXIF, any mode to
-RGB with alpha on white, 16-bit scaled, JPEG draft decoding, bilinear resize), so it
-agrees with the dashboard's prediction. tests/test_snippets.py runs every snippet in
+RGB with alpha on white, 16-bit scaled, JPEG draft decoding, bilinear sampling without
+antialiasing), so it agrees with the dashboard's prediction. tests/test_snippets.py runs every snippet in
 a fresh folder outside the repository and compares its top-1 with the studio's.
 """
 
@@ -21,7 +21,7 @@ def load_image(path, size):
     """Decodes like the studio: upright, RGB (alpha on white), resized to size x size."""
     image = Image.open(path)
     if image.format == "JPEG":
-        image.draft("RGB", (size, size))  # decode big JPEGs at a reduced scale, as the studio does
+        image.draft("RGB", (2 * size, 2 * size))  # big JPEGs at a reduced scale >= 2x, as the studio does
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
@@ -32,7 +32,10 @@ def load_image(path, size):
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    image = image.convert("RGB")
+    # bilinear sampling without antialiasing, as tf.image.resize does (Image.resize would antialias)
+    scale = (image.width / size, 0, 0, 0, image.height / size, 0)
+    image = image.transform((size, size), Image.AFFINE, scale, resample=Image.BILINEAR)
     return np.asarray(image, dtype=np.float32)[None]  # a batch of one, pixels 0..255
 '''
 

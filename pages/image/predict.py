@@ -46,6 +46,10 @@ if run is None:
     st.stop()
 top_k = st.slider("Top-k", 1, max(1, min(10, len(run.labels))), min(3, len(run.labels)))
 show_cam = st.toggle("Grad-CAM: show where the model looks")
+tta = st.toggle(
+    "Average with the mirror image (test-time augmentation)",
+    help="Predicts the image as is and flipped left to right, and averages: often a little more accurate.",
+)
 from tlcore.insight.calibration import load_temperature  # noqa: E402
 
 temperature = load_temperature(run.path)
@@ -61,7 +65,9 @@ model = shared.load_run_model(run)
 for index, (name, data) in enumerate(images):
     left, right = st.columns([1, 2])
     try:
-        result = predict_top_k(model, run.labels, [data], top_k, temperature=temperature)[0]
+        result = predict_top_k(
+            model, run.labels, [data], top_k, tta="flip" if tta else "none", temperature=temperature
+        )[0]
         placeholder = placeholder_reason(data)
     except StudioError as error:
         left.error(shared.escape_markdown(f"{name}: {error}"))

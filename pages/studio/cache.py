@@ -56,6 +56,19 @@ def load_run_model(run):
     return run_model(str(run.path), path.stat().st_mtime)
 
 
+def tta_probabilities(run, paths: list[str], tta: str = "flip"):
+    """The run's model over ``paths`` with test-time augmentation (computed once per run and model file)."""
+    return _tta_probabilities(str(run.path), (run.path / "model.keras").stat().st_mtime, tuple(paths), tta)
+
+
+@st.cache_data(show_spinner="Predicting the validation images and their mirrors…", max_entries=8)
+def _tta_probabilities(run_path: str, _mtime: float, paths: tuple[str, ...], tta: str):
+    from tlcore.predict import predict_paths
+    from tlcore.runs import read_run
+
+    return predict_paths(load_run_model(read_run(Path(run_path))), list(paths), tta)
+
+
 def finished_runs():
     return [run for run in store().list() if run.status in ("done", "stopped") and run.has_model]
 

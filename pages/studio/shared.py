@@ -13,7 +13,16 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.studio.cache import backbone, finished_runs, folder_stamp, load_run_model, pick_run, scan, store
+from pages.studio.cache import (
+    backbone,
+    finished_runs,
+    folder_stamp,
+    load_run_model,
+    pick_run,
+    scan,
+    store,
+    tta_probabilities,
+)
 from pages.studio.identity import facts, identify, persist_setup, setup_in_use, setups
 from pages.studio.keras_state import keep_keras_state
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -21,7 +30,16 @@ from tlcore.data import DEMO_DATASET, workspace_dir
 from tlcore.errors import StudioError
 from tlcore.jobs import JobRegistry, max_jobs_from_env
 
-__all__ = ["backbone", "finished_runs", "folder_stamp", "keep_keras_state", "load_run_model", "pick_run", "scan"]
+__all__ = [
+    "backbone",
+    "finished_runs",
+    "folder_stamp",
+    "keep_keras_state",
+    "load_run_model",
+    "pick_run",
+    "scan",
+    "tta_probabilities",
+]
 __all__ += ["store", "facts", "identify", "persist_setup", "setup_in_use", "setups"]
 DEFAULTS = {
     "data": DataConfig(DEMO_DATASET),
