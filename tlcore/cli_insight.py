@@ -26,7 +26,7 @@ def add_parsers(commands) -> None:
 
     duplicates = commands.add_parser("near-duplicates", help="near-duplicate images and train→validation leakage")
     add_run_flags(duplicates)
-    duplicates.add_argument("--threshold", type=float, help="cosine similarity of centred features (default 0.8)")
+    duplicates.add_argument("--threshold", type=float, help="cosine similarity of centred features (default 0.72)")
 
     curve = commands.add_parser("learning-curve", help="accuracy against training-set size, with a projection")
     add_run_flags(curve)
