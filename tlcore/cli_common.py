@@ -37,14 +37,16 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="backbone layers frozen in the first phase: all (default), none, top:N (last N trainable) "
         "or a layer/block name (trainable from there on)",
     )
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--fine-tune-epochs", type=int, default=0)
     parser.add_argument("--fine-tune-lr", type=float)
     parser.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience; 0 = off")
+    parser.add_argument(
+        "--patience", type=int, default=TrainConfig.early_stopping_patience, help="early-stopping patience; 0 = off"
+    )
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--no-feature-cache", action="store_true")
     parser.add_argument("--keep-placeholders", action="store_true")

@@ -53,8 +53,8 @@ class HeadSettings:
     learning_rate: float = 1e-3
     dropout_rate: float = 0.2
     batch_size: int = 32
-    epochs: int = 10
-    patience: int = 5
+    epochs: int = 40
+    patience: int = 10
     seed: int = 42
     label_smoothing: float = 0.0
 
