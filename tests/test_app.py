@@ -400,3 +400,18 @@ def test_text_page_fine_tunes_with_a_live_chart(tiny_gpt2_preset):
     assert "Done: loss" in at.success[0].value
     figure = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert plotly_values(figure["data"][0]["x"]) == [1, 2]
+
+
+def _stopped_while_queued():
+    from types import SimpleNamespace
+
+    from pages.image.results import show_run
+
+    show_run(SimpleNamespace(status="stopped", kind="train", result=None, run_dir=None), "Stopped")
+
+
+def test_a_job_stopped_before_it_trained_says_no_run_was_saved():
+    """A Ray job stopped while queued has no run folder: no "Saved as run None"."""
+    at = AppTest.from_function(_stopped_while_queued, default_timeout=60).run()
+    assert not at.exception and not at.success
+    assert "no run was saved" in at.warning[0].value

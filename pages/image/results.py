@@ -22,6 +22,9 @@ def show_result(job) -> None:
 def show_run(job, verb: str) -> None:
     metrics = job.result.metrics if job.result is not None else {}
     run_id = Path(job.run_dir).name if job.run_dir else None
+    if run_id is None or not metrics:  # stopped while queued (Ray) or before its first epoch: nothing saved
+        st.warning("The job was stopped before it trained: no run was saved.", icon=":material/stop_circle:")
+        return
     st.session_state.run_id = run_id
     st.success(
         f"{verb}: validation accuracy **{metrics.get('val_accuracy', 0):.1%}** "
