@@ -34,16 +34,46 @@ def features(config: RunConfig):
     """The dataset's pooled features (cached per setup, folders and label decisions), or ``None`` after an error."""
     from tlcore.insight.overlay import stamp
 
-    data = config.data
-    roots = [data.data_dir, data.val_dir]
-    folders = tuple(shared.folder_stamp(root) for root in filter(None, roots))
+    folders = tuple(shared.folder_stamp(root) for root in filter(None, roots(config)))
     try:
-        return _features(_key(config), (folders, stamp(roots)), config, shared.backbone(config.model))
+        return _features(_key(config), (folders, stamp(roots(config))), config, shared.backbone(config.model))
     except StudioError as error:
         shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
     except ValueError as error:
         shared.show_error(error)
     return None
+
+
+def roots(config: RunConfig) -> list[str]:
+    """The dataset folders (training, validation or ``None``) that label decisions are kept for."""
+    return [config.data.data_dir, config.data.val_dir]
+
+
+def decide(config: RunConfig, path: str, digest: str, action: str, label: str | None = None) -> None:
+    """Stores a label decision (``"relabel"``, ``"exclude"`` or ``"undo"``) about ``path``; errors are shown."""
+    from tlcore.insight.overlay import record
+
+    try:
+        record(roots(config), path, digest, action, label)
+    except StudioError as error:
+        shared.show_error(error)
+
+
+def decision(config: RunConfig, path: str) -> dict | None:
+    """The stored decision about ``path``, or ``None``."""
+    from tlcore.insight.overlay import load_overlay, root_of
+
+    try:
+        return load_overlay(root_of(path, roots(config))).decision(path)
+    except StudioError:
+        return None
+
+
+def done(decision: dict) -> str:
+    """A decision in words, escaped for Markdown: "excluded" or "relabelled → bees"."""
+    return shared.escape_markdown(
+        "excluded" if decision["action"] == "exclude" else f"relabelled → {decision['label']}"
+    )
 
 
 def show_image(path: str, caption: str = "", size: int = 256) -> None:

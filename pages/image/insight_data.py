@@ -7,29 +7,6 @@ import streamlit as st
 from pages.image import insight_common as common
 from pages.studio import shared
 from tlcore.config import RunConfig
-from tlcore.errors import StudioError
-
-
-def _roots(config: RunConfig) -> list[str]:
-    return [config.data.data_dir, config.data.val_dir]
-
-
-def _decide(config: RunConfig, row, action: str, label: str | None = None) -> None:
-    from tlcore.insight.overlay import record
-
-    try:
-        record(_roots(config), row.path, row.digest, action, label)
-    except StudioError as error:
-        shared.show_error(error)
-
-
-def _decision(config: RunConfig, path: str) -> dict | None:
-    from tlcore.insight.overlay import load_overlay, root_of
-
-    try:
-        return load_overlay(root_of(path, _roots(config))).decision(path)
-    except StudioError:
-        return None
 
 
 def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 4) -> None:
@@ -51,6 +28,7 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 4
         "learning (cleanlab) flags labels the rest of the data disagrees with. Your files are never moved: "
         "decisions are kept in the workspace and apply from the next training on."
     )
+    _kept_decisions(config, max_rows)
     review = common.analysis(
         "label_review",
         config,
@@ -79,22 +57,43 @@ def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> Non
         f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
         f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.2f}",
     )
-    decision = _decision(config, row.path)
+    decision = common.decision(config, row.path)
     if decision is not None:
-        done = f"relabelled → {decision['label']}" if decision["action"] == "relabel" else "excluded"
-        st.caption(f":material/check: {shared.escape_markdown(done)}")
+        st.caption(f":material/check: {common.done(decision)}")
         if st.button("Undo", key=f"undo_{index}"):
-            _decide(config, row, "undo")
+            common.decide(config, row.path, row.digest, "undo")
             st.rerun()
         return
     left, right = st.columns(2)
     target = row.suggested if row.suggested != row.given else next(c for c in classes if c != row.given)
     if left.button(f"Relabel as {target}", key=f"relabel_{index}"):
-        _decide(config, row, "relabel", target)
+        common.decide(config, row.path, row.digest, "relabel", target)
         st.rerun()
     if right.button("Exclude", key=f"exclude_{index}"):
-        _decide(config, row, "exclude")
+        common.decide(config, row.path, row.digest, "exclude")
         st.rerun()
+
+
+def _kept_decisions(config: RunConfig, max_rows: int) -> None:
+    """The decisions kept in the workspace (a refresh keeps them), each with Undo, and the images they leave."""
+    from tlcore.insight.overlay import apply_stored_overlay, decisions
+
+    kept = decisions(common.roots(config))
+    if not kept:
+        return
+    left = []
+    for source in filter(None, common.roots(config)):
+        scan = shared.scan(source, config.data.skip_placeholders, shared.folder_stamp(source))
+        left.append(f"{len(apply_stored_overlay(scan).items)} of {len(scan.items)} in {common.name(scan.root)}")
+    st.markdown(f"**Your label decisions ({len(kept)})** · images left: {' · '.join(left)}")
+    for index, (path, decision) in enumerate(kept[:max_rows]):
+        text, undo = st.columns([6, 1], vertical_alignment="center")
+        text.caption(f"{common.name(path)}: {common.done(decision)}")
+        if undo.button("Undo", key=f"kept_undo_{index}"):
+            common.decide(config, path, "", "undo")
+            st.rerun()
+    if len(kept) > max_rows:
+        st.caption(f"…and {len(kept) - max_rows} more (undo some to see them).")
 
 
 def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
@@ -142,8 +141,8 @@ def _pair_row(config: RunConfig, found, row, index: int) -> None:
         common.show_image(row.b, f"{common.name(row.b)} · {shared.escape_markdown(row.b_label)}")
     item = {item.path: item for item in found.all_items}.get(row.a)
     with actions:
-        if _decision(config, row.a) is not None:
+        if common.decision(config, row.a) is not None:
             st.caption(f"{common.name(row.a)} excluded")
         elif item is not None and st.button("Exclude the left one", key=f"dup_exclude_{index}"):
-            _decide(config, item, "exclude")
+            common.decide(config, item.path, item.digest, "exclude")
             st.rerun()

@@ -149,6 +149,19 @@ def root_of(path: str, roots: list[str]) -> str:
     raise StudioError(f"Expected an image inside {', '.join(filter(None, roots))}. Received: {path}.")
 
 
+def decisions(roots: list[str]) -> list[tuple[str, dict]]:
+    """Every stored decision about the dataset folders ``roots``, as ``(absolute path, decision)``.
+
+    What the Data page lists (and offers to undo) whether or not an analysis ran in this
+    browser session: the decisions live in the workspace, so they survive a refresh.
+    """
+    found = []
+    for root in dict.fromkeys(str(Path(root).resolve()) for root in roots if root):
+        overlay = load_overlay(root)
+        found += [(str(Path(root) / key), dict(entry)) for key, entry in sorted(overlay.entries.items())]
+    return found
+
+
 def record(roots: list[str], path: str, digest: str, action: str, label: str | None = None) -> Overlay:
     """Stores one decision (``"relabel"`` to ``label``, ``"exclude"``, or ``"undo"``) about ``path``.
 
