@@ -1,4 +1,5 @@
 import json
+import socket
 import os
 import subprocess
 import sys
@@ -72,6 +73,19 @@ def test_a_run_killed_midway_is_listed_as_incomplete_and_never_breaks_the_list(t
     }
     assert listed == {"killed": "incomplete", "garbage": "incomplete", "half": "incomplete"}
     assert len(store.table()) == 3
+
+
+def test_a_run_written_by_a_worker_on_another_node_stays_running(tmp_path):
+    """Its pid means nothing on this machine (a Ray worker elsewhere): not "incomplete"."""
+    store = runs.RunStore(tmp_path / "runs")
+    for name, host in (("remote", "ray-node-7"), ("local", None)):
+        path = store.create(RunConfig(), name=name)
+        status = json.loads((path / "status.json").read_text())
+        assert status["host"] == socket.gethostname()
+        status.update(pid=2**22 + 12345, host=host or status["host"])  # no such process here
+        (path / "status.json").write_text(json.dumps(status))
+    listed = {run.run_id.split("-")[-2]: run.status for run in store.list()}
+    assert listed == {"remote": "running", "local": "incomplete"}
 
 
 def test_failed_run_records_the_error(tmp_path):

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,7 +289,8 @@ def start_run(path: Path, config: RunConfig) -> Path:
 
 def set_status(path: Path, status: str, **extra) -> None:
     record = _read_json(Path(path) / STATUS_FILE)
-    record.update(status=status, pid=os.getpid(), updated=dt.datetime.now().isoformat(timespec="seconds"), **extra)
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    record.update(status=status, pid=os.getpid(), host=socket.gethostname(), updated=now, **extra)
     record.setdefault("started", record["updated"])
     _write_atomic(Path(path) / STATUS_FILE, json.dumps(record, indent=2))
 
@@ -298,7 +300,10 @@ def read_run(path: Path) -> Run:
     path = Path(path)
     status = _read_json(path / STATUS_FILE)
     state = status.get("status", "incomplete")
-    if state == "running" and not _pid_alive(status.get("pid")):
+    # A pid can only be checked on its own machine: a run a Ray worker on another node is
+    # writing stays "running" (that runner marks it failed if the worker dies).
+    local = status.get("host", socket.gethostname()) == socket.gethostname()
+    if state == "running" and local and not _pid_alive(status.get("pid")):
         state = "incomplete"
     try:
         config = RunConfig.load(path / "config.json")
