@@ -1,6 +1,6 @@
 import json
-import socket
 import os
+import socket
 import subprocess
 import sys
 
