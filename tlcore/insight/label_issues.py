@@ -69,7 +69,10 @@ def review_labels(feature_set, folds: int = 5, seed: int = 0) -> LabelReview:
     probabilities = out_of_fold_probabilities(x, y, len(classes), used, seed)
     flagged = np.zeros(len(y), dtype=bool)
     if len(np.unique(y)) == len(classes):  # cleanlab needs every class present
-        flagged[find_label_issues(y, probabilities, filter_by="prune_by_noise_rate")] = True
+        # n_jobs=1: cleanlab's default process pool forks the caller, and a fork of the threaded
+        # dashboard server can hang for ever (seen in the browser suite); on a few thousand rows
+        # one process takes milliseconds.
+        flagged[find_label_issues(y, probabilities, filter_by="prune_by_noise_rate", n_jobs=1)] = True
     given_probability = probabilities[np.arange(len(y)), y]
     items = feature_set.all_items
     frame = pd.DataFrame(
