@@ -233,7 +233,10 @@ def refresh_keeps_the_decisions(page, decisions: list[str]) -> None:
     expect(decisions_line(section, 2)).to_contain_text("243 of 244 in train · 153 of 153 in val")
     for decision in decisions:
         expect(section.get_by_text(decision, exact=True)).to_be_visible()
-    expect(page.get_by_text("Current dataset: 397 images · 2 classes.")).to_be_visible()  # the folders' files
+    # what training will use, said at once (the files on disk are still 397)
+    expect(
+        page.get_by_text("Current dataset: 396 images · 2 classes (1 excluded by your label decisions).")
+    ).to_be_visible()
     no_app_error(page)
     shot(page, "insight-03-after-refresh")
 

@@ -8,6 +8,7 @@ from pages.studio import shared
 from tlcore import charts
 from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
 from tlcore.errors import StudioError
+from tlcore.insight.overlay import apply_stored_overlay
 from tlcore.paths import check_allowed
 
 st.title("Data")
@@ -93,8 +94,11 @@ except StudioError as error:
 
 usable = {label: count for label, count in scan.counts.items() if count}
 if len(usable) >= 2:
-    total = len(scan.items) + (len(val_scan.items) if val_scan else 0)
-    shared.facts().update(data_summary=f"{total} images · {len(usable)} classes", num_classes=len(usable))
+    # what training will use: the label decisions kept in the workspace (exclude) count too
+    total = sum(len(apply_stored_overlay(found).items) for found in filter(None, (scan, val_scan)))
+    set_aside = len(scan.items) + (len(val_scan.items) if val_scan else 0) - total
+    aside = f" ({set_aside} excluded by your label decisions)" if set_aside else ""
+    shared.facts().update(data_summary=f"{total} images · {len(usable)} classes{aside}", num_classes=len(usable))
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
     st.success(f"Current dataset: {shared.facts()['data_summary']}.", icon=":material/check_circle:")
 else:

@@ -9,7 +9,7 @@ from pages.studio import shared
 from tlcore.config import RunConfig
 
 
-def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 4) -> None:
+def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3) -> None:
     """Suspect labels found by confident learning, with "relabel" and "exclude".
 
     Decisions are stored in the workspace as an overlay: the files stay where they

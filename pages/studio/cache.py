@@ -15,8 +15,9 @@ def store() -> RunStore:
 
 
 @st.cache_data(show_spinner="Scanning images…", max_entries=32)
-def scan(source: str, skip_placeholders: bool, _stamp: float):
-    """Cached scan of a dataset folder/zip/demo (``_stamp`` changes when the folder does)."""
+def scan(source: str, skip_placeholders: bool, stamp: float):
+    """Cached scan of a dataset folder/zip/demo (``stamp`` changes when the folder does: part of the
+    cache key, so images added on disk are seen; an ``_``-prefixed name would not be hashed)."""
     from tlcore.data import resolve_source, scan_folder
 
     return scan_folder(resolve_source(source), skip_placeholders=skip_placeholders)

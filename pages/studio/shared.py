@@ -44,7 +44,7 @@ __all__ += ["store", "facts", "identify", "persist_setup", "setup_in_use", "setu
 DEFAULTS = {
     "data": DataConfig(DEMO_DATASET),
     "model": ModelConfig("MobileNetV2", weights="imagenet", image_size=160),
-    "train": TrainConfig(epochs=10),
+    "train": TrainConfig(),  # the measured defaults (bench/accuracy_study.py)
 }
 
 
