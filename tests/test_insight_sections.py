@@ -53,6 +53,23 @@ def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(fli
     assert any(button.label == "Undo" for button in app.button)
 
 
+def test_label_decisions_work_on_an_uploaded_zip_too(flipped_colours, tmp_path):
+    """A zip is read from the folder it is extracted to: the decision must be kept for that folder."""
+    from tlcore.data import load_dataset
+
+    root, moved = flipped_colours
+    archive = shutil.make_archive(str(tmp_path / "colours"), "zip", root)
+    config = colour_config(archive)
+    app = AppTest.from_function(label_script, args=(config,), default_timeout=TIMEOUT).run()
+    app.button(key="label_issues").click().run()
+    next(button for button in app.button if button.label == "Relabel as red").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert "Your label decisions (1)" in " ".join(m.value for m in app.markdown)
+    dataset = load_dataset(config.data)
+    relabelled = [item for item in dataset.train + dataset.val if item.path.endswith("blue/red_0.png")]
+    assert [item.label for item in relabelled] == ["red"]
+
+
 def duplicates_script(config):
     from pages.image.insight_data import near_duplicates_section
 

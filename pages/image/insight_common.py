@@ -44,9 +44,21 @@ def features(config: RunConfig):
     return None
 
 
-def roots(config: RunConfig) -> list[str]:
-    """The dataset folders (training, validation or ``None``) that label decisions are kept for."""
-    return [config.data.data_dir, config.data.val_dir]
+def roots(config: RunConfig) -> list[str | None]:
+    """The dataset folders (training, validation or ``None``) that label decisions are kept for:
+    a .zip or the demo set resolved to the folder its images are read from."""
+    sources = (config.data.data_dir, config.data.val_dir)
+    return [_folder(source, shared.folder_stamp(source)) if source else None for source in sources]
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _folder(source: str, stamp: float) -> str:
+    from tlcore.data import resolve_source
+
+    try:
+        return str(resolve_source(source))
+    except StudioError:
+        return source
 
 
 def decide(config: RunConfig, path: str, digest: str, action: str, label: str | None = None) -> None:
