@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from frozen_training import seed_style  # noqa: E402  (bench/: the seeds' pipeline, written once)
 from PIL import Image, ImageOps  # noqa: E402
 
 from tlcore import data as data_lib  # noqa: E402
@@ -138,32 +139,6 @@ def head_accuracies(features: dict, labels: dict, classes: int, variant: dict, s
     return float((plain.argmax(1) == y).mean()), float((((plain + flipped) / 2).argmax(1) == y).mean())
 
 
-# ----------------------------------------------------------------------------- the seeds' pipeline
-
-
-def seeds_pipeline(backbone, train_dir: Path, val_dir: Path, size: int, classes: int, seed: int) -> float:
-    keras.utils.set_random_seed(seed)
-    train = keras.utils.image_dataset_from_directory(
-        train_dir, image_size=(size, size), batch_size=32, seed=seed, verbose=False
-    )
-    val = keras.utils.image_dataset_from_directory(
-        val_dir, image_size=(size, size), batch_size=32, shuffle=False, verbose=False
-    )
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)  # mobilenet_v2.preprocess_input
-    backbone.model.trainable = False
-    x = backbone.model(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(classes, activation="softmax")(x)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(
-        train.prefetch(tf.data.AUTOTUNE), validation_data=val.prefetch(tf.data.AUTOTUNE), epochs=EPOCHS, verbose=0
-    )
-    return float(history.history["val_accuracy"][-1])
-
-
 # ----------------------------------------------------------------------------- one set
 
 
@@ -228,7 +203,7 @@ def study(name: str, root: Path, model_config: ModelConfig, seeds: list[int], sk
     rows.append(("studio defaults, end to end (run_training)", studio))
     print(f"    {rows[-1][0]:40s} {format_row(studio)}", flush=True)
     if not skip_baseline:
-        baseline = [seeds_pipeline(backbone, root / "train", root / "val", size, classes, seed) for seed in seeds]
+        baseline = [seed_style(backbone, root / "train", root / "val", size, seed) for seed in seeds]
         rows.append(("seeds' pipeline (image_dataset_from_directory, fit, last)", baseline))
         print(f"    {rows[-1][0]:40s} {format_row(baseline)}", flush=True)
     return rows

@@ -150,7 +150,7 @@ def seed_style(backbone, train_dir: Path, val_dir: Path, size: int, seed: int = 
     x = backbone.model(x, training=False)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)
-    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    outputs = keras.layers.Dense(len(train.class_names), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(
