@@ -99,6 +99,15 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
     nav(page, "Evaluate")
     expect(page.get_by_text("Validation accuracy")).to_be_visible()
     shot(page, "05-evaluate")
+    # (2 epochs on random features: near-uniform predictions, so TTA barely moves the numbers here;
+    # tests/test_app.py checks the loss changes on a trained model)
+    tta = "Average each image with its mirror image (test-time augmentation)"
+    page.get_by_text(tta).click()
+    wait_idle(page)  # the validation images are predicted again, with their mirrors
+    expect(page.get_by_role("switch", name=tta).or_(page.get_by_label(tta, exact=True))).to_be_checked()
+    expect(page.locator('[data-testid="stMetric"]').filter(has_text="Validation loss")).to_be_visible()
+    no_app_error(page)
+    shot(page, "05b-evaluate-tta")
 
     nav(page, "Predict")
     import random
@@ -114,6 +123,11 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
     bars = [t for chart in plotly_traces(page) for t in chart]
     assert bars and set(bars[0]["y"]) <= {"circle", "square", "triangle"} and len(bars[0]["y"]) == 3
     shot(page, "06-predict")
+    page.get_by_text("Average with the mirror image (test-time augmentation)").click()
+    wait_idle(page)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    no_app_error(page)
+    shot(page, "06b-predict-tta")
 
     nav(page, "Runs")
     expect(page.get_by_text("Compare runs")).to_be_visible()
