@@ -237,6 +237,8 @@ def refresh_keeps_the_decisions(page, decisions: list[str]) -> None:
     expect(
         page.get_by_text("Current dataset: 396 images · 2 classes (1 excluded by your label decisions).")
     ).to_be_visible()
+    metrics = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
+    assert metrics[:6] == ["243", "2", "1", "153", "2", "0"], metrics  # the set metrics agree with that line
     no_app_error(page)
     shot(page, "insight-03-after-refresh")
 

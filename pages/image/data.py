@@ -92,11 +92,13 @@ except StudioError as error:
     shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
     st.stop()
 
+# Every number below is what training will use: the label decisions kept in the workspace applied.
+on_disk = len(scan.items) + (len(val_scan.items) if val_scan else 0)
+scan, val_scan = apply_stored_overlay(scan), apply_stored_overlay(val_scan) if val_scan else None
 usable = {label: count for label, count in scan.counts.items() if count}
 if len(usable) >= 2:
-    # what training will use: the label decisions kept in the workspace (exclude) count too
-    total = sum(len(apply_stored_overlay(found).items) for found in filter(None, (scan, val_scan)))
-    set_aside = len(scan.items) + (len(val_scan.items) if val_scan else 0) - total
+    total = len(scan.items) + (len(val_scan.items) if val_scan else 0)
+    set_aside = on_disk - total
     aside = f" ({set_aside} excluded by your label decisions)" if set_aside else ""
     shared.facts().update(data_summary=f"{total} images · {len(usable)} classes{aside}", num_classes=len(usable))
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
