@@ -121,16 +121,12 @@ def cmd_train(args) -> dict:
 
 def cmd_predict(args) -> list | dict:
     from tlcore.cli_scale import predict_folders, wants_predict_folders
-    from tlcore.runs import read_run
+    from tlcore.runs import read_run, require_run_model
 
     if wants_predict_folders(args):  # --output/--engine: folders walked, a CSV written
         return predict_folders(args)
 
-    run_dir = Path(args.model)
-    if not (run_dir / "model.keras").is_file():
-        raise StudioError(
-            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
-        )
+    run_dir = require_run_model(args.model)
     quiet_keras()
     from tlcore.predict import predict_top_k
 

@@ -85,15 +85,11 @@ def cmd_evaluate(args) -> dict:
     """Validation metrics of a run: as saved (``--tta none``) or predicted again with flip TTA."""
     from tlcore.evaluation import evaluate_probabilities, summary
     from tlcore.predict import TTA_CHOICES
-    from tlcore.runs import read_run
+    from tlcore.runs import read_run, require_run_model
 
     if args.tta not in TTA_CHOICES:
         raise StudioError(f"Unknown --tta. Expected one of {list(TTA_CHOICES)}. Received: --tta {args.tta}.")
-    run_dir = Path(args.run)
-    if not (run_dir / "model.keras").is_file():
-        raise StudioError(
-            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
-        )
+    run_dir = require_run_model(args.run)
     run = read_run(run_dir)
     paths, labels, probabilities = run.val_probabilities()
     if not paths:

@@ -72,7 +72,8 @@ def predict_folders(args) -> dict:
         StudioError: no output file given, no run model, no image found, Ray unreachable.
     """
     from tlcore.cli_common import quiet_keras
-    from tlcore.distributed import check_engine, predict_images, require_run_model
+    from tlcore.distributed import check_engine, predict_images
+    from tlcore.runs import require_run_model
 
     if not args.output:
         raise StudioError("Expected --output FILE.csv for batch predictions. Received no --output.")

@@ -30,6 +30,7 @@ from tlcore import data as data_lib
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError, first_line
 from tlcore.runners.cluster import connect_ray, worker_environment
+from tlcore.runs import require_run_model
 
 ENGINES = ("local", "ray")
 BATCH_SIZE = 64  # images per model call, as tlcore.training extracts them
@@ -314,20 +315,6 @@ def load_run_model(run_dir: str | Path):
 
     run = read_run(require_run_model(run_dir))
     return run.load_model(), run.labels
-
-
-def require_run_model(run_dir: str | Path) -> Path:
-    """``run_dir`` as a path, if it holds a saved model.
-
-    Raises:
-        StudioError: it does not.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.keras").is_file():
-        raise StudioError(
-            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
-        )
-    return run_dir
 
 
 def predict_images(

@@ -295,6 +295,20 @@ def set_status(path: Path, status: str, **extra) -> None:
     _write_atomic(Path(path) / STATUS_FILE, json.dumps(record, indent=2))
 
 
+def require_run_model(run_dir: str | Path) -> Path:
+    """``run_dir`` as a path, if it holds a saved model.
+
+    Raises:
+        StudioError: it does not.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.keras").is_file():
+        raise StudioError(
+            f"{run_dir} is not a finished run folder (no model.keras). Train one with `python -m tlcore train`."
+        )
+    return run_dir
+
+
 def read_run(path: Path) -> Run:
     """Reads a run folder; anything missing or damaged makes it "incomplete", never an error."""
     path = Path(path)
