@@ -55,7 +55,7 @@ from PIL import Image, ImageOps  # noqa: E402
 from tlcore import data as data_lib  # noqa: E402
 from tlcore.backbones import load_backbone  # noqa: E402
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tlcore.data.images import open_image, to_rgb  # noqa: E402
+from tlcore.data.images import open_image, resize, to_rgb  # noqa: E402
 from tlcore.head import HeadSettings, train_head  # noqa: E402
 from tlcore.training import run_training  # noqa: E402
 
@@ -81,11 +81,8 @@ def pillow(path: str, size: int, draft: int, antialias: bool = True) -> np.ndarr
     if draft and image.format == "JPEG":
         image.draft("RGB", (draft * size, draft * size))
     image = to_rgb(ImageOps.exif_transpose(image))
-    if antialias:
-        image = image.resize((size, size), Image.BILINEAR)
-    else:  # bilinear sampling at the output pixels' centres: tf.image.resize(antialias=False) to within rounding
-        scale = (image.width / size, 0, 0, 0, image.height / size, 0)
-        image = image.transform((size, size), Image.AFFINE, scale, resample=Image.BILINEAR)
+    # the studio's resize samples without antialiasing (tf.image.resize within rounding); Image.resize antialiases
+    image = image.resize((size, size), Image.BILINEAR) if antialias else resize(image, size)
     return np.asarray(image, dtype=np.float32)
 
 
