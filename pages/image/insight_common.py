@@ -34,9 +34,10 @@ def features(config: RunConfig):
     """The dataset's pooled features (cached per setup, folders and label decisions), or ``None`` after an error."""
     from tlcore.insight.overlay import stamp
 
-    folders = tuple(shared.folder_stamp(root) for root in filter(None, roots(config)))
+    folders = roots(config)
+    stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders))
     try:
-        return _features(_key(config), (folders, stamp(roots(config))), config, shared.backbone(config.model))
+        return _features(_key(config), stamps, config, shared.backbone(config.model))
     except StudioError as error:
         shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
     except ValueError as error:

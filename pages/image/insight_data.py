@@ -78,11 +78,12 @@ def _kept_decisions(config: RunConfig, max_rows: int) -> None:
     """The decisions kept in the workspace (a refresh keeps them), each with Undo, and the images they leave."""
     from tlcore.insight.overlay import apply_stored_overlay, decisions
 
-    kept = decisions(common.roots(config))
+    folders = common.roots(config)
+    kept = decisions(folders)
     if not kept:
         return
     left = []
-    for source in filter(None, common.roots(config)):
+    for source in filter(None, folders):
         scan = shared.scan(source, config.data.skip_placeholders, shared.folder_stamp(source))
         left.append(f"{len(apply_stored_overlay(scan).items)} of {len(scan.items)} in {common.name(scan.root)}")
     st.markdown(f"**Your label decisions ({len(kept)})** · images left: {' · '.join(left)}")

@@ -46,28 +46,31 @@ def backbone(model: ModelConfig):
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def run_model(run_path: str, _mtime: float):
+def run_model(run_path: str, mtime: float):
+    """A run's model, loaded again only when its file changes (``mtime`` is part of the key)."""
     from tlcore.runs import read_run
 
     return read_run(Path(run_path)).load_model()
 
 
+def _model_mtime(run) -> float:
+    return (run.path / "model.keras").stat().st_mtime
+
+
 def load_run_model(run):
-    path = run.path / "model.keras"
-    return run_model(str(run.path), path.stat().st_mtime)
+    return run_model(str(run.path), _model_mtime(run))
 
 
 def tta_probabilities(run, paths: list[str], tta: str = "flip"):
     """The run's model over ``paths`` with test-time augmentation (computed once per run and model file)."""
-    return _tta_probabilities(str(run.path), (run.path / "model.keras").stat().st_mtime, tuple(paths), tta)
+    return _tta_probabilities(str(run.path), _model_mtime(run), tuple(paths), tta)
 
 
 @st.cache_data(show_spinner="Predicting the validation images and their mirrors…", max_entries=8)
-def _tta_probabilities(run_path: str, _mtime: float, paths: tuple[str, ...], tta: str):
+def _tta_probabilities(run_path: str, mtime: float, paths: tuple[str, ...], tta: str):
     from tlcore.predict import predict_paths
-    from tlcore.runs import read_run
 
-    return predict_paths(load_run_model(read_run(Path(run_path))), list(paths), tta)
+    return predict_paths(run_model(run_path, mtime), list(paths), tta)
 
 
 def finished_runs():
