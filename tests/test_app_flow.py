@@ -204,6 +204,20 @@ def test_a_running_job_is_found_after_a_refresh_but_not_through_a_shared_link(br
     wait_for(refreshed, lambda at: at.success and "Stopped" in at.success[0].value)
 
 
+def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(browser, colour_dataset):
+    browser(sessions.new_secret())
+    at = session("pages/image/train.py")
+    colour_setup(at, colour_dataset, epochs=3)
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("all"))
+    at.run()
+    button(at, "Start training").click().run()
+    wait_for(at, lambda at: at.success and "Saved as run" in at.success[0].value)
+    first = at.success[0].value
+    button(at, "Start training").click().run()  # features cached: the page waits for the job, no poll needed
+    assert not at.exception and at.success and "Saved as run" in at.success[0].value
+    assert at.success[0].value != first  # the new run, not the one before
+
+
 def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(browser, colour_dataset):
     secret = sessions.new_secret()
     browser(secret)

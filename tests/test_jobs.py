@@ -80,3 +80,14 @@ def test_a_failing_job_keeps_its_message_and_the_registry_keeps_working():
     assert crashed.status == "failed" and "Unexpected KeyError" in crashed.error
     assert crashed.log.last("traceback") is not None  # kept for the logs, never shown as the message
     assert wait(registry.start("a", "train", "t", lambda job: 42)).result == 42
+
+
+def test_wait_returns_when_the_job_ends_or_the_time_is_up():
+    registry = JobRegistry()
+    release = threading.Event()
+    slow = registry.start("alice", "train", "slow", blocking_target(release))
+    assert slow.wait(0.05) is False and slow.active
+    release.set()
+    assert slow.wait(10) is True and slow.status == "done"
+    quick = registry.start("alice", "train", "quick", lambda job: "ok")
+    assert quick.wait(10) is True and quick.result == "ok"

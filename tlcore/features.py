@@ -8,6 +8,7 @@ keyed by everything that determines them; any head, split or learning rate reuse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from tlcore.backbones import Backbone
 from tlcore.jobs import ProgressLog
 
 EXTRACTION_BATCH_SIZE = 64
+DECODE_AHEAD_BYTES = 256 << 20  # decoded images kept ready for the backbone
 
 
 def feature_cache_key(backbone: Backbone) -> str:
@@ -52,21 +54,18 @@ def extract_features(
     def forward(images):
         return backbone(preprocess(images), training=False)
 
-    paths = [item.path for item in items]
-    dataset = (
-        tf.data.Dataset.from_generator(
-            lambda: data_lib.iter_decoded(paths, image_size),
-            output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
-        )
-        .batch(batch_size)
-        .prefetch(2)
-    )
+    # Decoding runs up to DECODE_AHEAD_BYTES ahead: while the first call traces the backbone
+    # (one core, ~1.8 s here) the other core decodes most of the set, instead of both
+    # competing later. Measured: cold run 5.5 s -> 4.6 s (bench/frozen_training.py).
+    window = max(batch_size, DECODE_AHEAD_BYTES // (image_size * image_size * 3))
     steps = -(-len(items) // batch_size)
     outputs = []
-    for step, images in enumerate(dataset):
-        outputs.append(forward(images).numpy())
-        if log is not None:
-            log.append("extract", step=step + 1, steps=steps)
+    with contextlib.closing(data_lib.iter_decoded([item.path for item in items], image_size, window=window)) as decoded:
+        for step in range(steps):
+            images = np.stack([next(decoded) for _ in range(min(batch_size, len(items) - step * batch_size))])
+            outputs.append(forward(images).numpy())
+            if log is not None:
+                log.append("extract", step=step + 1, steps=steps)
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 

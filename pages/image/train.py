@@ -12,7 +12,7 @@ from tlcore.config import (
     nearest_choice,
 )
 from tlcore.errors import StudioError
-from tlcore.jobs import history_frame
+from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
 from tlcore.model_choices import describe_backbone, describe_freeze_plan
 
 st.title("Train")
@@ -90,7 +90,11 @@ if start:
     from tlcore.launch import start_training
 
     try:
-        shared.remember_job(start_training(shared.registry(), shared.session_id(), shared.run_config(), shared.store()))
+        started = start_training(shared.registry(), shared.session_id(), shared.run_config(), shared.store())
+        shared.remember_job(started)
+        # A retrain on cached features ends in well under a second: its result then shows in
+        # this click's rerun instead of at the live panel's next poll (one second later).
+        started.wait(QUICK_JOB_SECONDS)
         st.rerun()  # the sidebar and the panel below show the new job from this click on
     except StudioError as error:
         shared.show_error(error)
