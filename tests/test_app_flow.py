@@ -146,6 +146,8 @@ def test_the_train_page_says_what_each_phase_trains():
     blocks = next(s for s in at.selectbox if s.label == "Unfreeze from block")
     assert blocks.options[-1] == "block4" and len(blocks.options) >= 4
     assert "freeze plan: all" not in texts(at) and "(none)" not in texts(at)
+    next(n for n in at.number_input if n.label.startswith("Fine-tune epochs")).set_value(0).run()
+    assert list(at.table[0].value.index) == ["1 · head", "2 · fine-tune (skipped: 0 epochs)"]
 
 
 def test_a_refresh_keeps_the_whole_setup(browser, colour_dataset):

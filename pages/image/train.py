@@ -66,27 +66,7 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     start = st.button("Start training", type="primary", disabled=running)
 
 
-if backbone is not None:  # after the widgets, so the table shows this run's choices
-    from tlcore.model import phase_plan
-
-    try:
-        phases = phase_plan(backbone, model, train, shared.class_count())
-    except StudioError as error:
-        shared.show_error(error, "Pick a block from the list above.")
-        st.stop()
-    rows = [{"phase": f"{p.number} · {p.phase}", "trains": p.trains, "trainable parameters": f"{p.trainable_parameters:,}",
-             "epochs": p.epochs, "learning rate": f"{p.learning_rate:g}"} for p in phases]  # fmt: skip
-    st.table(pd.DataFrame(rows).set_index("phase"))
-
-with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
-    from pages.image.insight_train import learning_curve_section, lr_finder_section
-    from pages.image.sweep_section import sweep_section
-
-    lr_finder_section(shared.run_config())
-    sweep_section(data, model, train)
-    learning_curve_section(shared.run_config())
-
-if start:
+if start:  # before the table and the tools below: the click reruns the page at once
     from tlcore.launch import start_training
 
     try:
@@ -100,6 +80,29 @@ if start:
         shared.show_error(error)
     except ValueError as error:
         shared.show_error(error, "Fix the setting above and start again.")
+
+
+if backbone is not None:  # after the widgets, so the table shows this run's choices
+    from tlcore.model import phase_plan
+
+    try:
+        phases = phase_plan(backbone, model, train, shared.class_count())
+    except StudioError as error:
+        shared.show_error(error, "Pick a block from the list above.")
+        st.stop()
+    skipped = {0: " (skipped: 0 epochs)"}
+    rows = [{"phase": f"{p.number} · {p.phase}{skipped.get(p.epochs, '')}", "trains": p.trains,
+             "trainable parameters": f"{p.trainable_parameters:,}", "epochs": p.epochs,
+             "learning rate": f"{p.learning_rate:g}"} for p in phases]  # fmt: skip
+    st.table(pd.DataFrame(rows).set_index("phase"))
+
+with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
+    from pages.image.insight_train import learning_curve_section, lr_finder_section
+    from pages.image.sweep_section import sweep_section
+
+    lr_finder_section(shared.run_config())
+    sweep_section(data, model, train)
+    learning_curve_section(shared.run_config())
 
 if job is None:
     st.info(
