@@ -43,8 +43,9 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev chromium lint
 	$(PY) -m pytest
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev chromium
 	$(PY) bench/frozen_training.py
+	$(PY) bench/dashboard_retrain.py
 
 # Which decoding/head defaults are at least as accurate as the plain Keras script: 5 seeds,
 # ants/bees + Open Clip Art drawings (built from Debian's openclipart-png on first use).

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from frozen_training import seed_style  # noqa: E402  (bench/: the seeds' pipeline, written once)
+from frozen_training import same_files, seed_style  # noqa: E402  (bench/: the seeds' pipeline, written once)
 from PIL import Image, ImageOps  # noqa: E402
 
 from tlcore import data as data_lib  # noqa: E402
@@ -137,17 +136,6 @@ def head_accuracies(features: dict, labels: dict, classes: int, variant: dict, s
 
 
 # ----------------------------------------------------------------------------- one set
-
-
-def same_files(dataset, out: Path) -> Path:
-    """A copy of exactly the files the studio trains on (unusable ones left out), so the seeds'
-    pipeline, which reads whole folders, sees the same images (copies: the scan refuses symlinks)."""
-    for split in ("train", "val"):
-        for item in getattr(dataset, split):
-            copy = out / split / item.label / Path(item.path).name
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item.path, copy)
-    return out
 
 
 def studio_run(root: Path, model_config: ModelConfig, seed: int) -> float:
