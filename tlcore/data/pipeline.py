@@ -115,12 +115,16 @@ def iter_decoded(paths: Iterable[str], size: int, workers: int | None = None, wi
     paths = list(paths)
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
         pending = []
-        for path in paths:
-            pending.append((path, pool.submit(decode_image, path, size)))
-            if len(pending) >= window:
+        try:
+            for path in paths:
+                pending.append((path, pool.submit(decode_image, path, size)))
+                if len(pending) >= window:
+                    yield _result(*pending.pop(0))
+            while pending:
                 yield _result(*pending.pop(0))
-        for path, future in pending:
-            yield _result(path, future)
+        finally:  # an error or an early close: don't decode the rest of a long window first
+            for _, future in pending:
+                future.cancel()
 
 
 def _result(path: str, future) -> np.ndarray:
