@@ -12,8 +12,10 @@ from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import load_backbone
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
-from tlcore.jobs import ProgressLog
-from tlcore.training import HISTORY_COLUMNS, cached_features, even_batches, run_training
+from tlcore.distribute import even_batches
+from tlcore.features import cached_features
+from tlcore.jobs import HISTORY_COLUMNS, ProgressLog
+from tlcore.training import run_training
 
 
 def colour_config(dataset, **train_options):
@@ -243,7 +245,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from tests.helpers import make_colour_dataset
 from tlcore import data as data_lib
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.training import evaluate_probabilities, run_training
+from tlcore.evaluation import evaluate_probabilities
+from tlcore.training import run_training
 
 root, batch_size = sys.argv[1], int(sys.argv[2])
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

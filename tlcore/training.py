@@ -33,31 +33,9 @@ from tlcore.distribute import (
     even_batches,
 )
 from tlcore.evaluation import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
-from tlcore.features import (
-    EXTRACTION_BATCH_SIZE,
-    cached_features,
-    extract_features,
-    feature_cache_key,
-    pooled_features,
-)
+from tlcore.features import cached_features, pooled_features
 from tlcore.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
-from tlcore.jobs import HISTORY_COLUMNS, ProgressLog, history_frame, progress_summary
-
-__all__ = [  # also the names other modules and tests import from here
-    "EXTRACTION_BATCH_SIZE",
-    "HISTORY_COLUMNS",
-    "ProgressCallback",
-    "TrainResult",
-    "cached_features",
-    "choose_strategy",
-    "evaluate_probabilities",
-    "even_batches",
-    "extract_features",
-    "feature_cache_key",
-    "history_frame",
-    "progress_summary",
-    "run_training",
-]
+from tlcore.jobs import ProgressLog, history_frame
 
 FEATURE_BATCH_SIZE = 1024  # batches of cached features: the head is tiny
 
