@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from tlcore.cli_common import (  # noqa: F401  (re-exported: older imports use tlcore.cli)
+from tlcore.cli_common import (
     add_run_flags,
     config_from_args,
     new_run_folder,
