@@ -6,6 +6,7 @@ that need it, so the dashboard's home page renders before TensorFlow loads.
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 from collections.abc import Iterable, Iterator
@@ -114,14 +115,14 @@ def iter_decoded(paths: Iterable[str], size: int, workers: int | None = None, wi
     """
     paths = list(paths)
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
-        pending = []
+        pending = collections.deque()  # up to `window` long: thousands with the 256 MB of features.py
         try:
             for path in paths:
                 pending.append((path, pool.submit(decode_image, path, size)))
                 if len(pending) >= window:
-                    yield _result(*pending.pop(0))
+                    yield _result(*pending.popleft())
             while pending:
-                yield _result(*pending.pop(0))
+                yield _result(*pending.popleft())
         finally:  # an error or an early close: don't decode the rest of a long window first
             for _, future in pending:
                 future.cancel()
