@@ -90,8 +90,7 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
     except StudioError as error:
         shared.show_error(error, "Pick a block from the list above.")
         st.stop()
-    skipped = {0: " (skipped: 0 epochs)"}
-    rows = [{"phase": f"{p.number} · {p.phase}{skipped.get(p.epochs, '')}", "trains": p.trains,
+    rows = [{"phase": f"{p.number} · {p.phase}" + ("" if p.epochs else " (skipped: 0 epochs)"), "trains": p.trains,
              "trainable parameters": f"{p.trainable_parameters:,}", "epochs": p.epochs,
              "learning rate": f"{p.learning_rate:g}"} for p in phases]  # fmt: skip
     st.table(pd.DataFrame(rows).set_index("phase"))
