@@ -1,7 +1,8 @@
-"""Keras model files: tlcore's own saved layer, and loading a file safely.
+"""The studio's own saved classifiers: the layer they hold, and loading them back.
 
 A classifier saved by a run contains a :class:`Preprocess` layer; importing this
 module registers it, so ``model.keras`` files load back with ``safe_mode=True``.
+A visitor's model file is checked and loaded by :mod:`tlcore.model_files` instead.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import keras
 
-from tlcore.config import MODEL_FILE_SUFFIXES
-from tlcore.errors import UnsafeModelError
+from tlcore.errors import UnsafeModelError, first_line
+from tlcore.model_files import inspect_model_file, keras_settings_guard
 from tlcore.preprocessing import preprocess_function
 
 
@@ -35,32 +36,24 @@ class Preprocess(keras.layers.Layer):
         return {**super().get_config(), "preprocess": self.preprocess}
 
 
-def load_model_file(path: str | Path):
-    """Loads a Keras model file (.keras or legacy .h5) with ``safe_mode=True``.
+def load_saved_model(path: str | Path):
+    """Loads a classifier the studio saved (a run's ``model.keras``) with ``safe_mode=True``.
+
+    Runs are written by this server or put in the runs folder by whoever runs it, so
+    the file is inspected (:func:`tlcore.model_files.inspect_model_file`: allow-listed
+    layers, no functions or paths, bounded sizes) but not trial-run in a child process;
+    a visitor's own file goes through :func:`tlcore.model_files.load_model_file`.
 
     Raises:
-        UnsafeModelError: the file is missing, corrupt, not a Keras model, or contains a
-            Lambda layer (arbitrary Python code, refused under safe mode).
+        UnsafeModelError: the file is missing, corrupt or refused; the reason in words.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UnsafeModelError(f"Model file not found: {path}. Expected a .keras or .h5 Keras model file.")
-    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
-        raise UnsafeModelError(
-            f"Expected a Keras model file ending in {', '.join(MODEL_FILE_SUFFIXES)}. Received: {path.name}."
-        )
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001  - any failure here means "unusable file"
-        text = str(error)
-        if "Lambda" in text or "safe_mode" in text:
+    inspect_model_file(path)
+    with keras_settings_guard(path.name):
+        try:
+            return keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as error:  # noqa: BLE001  - any failure here means "unusable file"
             raise UnsafeModelError(
-                f"{path.name} contains a Lambda layer, which would run arbitrary Python code when "
-                "loaded, so it is refused (safe_mode). Re-save the model without Lambda layers "
-                "(use built-in Keras layers), or use a registry backbone."
+                f"{path.name} could not be read as a Keras model ({first_line(error, 200)}). "
+                "Is the file complete and saved with model.save()?"
             ) from None
-        first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-        raise UnsafeModelError(
-            f"{path.name} could not be read as a Keras model ({first_line[:200]}). "
-            "Is the file complete and saved with model.save()?"
-        ) from None
