@@ -397,7 +397,8 @@ def _check_layer(layer, prefix: str, file_name: str, top: bool = False) -> None:
     config = layer.get("config") if isinstance(layer.get("config"), dict) else {}
     if class_name == "Lambda":
         function = config.get("function")
-        what = f" calling {_function_name(function)}" if isinstance(function, dict) else ""
+        named = isinstance(function, dict) and function.get("class_name") == "function"
+        what = f" calling {_function_name(function)}" if named else ""
         raise UnsafeModelError(
             f"{file_name} contains a Lambda layer '{path}'{what}, which would run arbitrary Python code "
             "when loaded; it is refused. Re-save the model without Lambda layers (use built-in Keras "
