@@ -799,5 +799,29 @@ def load_model_file(path: str | Path, image_size: int | None = None, limits: Mod
     return model
 
 
+def load_saved_model(path: str | Path):
+    """Loads a classifier the studio saved (a run's ``model.keras``) with ``safe_mode=True``.
+
+    Runs are written by this server, or put in the runs folder by whoever runs it, so
+    the file is inspected (:func:`inspect_model_file`: allow-listed layers, no functions
+    or paths, bounded sizes) but not trial-run in a child process; a visitor's own file
+    goes through :func:`load_model_file`.
+
+    Raises:
+        UnsafeModelError: the file is missing, corrupt or refused; the reason in words.
+    """
+    path = Path(path)
+    inspect_model_file(path)
+    import keras
+
+    import tlcore.saved_model  # noqa: F401  (registers Preprocess, the studio's own layer)
+
+    with keras_settings_guard(path.name):
+        try:
+            return keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as error:  # noqa: BLE001  - any failure here means "unusable file"
+            raise _unreadable(path, _first_line(error)) from None
+
+
 if __name__ == "__main__":
     sys.exit(_child_main(sys.argv[1:]))
