@@ -73,6 +73,8 @@ OTHER_KERAS_LAYERS = frozenset(
     "HashedCrossing Pipeline MelSpectrogram STFTSpectrogram Dot Wrapper".split()
 )
 PATH_KEYS = frozenset(("filepath", "file_path", "path", "vocabulary", "vocabulary_file", "idf_weights"))
+# How running out of the child's address space shows (Python, C++, the dynamic loader, TensorFlow).
+_OUT_OF_MEMORY = re.compile(r"MemoryError|bad_alloc|Cannot allocate memory|failed to map segment|OOM|ResourceExhausted")
 _PATH_LIKE = re.compile(r"^(?:/|~|\\\\|[A-Za-z]:[\\/]|file:)|://")
 
 
@@ -607,6 +609,9 @@ def _child_main(argv: list[str]) -> int:
         verdict = {"ok": False, "reason": str(error)}
     except MemoryError:
         verdict = {"ok": False, "reason": _memory_reason(path.name, limits)}
+    except Exception as error:  # noqa: BLE001  - whatever else went wrong, the server gets a reason
+        reason = _memory_reason(path.name, limits) if _OUT_OF_MEMORY.search(str(error)) else None
+        verdict = {"ok": False, "reason": reason or _unreadable(path, _first_line(error)).args[0]}
     print(VERDICT_PREFIX + json.dumps(verdict), flush=True)
     return 0
 
@@ -755,7 +760,7 @@ def _crash_reason(name: str, completed: subprocess.CompletedProcess, limits: Mod
                 return f"{name} tried to write large temporary files while being loaded. It is refused."
             return f"{name} crashed the separate process that loaded it ({what}); the server is unharmed. Refused."
     tail = (completed.stderr or "").strip().splitlines()
-    if any("MemoryError" in line or "bad_alloc" in line or "Cannot allocate" in line for line in tail[-20:]):
+    if any(_OUT_OF_MEMORY.search(line) for line in tail[-20:]):
         return _memory_reason(name, limits)
     detail = tail[-1][:200] if tail else f"exit status {code}"
     return f"{name} could not be loaded in a separate process ({detail}). It is refused."
