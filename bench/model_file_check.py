@@ -38,16 +38,16 @@ def main() -> None:
 
     import keras
 
-    from tlcore import model_files
+    from tlcore import model_files, model_trial
 
     times: dict[str, list[float]] = {"inspection": [], "first check (inspection + child trial)": [], "cached check": [],
                                      "plain keras load": []}  # fmt: skip
     for _ in range(args.runs):
         os.environ["TLCORE_CACHE_DIR"] = tempfile.mkdtemp()
-        model_files._VERDICTS.clear()
+        model_trial._VERDICTS.clear()
         times["inspection"].append(timed(lambda: model_files.inspect_model_file(args.model)))
-        times["first check (inspection + child trial)"].append(timed(lambda: model_files.check_model_file(args.model)))
-        times["cached check"].append(timed(lambda: model_files.check_model_file(args.model)))
+        times["first check (inspection + child trial)"].append(timed(lambda: model_trial.check_model_file(args.model)))
+        times["cached check"].append(timed(lambda: model_trial.check_model_file(args.model)))
         times["plain keras load"].append(timed(lambda: keras.models.load_model(args.model, compile=False)))
     print(f"{Path(args.model).name}, {args.runs} runs:")
     for name, values in times.items():

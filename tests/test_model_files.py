@@ -18,14 +18,8 @@ import numpy as np
 import pytest
 
 from tlcore.errors import UnsafeModelError
-from tlcore.model_files import (
-    ModelFileLimits,
-    check_model_file,
-    inspect_model_file,
-    keras_settings,
-    keras_settings_guard,
-    load_model_file,
-)
+from tlcore.model_files import ModelFileLimits, inspect_model_file
+from tlcore.model_trial import check_model_file, keras_settings, keras_settings_guard, load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
@@ -343,7 +337,7 @@ def test_a_model_the_studio_saved_passes_and_loads_through_the_child_trial(tmp_p
     from tlcore import model as model_lib
     from tlcore.backbones import load_backbone
     from tlcore.config import ModelConfig
-    from tlcore.model_files import load_saved_model
+    from tlcore.model_trial import load_saved_model
 
     backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
     model_lib.build_classifier(backbone, 3, ModelConfig("SmallCNN", hidden_units=8)).save(tmp_path / "model.keras")
@@ -357,12 +351,12 @@ def test_a_model_the_studio_saved_passes_and_loads_through_the_child_trial(tmp_p
 
 
 def test_the_verdict_is_cached_by_content(tmp_path, monkeypatch):
-    from tlcore import model_files
+    from tlcore import model_trial
 
     path = small_model(tmp_path)
     check_model_file(path)
     calls = []
-    monkeypatch.setattr(model_files, "_run_child", lambda *a: calls.append(a) or {"ok": False, "reason": "x"})
+    monkeypatch.setattr(model_trial, "_run_child", lambda *a: calls.append(a) or {"ok": False, "reason": "x"})
     copy = tmp_path / "copy.keras"
     copy.write_bytes(path.read_bytes())
     assert check_model_file(copy).file_name == "copy.keras" and not calls  # same content: no new child

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
-from tlcore.model_files import MODEL_FILE_SUFFIXES, check_weights_file, file_digest, is_model_file_name
+from tlcore.model_files import MODEL_FILE_SUFFIXES, file_digest, is_model_file_name
+from tlcore.model_trial import check_weights_file
 from tlcore.paths import keras_models_dir
 from tlcore.preprocessing import PREPROCESSING, preprocess_function
 
@@ -39,9 +40,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The Model page imports ``load_model_file`` from here; it lives in tlcore.model_files.
+    # The Model page imports ``load_model_file`` from here; it lives in tlcore.model_trial.
     if name == "load_model_file":
-        from tlcore.model_files import load_model_file
+        from tlcore.model_trial import load_model_file
 
         return load_model_file
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -369,7 +370,7 @@ def cut_model(model, cut_layer: str | None):
 
 
 def _load_from_model_file(model_config) -> Backbone:
-    from tlcore.model_files import load_model_file
+    from tlcore.model_trial import load_model_file
 
     path = Path(model_config.backbone)
     full = load_model_file(path, model_config.image_size)

@@ -100,7 +100,7 @@ class Run:
         """The trained classifier, loaded with ``safe_mode=True``."""
         if not self.has_model:
             raise StudioError(f"Run {self.run_id} has no saved model (status: {self.status}).")
-        from tlcore.model_files import load_saved_model
+        from tlcore.model_trial import load_saved_model
 
         return load_saved_model(self.path / "model.keras")
 
