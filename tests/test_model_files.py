@@ -360,6 +360,7 @@ def test_the_verdict_is_cached_by_content(tmp_path, monkeypatch):
     copy = tmp_path / "copy.keras"
     copy.write_bytes(path.read_bytes())
     assert check_model_file(copy).file_name == "copy.keras" and not calls  # same content: no new child
+    assert check_model_file(copy, image_size=96).input_shapes == [[32, 32, 3]] and not calls  # its size is fixed
     with zipfile.ZipFile(copy, "a") as archive:
         archive.writestr("assets/x", b"1")
     with pytest.raises(UnsafeModelError):

@@ -39,6 +39,7 @@ class ModelSize:
 
     layers: list[LayerRecord] = field(default_factory=list)
     input_shapes: list[Shape] = field(default_factory=list)
+    free_size: bool = False  # an image input took the chosen size (the file leaves it free)
 
     @property
     def parameters(self) -> int:
@@ -111,7 +112,9 @@ class _Sizer:
         return current
 
     def _top_input(self, shape, where: str) -> Shape:
-        shape = _with_image_size(_check_shape(shape, where), self.image_size)
+        declared = _check_shape(shape, where)
+        shape = _with_image_size(declared, self.image_size)
+        self.size.free_size = self.size.free_size or shape != declared
         self.size.input_shapes.append(shape)
         return shape
 

@@ -87,6 +87,7 @@ class ModelFileReport:
         image_size: the input size the activations were computed at.
         input_shapes: the model's inputs (without the batch dimension).
         layers: how many layer calls it has (nested models included).
+        free_size: whether an image input took ``image_size`` (the file leaves it free).
     """
 
     file_name: str
@@ -95,6 +96,7 @@ class ModelFileReport:
     image_size: int
     input_shapes: list
     layers: int
+    free_size: bool = True
 
 
 def is_model_file_name(name: str) -> bool:
@@ -187,7 +189,13 @@ def inspect_model_file(
     _check_sizes(path.name, size, image_size, limits)
     _check_declared_weights(path.name, weights, size.parameters, limits)
     return ModelFileReport(
-        path.name, size.parameters, size.activation_values * 4, image_size, size.input_shapes, len(size.layers)
+        path.name,
+        size.parameters,
+        size.activation_values * 4,
+        image_size,
+        size.input_shapes,
+        len(size.layers),
+        size.free_size,
     )
 
 

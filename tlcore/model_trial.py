@@ -235,19 +235,35 @@ def _inspect_weights_file(path: Path, max_values: int, limits: ModelFileLimits) 
 def _verdict(path: Path, digest: str, args: list[str], limits: ModelFileLimits) -> dict:
     limits_json = json.dumps(dataclasses.asdict(limits), sort_keys=True)
     key = (digest, tuple(args), limits_json)
-    cache_file = _cache_file(key)
+    # A model whose input size the file fixes gets one verdict whatever size is chosen.
+    fixed_key = (digest, ("fixed-size", *args[1:]), limits_json)
+    for candidate in (key, fixed_key):
+        verdict = _cached(candidate)
+        if verdict is not None:
+            return verdict
+    verdict = {**_run_child(path, args, limits_json, limits), "file_name": path.name}
+    if not verdict.get("transient"):
+        _store(key, verdict)
+        if verdict["ok"] and not verdict.get("report", {}).get("free_size", True):
+            _store(fixed_key, verdict)
+    return verdict
+
+
+def _cached(key: tuple) -> dict | None:
     with _VERDICTS_LOCK:
         if key in _VERDICTS:
             return _VERDICTS[key]
-    if cache_file.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            return _remember(key, json.loads(cache_file.read_text()))
-    verdict = {**_run_child(path, args, limits_json, limits), "file_name": path.name}
-    if not verdict.get("transient"):
-        with contextlib.suppress(OSError):
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(verdict))
-    return _remember(key, verdict)
+    with contextlib.suppress(OSError, ValueError):
+        return _remember(key, json.loads(_cache_file(key).read_text()))
+    return None
+
+
+def _store(key: tuple, verdict: dict) -> None:
+    _remember(key, verdict)
+    with contextlib.suppress(OSError):
+        cache_file = _cache_file(key)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(verdict))
 
 
 def _remember(key: tuple, verdict: dict) -> dict:
