@@ -191,7 +191,7 @@ def test_a_saved_classifier_loads_with_only_the_saved_model_module(tmp_path):
     backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
     model_lib.build_classifier(backbone, 2, ModelConfig("SmallCNN")).save(tmp_path / "model.keras")
     code = (
-        "import sys; from tlcore.backbones import load_model_file;"
+        "import sys; from tlcore.model_trial import load_model_file;"
         f"m = load_model_file({str(tmp_path / 'model.keras')!r});"
         "print(m.get_layer('preprocess').preprocess, 'tlcore.model' in sys.modules)"
     )
@@ -202,12 +202,11 @@ def test_a_saved_classifier_loads_with_only_the_saved_model_module(tmp_path):
     assert completed.stdout.split() == ["mobilenet_v2", "False"]
 
 
-def test_load_model_file_is_the_saved_model_one():
-    from tlcore import saved_model
+def test_a_missing_model_file_is_named():
+    from tlcore.model_trial import load_model_file
 
-    assert backbones.load_model_file is saved_model.load_model_file
     with pytest.raises(UnsafeModelError, match="Model file not found"):
-        backbones.load_model_file("/nowhere/model.keras")
+        load_model_file("/nowhere/model.keras")
 
 
 def test_imagenet_classifier_refuses_a_backbone_without_a_top_and_explains_offline(monkeypatch, tmp_path):
@@ -222,5 +221,7 @@ def test_imagenet_classifier_refuses_a_backbone_without_a_top_and_explains_offli
 def test_a_file_that_is_not_a_keras_model_file_is_refused_by_name(tmp_path):
     path = tmp_path / "weights.txt"
     path.write_text("not a model")
+    from tlcore.model_trial import load_model_file
+
     with pytest.raises(UnsafeModelError, match=r"ending in \.keras, \.h5, \.hdf5\. Received: weights.txt"):
-        backbones.load_model_file(path)
+        load_model_file(path)

@@ -90,7 +90,7 @@ def dog_classifier(dog_model):
     from tlcore import model as model_lib
     from tlcore.backbones import load_backbone
     from tlcore.config import ModelConfig
-    from tlcore.saved_model import load_model_file
+    from tlcore.model_trial import load_model_file
 
     saved = load_model_file(dog_model)
     model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")

@@ -3,26 +3,25 @@
 The table is plain data (no TensorFlow import), so the dashboard's home page can list
 the backbones before TensorFlow has loaded. Constructors and ``preprocess_input``
 functions are looked up in ``keras.applications`` only when a backbone is built.
-Preprocessing by name lives in :mod:`tlcore.preprocessing`, loading a Keras model
-file in :mod:`tlcore.saved_model` (both re-exported here).
+Preprocessing by name lives in :mod:`tlcore.preprocessing`; a visitor's Keras model
+file is checked and loaded by :mod:`tlcore.model_files`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlcore.config import MODEL_FILE_SUFFIXES
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+from tlcore.model_files import MODEL_FILE_SUFFIXES, file_digest, is_model_file_name
+from tlcore.model_trial import check_weights_file
 from tlcore.paths import keras_models_dir
 from tlcore.preprocessing import PREPROCESSING, preprocess_function
 
 __all__ = [
     "BACKBONES",
-    "MODEL_FILE_SUFFIXES",
     "PREPROCESSING",
     "Backbone",
     "BackboneSpec",
@@ -31,10 +30,8 @@ __all__ = [
     "block_names",
     "cut_model",
     "feature_layers",
-    "file_digest",
     "get_spec",
     "guess_family",
-    "is_model_file",
     "keras_models_dir",
     "load_backbone",
     "load_imagenet_classifier",
@@ -43,10 +40,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # ``load_model_file`` moved to tlcore.saved_model, which imports Keras: re-exported
-    # lazily so that importing the registry stays free of TensorFlow.
+    # The Model page imports ``load_model_file`` from here; it lives in tlcore.model_trial.
     if name == "load_model_file":
-        from tlcore.saved_model import load_model_file
+        from tlcore.model_trial import load_model_file
 
         return load_model_file
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -122,11 +118,6 @@ def get_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def is_model_file(backbone: str) -> bool:
-    """True when ``backbone`` names a model file rather than a registry entry."""
-    return backbone not in BACKBONES and Path(backbone).suffix.lower() in MODEL_FILE_SUFFIXES
-
-
 def assign_blocks(layer_names: list[str], block_pattern: str | None) -> list[str]:
     """Labels each layer with its block, in order (see ``BackboneSpec.block_pattern``)."""
     if not block_pattern:
@@ -156,15 +147,6 @@ def guess_family(layer_names: list[str]) -> BackboneSpec | None:
         if hits > best_hits:
             best, best_hits = spec, hits
     return best if best_hits >= len(layer_names) / 2 else None
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's contents (identifies weights and model files in cache keys)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -204,10 +186,11 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
     Raises:
         WeightsUnavailableError: ImageNet weights could not be downloaded, or a local
             weights file is missing.
-        UnsafeModelError: a model file is corrupt, unsafe or has no usable cut layer.
+        UnsafeModelError: a model file or weights file is refused (corrupt, unsafe, too
+            big; see :mod:`tlcore.model_files`) or has no usable cut layer.
         StudioError: an unknown name, or an input size the architecture refuses.
     """
-    if is_model_file(model_config.backbone):
+    if model_config.backbone not in BACKBONES and is_model_file_name(model_config.backbone):
         return _load_from_model_file(model_config)
     spec = get_spec(model_config.backbone)
     size = model_config.image_size or spec.default_size
@@ -275,6 +258,9 @@ def _resolve_weights(spec: BackboneSpec, weights: str, seed: int) -> tuple[str |
             f"Weights file not found: {weights}. Expected 'imagenet', 'none' or the path of a "
             f"{spec.name} weights file (.h5 / .weights.h5) without the classification top."
         )
+    # A weights file is read whole by Keras before the shapes are compared: bound what it
+    # declares by the architecture's size (with its top, plus a margin).
+    check_weights_file(path, int(spec.parameters_millions * 1_250_000) + 100_000)
     return str(path), f"file:{file_digest(path)}"
 
 
@@ -384,10 +370,10 @@ def cut_model(model, cut_layer: str | None):
 
 
 def _load_from_model_file(model_config) -> Backbone:
-    from tlcore.saved_model import load_model_file
+    from tlcore.model_trial import load_model_file
 
     path = Path(model_config.backbone)
-    full = load_model_file(path)
+    full = load_model_file(path, model_config.image_size)
     cut = cut_model(full, model_config.cut_layer)
     input_shape = cut.input_shape
     size = input_shape[1]

@@ -19,7 +19,6 @@ FREEZE_MODES = ("all", "none", "from", "top", "layers")
 BATCH_SIZE_CHOICES = (4, 8, 16, 32, 64, 128)
 LEARNING_RATE_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 # What determines a loaded backbone; the head and the freeze plan are applied on top.
 BACKBONE_FIELDS = ("backbone", "weights", "cut_layer", "preprocess", "image_size")
 
@@ -159,7 +158,9 @@ class ModelConfig:
     @property
     def is_model_file(self) -> bool:
         """True when ``backbone`` is the path of the user's own Keras model file."""
-        return Path(self.backbone).suffix.lower() in MODEL_FILE_SUFFIXES
+        from tlcore.model_files import is_model_file_name
+
+        return is_model_file_name(self.backbone)
 
     def backbone_key(self) -> str:
         """The settings that determine the loaded backbone, as JSON (head and freeze plan left out).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.backbones import BackboneSpec, is_model_file
+from tlcore.backbones import BackboneSpec
 from tlcore.config import POOLING_CHOICES, FreezePlan, ModelConfig
 
 __all__ = [
@@ -65,7 +65,7 @@ def describe_backbone(model_config: ModelConfig) -> str:
     from scratch)"``, ``"your model file dog_breed_mobilenetv2_160.h5 (pretrained
     weights inside)"``.
     """
-    if is_model_file(model_config.backbone):
+    if model_config.is_model_file:
         cut = f", cut at {model_config.cut_layer}" if model_config.cut_layer else ""
         return f"your model file {Path(model_config.backbone).name} (pretrained weights inside{cut})"
     if model_config.weights == "imagenet":

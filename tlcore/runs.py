@@ -26,7 +26,6 @@ from tlcore.errors import StudioError
 
 STATUS_FILE = "status.json"
 PROBABILITY_COLUMN = "p:{label}"
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # The metrics.json fields the CLI contract promises (ARCHITECTURE.md).
 REQUIRED_METRICS = (
@@ -101,9 +100,9 @@ class Run:
         """The trained classifier, loaded with ``safe_mode=True``."""
         if not self.has_model:
             raise StudioError(f"Run {self.run_id} has no saved model (status: {self.status}).")
-        from tlcore.backbones import load_model_file
+        from tlcore.model_trial import load_saved_model
 
-        return load_model_file(self.path / "model.keras")
+        return load_saved_model(self.path / "model.keras")
 
     def val_predictions(self) -> pd.DataFrame:
         path = self.path / "val_predictions.csv"
@@ -156,7 +155,7 @@ class Run:
         if self.config is None:
             return "?"
         model = self.config.model
-        if Path(model.backbone).suffix.lower() in MODEL_FILE_SUFFIXES:
+        if model.is_model_file:
             return f"{Path(model.backbone).name} (your model file)"
         words = {"imagenet": "ImageNet weights", "none": "random weights"}
         return f"{model.backbone} ({words.get(model.weights) or 'weights from ' + Path(model.weights).name})"
