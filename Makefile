@@ -32,11 +32,11 @@ constraints: $(VENV)/.dev
 # needs TLCORE_DATA_ROOTS, the folders visitors may read (README "Serving a live demo").
 ADDRESS ?= 0.0.0.0
 run: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1
+	$(PY) serve.py --server.address 127.0.0.1
 
 serve: $(VENV)/.runtime
 	@[ -n "$${TLCORE_DATA_ROOTS+set}" ] || { echo "make serve: set TLCORE_DATA_ROOTS to the folders visitors may read (empty: uploads only), e.g. TLCORE_DATA_ROOTS=/srv/photos make serve" >&2; exit 2; }
-	TLCORE_SHARED=1 $(VENV)/bin/streamlit run app.py --server.address $(ADDRESS)
+	TLCORE_SHARED=1 $(PY) serve.py --server.address $(ADDRESS)
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 chromium:

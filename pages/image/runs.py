@@ -105,7 +105,7 @@ if exports:
 
 if run.access == "owner":
     token = store.share_token(run)
-    with st.expander("Share this run read-only" + (" · shared" if token else "")):
+    with st.expander("Share this run read-only"):
         st.caption(
             "Whoever opens the link sees this run on Evaluate and Predict, read-only: not your other runs, "
             "not its downloads, and they cannot change its calibration."
