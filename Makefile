@@ -8,7 +8,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 TL_SHARED_DIR ?= $(abspath ../shared)
 export TL_SHARED_DIR
 
-.PHONY: run test lint bench accuracy-study chromium clean constraints
+.PHONY: run serve test lint bench accuracy-study chromium clean constraints
 
 # constraints.txt pins every package (transitive ones too) to the versions CI tested, so a
 # fresh clone installs exactly that set instead of whatever numpy/protobuf/... is newest today.
@@ -27,8 +27,16 @@ constraints: $(VENV)/.dev
 	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --all --exclude-editable | grep -v -i -E '^(pip|torch|transformers)( |=)'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
+# `make run` serves this machine only (127.0.0.1): one person, their own files. `make serve`
+# serves a room on every network interface (ADDRESS=… to pick one) as a shared server: it
+# needs TLCORE_DATA_ROOTS, the folders visitors may read (README "Serving a live demo").
+ADDRESS ?= 0.0.0.0
 run: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run app.py
+	$(PY) serve.py --server.address 127.0.0.1
+
+serve: $(VENV)/.runtime
+	@[ -n "$${TLCORE_DATA_ROOTS+set}" ] || { echo "make serve: set TLCORE_DATA_ROOTS to the folders visitors may read (empty: uploads only), e.g. TLCORE_DATA_ROOTS=/srv/photos make serve" >&2; exit 2; }
+	TLCORE_SHARED=1 $(PY) serve.py --server.address $(ADDRESS)
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download is not used).
 chromium:

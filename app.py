@@ -18,7 +18,11 @@ st.set_page_config(
 
 # Page scripts live in sub-folders of pages/: Streamlit's legacy multipage mode (which
 # would run a deep-linked pages/*.py directly, bypassing this router) only looks at
-# top-level pages/*.py files, of which there are none.
+# top-level pages/*.py files, of which there are none. Streamlit still runs the first
+# script run of a server beside a pages/ folder in that legacy mode (st.navigation turns it
+# off for later runs), whose own navigation knows no page but this script: an open tab
+# reconnecting after a restart got "Page not found" before this router showed the right
+# page. `make run` / `make serve` start through serve.py, which turns the mode off first.
 PAGES = {
     "Studio": [
         st.Page("pages/studio/home.py", title="Home", icon=":material/home:", default=True),

@@ -36,8 +36,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(workdir: Path, extra_env: dict | None = None):
-    """``streamlit run app.py`` on a free localhost port, with its own runs/workspace/cache."""
+def streamlit_server(workdir: Path, extra_env: dict | None = None, launcher=("-m", "streamlit", "run", "app.py")):
+    """``streamlit run app.py`` on a free localhost port, with its own runs/workspace/cache.
+
+    ``launcher``: what follows ``python`` (``("serve.py",)`` starts it as ``make run`` does).
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -51,10 +54,7 @@ def streamlit_server(workdir: Path, extra_env: dict | None = None):
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
+            *launcher,
             "--server.port",
             str(port),
             "--server.address",

@@ -31,7 +31,9 @@ def browser():
 
 
 def open_page(browser, url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    """A page in a new browser context (its own cookie), or in ``browser`` when it is a context."""
+    is_context = not hasattr(browser, "new_context")
+    page = browser.new_page() if is_context else browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
     page.goto(url)
     expect(page.locator("h1").first).to_be_visible()
@@ -296,8 +298,9 @@ def test_killing_the_server_mid_run_leaves_runs_readable_after_a_restart(tmp_pat
 
     from tlcore.runs import RunStore
 
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser: its runs are its own
     with streamlit_server(tmp_path) as (url, process):
-        page = start_small_cnn_training(browser, url, 200)
+        page = start_small_cnn_training(context, url, 200)
         expect(page.get_by_role("button", name="Stop")).to_be_visible()
         page.wait_for_timeout(1500)
         process.send_signal(signal.SIGKILL)
@@ -306,12 +309,13 @@ def test_killing_the_server_mid_run_leaves_runs_readable_after_a_restart(tmp_pat
     runs = RunStore(tmp_path / "runs").list()
     assert [run.status for run in runs] == ["incomplete"]
     with streamlit_server(tmp_path) as (url, _):
-        page = open_page(browser, url)
+        page = open_page(context, url)
         nav(page, "Runs")
         expect(page.get_by_text("'incomplete' runs were interrupted")).to_be_visible()
         assert page.locator('[data-testid="stException"]').count() == 0
         shot(page, "10-runs-after-restart")
         page.close()
+    context.close()
 
 
 # ---------------------------------------------------------------------------

@@ -308,16 +308,21 @@ def test_a_symbolic_link_cannot_lead_out_of_the_data_roots(demo_server):
     refused(allowed / "model.keras")  # a model-file path is checked the same way
 
 
-def test_the_studios_own_folders_are_always_allowed(demo_server, tmp_path):
-    upload = paths.workspace_dir() / "sessions" / "abc" / "uploads" / "photos.zip"
+COLOURS = {"red": (200, 0, 0), "blue": (0, 0, 200)}
+
+
+def test_the_visitors_own_folders_are_always_allowed(demo_server, tmp_path):
+    owner = "0123456789abcdef"
+    upload = paths.owner_dir(owner) / "uploads" / "photos.zip"
     upload.parent.mkdir(parents=True)
-    assert paths.check_allowed(upload) == upload.resolve()
+    assert paths.check_allowed(upload, owner) == upload.resolve()
     assert paths.check_allowed(data.make_demo_dataset(per_class=1, image_size=16))
-    write_zip(upload, {"cats/a.png": _png(colour_image((200, 0, 0), 32, random.Random(0)))})
-    extracted = data.resolve_source(upload, restricted=True)  # lands in the cache: allowed too
-    assert paths.check_allowed(extracted) and paths.check_allowed(
-        data.resolve_source(data.DEMO_DATASET, restricted=True)
-    )
+    images = {f"{name}/a.png": _png(colour_image(rgb, 32, random.Random(0))) for name, rgb in COLOURS.items()}
+    write_zip(upload, images)
+    extracted = data.resolve_source(upload, restricted=True, owner=owner)  # lands in the cache
+    scanned = data.scan_folder(extracted, min_images_per_class=1, fence=paths.dataset_fence(extracted, owner))
+    assert scanned.counts == {"blue": 1, "red": 1}
+    assert paths.check_allowed(data.resolve_source(data.DEMO_DATASET, restricted=True))
 
 
 def test_unset_data_roots_allow_home_and_the_current_folder_only(tmp_path, monkeypatch):
@@ -335,7 +340,7 @@ def test_empty_data_roots_allow_only_the_studios_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.chdir(tmp_path)
     refused(tmp_path / "photos")
-    assert paths.check_allowed(tmp_path / "workspace" / "built")
+    assert paths.check_allowed(tmp_path / "workspace" / "sessions" / "0123456789abcdef" / "built", "0123456789abcdef")
 
 
 def test_the_data_page_refuses_a_folder_outside_the_data_roots(tmp_path, tmp_path_factory, studio):

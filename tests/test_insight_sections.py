@@ -126,9 +126,9 @@ def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monk
         "With temperature scaling",
         "Temperature",
     ]
-    app.checkbox(key="calibrate").check().run()
+    app.checkbox(key=f"calibrate_{trained_run.run_id}").check().run()
     assert load_temperature(trained_run.path) is not None
-    app.checkbox(key="calibrate").uncheck().run()
+    app.checkbox(key=f"calibrate_{trained_run.run_id}").uncheck().run()
     assert load_temperature(trained_run.path) is None
     app.button(key="embedding").click().run()
     assert not app.exception

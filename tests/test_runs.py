@@ -171,3 +171,97 @@ def test_text_runs_get_a_folder_from_the_same_store(tmp_path):
     path = runs.RunStore(tmp_path).create(name="text-gpt2")
     assert path.is_dir() and path.parent == tmp_path and "text-gpt2" in path.name
     assert not (path / "config.json").exists()
+
+
+# ----------------------------------------------------------------------------- ownership (issue 21)
+
+ALICE, BOB, CAROL = "a1a1a1a1a1a1a1a1", "b2b2b2b2b2b2b2b2", "c3c3c3c3c3c3c3c3"
+
+
+def copy_run(source, store: runs.RunStore) -> runs.Run:
+    """A copy of a finished run made by the store's visitor (as the dashboard's training would)."""
+    import shutil
+
+    path = store.create(name="copy")
+    for item in source.path.iterdir():
+        if item.name != runs.ACCESS_FILE:
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, path / item.name)
+    return runs.read_run(path)
+
+
+@pytest.fixture
+def visitors(trained_run, tmp_path):
+    """A store with one run of Alice's, one of Bob's and one the operator made with the CLI."""
+    root = tmp_path / "runs"
+    alice, bob = runs.RunStore(root, owner=ALICE), runs.RunStore(root, owner=BOB)
+    made = {"alice": copy_run(trained_run, alice), "bob": copy_run(trained_run, bob)}
+    made["cli"] = copy_run(trained_run, runs.RunStore(root))
+    return root, alice, bob, made
+
+
+def ids(store, **options) -> set:
+    return {run.run_id for run in store.list(**options)}
+
+
+def test_a_visitor_sees_their_own_runs_and_published_ones_never_anothers(visitors):
+    root, alice, bob, made = visitors
+    assert ids(alice) == {made["alice"].run_id, made["cli"].run_id}
+    assert ids(bob) == {made["bob"].run_id, made["cli"].run_id}
+    assert set(bob.table()["run_id"]) == {made["bob"].run_id, made["cli"].run_id}
+    with pytest.raises(StudioError, match="No run named"):  # the same words as a run that does not exist
+        bob.get(made["alice"].run_id)
+    with pytest.raises(StudioError, match="No run named"):
+        bob.compare([made["alice"].run_id])
+    assert ids(runs.RunStore(root)) == {run.run_id for run in made.values()}  # the operator (CLI) sees all
+
+
+def test_only_the_owner_changes_a_run_and_published_runs_are_read_only_on_a_shared_server(visitors):
+    from tlcore.insight import calibration
+
+    root, alice, bob, made = visitors
+    own, published = alice.get(made["alice"].run_id), bob.get(made["cli"].run_id)
+    assert not own.read_only and alice.can_write(own)
+    assert published.read_only and published.access == "published"
+    report = calibration.calibration_report(*own.val_probabilities()[1:][::-1])
+    calibration.save_temperature(own, report)
+    with pytest.raises(StudioError, match="read-only"):
+        calibration.clear_temperature(published)
+    # The one person of a local server is the operator: the CLI runs are theirs to change.
+    local = runs.RunStore(root, owner=BOB, operator=True)
+    assert not local.get(made["cli"].run_id).read_only
+    assert local.list() and made["alice"].run_id not in ids(local)
+
+
+def test_a_share_link_opens_exactly_one_run_read_only_and_can_be_withdrawn(visitors):
+    root, alice, bob, made = visitors
+    second = copy_run(made["alice"], alice)
+    token = alice.share(alice.get(made["alice"].run_id))
+    assert alice.share(alice.get(made["alice"].run_id)) == token  # made once
+    with pytest.raises(StudioError, match="Only the visitor who trained"):
+        bob.share(bob.get(made["cli"].run_id))
+    assert runs.RunStore(root, owner=BOB).open_shared(token).run_id == made["alice"].run_id
+    guest = runs.RunStore(root, owner=BOB, shared=[token])
+    assert ids(guest) == {made["alice"].run_id, made["bob"].run_id, made["cli"].run_id}
+    assert second.run_id not in ids(guest)
+    assert made["alice"].run_id not in ids(guest, shared=False)  # not on the Runs page with one's own
+    shared_run = guest.get(made["alice"].run_id)
+    assert shared_run.read_only and not guest.can_write(shared_run)
+    with pytest.raises(StudioError, match="read-only"):
+        shared_run.check_writable()
+    for wrong in ("x" * 32, token[:-1] + ("A" if token[-1] != "A" else "B"), "../" + token):
+        assert made["alice"].run_id not in ids(runs.RunStore(root, owner=CAROL, shared=[wrong]))
+    alice.unshare(alice.get(made["alice"].run_id))
+    assert made["alice"].run_id not in ids(guest)
+
+
+def test_a_damaged_access_record_keeps_the_run_private(visitors):
+    root, alice, bob, made = visitors
+    (made["alice"].path / runs.ACCESS_FILE).write_text("{ not json")
+    assert made["alice"].run_id not in ids(bob) and made["alice"].run_id not in ids(alice)
+    assert made["alice"].run_id in ids(runs.RunStore(root))
+
+
+def test_a_visitors_text_run_is_theirs(tmp_path):
+    path = runs.RunStore(tmp_path, owner=ALICE).create(name="text-gpt2")
+    assert runs.read_run(path).owner == ALICE
+    assert not runs.RunStore(tmp_path, owner=BOB).list()

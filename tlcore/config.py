@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ class DataConfig:
         val_split: fraction of each class held out for validation.
         min_images_per_class: classes with fewer images are reported as too small.
         skip_placeholders: skip blank or placeholder graphics ("image not found").
+        owner: the dashboard visitor who chose the data (an owner id): their label
+            decisions apply and the folders are read through the data-roots fence
+            (``tlcore.paths``). ``None`` (the CLI): the workspace's shared decisions, no fence.
     """
 
     data_dir: str = "demo:shapes"
@@ -97,6 +101,7 @@ class DataConfig:
     val_split: float = 0.2
     min_images_per_class: int = 5
     skip_placeholders: bool = True
+    owner: str | None = None
 
     def validate(self) -> None:
         if not self.data_dir:
@@ -104,6 +109,8 @@ class DataConfig:
         if self.val_dir is None:
             _check_range("val_split", self.val_split, 0.01, 0.9)
         _check_range("min_images_per_class", self.min_images_per_class, 1, 10_000, int)
+        if self.owner is not None and not re.fullmatch(r"[0-9a-f]{8,64}", str(self.owner)):
+            raise ValueError(f"`owner` should be an owner id of hex digits or None. Received: owner={self.owner!r}.")
 
     def describe(self) -> str:
         """The dataset in words: "demo: shapes", or the folder name and how validation is made."""

@@ -1,14 +1,24 @@
 """The run store: one folder per training run, readable even when a run died midway.
 
-Layout of ``runs/<run_id>/``: ``config.json`` and ``status.json`` (written first),
-then ``history.csv``, ``labels.txt``, ``model.keras``, ``val_predictions.csv``,
-``tensorboard/`` and, last, ``metrics.json``. A run whose process died before the
-end keeps ``status.json`` at "running" with a dead pid, and is listed as incomplete.
+Layout of ``runs/<run_id>/``: ``access.json`` (who owns it, its share token),
+``config.json`` and ``status.json`` (written first), then ``history.csv``,
+``labels.txt``, ``model.keras``, ``val_predictions.csv``, ``tensorboard/`` and, last,
+``metrics.json``. A run whose process died before the end keeps ``status.json`` at
+"running" with a dead pid, and is listed as incomplete.
+
+Who may do what (the one rule; pages only call it): a store acts for an identity.
+``RunStore(root)`` is the operator (the CLI, benches): every run. ``RunStore(root,
+owner=…)`` is a dashboard visitor: their own runs (read and change); runs with no owner
+recorded, which the operator put in the folder (e.g. made with the CLI), are published
+read-only to everyone (changeable too where ``operator=True``: the one person of a local
+server); a run of another visitor only through its share link (``shared`` tokens), read
+only, and never listed with one's own. Anything else is "no run named …".
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import os
 import re
@@ -25,6 +35,9 @@ from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 
 STATUS_FILE = "status.json"
+ACCESS_FILE = "access.json"
+UNREADABLE_OWNER = "unreadable"
+SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 PROBABILITY_COLUMN = "p:{label}"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # The metrics.json fields the CLI contract promises (ARCHITECTURE.md).
@@ -77,6 +90,9 @@ class Run:
         metrics: contents of metrics.json (empty until the run finished).
         labels: class labels.
         error: the failure message of a failed run.
+        owner: the owner id of the visitor who made it; ``None``: the operator's (published).
+        access: what the identity that read it may do: ``"owner"``, ``"operator"`` (read and
+            change), ``"published"`` or ``"shared"`` (read only).
     """
 
     run_id: str
@@ -86,6 +102,23 @@ class Run:
     metrics: dict = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     error: str = ""
+    owner: str | None = None
+    access: str = "operator"
+
+    @property
+    def read_only(self) -> bool:
+        """True when the identity that read this run may look but not change it (calibration, exports)."""
+        return self.access not in ("owner", "operator")
+
+    def check_writable(self) -> None:
+        """Raises:
+        StudioError: the run is read-only for the identity that read it."""
+        if self.read_only:
+            whose = "another visitor's run, shared with you" if self.access == "shared" else "published by the operator"
+            raise StudioError(
+                f"Run {self.run_id} is read-only for you ({whose}): only its owner can change it. "
+                "Train your own run to change its calibration or exports."
+            )
 
     @property
     def history(self) -> pd.DataFrame:
@@ -162,13 +195,23 @@ class Run:
 
 
 class RunStore:
-    """All runs under one folder (default ``runs/``)."""
+    """The runs under one folder (default ``runs/``) that one identity may see (see the module docstring).
 
-    def __init__(self, root: str | Path = "runs"):
+    Args:
+        root: the folder.
+        owner: the dashboard visitor's owner id; ``None`` for the operator (CLI, benches).
+        operator: the visitor may also change published runs (the one person of a local server).
+        shared: share tokens the visitor opened (``?run=<token>``): those runs, read only.
+    """
+
+    def __init__(self, root: str | Path = "runs", owner: str | None = None, operator: bool = False, shared=()):
         self.root = Path(root)
+        self.owner = owner
+        self.operator = operator
+        self.shared = tuple(token for token in shared if isinstance(token, str) and SHARE_TOKEN.fullmatch(token))
 
     def create(self, config: RunConfig | None = None, name: str | None = None) -> Path:
-        """Makes a new run folder named ``<time>-<name>-<random>``.
+        """Makes a new run folder named ``<time>-<name>-<random>``, owned by this store's visitor.
 
         With a :class:`RunConfig` the folder starts with config.json and a "running"
         status; without one (text fine-tuning writes its own files) it is just made.
@@ -177,18 +220,105 @@ class RunStore:
         default = Path(config.model.backbone).stem if config is not None else "run"
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name or default).strip("-")[:40] or "run"
         path = self.root / f"{stamp}-{slug}-{secrets.token_hex(2)}"
-        path.mkdir(parents=True)
+        if self.owner is None:
+            path.mkdir(parents=True)
+        else:
+            # Made hidden, owned, then renamed: a listing never sees it without its owner (as published).
+            hidden = self.root / f".{path.name}"
+            hidden.mkdir(parents=True)
+            _write_atomic(hidden / ACCESS_FILE, json.dumps({"owner": self.owner}))
+            hidden.rename(path)
         return start_run(path, config) if config is not None else path
 
-    def list(self) -> list[Run]:
-        """Every run, newest first; unreadable folders appear as incomplete, never raise."""
+    def access(self, run: Run) -> str | None:
+        """What this identity may do with ``run``: ``"owner"``, ``"operator"``, ``"published"``,
+        ``"shared"``, or ``None`` (nothing: it is another visitor's and not shared with this one)."""
+        if self.owner is None:
+            return "operator"
+        if run.owner == self.owner:
+            return "owner"
+        if run.owner is None:
+            return "operator" if self.operator else "published"
+        token = _read_json(run.path / ACCESS_FILE).get("share")
+        if isinstance(token, str) and any(hmac.compare_digest(token, mine) for mine in self.shared):
+            return "shared"
+        return None
+
+    def can_read(self, run: Run) -> bool:
+        return self.access(run) is not None
+
+    def can_write(self, run: Run) -> bool:
+        return self.access(run) in ("owner", "operator")
+
+    def list(self, shared: bool = True) -> list[Run]:
+        """The runs this identity may see, newest first; unreadable folders appear as incomplete, never raise.
+
+        Args:
+            shared: include runs of other visitors opened through a share link (Evaluate
+                and Predict show them; the Runs page lists only one's own and published runs).
+        """
         if not self.root.is_dir():
             return []
-        runs = [read_run(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        runs = []
+        for path in self.root.iterdir():
+            if path.is_dir() and not path.name.startswith("."):
+                run = self._visible(read_run(path))
+                if run is not None and (shared or run.access != "shared"):
+                    runs.append(run)
         return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
+    def _visible(self, run: Run) -> Run | None:
+        access = self.access(run)
+        if access is None:
+            return None
+        run.access = access
+        return run
+
+    def share(self, run: Run) -> str:
+        """The run's share token (made once): whoever opens ``?run=<token>`` may read this run only.
+
+        Raises:
+            StudioError: this identity does not own the run.
+        """
+        if self.owner is None or run.owner != self.owner:
+            raise StudioError(f"Only the visitor who trained run {run.run_id} can share it.")
+        record = _read_json(run.path / ACCESS_FILE)
+        if not SHARE_TOKEN.fullmatch(str(record.get("share", ""))):
+            record["share"] = secrets.token_urlsafe(24)
+            _write_atomic(run.path / ACCESS_FILE, json.dumps(record))
+        return record["share"]
+
+    def unshare(self, run: Run) -> None:
+        """Ends the run's share link: whoever opened it no longer sees the run.
+
+        Raises:
+            StudioError: this identity does not own the run.
+        """
+        if self.owner is None or run.owner != self.owner:
+            raise StudioError(f"Only the visitor who trained run {run.run_id} can stop sharing it.")
+        record = _read_json(run.path / ACCESS_FILE)
+        record.pop("share", None)
+        _write_atomic(run.path / ACCESS_FILE, json.dumps(record))
+
+    def share_token(self, run: Run) -> str | None:
+        """The run's share token if its owner (this identity) shared it, else ``None``."""
+        if self.owner is None or run.owner != self.owner:
+            return None
+        token = _read_json(run.path / ACCESS_FILE).get("share")
+        return token if isinstance(token, str) else None
+
+    def open_shared(self, token: str) -> Run | None:
+        """The run a share token opens (any owner's), or ``None`` when no run has it."""
+        if not isinstance(token, str) or not SHARE_TOKEN.fullmatch(token) or not self.root.is_dir():
+            return None
+        for path in self.root.iterdir():
+            stored = _read_json(path / ACCESS_FILE).get("share") if path.is_dir() else None
+            if isinstance(stored, str) and hmac.compare_digest(stored, token):
+                return read_run(path)
+        return None
+
     def table(self) -> pd.DataFrame:
-        """One row per run: id, status, backbone, accuracy, epochs, timings."""
+        """One row per run this identity owns or that is published: id, status, backbone, accuracy, epochs, timings."""
         rows = [
             {
                 "run_id": run.run_id,
@@ -201,7 +331,7 @@ class RunStore:
                 "train_seconds": _rounded(run.metrics.get("train_seconds"), 1),
                 "classes": len(run.labels),
             }
-            for run in self.list()
+            for run in self.list(shared=False)
         ]
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -210,9 +340,13 @@ class RunStore:
 
         Raises:
             StudioError: ``run_id`` is not a plain folder name (``..``, ``.``, separators),
-                or names no run folder, or is a link that leads outside the store.
+                or names no run folder, or is a link that leads outside the store, or
+                is a run this identity may not see (said the same way: nothing is revealed).
         """
-        return read_run(self.path_of(run_id))
+        run = self._visible(read_run(self.path_of(run_id)))
+        if run is None:
+            raise StudioError(f"No run named {run_id!r} in {self.root}.")
+        return run
 
     def path_of(self, run_id: str) -> Path:
         """The folder of ``run_id``, checked as :meth:`get` explains."""
@@ -328,7 +462,18 @@ def read_run(path: Path) -> Run:
         state = "incomplete"
     labels_path = path / "labels.txt"
     labels = labels_path.read_text().splitlines() if labels_path.is_file() else []
-    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""))
+    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""), run_owner(path))
+
+
+def run_owner(path: str | Path) -> str | None:
+    """The owner id recorded in a run folder; ``None`` for a run the operator made (CLI, no
+    ``access.json``: published)."""
+    record = Path(path) / ACCESS_FILE
+    if not record.exists():
+        return None
+    owner = _read_json(record).get("owner")
+    # A damaged record must not publish a visitor's run: it becomes nobody's (the operator still sees it).
+    return owner if isinstance(owner, str) and owner else UNREADABLE_OWNER
 
 
 _SAVING_OBJECT_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")

@@ -94,3 +94,18 @@ class SetupStore:
         temporary = path.with_name(f".setup.{os.getpid()}.tmp")
         temporary.write_text(text)
         os.replace(temporary, path)
+
+
+def account_owner_id(user: dict) -> str:
+    """The owner id of an account logged in through Streamlit's login (``st.user``).
+
+    Keyed on the identity provider and its subject id (the stable account id OpenID
+    Connect promises), else the e-mail; one-way like :func:`owner_id`.
+
+    Raises:
+        ValueError: the login gave neither a subject nor an e-mail.
+    """
+    subject = user.get("sub") or user.get("email")
+    if not subject:
+        raise ValueError(f"Expected a logged-in user with a `sub` or `email`. Received: keys {sorted(user)}.")
+    return hashlib.sha256(f"tlcore-account:{user.get('iss', '')}:{subject}".encode()).hexdigest()[:16]

@@ -5,11 +5,12 @@ import pandas as pd
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.identity import local_server
 from tlcore import charts
 from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay
-from tlcore.paths import check_allowed
+from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
 
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
@@ -31,11 +32,24 @@ elif source_kind == SOURCES[1]:
     )
     if st.checkbox("I have a separate validation folder", value=bool(data.val_dir)):
         val_dir = st.text_input("Validation folder path", value=data.val_dir or "").strip() or None
+    owner, local = shared.session_id(), local_server()
+    st.caption(
+        "This studio reads folders inside "
+        + shared.escape_markdown(", ".join(str(root) for root in readable_roots(owner)) or "no folder")
+        + " (TLCORE\\_DATA\\_ROOTS), plus your own uploads; never the studio's folders of other visitors. "
+        + ("On your own machine you can allow another folder for this session." if local else "")
+    )
+    typed = folder.strip()
     try:
-        candidate = str(check_allowed(folder.strip())) if folder.strip() else None
-        val_dir = str(check_allowed(val_dir)) if val_dir else None
+        candidate = str(check_allowed(typed, owner)) if typed else None
+        typed = val_dir
+        val_dir = str(check_allowed(val_dir, owner)) if val_dir else None
     except StudioError as error:
         shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
+        if can_allow(typed, owner, local):
+            if st.button(f"Allow {typed} for this session", help="Until the studio restarts; only for you."):
+                allow_folder(owner, typed, local)
+                st.rerun()
         st.stop()
 elif source_kind == SOURCES[2]:
     upload = st.file_uploader("A .zip with one folder per class", type=["zip"])
@@ -94,7 +108,8 @@ except StudioError as error:
 
 # Every number below is what training will use: the label decisions kept in the workspace applied.
 on_disk = len(scan.items) + (len(val_scan.items) if val_scan else 0)
-scan, val_scan = apply_stored_overlay(scan), apply_stored_overlay(val_scan) if val_scan else None
+owner = data.owner
+scan, val_scan = apply_stored_overlay(scan, owner), apply_stored_overlay(val_scan, owner) if val_scan else None
 usable = {label: count for label, count in scan.counts.items() if count}
 if len(usable) >= 2:
     total = len(scan.items) + (len(val_scan.items) if val_scan else 0)

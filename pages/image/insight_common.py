@@ -35,7 +35,7 @@ def features(config: RunConfig):
     from tlcore.insight.overlay import stamp
 
     folders = roots(config)
-    stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders))
+    stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
     try:
         return _features(_key(config), stamps, config, shared.backbone(config.model))
     except StudioError as error:
@@ -67,7 +67,7 @@ def decide(config: RunConfig, path: str, digest: str, action: str, label: str | 
     from tlcore.insight.overlay import record
 
     try:
-        record(roots(config), path, digest, action, label)
+        record(roots(config), path, digest, action, label, config.data.owner)
     except StudioError as error:
         shared.show_error(error)
 
@@ -77,7 +77,7 @@ def decision(config: RunConfig, path: str) -> dict | None:
     from tlcore.insight.overlay import load_overlay, root_of
 
     try:
-        return load_overlay(root_of(path, roots(config))).decision(path)
+        return load_overlay(root_of(path, roots(config)), config.data.owner).decision(path)
     except StudioError:
         return None
 

@@ -79,13 +79,15 @@ def _kept_decisions(config: RunConfig, max_rows: int) -> None:
     from tlcore.insight.overlay import apply_stored_overlay, decisions
 
     folders = common.roots(config)
-    kept = decisions(folders)
+    kept = decisions(folders, config.data.owner)
     if not kept:
         return
     left = []
     for source in filter(None, folders):
         scan = shared.scan(source, config.data.skip_placeholders, shared.folder_stamp(source))
-        left.append(f"{len(apply_stored_overlay(scan).items)} of {len(scan.items)} in {common.name(scan.root)}")
+        left.append(
+            f"{len(apply_stored_overlay(scan, config.data.owner).items)} of {len(scan.items)} in {common.name(scan.root)}"
+        )
     st.markdown(f"**Your label decisions ({len(kept)})** · images left: {' · '.join(left)}")
     for index, (path, decision) in enumerate(kept[:max_rows]):
         text, undo = st.columns([6, 1], vertical_alignment="center")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from pages.image import insight_common as common
 from pages.studio import shared
 from tlcore.config import RunConfig
+from tlcore.errors import StudioError
 from tlcore.insight import charts
 
 MAX_SELECTED = 12
@@ -48,11 +47,20 @@ def calibration_section(run) -> None:
     saved = calibration.load_temperature(run.path)
     if saved is not None:
         st.caption(f"Applied to this run's predictions: T = {saved:.2f}.")
-    if st.checkbox("Apply temperature scaling to this run's predictions", value=saved is not None, key="calibrate"):
-        if saved is None or abs(saved - report.temperature) > 1e-9:
-            calibration.save_temperature(run.path, report)
-    elif saved is not None:
-        (Path(run.path) / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+    apply = st.checkbox(
+        "Apply temperature scaling to this run's predictions",
+        value=saved is not None,
+        key=f"calibrate_{run.run_id}",  # per run: a tick on one run must not carry over to another
+        disabled=run.read_only,
+        help="Read-only: only the run's owner can change its calibration." if run.read_only else None,
+    )
+    try:
+        if apply and (saved is None or abs(saved - report.temperature) > 1e-9):
+            calibration.save_temperature(run, report)
+        elif not apply and saved is not None:
+            calibration.clear_temperature(run)
+    except StudioError as error:
+        shared.show_error(error)
 
 
 def embedding_section(config: RunConfig, run=None) -> None:

@@ -70,7 +70,7 @@ if job is not None and job.kind == "ab":
         st.success(job.result.verdict, icon=":material/compare_arrows:")
 
 st.subheader("Download a model")
-run = shared.pick_run("Run to download", key="download_pick")
+run = shared.pick_run("Run to download", key="download_pick", shared=False)
 if run is None:
     st.stop()
 size = run.config.model.image_size if run.config and run.config.model.image_size else 224
@@ -78,7 +78,11 @@ cols = st.columns(3)
 cols[0].download_button("model.keras", (run.path / "model.keras").read_bytes(), file_name=f"{run.run_id}.keras")
 cols[1].download_button("labels.txt", "\n".join(run.labels) + "\n", file_name="labels.txt")
 if cols[2].button(
-    "Prepare SavedModel + TFLite", help="Exports, re-loads each export and checks it predicts like the Keras model."
+    "Prepare SavedModel + TFLite",
+    help="Read-only: only the run's owner can add exports to it."
+    if run.read_only
+    else "Exports, re-loads each export and checks it predicts like the Keras model.",
+    disabled=run.read_only,
 ):
     from tlcore.exports import export_all
 
@@ -98,6 +102,22 @@ if exports:
     down = st.columns(len(exports))
     for column, (name, (file_name, data)) in zip(down, exports.items()):
         column.download_button(name, data, file_name=file_name)
+
+if run.access == "owner":
+    token = store.share_token(run)
+    with st.expander("Share this run read-only"):
+        st.caption(
+            "Whoever opens the link sees this run on Evaluate and Predict, read-only: not your other runs, "
+            "not its downloads, and they cannot change its calibration."
+        )
+        if token is None and st.button("Make a share link"):
+            token = store.share(run)
+        if token is not None:
+            base = (st.context.url or "").split("?")[0].rsplit("/", 1)[0]
+            st.code(f"{base}/evaluate?run={token}", language=None)
+            if st.button("Stop sharing"):
+                store.unshare(run)
+                st.rerun()
 
 st.markdown("**Use it in Python** (no studio needed: put the downloads beside the script)")
 tabs = st.tabs(["Keras (.keras)", "SavedModel", "TFLite"])

@@ -11,16 +11,29 @@ from tlcore.runs import RunStore, runs_root
 
 
 def store() -> RunStore:
-    return RunStore(runs_root())
+    """The run store as this visitor may see it: their runs, published runs, runs shared with them."""
+    from pages.studio.identity import local_server, shared_tokens
+
+    owner = st.session_state.get("session_id")
+    return RunStore(runs_root(), owner=owner, operator=local_server(), shared=shared_tokens())
+
+
+def scan(source: str, skip_placeholders: bool, stamp: float):
+    """The dataset as this visitor may read it (see :func:`_scan`)."""
+    return _scan(source, skip_placeholders, stamp, st.session_state.get("session_id"))
 
 
 @st.cache_data(show_spinner="Scanning images…", max_entries=32)
-def scan(source: str, skip_placeholders: bool, stamp: float):
-    """Cached scan of a dataset folder/zip/demo (``stamp`` changes when the folder does: part of the
-    cache key, so images added on disk are seen; an ``_``-prefixed name would not be hashed)."""
+def _scan(source: str, skip_placeholders: bool, stamp: float, owner: str | None):
+    """Cached scan of a dataset folder/zip/demo, through the visitor's data-roots fence (``stamp``
+    changes when the folder does: part of the cache key, so images added on disk are seen; an
+    ``_``-prefixed name would not be hashed). The owner is part of the key: what one visitor may
+    read is not what another may."""
     from tlcore.data import resolve_source, scan_folder
+    from tlcore.paths import dataset_fence
 
-    return scan_folder(resolve_source(source), skip_placeholders=skip_placeholders)
+    root = resolve_source(source, restricted=True, owner=owner)
+    return scan_folder(root, skip_placeholders=skip_placeholders, fence=dataset_fence(root, owner))
 
 
 def folder_stamp(source: str) -> float:
@@ -73,18 +86,30 @@ def _tta_probabilities(run_path: str, mtime: float, paths: tuple[str, ...], tta:
     return predict_paths(run_model(run_path, mtime), list(paths), tta)
 
 
-def finished_runs():
-    return [run for run in store().list() if run.status in ("done", "stopped") and run.has_model]
+def finished_runs(shared: bool = True):
+    """The finished runs this visitor may see (``shared``: with runs opened through a share link)."""
+    return [run for run in store().list(shared) if run.status in ("done", "stopped") and run.has_model]
 
 
-def pick_run(label: str = "Run", key: str = "run_pick"):
-    """A select box of finished runs (the session's last run first); ``None`` if there are none."""
-    runs = finished_runs()
+READ_ONLY_WORDS = {"shared": "shared with you, read-only", "published": "published, read-only"}
+
+
+def pick_run(label: str = "Run", key: str = "run_pick", shared: bool = True):
+    """A select box of the finished runs this visitor may see (a shared link's run, else the
+    session's last run first); ``None`` if there are none. Read-only runs say so."""
+    runs = finished_runs(shared)
     if not runs:
         return None
     ids = [run.run_id for run in runs]
-    preferred = st.session_state.get("run_id")
+    link = st.query_params.get("run")
+    opened = store().open_shared(link) if link else None  # the run of the link this page was opened with
+    preferred = opened.run_id if opened is not None else st.session_state.get("run_id")
     index = ids.index(preferred) if preferred in ids else 0
-    chosen = st.selectbox(label, ids, index=index, key=key)
+    words = {run.run_id: READ_ONLY_WORDS.get(run.access) for run in runs}
+    chosen = st.selectbox(label, ids, index=index, key=key, format_func=lambda run_id: _label(run_id, words[run_id]))
     st.session_state.run_id = chosen
     return runs[ids.index(chosen)]
+
+
+def _label(run_id: str, words: str | None) -> str:
+    return f"{run_id} ({words})" if words else run_id

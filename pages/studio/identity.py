@@ -1,11 +1,12 @@
-"""Who the browser is (a cookie) and the setup it finds again after a refresh or a restart."""
+"""Who the browser is (a cookie, or Streamlit's login) and the setup it finds again after a refresh or a restart."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from tlcore import sessions
+from tlcore import paths, sessions
 from tlcore.data import workspace_dir
+from tlcore.errors import StudioError
 
 
 def setups() -> sessions.SetupStore:
@@ -13,21 +14,86 @@ def setups() -> sessions.SetupStore:
 
 
 def identify() -> None:
-    """Knows the browser from its cookie (a refresh keeps it) and restores its setup.
+    """Knows the visitor and restores their setup.
 
-    A browser without the cookie gets a new secret, set as a cookie by :func:`sidebar`.
+    With Streamlit's login configured by the operator (an ``[auth]`` section in
+    ``.streamlit/secrets.toml``) the visitor is their logged-in account; otherwise the
+    browser, from its cookie (a refresh keeps it). A browser without the cookie gets a
+    new secret, set as a cookie by the sidebar (:func:`cookie_script`).
     """
     if "session_id" in st.session_state:
         return
-    secret = st.context.cookies.get(sessions.COOKIE_NAME)
-    if not sessions.is_secret(secret):
-        secret = st.session_state.new_cookie = sessions.new_secret()
-    owner = st.session_state.session_id = sessions.owner_id(secret)
+    if login_configured():
+        owner = _logged_in_owner()
+    else:
+        secret = st.context.cookies.get(sessions.COOKIE_NAME)
+        if not sessions.is_secret(secret):
+            secret = st.session_state.new_cookie = sessions.new_secret()
+        owner = sessions.owner_id(secret)
+    st.session_state.session_id = owner
     saved = setups().load(owner)
     if saved is not None:
         for kind in ("data", "model", "train"):
             st.session_state.setdefault(f"{kind}_config", getattr(saved.config, kind))
         facts().update(data_summary=saved.data_summary, num_classes=saved.num_classes)
+
+
+def login_configured() -> bool:
+    """Whether the operator set up Streamlit's login (``st.login``); then identities are accounts."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # noqa: BLE001  - no secrets.toml at all: Streamlit raises its own not-found error
+        return False
+
+
+def _logged_in_owner() -> str:
+    if not st.user.get("is_logged_in"):
+        st.title("Transfer-learning studio")
+        st.write("This studio keeps each person's runs, uploads and datasets private: log in to use it.")
+        st.button("Log in", on_click=st.login, type="primary")
+        st.stop()
+    return sessions.account_owner_id(st.user.to_dict())
+
+
+def cookie_script() -> str | None:
+    """The script that stores a new browser's secret, once (``None`` when there is nothing to set).
+
+    A cookie written by a script cannot be ``HttpOnly`` (Streamlit gives a page no way to
+    send a ``Set-Cookie`` header); it is ``SameSite=Strict`` and, on an https page,
+    ``Secure``. An operator who needs more configures Streamlit's login (:func:`login_configured`).
+    """
+    secret = st.session_state.get("new_cookie")
+    if not secret:
+        return None
+    cookie = f"{sessions.COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
+    return f"<script>document.cookie = {cookie!r} + (location.protocol === 'https:' ? '; Secure' : '');</script>"
+
+
+def local_server() -> bool:
+    """Whether this server serves one person on this machine (see ``tlcore.paths.is_local_server``)."""
+    return _setting(lambda: paths.is_local_server(st.get_option("server.address")))
+
+
+def downloads_allowed() -> bool:
+    """Whether visitors may make this server download a model they name (``tlcore.paths.downloads_allowed``)."""
+    return _setting(lambda: paths.downloads_allowed(local_server()))
+
+
+def _setting(read):
+    try:
+        return read()
+    except StudioError as error:  # a mistyped TLCORE_SHARED / TLCORE_ALLOW_DOWNLOADS: said on every page
+        _shared().show_error(error)
+        st.stop()
+
+
+def shared_tokens() -> tuple[str, ...]:
+    """The share tokens this visitor opened (``?run=<token>`` links), kept for the browser session."""
+    opened = st.session_state.setdefault("shared_runs", [])
+    token = st.query_params.get("run")
+    if token and token not in opened:
+        opened.append(token)
+    return tuple(opened)
 
 
 def facts() -> dict:
@@ -40,8 +106,12 @@ def setup_in_use():
 
     Pages change these objects in place, so :func:`persist_setup` can save them after
     the page even when it ended with ``st.stop()``, when Streamlit calls may no longer run.
+    The data settings carry the owner: their label decisions, and the data-roots fence
+    with their own folders, follow the settings into training and every analysis.
     """
-    return st.session_state.session_id, _shared().run_config(), facts()
+    config = _shared().run_config()
+    config.data.owner = st.session_state.session_id
+    return st.session_state.session_id, config, facts()
 
 
 def persist_setup(in_use) -> None:

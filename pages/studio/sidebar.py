@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.studio import shared
-from tlcore import sessions
+from pages.studio.identity import cookie_script
 from tlcore.jobs import job_progress
 
 
@@ -14,9 +14,9 @@ def sidebar() -> None:
     from tlcore.model_choices import describe_backbone
 
     with st.sidebar:
-        if st.session_state.get("new_cookie"):
-            cookie = f"{sessions.COOKIE_NAME}={st.session_state.new_cookie}; path=/; max-age=31536000; SameSite=Strict"
-            st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
+        script = cookie_script()
+        if script:
+            st.html(script, unsafe_allow_javascript=True)
         st.caption("CURRENT SETUP")
         summary = shared.facts().get("data_summary")
         st.markdown(

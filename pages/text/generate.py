@@ -1,6 +1,7 @@
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.identity import downloads_allowed
 from pages.studio.job_panel import job_panel
 from pages.text.results import finished, quoted
 from tlcore import charts
@@ -24,6 +25,22 @@ elif source_kind.startswith("Hugging"):
     model_source = st.text_input("Handle", "hf://openai-community/gpt2")
 else:
     model_source = st.text_input("Folder", st.session_state.get("text_preset", ""), placeholder="runs/text-…/preset")
+downloads = downloads_allowed()
+if not downloads and not source_kind.startswith("Local"):
+    st.info(
+        "This server does not download models visitors name: whoever runs it has not allowed it "
+        "(TLCORE_ALLOW_DOWNLOADS=1). Use 'Local preset folder' with a folder saved by fine-tuning.",
+        icon=":material/cloud_off:",
+    )
+
+
+def checked_source() -> str:
+    """The model source, fenced: downloads only where allowed, folders only where this visitor may read."""
+    from tlcore.text.models import check_model_source
+
+    return check_model_source(model_source, shared.store(), shared.session_id(), downloads)
+
+
 speed = st.radio(
     "Speed",
     list(SPEEDS),
@@ -67,7 +84,7 @@ if st.button("Generate", type="primary"):
     from tlcore.text import generate
 
     try:
-        model = cached_model(model_source, SPEEDS[speed])
+        model = cached_model(checked_source(), SPEEDS[speed])
         outputs = []
         for index in range(samples):
             settings = SamplerConfig(
@@ -111,11 +128,9 @@ if st.button("Start fine-tuning", disabled=running):
     from tlcore.text import read_text_files, start_finetune
 
     try:
-        corpus = read_text_files([(f.name, f.getvalue()) for f in uploads or []]) + (
-            "\n\n" + pasted if pasted.strip() else ""
-        )
+        corpus = read_text_files([(f.name, f.getvalue()) for f in uploads or []], pasted=pasted)
         config = TextConfig(
-            model_source, int(sequence_length), int(epochs), int(batch), float(lr), int(lora), sample_prompt=prompt
+            checked_source(), int(sequence_length), int(epochs), int(batch), float(lr), int(lora), sample_prompt=prompt
         )
         shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_root()))
         st.rerun()

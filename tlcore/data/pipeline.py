@@ -21,6 +21,7 @@ from tlcore.data.scan import DatasetScan, ImageItem, Skipped, scan_folder
 from tlcore.data.sources import resolve_source
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay  # hook: the user's relabel/exclude decisions
+from tlcore.paths import dataset_fence
 
 
 @dataclass
@@ -71,13 +72,7 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
         StudioError: no usable classes, classes missing from the validation data, or
             nothing left to validate on.
     """
-    scan = scan_folder(
-        resolve_source(data_config.data_dir, limits),
-        data_config.min_images_per_class,
-        limits,
-        skip_placeholders=data_config.skip_placeholders,
-    )
-    scan = apply_stored_overlay(scan)  # insight hook: relabel/exclude kept in the workspace, files untouched
+    scan = _scan(data_config.data_dir, data_config, data_config.min_images_per_class, limits)
     scans = [scan]
     classes = [label for label in scan.classes if scan.counts[label] > 0]
     if len(classes) < 2:
@@ -86,10 +81,7 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
             "Add a folder of images for each class."
         )
     if data_config.val_dir:
-        val_scan = scan_folder(
-            resolve_source(data_config.val_dir, limits), 1, limits, skip_placeholders=data_config.skip_placeholders
-        )
-        val_scan = apply_stored_overlay(val_scan)  # insight hook (as above)
+        val_scan = _scan(data_config.val_dir, data_config, 1, limits)
         scans.append(val_scan)
         unknown = sorted(set(val_scan.counts) - set(classes) - {k for k, v in val_scan.counts.items() if v == 0})
         if unknown:
@@ -102,6 +94,16 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
     if not val:
         raise StudioError("No validation images. Add more images per class or give a validation folder.")
     return Dataset(classes, train, val, scans)
+
+
+def _scan(source: str, data_config, min_images_per_class: int, limits: Limits) -> DatasetScan:
+    """One folder scanned as its owner's dashboard saw it: a config made in the dashboard
+    (``owner`` set) reads through the data-roots fence; the owner's label decisions applied."""
+    owner = data_config.owner
+    root = resolve_source(source, limits, restricted=owner is not None, owner=owner)
+    fence = dataset_fence(root, owner) if owner else None
+    scan = scan_folder(root, min_images_per_class, limits, skip_placeholders=data_config.skip_placeholders, fence=fence)
+    return apply_stored_overlay(scan, owner)  # insight hook: relabel/exclude kept in the workspace, files untouched
 
 
 def iter_decoded(paths: Iterable[str], size: int, workers: int | None = None, window: int = 64) -> Iterator[np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,12 +77,15 @@ def scan_folder(
     limits: Limits = DEFAULT_LIMITS,
     workers: int | None = None,
     skip_placeholders: bool = True,
+    fence: Callable[[Path], str | None] | None = None,
 ) -> DatasetScan:
     """Scans a folder of class sub-folders and reports what can be used.
 
     Images in nested folders count for the class folder they are in. Hidden files,
     ``__MACOSX`` and ``.DS_Store`` are ignored; any other file that is not a usable
-    image is listed in ``skipped`` with its reason.
+    image is listed in ``skipped`` with its reason. Symbolic links to files and class
+    folders are followed when ``fence`` lets them lead where they lead (links to folders
+    deeper down are listed, not followed: a link loop cannot trap the scan).
 
     Args:
         root: the dataset folder.
@@ -90,6 +93,9 @@ def scan_folder(
         limits: pixel and file-size bounds.
         workers: decoding threads (default: CPU count).
         skip_placeholders: skip blank or placeholder graphics (see ``check_image_file``).
+        fence: the dashboard's rule, ``fence(path) -> reason or None`` for every folder and
+            linked file (``tlcore.paths.dataset_fence``): what it refuses is skipped with
+            its reason. ``None`` (the CLI) reads everything the folder leads to.
 
     Raises:
         StudioError: the folder does not exist or has no class sub-folders.
@@ -97,20 +103,29 @@ def scan_folder(
     root = Path(root)
     if not root.is_dir():
         raise StudioError(f"Dataset folder not found: {root}. Expected a folder with one sub-folder per class.")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name))
+    fence = fence or _open
     skipped = [
         Skipped(str(p), "not inside a class folder")
         for p in sorted(root.iterdir())
         if p.is_file() and not is_ignored(p.name)
     ]
+    class_dirs = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name)):
+        reason = fence(folder)
+        if reason is None:
+            class_dirs.append(folder)
+        else:
+            skipped.append(Skipped(str(folder), _link_words(folder, reason)))
     if not class_dirs:
         raise StudioError(
             f"No class folders in {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg and {root}/dogs/*.jpg."
         )
     candidates: list[tuple[Path, str]] = []
     for class_dir in class_dirs:
-        for path in _walk_files(class_dir):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+        for path, reason in _walk_files(class_dir, fence):
+            if reason:
+                skipped.append(Skipped(str(path), reason))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
                 candidates.append((path, class_dir.name))
             else:
                 skipped.append(Skipped(str(path), f"not an image file ({path.suffix or 'no extension'})"))
@@ -129,14 +144,36 @@ def scan_folder(
     return scan
 
 
-def _walk_files(folder: Path) -> Iterator[Path]:
+def _open(path: Path) -> None:
+    return None
+
+
+def _link_words(path: Path, reason: str) -> str:
+    """The fence's reason, saying where a link leads (a refused link is the usual case)."""
+    if path.is_symlink():
+        return f"a link to {Path(path).resolve()}, {reason}; not followed"
+    return f"{reason}; not read"
+
+
+def _walk_files(folder: Path, fence: Callable[[Path], str | None]) -> Iterator[tuple[Path, str | None]]:
+    """Files under ``folder`` with ``None``, or with the reason they are not read."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
+        here = Path(dirpath)
+        kept = []
+        for name in sorted(d for d in dirnames if not is_ignored(d)):
+            if (here / name).is_symlink():
+                yield here / name, "a link to a folder inside a class folder; not followed"
+            elif (reason := fence(here / name)) is not None:
+                yield here / name, _link_words(here / name, reason)
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
-            if not is_ignored(name):
-                path = Path(dirpath) / name
-                if not path.is_symlink():
-                    yield path
+            if is_ignored(name):
+                continue
+            path = here / name
+            reason = fence(path) if path.is_symlink() else None
+            yield path, (_link_words(path, reason) if reason else None)
 
 
 _CHECKED: dict[tuple, tuple[bool, str]] = {}

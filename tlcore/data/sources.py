@@ -28,7 +28,9 @@ def save_upload(folder: str | Path, filename: str, data: bytes) -> Path:
     return path
 
 
-def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS, *, restricted: bool = False) -> Path:
+def resolve_source(
+    source: str | Path, limits: Limits = DEFAULT_LIMITS, *, restricted: bool = False, owner: str | None = None
+) -> Path:
     """Turns a folder, a .zip or the demo dataset name into a dataset folder.
 
     Zips are extracted once into the cache, keyed by their contents.
@@ -37,7 +39,8 @@ def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS, *, restr
         source: a folder, a .zip file, or ``DEMO_DATASET``.
         limits: zip bounds.
         restricted: the dashboard's setting: the folder or zip must lie inside
-            ``TLCORE_DATA_ROOTS`` or the studio's own folders (``tlcore.paths.check_allowed``).
+            ``TLCORE_DATA_ROOTS`` or the visitor's own folders (``tlcore.paths.check_allowed``).
+        owner: the dashboard visitor (restricted): their own uploads are readable.
 
     Raises:
         StudioError: not found, a file that is not a zip, a hostile zip, or (restricted)
@@ -48,7 +51,7 @@ def resolve_source(source: str | Path, limits: Limits = DEFAULT_LIMITS, *, restr
         return make_demo_dataset()
     path = Path(text).expanduser()
     if restricted:
-        check_allowed(path)
+        check_allowed(path, owner)
     if path.is_file() and path.suffix.lower() == ".zip":
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         target = build_once(cache_dir() / "zips" / digest, lambda folder: extract_zip(path, folder / "data", limits))

@@ -144,11 +144,37 @@ def calibration_report(probabilities, labels, bins: int = BINS, folds: int = FOL
     )
 
 
-def save_temperature(run_dir: str | Path, report: CalibrationReport) -> Path:
-    """Writes ``calibration.json`` into a run folder: the predictor can then scale with T."""
-    path = Path(run_dir) / CALIBRATION_FILE
+def _run_folder(run) -> Path:
+    # A Run read by a visitor's store carries what that visitor may do: only its owner
+    # changes its calibration. A plain path is the operator's (CLI, tests).
+    if hasattr(run, "check_writable"):
+        run.check_writable()
+        return Path(run.path)
+    return Path(run)
+
+
+def save_temperature(run, report: CalibrationReport) -> Path:
+    """Writes ``calibration.json`` into a run folder: the predictor can then scale with T.
+
+    Args:
+        run: a ``tlcore.runs.Run`` (as a visitor's store read it) or a run folder.
+        report: the calibration to keep.
+
+    Raises:
+        StudioError: the run is read-only for the visitor (another's, or published).
+    """
+    path = _run_folder(run) / CALIBRATION_FILE
     path.write_text(json.dumps({"method": "temperature", **report.to_dict()}, indent=2))
     return path
+
+
+def clear_temperature(run) -> None:
+    """Removes a run's calibration (predictions are then used as they are).
+
+    Raises:
+        StudioError: the run is read-only for the visitor (another's, or published).
+    """
+    (_run_folder(run) / CALIBRATION_FILE).unlink(missing_ok=True)
 
 
 def load_temperature(run_dir: str | Path) -> float | None:

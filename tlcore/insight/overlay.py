@@ -1,7 +1,9 @@
 """The user's label decisions ("relabel", "exclude") as an overlay on a dataset folder.
 
 The user's files are never moved or changed: decisions are kept in the workspace,
-one JSON file per dataset folder, and applied to the scanned items when a dataset is
+one JSON file per dataset folder and per owner (a dashboard visitor's decisions are
+theirs: in their own folder, ``sessions/<owner>/overlays/``; the CLI's are in
+``overlays/``), and applied to the scanned items when a dataset is
 loaded (``tlcore.data.pipeline.load_dataset`` calls :func:`apply_stored_overlay`).
 A decision names the file by its path inside the dataset folder and remembers the
 file's content digest: a file that changed since is no longer covered.
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlcore.errors import StudioError
-from tlcore.paths import workspace_dir
+from tlcore.paths import owner_dir, workspace_dir
 
 ACTIONS = ("relabel", "exclude")
 
@@ -32,10 +34,12 @@ class Overlay:
         root: the dataset folder (resolved).
         entries: path inside ``root`` → ``{"action", "label", "digest"}``; ``label`` is
             the new class for ``"relabel"`` and ``None`` for ``"exclude"``.
+        owner: whose decisions these are (``None``: the CLI's).
     """
 
     root: str
     entries: dict[str, dict] = field(default_factory=dict)
+    owner: str | None = None
 
     def relabel(self, path: str, digest: str, label: str) -> None:
         self.entries[self._key(path)] = {"action": "relabel", "label": label, "digest": digest}
@@ -66,26 +70,28 @@ class Overlay:
         return len(self.entries)
 
 
-def overlay_path(root: str | Path) -> Path:
-    """Where the overlay of a dataset folder is kept: ``$TLCORE_WORKSPACE/overlays/<hash>.json``."""
+def overlay_path(root: str | Path, owner: str | None = None) -> Path:
+    """Where ``owner``'s overlay of a dataset folder is kept: ``<their folder>/overlays/<hash>.json``
+    in the workspace (``$TLCORE_WORKSPACE/overlays/<hash>.json`` for ``owner=None``, the CLI)."""
     resolved = str(Path(root).resolve())
-    return workspace_dir() / "overlays" / f"{hashlib.sha256(resolved.encode()).hexdigest()[:24]}.json"
+    folder = owner_dir(owner) if owner is not None else workspace_dir()
+    return folder / "overlays" / f"{hashlib.sha256(resolved.encode()).hexdigest()[:24]}.json"
 
 
-def load_overlay(root: str | Path) -> Overlay:
-    """The stored overlay of ``root``; an empty one when there is none (or it is unreadable)."""
+def load_overlay(root: str | Path, owner: str | None = None) -> Overlay:
+    """``owner``'s stored overlay of ``root``; an empty one when there is none (or it is unreadable)."""
     resolved = str(Path(root).resolve())
-    path = overlay_path(resolved)
+    path = overlay_path(resolved, owner)
     try:
         raw = json.loads(path.read_text())
-        return Overlay(resolved, {key: dict(value) for key, value in raw["entries"].items()})
+        return Overlay(resolved, {key: dict(value) for key, value in raw["entries"].items()}, owner)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return Overlay(resolved)
+        return Overlay(resolved, owner=owner)
 
 
 def save_overlay(overlay: Overlay) -> Path:
-    """Writes the overlay atomically; an empty overlay removes the file."""
-    path = overlay_path(overlay.root)
+    """Writes the overlay (in its owner's folder) atomically; an empty overlay removes the file."""
+    path = overlay_path(overlay.root, overlay.owner)
     if not overlay.entries:
         path.unlink(missing_ok=True)
         return path
@@ -124,13 +130,13 @@ def apply_overlay(items: list, overlay: Overlay, classes: list[str] | None = Non
     return kept
 
 
-def apply_stored_overlay(scan):
-    """A scan with its folder's stored overlay applied (the same scan when there is none).
+def apply_stored_overlay(scan, owner: str | None = None):
+    """A scan with ``owner``'s stored overlay of its folder applied (the same scan when there is none).
 
     This is the hook ``load_dataset`` calls after every ``scan_folder``: training, the
-    CLI and every analysis then see the user's decisions.
+    CLI and every analysis then see the user's decisions (a visitor's own, never another's).
     """
-    overlay = load_overlay(scan.root)
+    overlay = load_overlay(scan.root, owner)
     if not overlay.entries:
         return scan
     return dataclasses.replace(scan, items=apply_overlay(scan.items, overlay, scan.classes))
@@ -149,21 +155,23 @@ def root_of(path: str, roots: list[str]) -> str:
     raise StudioError(f"Expected an image inside {', '.join(filter(None, roots))}. Received: {path}.")
 
 
-def decisions(roots: list[str]) -> list[tuple[str, dict]]:
-    """Every stored decision about the dataset folders ``roots``, as ``(absolute path, decision)``.
+def decisions(roots: list[str], owner: str | None = None) -> list[tuple[str, dict]]:
+    """Every decision ``owner`` stored about the dataset folders ``roots``, as ``(absolute path, decision)``.
 
     What the Data page lists (and offers to undo) whether or not an analysis ran in this
     browser session: the decisions live in the workspace, so they survive a refresh.
     """
     found = []
     for root in dict.fromkeys(str(Path(root).resolve()) for root in roots if root):
-        overlay = load_overlay(root)
+        overlay = load_overlay(root, owner)
         found += [(str(Path(root) / key), dict(entry)) for key, entry in sorted(overlay.entries.items())]
     return found
 
 
-def record(roots: list[str], path: str, digest: str, action: str, label: str | None = None) -> Overlay:
-    """Stores one decision (``"relabel"`` to ``label``, ``"exclude"``, or ``"undo"``) about ``path``.
+def record(
+    roots: list[str], path: str, digest: str, action: str, label: str | None = None, owner: str | None = None
+) -> Overlay:
+    """Stores one of ``owner``'s decisions (``"relabel"`` to ``label``, ``"exclude"``, or ``"undo"``) about ``path``.
 
     Args:
         roots: the dataset folders (training, validation); the one holding ``path`` is used.
@@ -171,11 +179,12 @@ def record(roots: list[str], path: str, digest: str, action: str, label: str | N
         digest: its content digest (from the scan).
         action: ``"relabel"``, ``"exclude"`` or ``"undo"``.
         label: the new class for ``"relabel"``.
+        owner: the visitor deciding (``None``: the CLI); an undo touches only their own.
 
     Returns:
         The saved overlay of that folder.
     """
-    overlay = load_overlay(root_of(path, roots))
+    overlay = load_overlay(root_of(path, roots), owner)
     if action == "relabel":
         if not label:
             raise StudioError("Relabelling needs the new class. Received: no label.")
@@ -190,12 +199,12 @@ def record(roots: list[str], path: str, digest: str, action: str, label: str | N
     return overlay
 
 
-def stamp(roots: list[str]) -> tuple:
-    """Changes whenever a decision about one of ``roots`` is saved (for caches keyed on it)."""
+def stamp(roots: list[str], owner: str | None = None) -> tuple:
+    """Changes whenever ``owner`` saves a decision about one of ``roots`` (for caches keyed on it)."""
     stamps = []
     for root in filter(None, roots):
         try:
-            stamps.append(overlay_path(root).stat().st_mtime_ns)
+            stamps.append(overlay_path(root, owner).stat().st_mtime_ns)
         except OSError:
             stamps.append(0)
     return tuple(stamps)

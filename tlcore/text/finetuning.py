@@ -96,18 +96,24 @@ def chunk_text(tokenizer, text: str, sequence_length: int) -> list[str]:
     return [tokenizer.detokenize(piece) for piece in pieces if piece]
 
 
-def read_text_files(files: list[tuple[str, bytes]], max_bytes: int = 20 * 2**20) -> str:
-    """Joins uploaded .txt/.md files; refuses binary or oversized input with a clear message."""
-    total = sum(len(data) for _, data in files)
+def read_text_files(files: list[tuple[str, bytes]], max_bytes: int = 20 * 2**20, pasted: str = "") -> str:
+    """Joins uploaded .txt/.md files and pasted text; refuses binary or oversized input with a clear message.
+
+    Pasted text counts toward the same limit as the files (its UTF-8 bytes).
+    """
+    pasted_bytes = len(pasted.encode("utf-8")) if pasted.strip() else 0
+    total = sum(len(data) for _, data in files) + pasted_bytes
     if total > max_bytes:
-        raise StudioError(f"The text files total {total / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+        what = "The text files and the pasted text" if pasted_bytes and files else "The text files"
+        what = "The pasted text" if pasted_bytes and not files else what
+        raise StudioError(f"{what} total {total / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
     parts = []
     for name, data in files:
         try:
             parts.append(data.decode("utf-8"))
         except UnicodeDecodeError:
             raise StudioError(f"{name} is not UTF-8 text. Upload plain .txt or .md files.") from None
-    return "\n\n".join(parts)
+    return "\n\n".join(parts + ([pasted] if pasted_bytes else []))
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -287,7 +293,7 @@ def start_finetune(registry, owner: str, config: TextConfig, text_value: str, ru
         raise StudioError("There is no text to train on. Upload .txt/.md files or paste some text.")
 
     def target(job):
-        run_dir = RunStore(runs_root).create(name=f"text-{Path(config.model).name}")
+        run_dir = RunStore(runs_root, owner=owner).create(name=f"text-{Path(config.model).name}")
         job.run_dir = str(run_dir)
         return finetune(config, text_value, run_dir, log=job.log, stop=job.stop)
 

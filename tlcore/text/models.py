@@ -48,10 +48,60 @@ def load_gpt2(source: str, quantization: str = "none"):
         return _MODELS.setdefault(key, model)
 
 
+REMOTE_PREFIXES = ("hf://", "kaggle://")
+DOWNLOADS_OFF = (
+    "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever runs "
+    "it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1; on by default only for `make run` on one's own machine). "
+    "Choose 'Local preset folder' and a folder saved by fine-tuning, or ask whoever runs the studio."
+)
+
+
+def is_remote(source: str) -> bool:
+    """Whether loading ``source`` downloads it (a preset name, ``hf://`` or ``kaggle://``)."""
+    source = (source or "").strip()
+    return source in PRESETS or source.startswith(REMOTE_PREFIXES)
+
+
+def check_model_source(source: str, store, owner: str | None, downloads: bool) -> str:
+    """The model source a dashboard visitor may load, checked before anything is read or fetched.
+
+    A download only where the operator allows it; a folder inside the run store only if
+    the visitor may see that run (``store``: their :class:`~tlcore.runs.RunStore`); any
+    other folder only inside the folders they may read (``tlcore.paths.check_allowed``).
+
+    Args:
+        source: what the visitor chose or typed.
+        store: the run store as this visitor sees it.
+        owner: the visitor's owner id.
+        downloads: whether this server lets visitors download (``tlcore.paths.downloads_allowed``).
+
+    Returns:
+        The source to load (a folder resolved).
+
+    Raises:
+        StudioError: a download that is not allowed, or a folder the visitor may not read.
+    """
+    from tlcore.paths import check_allowed
+
+    source = (source or "").strip()
+    if is_remote(source):
+        if not downloads:
+            raise StudioError(DOWNLOADS_OFF)
+        return source
+    if not source:
+        return source  # load_gpt2 says what to give
+    path = Path(source).expanduser().resolve()
+    runs = Path(store.root).resolve()
+    if path.is_relative_to(runs) and path != runs:
+        store.get(path.relative_to(runs).parts[0])  # "No run named …" unless the visitor may see that run
+        return str(path)
+    return str(check_allowed(path, owner))
+
+
 def load_gpt2_fresh(source: str):
     """Like :func:`load_gpt2` but always a new float32 model object (fine-tuning trains its own copy)."""
     source = (source or "").strip()
-    is_remote = source in PRESETS or source.startswith(("hf://", "kaggle://"))
+    is_remote = source in PRESETS or source.startswith(REMOTE_PREFIXES)
     if not is_remote:
         path = Path(source).expanduser()
         if not (path / "config.json").is_file():
