@@ -1,5 +1,7 @@
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -47,7 +49,7 @@ def test_the_busy_message_counts_in_plain_english():
     registry = JobRegistry(max_concurrent=1)
     release = threading.Event()
     registry.start("alice", "train", "a", blocking_target(release))
-    with pytest.raises(JobBusyError, match=r"busy: 1 training job is running \(the limit is 1\)"):
+    with pytest.raises(JobBusyError, match=r"busy: 1 job is running \(trainings, analyses, exports; the limit is 1\)"):
         registry.start("bob", "train", "b", blocking_target(release))
     release.set()
 
@@ -91,3 +93,55 @@ def test_wait_returns_when_the_job_ends_or_the_time_is_up():
     assert slow.wait(10) is True and slow.status == "done"
     quick = registry.start("alice", "train", "quick", lambda job: "ok")
     assert quick.wait(10) is True and quick.result == "ok"
+
+
+# ----------------------------------------------------------------------------- memory (issue 21)
+
+
+def test_a_finished_training_job_keeps_its_summary_not_its_model(colour_dataset, tmp_path, monkeypatch):
+    """A server that kept every trained model grew ~34 MB per training, for good."""
+    from tlcore import launch
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.runs import RunStore, read_run
+
+    trained = []
+    real_train_run = launch.train_run
+
+    def watched_train_run(*args, **kwargs):
+        result = real_train_run(*args, **kwargs)
+        trained.append(weakref.ref(result.model))
+        return result
+
+    monkeypatch.setattr(launch, "train_run", watched_train_run)
+    config = RunConfig(
+        DataConfig(str(colour_dataset), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=1, batch_size=8),
+    )
+    job = launch.start_training(JobRegistry(), "alice", config, RunStore(tmp_path / "runs"))
+    assert job.wait(300) and job.status == "done", job.error
+    gc.collect()
+    assert trained and trained[0]() is None, "the finished job still holds the trained model"
+    assert "val_accuracy" in job.result.metrics  # what the Train page shows is still there
+    assert read_run(job.run_dir).has_model  # and the model is in the run folder
+
+
+def test_finished_jobs_are_bounded_but_each_visitors_latest_is_kept():
+    registry = JobRegistry(keep_per_owner=2, keep_finished=3)
+    bobs = wait(registry.start("bob", "train", "bob's only training", lambda job: "bob"))
+    for index in range(8):
+        wait(registry.start("alice", "analysis", f"analysis {index}", lambda job: "x" * 1000))
+    alices = registry.for_owner("alice")
+    assert [job.title for job in alices] == ["analysis 6", "analysis 7"]  # her last two
+    assert registry.get(bobs.job_id) is bobs  # bob's refresh still finds his job
+    for owner in "cdefgh":
+        wait(registry.start(owner, "train", "t", lambda job: 1))
+    assert len(registry._jobs) <= 3 + 8  # the overall bound, plus each visitor's latest
+    assert registry.get(bobs.job_id) is bobs
+
+
+def test_for_owner_can_leave_out_background_kinds():
+    registry = JobRegistry()
+    training = wait(registry.start("alice", "train", "t", lambda job: 1))
+    wait(registry.start("alice", "analysis", "a", lambda job: 2))
+    assert registry.for_owner("alice", kinds=("train",)) == [training]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import weakref
 
 import numpy as np
 from PIL import Image
 
 from tlcore import data as data_lib
+from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError, WeightsUnavailableError
 
 
@@ -22,17 +22,23 @@ def load_batch(images: list, size: int) -> np.ndarray:
 
 
 TTA_CHOICES = ("none", "flip")
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_COMPILED_LOCK = threading.Lock()
+# Compiled functions by (model id, name). A function never holds its model strongly (the
+# forward pass reaches it through a weak reference), so a model dropped by its owner (the
+# Predict page's model cache) is freed, and its functions leave the cache with it; the
+# bound caps what models kept alive elsewhere can pin through their traced weights.
+_COMPILED = BoundedCache("compiled predict functions", max_items=8)
 
 
 def compiled(model, name: str, build):
-    """``build(model)`` once per model and name, kept as long as the model lives."""
-    with _COMPILED_LOCK:
-        functions = _COMPILED.setdefault(model, {})
-        if name not in functions:
-            functions[name] = build(model)
-        return functions[name]
+    """``build(model)`` once per model and name, kept while the model lives (within the cache's bound)."""
+    key = (id(model), name)
+    entry = _COMPILED.get(key)
+    if entry is not None and entry[0]() is model:
+        return entry[1]
+    model_id = id(model)
+    # When the model is freed, its functions go too (an id can be reused by a new model).
+    weakref.finalize(model, _COMPILED.discard_where, lambda cached: cached[0] == model_id)
+    return _COMPILED.put(key, (weakref.ref(model), build(model)))[1]
 
 
 def _forward(model):
@@ -41,7 +47,8 @@ def _forward(model):
     size = _input_size(model)
     # Any batch size, one trace: a batch of uploads is one call.
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
-    return tf.function(lambda images: model(images, training=False), input_signature=signature)
+    reference = weakref.ref(model)  # the cached function must not keep the model alive
+    return tf.function(lambda images: reference()(images, training=False), input_signature=signature)
 
 
 def predict_probabilities(model, batch: np.ndarray, tta: str = "none") -> np.ndarray:
