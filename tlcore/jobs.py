@@ -38,6 +38,11 @@ KEEP_FINISHED = 64
 KEEP_LATEST = 1024
 
 
+# Kinds of the short jobs a page starts and waits for (analyses, sweeps, exports, GPT-2
+# generation): they count against the cap and "one at a time" like a training, but the
+# live training panel does not follow them (see :func:`task_progress`).
+TASK_KINDS = ("analysis", "sweep", "lr-finder", "export", "generate")
+
 # How long a page waits for a job it just started before it shows the live panel: a
 # retrain on cached features (about 0.2 s training + 0.3-0.5 s saving) then shows its
 # result on the click itself instead of at the panel's first poll a second later.
@@ -327,6 +332,25 @@ def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
     eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
     text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
     return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
+
+
+def task_progress(job: Job) -> dict:
+    """Where a short job (one of :data:`TASK_KINDS`) is: ``{"fraction": float | None, "text"}``.
+
+    Reads the last ``extract`` (backbone features), ``sweep`` or ``step`` record of its
+    log; ``fraction`` is ``None`` when the job reports no steps (a bar cannot be drawn).
+    """
+    latest = None
+    for kind in ("extract", "sweep", "step"):
+        record = job.log.last(kind)
+        if record is not None and (latest is None or record["time"] >= latest["time"]):
+            latest = record
+    seconds = time.time() - job.started
+    if latest is None or not latest.get("steps"):
+        return {"fraction": None, "text": f"{job.title}: {seconds:.0f} s"}
+    what = "computing backbone features" if latest["kind"] == "extract" else job.title
+    fraction = min(max(latest["step"] / latest["steps"], 0.0), 1.0)
+    return {"fraction": fraction, "text": f"{what}: {latest['step']}/{latest['steps']} · {seconds:.0f} s"}
 
 
 def job_progress(job: Job) -> dict:
