@@ -86,6 +86,12 @@ def start_task(slot: str, kind: str, title: str, target: Callable) -> bool:
     return True
 
 
+def task_running(slot: str) -> bool:
+    """Whether the slot's job is still running (e.g. to disable the button that starts another)."""
+    job = shared.registry().get(st.session_state.get(_slot_key(slot)))
+    return job is not None and job.active
+
+
 def task_outcome(slot: str) -> Any:
     """The result of the slot's job, once; while it runs, its progress and a Stop button.
 
