@@ -145,3 +145,104 @@ def test_for_owner_can_leave_out_background_kinds():
     training = wait(registry.start("alice", "train", "t", lambda job: 1))
     wait(registry.start("alice", "analysis", "a", lambda job: 2))
     assert registry.for_owner("alice", kinds=("train",)) == [training]
+
+
+# ----------------------------------------------------------------------------- every heavy piece of work is a job
+
+RELEASE = threading.Event()  # the probe analysis below runs until the test sets it
+
+
+def analysis_script(data_dir: str, owner: str):
+    import threading
+
+    import streamlit as st
+
+    from pages.image import insight_common
+    from tests.test_jobs import RELEASE
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    st.session_state.setdefault("session_id", owner)  # two browser tabs of one visitor share their identity
+    config = RunConfig(
+        DataConfig(data_dir, val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=1, batch_size=8),
+    )
+
+    def compute(found):
+        RELEASE.wait(120)
+        return f"{len(found.train_x)} images analysed in {threading.current_thread().name}"
+
+    result = insight_common.analysis("probe", config, "Analyse", "Analysing the probe…", compute, key="probe")
+    if result is not None:
+        st.write(result)
+
+
+def _studio(monkeypatch, tmp_path, cap: int):
+    import streamlit as st
+
+    monkeypatch.setenv("TLCORE_MAX_JOBS", str(cap))
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path.parent))
+    st.cache_resource.clear()  # a fresh job registry for this test
+    RELEASE.clear()
+
+
+def _session(colour_dataset, owner: str):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(analysis_script, args=(str(colour_dataset), owner), default_timeout=180).run()
+
+
+def _wait_for(predicate, seconds=120):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_an_analysis_is_a_job_one_at_a_time_per_visitor(colour_dataset, tmp_path, monkeypatch):
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=2)
+    first_tab, second_tab = _session(colour_dataset, "alice"), _session(colour_dataset, "alice")
+    clicking = threading.Thread(target=lambda: first_tab.button(key="probe").click().run())
+    clicking.start()
+    registry = shared.registry()
+    assert _wait_for(lambda: any(job.active for job in registry.for_owner("alice")))
+    (job,) = registry.for_owner("alice")
+    assert job.kind == "analysis" and job.thread.name.startswith("job-")  # in the registry, not the page's thread
+    second_tab.button(key="probe").click().run()
+    assert not second_tab.exception
+    assert "You already have a job running (Analysing the probe)" in " ".join(e.value for e in second_tab.error)
+    RELEASE.set()
+    clicking.join(120)
+    assert job.status == "done"
+    assert any("27 images analysed in job-" in m.value for m in first_tab.markdown)  # the tab that started it
+
+
+def test_an_analysis_counts_against_the_studio_cap(colour_dataset, tmp_path, monkeypatch):
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=1)
+    registry = shared.registry()
+    held = threading.Event()
+    bobs = registry.start("bob", "train", "bob's training", blocking_target(held))
+    tab = _session(colour_dataset, "alice")
+    tab.button(key="probe").click().run()
+    assert "The studio is busy: 1 job is running" in " ".join(e.value for e in tab.error)
+    assert registry.for_owner("alice") == []
+    held.set()
+    assert wait(bobs).status == "done"
+    RELEASE.set()
+    tab.button(key="probe").click().run()  # the cap is free again: alice's analysis runs
+    assert not tab.error and any("images analysed" in m.value for m in tab.markdown)
+    with pytest.raises(JobBusyError, match="busy"):  # and while one runs, it holds the cap like a training
+        RELEASE.clear()
+        second = threading.Thread(target=lambda: tab.button(key="probe").click().run())
+        second.start()
+        assert _wait_for(lambda: any(job.active for job in registry.for_owner("alice")))
+        try:
+            registry.start("bob", "train", "again", blocking_target(held))
+        finally:
+            RELEASE.set()
+            second.join(120)
