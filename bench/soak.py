@@ -12,8 +12,12 @@ frozen MobileNetV2 (random weights, offline) trained on cached features. The dat
 the offline demo set, small.
 
 Prints the process's resident memory (RSS, after a garbage collection) after each
-visitor step, then the growth after warm-up (the first round: every visitor trained
-once). Target (issue 21): at most 100 MB over 50 trainings and 500 predictions.
+visitor step. The first ``--warm-up`` trainings (default 10: every visitor has trained
+both recipes and the caches have filled) are not measured; then come ``--trainings``
+trainings and ``--predictions`` predictions, and the growth over them is the number
+that counts, with the least-squares slope in MB per training (a leak shows as a slope;
+allocator noise does not). Target (issue 21): at most 100 MB over 50 trainings and
+500 predictions after warm-up.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,8 +155,9 @@ class Soak:
 
     def run(self) -> None:
         visitors = self.args.visitors
-        rounds = -(-self.args.trainings // visitors)
-        per_round = max(1, self.args.predictions // (rounds * visitors))
+        measured_rounds = -(-self.args.trainings // visitors)
+        rounds = measured_rounds + -(-self.args.warm_up // visitors)
+        per_round = max(1, self.args.predictions // (measured_rounds * visitors))
         threads = [
             threading.Thread(target=self.visitor, args=(number, rounds, per_round), name=f"visitor-{number}")
             for number in range(visitors)
@@ -161,20 +168,22 @@ class Soak:
             thread.join()
 
     def report(self) -> None:
-        visitors = self.args.visitors
-        warm = self.samples[visitors - 1] if len(self.samples) >= visitors else self.samples[0]
+        warm_up = -(-self.args.warm_up // self.args.visitors) * self.args.visitors
+        warm = self.samples[warm_up - 1] if warm_up else (0, 0, self.samples[0][2])
+        measured = [sample for sample in self.samples if sample[0] > warm[0]]
         last = self.samples[-1]
-        peak = max(rss for _, _, rss in self.samples)
-        after = [rss for trainings, _, rss in self.samples if trainings > warm[0]]
-        half = after[len(after) // 2 :] if after else [last[2]]
+        trainings = np.array([sample[0] for sample in measured], float)
+        rss = np.array([sample[2] for sample in measured])
+        slope = float(np.polyfit(trainings, rss, 1)[0]) if len(measured) > 2 else float("nan")
         growth = last[2] - warm[2]
         print()
-        print(f"visitors {visitors}, trainings {last[0]}, predictions {last[1]}, failed jobs {len(self.failures)}")
-        print(f"RSS after warm-up ({warm[0]} trainings): {warm[2]:.1f} MB")
-        print(f"RSS at the end: {last[2]:.1f} MB (peak {peak:.1f} MB)")
-        print(f"growth after warm-up: {growth:+.1f} MB (second half spread {min(half):.1f}-{max(half):.1f} MB)")
-        per_training = growth / max(last[0] - warm[0], 1)
-        print(f"per training after warm-up: {per_training:+.2f} MB")
+        print(f"visitors {self.args.visitors}, failed jobs {len(self.failures)}")
+        print(f"RSS after warm-up ({warm[0]} trainings, {warm[1]} predictions): {warm[2]:.1f} MB")
+        print(
+            f"RSS after {last[0] - warm[0]} more trainings and {last[1] - warm[1]} more predictions: {last[2]:.1f} MB "
+            f"(measured range {rss.min():.1f}-{rss.max():.1f} MB)"
+        )
+        print(f"growth after warm-up: {growth:+.1f} MB; least-squares slope {slope:+.2f} MB per training")
         print(f"target <= 100 MB: {'met' if growth <= 100 else 'NOT met'}")
         print(f"jobs the registry still keeps: {len(self.registry._jobs)}")
         for failure in self.failures[:5]:
@@ -186,6 +195,7 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, default=5)
     parser.add_argument("--trainings", type=int, default=50)
     parser.add_argument("--predictions", type=int, default=500)
+    parser.add_argument("--warm-up", type=int, default=10, help="trainings before the measurement starts")
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
 
