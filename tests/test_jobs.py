@@ -246,3 +246,20 @@ def test_an_analysis_counts_against_the_studio_cap(colour_dataset, tmp_path, mon
         finally:
             RELEASE.set()
             second.join(120)
+
+
+def test_the_busy_message_is_the_one_docs_limits_shows():
+    from tests.test_data import documented_message
+
+    registry = JobRegistry(max_concurrent=2)
+    release = threading.Event()
+    for owner in ("alice", "bob"):
+        registry.start(owner, "analysis", "a", blocking_target(release))
+    with pytest.raises(JobBusyError) as caught:
+        registry.start("carol", "export", "e", blocking_target(release))
+    release.set()
+    limit = (
+        "concurrent jobs (whole server): trainings, sweeps, learning-rate finders, analyses (suspect labels, "
+        "learning curve, feature map), exports, GPT-2 generation and fine-tuning"
+    )
+    assert str(caught.value) == documented_message(limit)
