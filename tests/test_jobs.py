@@ -263,3 +263,28 @@ def test_the_busy_message_is_the_one_docs_limits_shows():
         "learning curve, feature map), exports, GPT-2 generation and fine-tuning"
     )
     assert str(caught.value) == documented_message(limit)
+
+
+def sweep_script(data_dir: str):
+    import streamlit as st
+
+    from pages.image.sweep_section import sweep_section
+    from tlcore.config import DataConfig, FreezePlan, ModelConfig, TrainConfig
+
+    st.session_state.setdefault("session_id", "sweeper")
+    model = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("all"))
+    sweep_section(DataConfig(data_dir, val_split=0.25), model, TrainConfig(epochs=2, batch_size=8))
+
+
+def test_a_sweep_is_a_job_of_the_registry(colour_dataset, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=2)
+    tab = AppTest.from_function(sweep_script, args=(str(colour_dataset),), default_timeout=300).run()
+    next(button for button in tab.button if button.label == "Run sweep").click().run()
+    assert not tab.exception and not tab.error, [e.value for e in tab.error]
+    (job,) = shared.registry().for_owner("sweeper")
+    assert job.kind == "sweep" and job.status == "done"
+    assert len(tab.dataframe) == 1 and len(tab.dataframe[0].value) == 3 * 3 * 2  # the default grid, ranked
