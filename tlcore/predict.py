@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import weakref
 
 import numpy as np
@@ -24,21 +25,34 @@ def load_batch(images: list, size: int) -> np.ndarray:
 TTA_CHOICES = ("none", "flip")
 # Compiled functions by (model id, name). A function never holds its model strongly (the
 # forward pass reaches it through a weak reference), so a model dropped by its owner (the
-# Predict page's model cache) is freed, and its functions leave the cache with it; the
-# bound caps what models kept alive elsewhere can pin through their traced weights.
+# Predict page's model cache) is freed, and its functions leave the cache at the next call;
+# the bound caps what models kept alive elsewhere can pin through their traced weights.
 _COMPILED = BoundedCache("compiled predict functions", max_items=8)
+# Ids of freed models. A finalizer only appends here: it may run inside the garbage
+# collector while this thread holds the cache's lock, so it must not take it.
+_FREED: collections.deque = collections.deque()
 
 
 def compiled(model, name: str, build):
     """``build(model)`` once per model and name, kept while the model lives (within the cache's bound)."""
+    _forget_freed()
     key = (id(model), name)
     entry = _COMPILED.get(key)
     if entry is not None and entry[0]() is model:
         return entry[1]
-    model_id = id(model)
-    # When the model is freed, its functions go too (an id can be reused by a new model).
-    weakref.finalize(model, _COMPILED.discard_where, lambda cached: cached[0] == model_id)
+    weakref.finalize(model, _FREED.append, id(model))
     return _COMPILED.put(key, (weakref.ref(model), build(model)))[1]
+
+
+def _forget_freed() -> None:
+    freed = set()
+    try:
+        while True:
+            freed.add(_FREED.popleft())
+    except IndexError:  # empty (another thread may have taken the last one)
+        pass
+    if freed:
+        _COMPILED.discard_where(lambda cached: cached[0] in freed)
 
 
 def _forward(model):
