@@ -54,6 +54,7 @@ test: $(VENV)/.dev chromium lint
 bench: $(VENV)/.dev chromium
 	$(PY) bench/frozen_training.py
 	$(PY) bench/dashboard_retrain.py
+	$(PY) bench/soak.py
 
 # Which decoding/head defaults are at least as accurate as the plain Keras script: 5 seeds,
 # ants/bees + Open Clip Art drawings (built from Debian's openclipart-png on first use).

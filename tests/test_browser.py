@@ -285,7 +285,7 @@ def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
         expect(other.locator("h1").first).to_be_visible()
         nav(other, "Train")
         other.get_by_role("button", name="Start training").click()
-        expect(other.get_by_text(re.compile("The studio is busy: 1 training job is running"))).to_be_visible()
+        expect(other.get_by_text(re.compile("The studio is busy: 1 job is running"))).to_be_visible()
         shot(other, "09-busy")
         first.get_by_role("button", name="Stop").click()
         expect(first.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)

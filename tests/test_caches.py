@@ -58,3 +58,54 @@ def test_concurrent_puts_keep_the_bounds():
 def test_a_cache_must_keep_something():
     with pytest.raises(ValueError, match="max_items=0"):
         BoundedCache("t", max_items=0)
+
+
+def test_take_hands_out_a_pooled_value_without_releasing_it():
+    released = []
+    cache = BoundedCache("t", max_items=4, on_evict=lambda k, v: released.append(k))
+    cache.put(("shape", 1), "engine 1")
+    cache.put(("other", 2), "engine 2")
+    assert cache.take(lambda key: key[0] == "shape") == "engine 1"
+    assert cache.take(lambda key: key[0] == "shape") is None and released == [] and len(cache) == 1
+
+
+# ----------------------------------------------------------------------------- the predict cache (issue 21)
+
+
+def _tiny_classifier(size=8):
+    import keras
+
+    return keras.Sequential(
+        [keras.Input((size, size, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, "softmax")]
+    )
+
+
+def test_models_used_for_predictions_are_freed_when_their_owner_drops_them():
+    """Each model used on Predict stayed pinned by its compiled function: ~34 MB per run, never given back."""
+    import gc
+    import weakref
+
+    from tlcore import predict
+
+    freed = []
+    for _ in range(predict._COMPILED.max_items + 4):  # more models than the cache keeps
+        model = _tiny_classifier()
+        probabilities = predict.predict_probabilities(model, np.zeros((2, 8, 8, 3), "float32"), "flip")
+        assert probabilities.shape == (2, 2)
+        freed.append(weakref.ref(model))
+        del model
+    gc.collect()
+    assert [ref() is None for ref in freed] == [True] * len(freed)
+    predict.predict_probabilities(_tiny_classifier(), np.zeros((1, 8, 8, 3), "float32"))
+    assert len(predict._COMPILED) == 1  # their compiled functions went with them
+
+
+def test_the_predict_cache_keeps_at_most_its_bound_while_models_live():
+    from tlcore import predict
+
+    models = [_tiny_classifier() for _ in range(predict._COMPILED.max_items + 3)]
+    for model in models:
+        predict.predict_probabilities(model, np.zeros((1, 8, 8, 3), "float32"))
+    assert len(predict._COMPILED) <= predict._COMPILED.max_items
+    again = predict.predict_probabilities(models[-1], np.ones((1, 8, 8, 3), "float32"))
+    assert np.allclose(again, np.asarray(models[-1](np.ones((1, 8, 8, 3), "float32"))), atol=1e-6)

@@ -1,5 +1,7 @@
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -47,7 +49,7 @@ def test_the_busy_message_counts_in_plain_english():
     registry = JobRegistry(max_concurrent=1)
     release = threading.Event()
     registry.start("alice", "train", "a", blocking_target(release))
-    with pytest.raises(JobBusyError, match=r"busy: 1 training job is running \(the limit is 1\)"):
+    with pytest.raises(JobBusyError, match=r"busy: 1 job is running \(trainings, analyses, exports; the limit is 1\)"):
         registry.start("bob", "train", "b", blocking_target(release))
     release.set()
 
@@ -91,3 +93,198 @@ def test_wait_returns_when_the_job_ends_or_the_time_is_up():
     assert slow.wait(10) is True and slow.status == "done"
     quick = registry.start("alice", "train", "quick", lambda job: "ok")
     assert quick.wait(10) is True and quick.result == "ok"
+
+
+# ----------------------------------------------------------------------------- memory (issue 21)
+
+
+def test_a_finished_training_job_keeps_its_summary_not_its_model(colour_dataset, tmp_path, monkeypatch):
+    """A server that kept every trained model grew ~34 MB per training, for good."""
+    from tlcore import launch
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.runs import RunStore, read_run
+
+    trained = []
+    real_train_run = launch.train_run
+
+    def watched_train_run(*args, **kwargs):
+        result = real_train_run(*args, **kwargs)
+        trained.append(weakref.ref(result.model))
+        return result
+
+    monkeypatch.setattr(launch, "train_run", watched_train_run)
+    config = RunConfig(
+        DataConfig(str(colour_dataset), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=1, batch_size=8),
+    )
+    job = launch.start_training(JobRegistry(), "alice", config, RunStore(tmp_path / "runs"))
+    assert job.wait(300) and job.status == "done", job.error
+    gc.collect()
+    assert trained and trained[0]() is None, "the finished job still holds the trained model"
+    assert "val_accuracy" in job.result.metrics  # what the Train page shows is still there
+    assert read_run(job.run_dir).has_model  # and the model is in the run folder
+
+
+def test_finished_jobs_are_bounded_but_each_visitors_latest_is_kept():
+    registry = JobRegistry(keep_per_owner=2, keep_finished=3)
+    bobs = wait(registry.start("bob", "train", "bob's only training", lambda job: "bob"))
+    for index in range(8):
+        wait(registry.start("alice", "analysis", f"analysis {index}", lambda job: "x" * 1000))
+    alices = registry.for_owner("alice")
+    assert [job.title for job in alices] == ["analysis 6", "analysis 7"]  # her last two
+    assert registry.get(bobs.job_id) is bobs  # bob's refresh still finds his job
+    for owner in "cdefgh":
+        wait(registry.start(owner, "train", "t", lambda job: 1))
+    assert len(registry._jobs) <= 3 + 8  # the overall bound, plus each visitor's latest
+    assert registry.get(bobs.job_id) is bobs
+
+
+def test_for_owner_can_leave_out_background_kinds():
+    registry = JobRegistry()
+    training = wait(registry.start("alice", "train", "t", lambda job: 1))
+    wait(registry.start("alice", "analysis", "a", lambda job: 2))
+    assert registry.for_owner("alice", kinds=("train",)) == [training]
+
+
+# ----------------------------------------------------------------------------- every heavy piece of work is a job
+
+RELEASE = threading.Event()  # the probe analysis below runs until the test sets it
+
+
+def analysis_script(data_dir: str, owner: str):
+    import threading
+
+    import streamlit as st
+
+    from pages.image import insight_common
+    from tests.test_jobs import RELEASE
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    st.session_state.setdefault("session_id", owner)  # two browser tabs of one visitor share their identity
+    config = RunConfig(
+        DataConfig(data_dir, val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=1, batch_size=8),
+    )
+
+    def compute(found):
+        RELEASE.wait(120)
+        return f"{len(found.train_x)} images analysed in {threading.current_thread().name}"
+
+    result = insight_common.analysis("probe", config, "Analyse", "Analysing the probe…", compute, key="probe")
+    if result is not None:
+        st.write(result)
+
+
+def _studio(monkeypatch, tmp_path, cap: int):
+    import streamlit as st
+
+    monkeypatch.setenv("TLCORE_MAX_JOBS", str(cap))
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path.parent))
+    st.cache_resource.clear()  # a fresh job registry for this test
+    RELEASE.clear()
+
+
+def _session(colour_dataset, owner: str):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(analysis_script, args=(str(colour_dataset), owner), default_timeout=180).run()
+
+
+def _wait_for(predicate, seconds=120):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_an_analysis_is_a_job_one_at_a_time_per_visitor(colour_dataset, tmp_path, monkeypatch):
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=2)
+    first_tab, second_tab = _session(colour_dataset, "alice"), _session(colour_dataset, "alice")
+    clicking = threading.Thread(target=lambda: first_tab.button(key="probe").click().run())
+    clicking.start()
+    registry = shared.registry()
+    assert _wait_for(lambda: any(job.active for job in registry.for_owner("alice")))
+    (job,) = registry.for_owner("alice")
+    assert job.kind == "analysis" and job.thread.name.startswith("job-")  # in the registry, not the page's thread
+    second_tab.button(key="probe").click().run()
+    assert not second_tab.exception
+    assert "You already have a job running (Analysing the probe)" in " ".join(e.value for e in second_tab.error)
+    RELEASE.set()
+    clicking.join(120)
+    assert job.status == "done"
+    assert any("27 images analysed in job-" in m.value for m in first_tab.markdown)  # the tab that started it
+
+
+def test_an_analysis_counts_against_the_studio_cap(colour_dataset, tmp_path, monkeypatch):
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=1)
+    registry = shared.registry()
+    held = threading.Event()
+    bobs = registry.start("bob", "train", "bob's training", blocking_target(held))
+    tab = _session(colour_dataset, "alice")
+    tab.button(key="probe").click().run()
+    assert "The studio is busy: 1 job is running" in " ".join(e.value for e in tab.error)
+    assert registry.for_owner("alice") == []
+    held.set()
+    assert wait(bobs).status == "done"
+    RELEASE.set()
+    tab.button(key="probe").click().run()  # the cap is free again: alice's analysis runs
+    assert not tab.error and any("images analysed" in m.value for m in tab.markdown)
+    with pytest.raises(JobBusyError, match="busy"):  # and while one runs, it holds the cap like a training
+        RELEASE.clear()
+        second = threading.Thread(target=lambda: tab.button(key="probe").click().run())
+        second.start()
+        assert _wait_for(lambda: any(job.active for job in registry.for_owner("alice")))
+        try:
+            registry.start("bob", "train", "again", blocking_target(held))
+        finally:
+            RELEASE.set()
+            second.join(120)
+
+
+def test_the_busy_message_is_the_one_docs_limits_shows():
+    from tests.test_data import documented_message
+
+    registry = JobRegistry(max_concurrent=2)
+    release = threading.Event()
+    for owner in ("alice", "bob"):
+        registry.start(owner, "analysis", "a", blocking_target(release))
+    with pytest.raises(JobBusyError) as caught:
+        registry.start("carol", "export", "e", blocking_target(release))
+    release.set()
+    limit = (
+        "concurrent jobs (whole server): trainings, sweeps, learning-rate finders, analyses (suspect labels, "
+        "learning curve, feature map), exports, GPT-2 generation and fine-tuning"
+    )
+    assert str(caught.value) == documented_message(limit)
+
+
+def sweep_script(data_dir: str):
+    import streamlit as st
+
+    from pages.image.sweep_section import sweep_section
+    from tlcore.config import DataConfig, FreezePlan, ModelConfig, TrainConfig
+
+    st.session_state.setdefault("session_id", "sweeper")
+    model = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("all"))
+    sweep_section(DataConfig(data_dir, val_split=0.25), model, TrainConfig(epochs=2, batch_size=8))
+
+
+def test_a_sweep_is_a_job_of_the_registry(colour_dataset, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pages.studio import shared
+
+    _studio(monkeypatch, tmp_path, cap=2)
+    tab = AppTest.from_function(sweep_script, args=(str(colour_dataset),), default_timeout=300).run()
+    next(button for button in tab.button if button.label == "Run sweep").click().run()
+    assert not tab.exception and not tab.error, [e.value for e in tab.error]
+    (job,) = shared.registry().for_owner("sweeper")
+    assert job.kind == "sweep" and job.status == "done"
+    assert len(tab.dataframe) == 1 and len(tab.dataframe[0].value) == 3 * 3 * 2  # the default grid, ranked

@@ -144,6 +144,23 @@ class BoundedCache:
         self._release([(key, entry[0])])
         return entry[0]
 
+    def take(self, predicate: Callable[[Hashable], bool]) -> Any:
+        """Removes and returns the most recently used value whose key satisfies ``predicate``.
+
+        The value is handed to the caller, not released (``on_evict`` is not called): a
+        pool of reusable objects takes one out and puts it back when done.
+
+        Returns:
+            The value, or ``None`` when no key matches.
+        """
+        with self._lock:
+            for key in reversed(self._entries):
+                if predicate(key):
+                    value, size = self._entries.pop(key)
+                    self._bytes -= size
+                    return value
+        return None
+
     def discard_where(self, predicate: Callable[[Hashable], bool]) -> int:
         """Removes every entry whose key satisfies ``predicate``; returns how many."""
         with self._lock:

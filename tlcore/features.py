@@ -21,6 +21,7 @@ import tensorflow as tf
 from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone
+from tlcore.caches import BoundedCache
 from tlcore.jobs import ProgressLog
 
 EXTRACTION_BATCH_SIZE = 64
@@ -119,9 +120,7 @@ def _write_cache(path, digests: list[str], features: np.ndarray) -> None:
 
 # Pooled features of recent runs, in memory: a retrain in the same process reads neither
 # the disk cache nor the full feature maps. Keyed like the disk file, cache folder included.
-_POOLED: dict[tuple, tuple[dict, np.ndarray]] = {}
-_POOLED_LOCK = threading.Lock()
-_POOLED_KEEP = 4
+_POOLED = BoundedCache("pooled features", max_items=4, max_bytes=512 * 2**20)
 
 
 def pooled_features(classifier, backbone: Backbone, items: list, log: ProgressLog | None = None):
@@ -136,14 +135,10 @@ def pooled_features(classifier, backbone: Backbone, items: list, log: ProgressLo
     pool = model_lib.head_part(classifier).get_layer("pool")
     digests = [item.digest for item in items]
     key = (str(_cache_path(backbone, digests)), type(pool).__name__)
-    with _POOLED_LOCK:
-        memo = _POOLED.get(key)
+    memo = _POOLED.get(key)
     if memo is not None and all(d in memo[0] for d in digests):
         return memo[1][[memo[0][d] for d in digests]], True
     features, hit = cached_features(classifier, backbone, items, log, wait_for_write=False)
     pooled = np.concatenate([np.asarray(pool(features[i : i + 256])) for i in range(0, len(features), 256)])
-    with _POOLED_LOCK:
-        while len(_POOLED) >= _POOLED_KEEP:
-            _POOLED.pop(next(iter(_POOLED)))
-        _POOLED[key] = ({d: i for i, d in enumerate(digests)}, pooled)
+    _POOLED.put(key, ({d: i for i, d in enumerate(digests)}, pooled))
     return pooled, hit

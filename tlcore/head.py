@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tlcore import model as model_lib
+from tlcore.caches import BoundedCache
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,16 @@ def _correct(labels, probabilities):
 
 # ----------------------------------------------------------------------------- engines shared by the process
 
-_FREE: dict[tuple, list[HeadEngine]] = {}
-_LOCK = threading.Lock()
+
+# Free engines by (shape, engine id): a finished run gives its engine back, the next run of
+# that shape takes it instead of tracing a new one. Bounded: engines beyond it (kept only for
+# concurrent jobs that have ended) are dropped.
+def _engine_bytes(engine: HeadEngine) -> int:
+    # weights and the optimizer's slots for them (Adam keeps two): about three copies
+    return 3 * sum(int(np.prod(variable.shape)) * 4 for variable in engine.variables)
+
+
+_FREE = BoundedCache("head engines", max_items=8, max_bytes=256 * 2**20, sizer=_engine_bytes)
 
 
 def acquire_engine(feature_size: int, num_classes: int, hidden_units: int, optimizer: str) -> HeadEngine:
@@ -197,21 +206,15 @@ def acquire_engine(feature_size: int, num_classes: int, hidden_units: int, optim
     Two concurrent jobs get two engines; give it back with :func:`release_engine`.
     """
     key = (feature_size, num_classes, hidden_units, optimizer)
-    with _LOCK:
-        free = _FREE.get(key)
-        if free:
-            return free.pop()
-    return HeadEngine(*key)
+    free = _FREE.take(lambda cached: cached[0] == key)
+    return free if free is not None else HeadEngine(*key)
 
 
 def release_engine(engine: HeadEngine) -> None:
     width = engine.layers[0].kernel.shape[0]
     key = (width, engine.layers[-1].units, engine.layers[0].units if len(engine.layers) > 1 else 0)
     key += (_optimizer_name(engine.optimizer),)
-    with _LOCK:
-        free = _FREE.setdefault(key, [])
-        if len(free) < 4:  # more would only be kept for concurrent jobs that have ended
-            free.append(engine)
+    _FREE.put((key, id(engine)), engine)
 
 
 def _optimizer_name(optimizer) -> str:

@@ -5,10 +5,20 @@ Streamlit reruns a page script on every click and stops the old run at its next
 (one per process; the dashboard keeps it in ``st.cache_resource``) owns the threads.
 Each job has an id, a status, an append-only :class:`ProgressLog`, a
 stop event, and its result. Job threads never touch Streamlit.
+
+Every heavy piece of work goes through it, not only trainings: sweeps, learning-rate
+finders, the analyses, exports and GPT-2, so the process-wide cap and "one at a time
+per visitor" hold for all of them. The server lives for days, so what the registry keeps
+is bounded: a finished job keeps a summary of its result (a trained model is on disk
+in its run folder, never held here, see :func:`summary_of`), and only the last few
+finished jobs of each visitor are kept (always their latest of each kind, so a refresh
+finds it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import threading
 import time
@@ -21,7 +31,17 @@ from typing import Any
 from tlcore.errors import JobBusyError, StudioError, first_line
 
 DEFAULT_MAX_JOBS = 2
+# Finished jobs kept: each visitor's last few, and at most this many over the whole
+# process (a visitor's latest job of each kind is kept past the first bound).
+KEEP_FINISHED_PER_OWNER = 4
+KEEP_FINISHED = 64
+KEEP_LATEST = 1024
 
+
+# Kinds of the short jobs a page starts and waits for (analyses, sweeps, exports, GPT-2
+# generation): they count against the cap and "one at a time" like a training, but the
+# live training panel does not follow them (see :func:`task_progress`).
+TASK_KINDS = ("analysis", "sweep", "lr-finder", "export", "generate")
 
 # How long a page waits for a job it just started before it shows the live panel: a
 # retrain on cached features (about 0.2 s training + 0.3-0.5 s saving) then shows its
@@ -130,16 +150,40 @@ class Job:
         return not self.active
 
 
+def summary_of(result: Any) -> Any:
+    """What a finished job keeps of its target's result: everything but a Keras model.
+
+    A dataclass with a ``model`` field (a training's :class:`~tlcore.training.TrainResult`)
+    comes back with ``model=None``: the model is saved in the run folder, and keeping it
+    here would hold tens of megabytes per finished training for the life of the server.
+    """
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        names = {item.name for item in dataclasses.fields(result)}
+        if "model" in names and result.model is not None:
+            return dataclasses.replace(result, model=None)
+    return result
+
+
 class JobRegistry:
     """All jobs of this process; thread-safe.
 
     Args:
         max_concurrent: how many jobs may run at once in the whole process; one more
             is refused with a :class:`~tlcore.errors.JobBusyError` ("busy, try again").
+        keep_per_owner: finished jobs kept per owner (their latest of each kind is
+            always kept, up to ``KEEP_LATEST`` such jobs in the process).
+        keep_finished: finished jobs kept in the whole process, beyond those latest ones.
     """
 
-    def __init__(self, max_concurrent: int = DEFAULT_MAX_JOBS):
+    def __init__(
+        self,
+        max_concurrent: int = DEFAULT_MAX_JOBS,
+        keep_per_owner: int = KEEP_FINISHED_PER_OWNER,
+        keep_finished: int = KEEP_FINISHED,
+    ):
         self.max_concurrent = max_concurrent
+        self.keep_per_owner = keep_per_owner
+        self.keep_finished = keep_finished
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -151,6 +195,7 @@ class JobRegistry:
         target: Callable[[Job], Any],
         run_dir: str | None = None,
         epochs: int = 0,
+        in_process: bool = False,
     ) -> Job:
         """Starts ``target(job)`` in a background thread and returns the job.
 
@@ -161,6 +206,9 @@ class JobRegistry:
             target: the work; receives the job (its log and stop event).
             run_dir: the run folder, when known up front.
             epochs: epochs planned, for the progress bar.
+            in_process: run in a thread of this process whatever the runner (an analysis
+                or export works on objects this process holds; a Ray registry would have
+                to ship them to a worker).
 
         Raises:
             JobBusyError: this session already has a running job, or the process-wide
@@ -174,19 +222,21 @@ class JobRegistry:
                     f"You already have a job running ({mine[0].title}). Stop it or wait for it to finish."
                 )
             if len(running) >= self.max_concurrent:
-                count = f"{len(running)} training jobs are" if len(running) != 1 else "1 training job is"
+                count = f"{len(running)} jobs are" if len(running) != 1 else "1 job is"
                 raise JobBusyError(
-                    f"The studio is busy: {count} running (the limit is {self.max_concurrent}). Try again in a minute."
+                    f"The studio is busy: {count} running (trainings, analyses, exports; the limit is "
+                    f"{self.max_concurrent}). Try again in a minute."
                 )
             job = Job(uuid.uuid4().hex[:12], owner, kind, title, run_dir=run_dir, epochs=epochs)
             self._jobs[job.job_id] = job
-        job.thread = threading.Thread(target=self._run, args=(job, target), name=f"job-{job.job_id}", daemon=True)
+        run = functools.partial(JobRegistry._run, self) if in_process else self._run
+        job.thread = threading.Thread(target=run, args=(job, target), name=f"job-{job.job_id}", daemon=True)
         job.thread.start()
         return job
 
     def _run(self, job: Job, target: Callable[[Job], Any]) -> None:
         try:
-            job.result = target(job)
+            job.result = summary_of(target(job))
             job.status = "stopped" if job.stop.is_set() else "done"
         except (StudioError, ValueError, OSError) as error:
             job.error = str(error)
@@ -198,14 +248,46 @@ class JobRegistry:
         finally:
             job.finished = time.time()
             job.log.append("status", status=job.status, error=job.error)
+            self.forget_finished()
+
+    def forget_finished(self) -> int:
+        """Drops finished jobs beyond the bounds (see the class); returns how many were dropped."""
+        with self._lock:
+            dropped = self._finished_to_drop()
+            for job_id in dropped:
+                del self._jobs[job_id]
+        return len(dropped)
+
+    def _finished_to_drop(self) -> list[str]:
+        newest_first = sorted(self._jobs.values(), key=lambda job: job.started, reverse=True)
+        latest = {}
+        for job in newest_first:
+            latest.setdefault((job.owner, job.kind), job.job_id)
+        per_owner: dict[str, int] = {}
+        kept = kept_latest = 0
+        drop = []
+        for job in newest_first:
+            if job.active:
+                continue
+            is_latest = latest[(job.owner, job.kind)] == job.job_id
+            mine = per_owner.get(job.owner, 0)
+            if mine < self.keep_per_owner and kept < self.keep_finished:
+                per_owner[job.owner], kept = mine + 1, kept + 1
+            elif is_latest and kept_latest < KEEP_LATEST:
+                kept_latest += 1
+            else:
+                drop.append(job.job_id)
+        return drop
 
     def get(self, job_id: str | None) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id or "")
 
-    def for_owner(self, owner: str) -> list[Job]:
+    def for_owner(self, owner: str, kinds: tuple[str, ...] | None = None) -> list[Job]:
+        """The owner's jobs kept by the registry, oldest first; only those of ``kinds`` when given."""
         with self._lock:
-            return sorted((j for j in self._jobs.values() if j.owner == owner), key=lambda j: j.started)
+            jobs = [j for j in self._jobs.values() if j.owner == owner and (kinds is None or j.kind in kinds)]
+        return sorted(jobs, key=lambda j: j.started)
 
 
 # ----------------------------------------------------------------------------- reading a job's log
@@ -250,6 +332,25 @@ def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
     eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
     text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
     return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
+
+
+def task_progress(job: Job) -> dict:
+    """Where a short job (one of :data:`TASK_KINDS`) is: ``{"fraction": float | None, "text"}``.
+
+    Reads the last ``extract`` (backbone features), ``sweep`` or ``step`` record of its
+    log; ``fraction`` is ``None`` when the job reports no steps (a bar cannot be drawn).
+    """
+    latest = None
+    for kind in ("extract", "sweep", "step"):
+        record = job.log.last(kind)
+        if record is not None and (latest is None or record["time"] >= latest["time"]):
+            latest = record
+    seconds = time.time() - job.started
+    if latest is None or not latest.get("steps"):
+        return {"fraction": None, "text": f"{job.title}: {seconds:.0f} s"}
+    what = "computing backbone features" if latest["kind"] == "extract" else job.title
+    fraction = min(max(latest["step"] / latest["steps"], 0.0), 1.0)
+    return {"fraction": fraction, "text": f"{what}: {latest['step']}/{latest['steps']} · {seconds:.0f} s"}
 
 
 def job_progress(job: Job) -> dict:

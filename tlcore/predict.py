@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import threading
+import collections
 import weakref
 
 import numpy as np
 from PIL import Image
 
 from tlcore import data as data_lib
+from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError, WeightsUnavailableError
 
 
@@ -22,17 +23,36 @@ def load_batch(images: list, size: int) -> np.ndarray:
 
 
 TTA_CHOICES = ("none", "flip")
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_COMPILED_LOCK = threading.Lock()
+# Compiled functions by (model id, name). A function never holds its model strongly (the
+# forward pass reaches it through a weak reference), so a model dropped by its owner (the
+# Predict page's model cache) is freed, and its functions leave the cache at the next call;
+# the bound caps what models kept alive elsewhere can pin through their traced weights.
+_COMPILED = BoundedCache("compiled predict functions", max_items=8)
+# Ids of freed models. A finalizer only appends here: it may run inside the garbage
+# collector while this thread holds the cache's lock, so it must not take it.
+_FREED: collections.deque = collections.deque()
 
 
 def compiled(model, name: str, build):
-    """``build(model)`` once per model and name, kept as long as the model lives."""
-    with _COMPILED_LOCK:
-        functions = _COMPILED.setdefault(model, {})
-        if name not in functions:
-            functions[name] = build(model)
-        return functions[name]
+    """``build(model)`` once per model and name, kept while the model lives (within the cache's bound)."""
+    _forget_freed()
+    key = (id(model), name)
+    entry = _COMPILED.get(key)
+    if entry is not None and entry[0]() is model:
+        return entry[1]
+    weakref.finalize(model, _FREED.append, id(model))
+    return _COMPILED.put(key, (weakref.ref(model), build(model)))[1]
+
+
+def _forget_freed() -> None:
+    freed = set()
+    try:
+        while True:
+            freed.add(_FREED.popleft())
+    except IndexError:  # empty (another thread may have taken the last one)
+        pass
+    if freed:
+        _COMPILED.discard_where(lambda cached: cached[0] in freed)
 
 
 def _forward(model):
@@ -41,7 +61,8 @@ def _forward(model):
     size = _input_size(model)
     # Any batch size, one trace: a batch of uploads is one call.
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
-    return tf.function(lambda images: model(images, training=False), input_signature=signature)
+    reference = weakref.ref(model)  # the cached function must not keep the model alive
+    return tf.function(lambda images: reference()(images, training=False), input_signature=signature)
 
 
 def predict_probabilities(model, batch: np.ndarray, tta: str = "none") -> np.ndarray:

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone, load_backbone
+from tlcore.caches import BoundedCache, size_of
 from tlcore.callbacks import ProgressCallback
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.distribute import (
@@ -329,9 +330,9 @@ class Trainer:
 
 # ----------------------------------------------------------------------------- shared across runs
 
-_BACKBONES: dict[tuple, Backbone] = {}
-_BACKBONES_LOCK = threading.Lock()
-_BACKBONES_KEEP = 2
+# Frozen backbones shared by runs: a retrain does not load its backbone again.
+_BACKBONES = BoundedCache("frozen backbones", max_items=2, max_bytes=2 * 2**30, sizer=lambda b: size_of(b.model))
+_BACKBONES_LOADING = threading.Lock()  # two jobs starting together load one backbone, not two
 
 
 def shared_backbone(model_config, seed: int) -> Backbone:
@@ -343,12 +344,8 @@ def shared_backbone(model_config, seed: int) -> Backbone:
     files = [Path(name) for name in (model_config.backbone, model_config.weights) if name and Path(name).is_file()]
     random_weights = model_config.weights == "none" and not model_config.is_model_file
     key = (model_config.backbone_key(), tuple(f.stat().st_mtime_ns for f in files), seed if random_weights else None)
-    with _BACKBONES_LOCK:
-        if key not in _BACKBONES:
-            while len(_BACKBONES) >= _BACKBONES_KEEP:
-                _BACKBONES.pop(next(iter(_BACKBONES)))
-            _BACKBONES[key] = load_backbone(model_config, seed=seed)
-        return _BACKBONES[key]
+    with _BACKBONES_LOADING:
+        return _BACKBONES.get_or_create(key, lambda: load_backbone(model_config, seed=seed))
 
 
 def _warm_up_in_background(engine, num_train: int, num_val: int) -> threading.Thread:

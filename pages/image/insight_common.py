@@ -13,16 +13,17 @@ from pathlib import Path
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.job_panel import start_task, task_outcome
+from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
 from tlcore.data import thumbnail
 from tlcore.errors import StudioError
 
-
-@st.cache_data(show_spinner="Computing backbone features (once; then from the cache)…", max_entries=4)
-def _features(key: str, _stamp: tuple, _config: RunConfig, _backbone):
-    from tlcore.insight.features import dataset_features
-
-    return dataset_features(_config, backbone=_backbone)
+# The dataset's pooled features per setup, folders and label decisions: one bounded tlcore
+# cache (not st.cache_data) so an analysis job's thread can use it too, and one copy is kept.
+_FEATURE_SETS = BoundedCache(
+    "analysis features", max_items=4, max_bytes=1 << 30, sizer=lambda found: found.train_x.nbytes + found.val_x.nbytes
+)
 
 
 def _key(config: RunConfig) -> str:
@@ -30,14 +31,38 @@ def _key(config: RunConfig) -> str:
     return json.dumps({"data": asdict(config.data), "model": asdict(config.model), "seed": config.train.seed})
 
 
-def features(config: RunConfig):
-    """The dataset's pooled features (cached per setup, folders and label decisions), or ``None`` after an error."""
+def _feature_set(config: RunConfig, stamps: tuple, backbone, log=None):
+    from tlcore.insight.features import dataset_features
+
+    def create():
+        return dataset_features(config, log, backbone=backbone)
+
+    return _FEATURE_SETS.get_or_create((_key(config), stamps), create)
+
+
+def _prepared(config: RunConfig):
+    """``(stamps, backbone)`` for :func:`_feature_set`, or ``None`` after an error (shown)."""
     from tlcore.insight.overlay import stamp
 
-    folders = roots(config)
-    stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
     try:
-        return _features(_key(config), stamps, config, shared.backbone(config.model))
+        folders = roots(config)
+        stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
+        return stamps, shared.backbone(config.model)
+    except StudioError as error:
+        shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
+    except ValueError as error:
+        shared.show_error(error)
+    return None
+
+
+def features(config: RunConfig):
+    """The dataset's pooled features (cached per setup, folders and label decisions), or ``None`` after an error."""
+    prepared = _prepared(config)
+    if prepared is None:
+        return None
+    try:
+        with st.spinner("Computing backbone features (once; then from the cache)…"):
+            return _feature_set(config, *prepared)
     except StudioError as error:
         shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
     except ValueError as error:
@@ -114,28 +139,39 @@ def recall(name: str, config: RunConfig):
     return stored[1] if stored is not None and stored[0] == _key(config) else None
 
 
-def analysis(name: str, config: RunConfig, button: str, spinner: str, compute, key: str | None = None):
-    """A button that runs ``compute(features)`` on the cached features and keeps the result.
+def analysis(
+    name: str, config: RunConfig, button: str, spinner: str, compute, key: str | None = None, uses_features=True
+):
+    """A button that runs ``compute(features)`` as a job of the registry and keeps the result.
+
+    The work (the features too, the first time) runs in a job: the process-wide cap and
+    one job at a time per visitor hold, with their messages; the page shows progress and
+    Stop meanwhile, then the result, or the error once.
 
     Args:
         name: where the result is kept (see :func:`remember`).
         config: the current setup.
         button: the button's label.
-        spinner: what the spinner says while ``compute`` runs.
-        compute: ``compute(feature_set)`` → the result.
+        spinner: what the job is doing, in a few words (shown while it runs).
+        compute: ``compute(feature_set)`` → the result (``compute(None)`` when not ``uses_features``).
         key: the button's widget key (default ``name``).
+        uses_features: whether ``compute`` needs the dataset's features.
 
     Returns:
-        The result kept for this setup (this click's or an earlier one's), or ``None``.
+        The result kept for this setup (this job's or an earlier one's), or ``None``.
     """
+    slot = f"analysis_{name}"
     if st.button(button, key=key or name):
-        found = features(config)
-        if found is None:
-            return None
-        try:
-            with st.spinner(spinner):
-                remember(name, config, compute(found))
-        except ValueError as error:
-            shared.show_error(error)
-            return None
+        setup = RunConfig.from_dict(config.to_dict())  # the job's own copy: the page's objects stay editable
+        prepared = _prepared(setup) if uses_features else ()
+        if prepared is not None:
+
+            def target(job):
+                found = _feature_set(setup, *prepared, job.log) if uses_features else None
+                return _key(setup), compute(found)
+
+            start_task(slot, "analysis", spinner.rstrip("…. "), target)
+    finished = task_outcome(slot)
+    if finished is not None:
+        st.session_state[f"insight_{name}"] = finished  # kept under the setup it was computed for
     return recall(name, config)

@@ -80,15 +80,14 @@ def embedding_section(config: RunConfig, run=None) -> None:
     colour = st.radio(
         "Colour by", list(charts.COLOUR_BY), format_func=charts.COLOUR_BY.get, horizontal=True, key="map_colour"
     )
-    frame = common.recall("embedding", config)
-    if frame is None and st.button("Draw the feature map", key="embedding"):
-        found = common.features(config)
-        if found is None:
-            return
-        predictions = _run_predictions(run)
-        with st.spinner("Projecting the features (t-SNE)…"):
-            frame = embedding_map(found, predictions=predictions, seed=config.train.seed)
-        common.remember("embedding", config, frame)
+    frame = common.analysis(
+        "embedding",
+        config,
+        "Draw the feature map",
+        "Projecting the features (t-SNE)…",
+        lambda found: embedding_map(found, predictions=_run_predictions(run), seed=config.train.seed),
+        key="embedding",
+    )
     if frame is None:
         return
     event = st.plotly_chart(

@@ -5,9 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.image import insight_common as common
-from pages.studio import shared
 from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, RunConfig, nearest_choice
-from tlcore.errors import StudioError
 from tlcore.insight import charts
 
 PHASES = {
@@ -34,21 +32,17 @@ def lr_finder_section(config: RunConfig, on_use=None) -> None:
         "weights. The suggestion is fastai's 'valley': well down the longest fall of the loss."
     )
     phase = st.radio("Sweep", list(PHASES), format_func=lambda key: PHASES[key][0], horizontal=True, key="lr_phase")
-    if st.button("Find a learning rate", key="lr_find"):
-        try:
-            with st.spinner("Sweeping the learning rate…"):
-                if phase == "head":
-                    found = common.features(config)
-                    if found is None:
-                        return
-                    result = lr_finder.find_head_lr(found, config)
-                else:
-                    result = lr_finder.find_fine_tune_lr(config)
-            common.remember("lr_finder", config, result)
-        except (StudioError, ValueError) as error:
-            shared.show_error(error)
-            return
-    result = common.recall("lr_finder", config)
+    result = common.analysis(
+        "lr_finder",
+        config,
+        "Find a learning rate",
+        "Sweeping the learning rate…",
+        (lambda found: lr_finder.find_head_lr(found, config))
+        if phase == "head"
+        else (lambda _: lr_finder.find_fine_tune_lr(config)),
+        key="lr_find",
+        uses_features=phase == "head",
+    )
     if result is None:
         return
     st.plotly_chart(charts.lr_finder_figure(result), width="stretch", key="lr_finder_chart")

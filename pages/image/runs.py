@@ -3,6 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages.studio import shared
+from pages.studio.job_panel import start_task, task_outcome
 from tlcore import charts
 from tlcore.errors import StudioError
 from tlcore.runs import kept_epochs
@@ -87,15 +88,12 @@ if cols[2].button(
     from tlcore.exports import export_all
 
     samples = [path for path in run.val_probabilities()[0][:8] if Path(path).is_file()]
-    try:
-        with st.spinner("Exporting and checking…"):
-            report = export_all(run, samples)
-        st.success(
-            "Exports agree with the Keras model: "
-            + ", ".join(f"{k} {v['top1_agreement']:.0%}" for k, v in report.items())
-        )
-    except (StudioError, ValueError, OSError) as error:
-        shared.show_error(error)
+    start_task("export", "export", f"Exporting and checking {run.run_id}", lambda job: export_all(run, samples))
+report = task_outcome("export")  # a job of the registry: progress and Stop meanwhile, an error shown once
+if report:
+    st.success(
+        "Exports agree with the Keras model: " + ", ".join(f"{k} {v['top1_agreement']:.0%}" for k, v in report.items())
+    )
 
 exports = run.export_downloads()
 if exports:

@@ -1,11 +1,13 @@
-"""Train page section: sweep head settings on the cached features, then "use the best"."""
+"""Train page section: sweep head settings on the cached features, then "use the best".
+
+The sweep is a job of the studio's registry (its cap, one job at a time per visitor, Stop).
+"""
 
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 
+from pages.studio.job_panel import start_task, task_outcome, task_running
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 
@@ -15,22 +17,14 @@ HIDDEN_UNITS = (0, 128, 256, 512)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
-def _start(config: RunConfig, grid) -> dict:
-    """Runs the sweep in a background thread (never in the script thread); returns its state."""
-    from tlcore.jobs import ProgressLog
+def _start(config: RunConfig, grid) -> bool:
+    """Starts the sweep as this visitor's job (the studio's cap and one job at a time hold)."""
     from tlcore.sweep import run_sweep
 
-    state = {"log": ProgressLog(), "stop": threading.Event(), "result": None, "error": ""}
+    def work(job):
+        return run_sweep(config, grid, log=job.log, stop=job.stop)
 
-    def work():
-        try:
-            state["result"] = run_sweep(config, grid, log=state["log"], stop=state["stop"])
-        except (StudioError, ValueError, OSError) as error:
-            state["error"] = str(error)
-
-    state["thread"] = threading.Thread(target=work, name="sweep", daemon=True)
-    state["thread"].start()
-    return state
+    return start_task("sweep", "sweep", "Sweeping head settings", work)
 
 
 def sweep_section(data, model, train) -> None:
@@ -49,37 +43,26 @@ def sweep_section(data, model, train) -> None:
         dropouts = cols[1].multiselect("Dropout", DROPOUTS, list(DROPOUTS))
         units = cols[2].multiselect("Hidden units", HIDDEN_UNITS, [0, 256])
         optimizers = cols[3].multiselect("Optimizers", OPTIMIZERS, ["adam"])
-        state = st.session_state.get("sweep_state")
-        running = state is not None and state["thread"].is_alive()
-        if st.button("Run sweep", disabled=running):
+        if st.button("Run sweep", disabled=task_running("sweep")):
             from tlcore.sweep import SweepGrid
 
             try:
                 grid = SweepGrid(list(rates), list(dropouts), list(units), list(optimizers)).validate()
                 config = RunConfig.from_dict(RunConfig(data, model, train).to_dict())
-                st.session_state.sweep_state = _start(config, grid)
-                st.rerun()
+                if _start(config, grid):
+                    st.session_state.pop("sweep_result", None)
             except (StudioError, ValueError) as error:
                 st.error(str(error))
-        if state is not None:
-            _sweep_progress(model, train)
+        finished = task_outcome("sweep")  # progress and Stop while it runs
+        if finished is not None:
+            st.session_state.sweep_result = finished
+        _sweep_progress(model, train)
 
 
-@st.fragment(run_every=1.0)
 def _sweep_progress(model, train) -> None:
-    state = st.session_state.get("sweep_state")
-    if state is None:
+    result = st.session_state.get("sweep_result")
+    if result is None:
         return
-    if state["thread"].is_alive():
-        last = state["log"].last("sweep")
-        st.progress(last["step"] / last["steps"] if last else 0.0, text="sweeping…" if last else "features…")
-        if st.button("Stop sweep"):
-            state["stop"].set()
-        return
-    if state["error"]:
-        st.error(state["error"])
-        return
-    result = state["result"]
     st.caption(f"{len(result.table)} settings in {result.seconds:.1f} s (features {result.extraction_seconds:.1f} s)")
     st.dataframe(result.table, hide_index=True)
     if result.best and st.button("Use the best", type="primary"):

@@ -1,4 +1,7 @@
-"""Cached tlcore calls shared by the pages: dataset scans, backbones, run models, the run store."""
+"""Cached tlcore calls shared by the pages: dataset scans, backbones, run models, the run store.
+
+Every cache here is bounded (count, and bytes for the heavy ones): the server lives for days.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from tlcore.caches import BoundedCache, size_of
 from tlcore.config import ModelConfig
 from tlcore.runs import RunStore, runs_root
 
@@ -46,24 +50,34 @@ def folder_stamp(source: str) -> float:
         return 0.0
 
 
-@st.cache_resource(show_spinner="Loading the backbone…", max_entries=4)
-def _backbone(key: str):
-    from tlcore.backbones import load_backbone
+# Backbones and run models: tlcore's bounded cache (by count and bytes; what is evicted is
+# released) rather than st.cache_resource, which bounds the count only. One copy each,
+# usable from job threads too.
+_BACKBONES = BoundedCache("page backbones", max_items=2, max_bytes=1 << 30, sizer=lambda loaded: size_of(loaded.model))
+_RUN_MODELS = BoundedCache("run models", max_items=4, max_bytes=1 << 30)
 
-    return load_backbone(ModelConfig.from_backbone_key(key))
+
+def _loaded(cache: BoundedCache, key, create, spinner: str):
+    found = cache.get(key)
+    if found is not None:
+        return found
+    with st.spinner(spinner):
+        return cache.get_or_create(key, create)
 
 
 def backbone(model: ModelConfig):
     """The loaded backbone of ``model`` (reloaded only when a backbone setting changes)."""
-    return _backbone(model.backbone_key())
+    from tlcore.backbones import load_backbone
+
+    key = model.backbone_key()
+    return _loaded(_BACKBONES, key, lambda: load_backbone(ModelConfig.from_backbone_key(key)), "Loading the backbone…")
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
 def run_model(run_path: str, mtime: float):
     """A run's model, loaded again only when its file changes (``mtime`` is part of the key)."""
     from tlcore.runs import read_run
 
-    return read_run(Path(run_path)).load_model()
+    return _loaded(_RUN_MODELS, (run_path, mtime), lambda: read_run(Path(run_path)).load_model(), "Loading the model…")
 
 
 def _model_mtime(run) -> float:

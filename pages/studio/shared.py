@@ -28,7 +28,7 @@ from pages.studio.keras_state import keep_keras_state
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.data import DEMO_DATASET, workspace_dir
 from tlcore.errors import StudioError
-from tlcore.jobs import JobRegistry, max_jobs_from_env
+from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 
 __all__ = [
     "backbone",
@@ -122,8 +122,8 @@ def current_job():
     job = jobs.get(st.session_state.get("job_id") or st.query_params.get("job"))
     if job is not None and job.owner != owner:
         st.session_state.foreign_job, job = True, None
-    if job is None:
-        mine = jobs.for_owner(owner)
+    if job is None:  # short jobs (analyses, exports…) are followed by the section that started them
+        mine = [mine for mine in jobs.for_owner(owner) if mine.kind not in TASK_KINDS]
         job = mine[-1] if mine else None
     if job is not None:
         st.session_state.job_id = job.job_id

@@ -2,7 +2,7 @@ import streamlit as st
 
 from pages.studio import shared
 from pages.studio.identity import downloads_allowed
-from pages.studio.job_panel import job_panel
+from pages.studio.job_panel import job_panel, start_task, task_outcome
 from pages.text.results import finished, quoted
 from tlcore import charts
 from tlcore.errors import StudioError
@@ -51,13 +51,6 @@ speed = st.radio(
 )
 
 
-@st.cache_resource(show_spinner="Loading GPT-2…", max_entries=2)
-def cached_model(source: str, quantization: str):
-    from tlcore.text import load_gpt2
-
-    return load_gpt2(source, quantization)
-
-
 prompt = st.text_area("Prompt", "Transfer learning is", height=100)
 with st.expander("Sampler", expanded=True):
     cols = st.columns(4)
@@ -80,29 +73,49 @@ with st.expander("Sampler", expanded=True):
     )
     samples = 1 if deterministic else int(samples)
 
-if st.button("Generate", type="primary"):
-    from tlcore.text import generate
 
-    try:
-        model = cached_model(checked_source(), SPEEDS[speed])
+def generate_all(source: str, quantization: str, prompt: str, settings: list):
+    """The job's work: one text per sampler setting (the model comes from tlcore's one bounded cache)."""
+
+    def work(job):
+        from tlcore.text import generate, load_gpt2
+
+        job.log.append("step", step=0, steps=len(settings) + 1)
+        model = load_gpt2(source, quantization)
         outputs = []
-        for index in range(samples):
-            settings = SamplerConfig(
-                sampler, int(k), float(p), int(beams), float(temperature), int(max_length), int(seed) + index
-            )
-            outputs.append(generate(model, prompt, settings))
-        for column, output in zip(st.columns(len(outputs)), outputs):
-            column.markdown(quoted(output.texts[0]))
-            column.caption(
-                f"{output.new_tokens} new tokens · {output.tokens_per_second:.1f} tokens/s"
-                + (
-                    " (first run with these settings, compiling included; the next click runs warm)"
-                    if output.compiled
-                    else ""
-                )
-            )
+        for index, setting in enumerate(settings):
+            if job.stop.is_set():
+                break
+            job.log.append("step", step=index + 1, steps=len(settings) + 1)
+            outputs.append(generate(model, prompt, setting))
+        return outputs
+
+    return work
+
+
+if st.button("Generate", type="primary"):
+    try:
+        settings = [
+            SamplerConfig(sampler, int(k), float(p), int(beams), float(temperature), int(max_length), int(seed) + index)
+            for index in range(samples)
+        ]
+        start_task(
+            "generate", "generate", "Generating text", generate_all(checked_source(), SPEEDS[speed], prompt, settings)
+        )
     except StudioError as error:
         shared.show_error(error)
+outputs = task_outcome("generate")  # progress and Stop while GPT-2 loads and writes
+if outputs:
+    for column, output in zip(st.columns(len(outputs)), outputs):
+        column.markdown(quoted(output.texts[0]))
+        column.caption(
+            f"{output.new_tokens} new tokens · {output.tokens_per_second:.1f} tokens/s"
+            + (
+                " (first run with these settings, compiling included; the next click runs warm)"
+                if output.compiled
+                else ""
+            )
+        )
 
 st.divider()
 st.subheader("Fine-tune on your own text")

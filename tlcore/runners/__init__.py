@@ -28,7 +28,7 @@ import os
 from tlcore.errors import StudioError
 from tlcore.jobs import JobRegistry
 from tlcore.runners.cluster import ADDRESS_VARIABLE, JobResources, connect_ray, worker_environment
-from tlcore.runners.host import JobHost, RemoteJob, portable_result
+from tlcore.runners.host import JobHost, RemoteJob
 from tlcore.runners.ray_registry import RayJobRegistry
 
 RUNNER_VARIABLE = "TLCORE_JOB_RUNNER"
@@ -77,7 +77,6 @@ __all__ = [
     "RayJobRegistry",
     "RemoteJob",
     "connect_ray",
-    "portable_result",
     "registry_from_env",
     "runner_from_env",
     "worker_environment",

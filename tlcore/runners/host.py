@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tlcore.errors import StudioError, first_line
-from tlcore.jobs import ProgressLog
+from tlcore.jobs import ProgressLog, summary_of
 
 
 @dataclasses.dataclass
@@ -36,15 +36,6 @@ class RemoteJob:
         return self.status == "running"
 
 
-def portable_result(result: Any) -> Any:
-    """What goes back to the server: the result without a Keras model (the run folder has it)."""
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        names = {field.name for field in dataclasses.fields(result)}
-        if "model" in names:
-            return dataclasses.replace(result, model=None)
-    return result
-
-
 class JobHost:
     """Hosts one job in a Ray worker process (used as a threaded Ray actor).
 
@@ -62,7 +53,7 @@ class JobHost:
     def run(self, target: Callable[[RemoteJob], Any]) -> dict:
         """Runs ``target(job)``; returns ``{"ok", "result" | "message", "expected", "traceback"}``."""
         try:
-            return {"ok": True, "result": portable_result(target(self.job))}
+            return {"ok": True, "result": summary_of(target(self.job))}  # the run folder has the model
         except (StudioError, ValueError, OSError) as error:
             return {"ok": False, "expected": True, "message": str(error)}
         except Exception as error:  # noqa: BLE001  - reported to the user through the server

@@ -39,7 +39,16 @@ class RayJobRegistry(JobRegistry):
         self._submitted: set[str] = set()
         self._turn = threading.Condition(self._lock)  # notified whenever a job leaves
 
-    def start(self, owner: str, kind: str, title: str, target, run_dir: str | None = None, epochs: int = 0) -> Job:
+    def start(
+        self,
+        owner: str,
+        kind: str,
+        title: str,
+        target,
+        run_dir: str | None = None,
+        epochs: int = 0,
+        in_process: bool = False,
+    ) -> Job:
         """Queues ``target(job)`` for Ray and returns the job at once (see :meth:`JobRegistry.start`).
 
         Raises:
@@ -48,7 +57,7 @@ class RayJobRegistry(JobRegistry):
         Ray is connected to in the job's thread (the first job may start a local Ray);
         an unreachable cluster fails the job with a message.
         """
-        return super().start(owner, kind, title, target, run_dir=run_dir, epochs=epochs)
+        return super().start(owner, kind, title, target, run_dir=run_dir, epochs=epochs, in_process=in_process)
 
     def capacity(self) -> int:
         """How many jobs the cluster runs at once with :attr:`resources` per job."""
@@ -112,6 +121,7 @@ class RayJobRegistry(JobRegistry):
                 self._turn.notify_all()
             job.finished = time.time()
             job.log.append("status", status=job.status, error=job.error)
+            self.forget_finished()
 
     def _run_on_ray(self, job: Job, target) -> dict:
         import ray
