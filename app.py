@@ -42,6 +42,6 @@ shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
 sidebar()
 setup = shared.setup_in_use()
 try:
-    navigation.run()
+    shared.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
 finally:
     shared.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page

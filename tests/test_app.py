@@ -280,6 +280,9 @@ def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     at = app("pages/image/model.py")
     assert "Could not download ImageNet weights" in plain(at.error[0].value)
+    # The weights' address is a working link, shown as written: no Markdown escapes inside it.
+    links = re.findall(r"<(https?://[^>]*)>", at.error[0].value)
+    assert links and links[0].endswith("_no_top.h5") and "\\" not in links[0], at.error[0].value
     next(b for b in at.button if "random weights" in b.label).click().run()
     assert at.session_state["model_config"].weights == "none"
     assert not at.error

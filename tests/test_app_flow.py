@@ -274,3 +274,65 @@ def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path)
     assert at.session_state["model_config"].weights.endswith(path.name)
     assert sidebar_lines(at)[1] == f"**Model** · MobileNetV2, weights from {path.name}"
     assert at.session_state["model_config"].freeze.mode == "all"  # pretrained weights: a fixed feature extractor
+
+
+OWN_FILE = "Your own Keras model file…"
+
+
+def offline(monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+
+
+def upload_model(at, path: Path):
+    at.file_uploader[0].set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+
+
+@pytest.mark.real_assets
+def test_a_model_file_after_vgg16_gets_its_own_input_size(dog_model, monkeypatch, tmp_path):
+    offline(monkeypatch, tmp_path)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("VGG16").run()
+    assert at.session_state["model_config"].image_size == 224
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, dog_model)
+    # The 160 px file replaces VGG16's 224 px: no error, the layer table and totals show.
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.session_state["model_config"].image_size is None
+    size = next(s for s in at.selectbox if s.label == "Input size (pixels)")
+    assert size.options == ["the model's own (160 px)"]
+    assert [m.label for m in at.metric] == ["Trainable parameters", "Frozen parameters", "Total"]
+
+
+@pytest.mark.real_assets
+def test_a_stale_input_size_for_a_model_file_is_shown_where_the_error_points(dog_model, tmp_path):
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, dog_model)
+    at.session_state["model_config"].image_size = 224  # e.g. a setup saved before the file was chosen
+    at.run()
+    message = plain(at.error[0].value)
+    assert "Input size" in message
+    size = next(s for s in at.selectbox if s.label == "Input size (pixels)")  # the control the error names
+    assert size.value == 224
+    size.select_index(0).run()  # "the model's own"
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.metric
+
+
+def test_uploading_the_same_model_file_again_does_not_rewrite_it(tmp_path):
+    from tlcore.backbones import build_small_cnn
+
+    path = tmp_path / "my_net.keras"
+    build_small_cnn(input_shape=(32, 32, 3)).save(path)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, path)
+    saved = Path(at.session_state["model_config"].backbone)
+    first = saved.stat().st_mtime_ns
+    next(b for b in at.button if b.label == "Unfreeze all").click().run()  # reruns the page
+    at.run()
+    assert at.session_state["model_config"].backbone == str(saved) and saved.stat().st_mtime_ns == first

@@ -40,6 +40,24 @@ def _backbone(key: str):
     return load_backbone(ModelConfig.from_backbone_key(key))
 
 
+@st.cache_data(show_spinner="Reading the model file…", max_entries=8)
+def _model_file_info(path: str, size: int, mtime_ns: int) -> dict:
+    from tlcore.backbones import feature_layers, load_model_file
+
+    full = load_model_file(path)
+    return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
+
+
+def model_file_info(path: str) -> dict:
+    """``{"layers": cut candidates, "image_size": its own input size or None}`` of a model file.
+
+    Read once per file content, not on every rerun: uploads are content-addressed (see
+    ``tlcore.data.save_upload``), and size and modification time are part of the key.
+    """
+    stat = Path(path).stat()
+    return _model_file_info(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def backbone(model: ModelConfig):
     """The loaded backbone of ``model`` (reloaded only when a backbone setting changes)."""
     return _backbone(model.backbone_key())
