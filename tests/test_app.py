@@ -418,3 +418,20 @@ def test_a_job_stopped_before_it_trained_says_no_run_was_saved():
     at = AppTest.from_function(_stopped_while_queued, default_timeout=60).run()
     assert not at.exception and not at.success
     assert "no run was saved" in at.warning[0].value
+
+
+def test_an_unexpected_error_on_a_page_is_a_message_not_a_traceback(monkeypatch):
+    from tlcore.runs import RunStore
+
+    def broken(self):
+        raise RuntimeError("bad symbol table node signature")
+
+    monkeypatch.setattr(RunStore, "table", broken)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/image/runs.py")
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert "Unexpected RuntimeError: bad symbol table node signature" in plain(at.error[0].value)
+    assert "Your settings are kept" in at.error[0].value
+    assert sidebar_lines(at)[1].startswith("**Model** · ")  # the rest of the app still renders
