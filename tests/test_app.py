@@ -435,3 +435,31 @@ def test_an_unexpected_error_on_a_page_is_a_message_not_a_traceback(monkeypatch)
     assert "Unexpected RuntimeError: bad symbol table node signature" in plain(at.error[0].value)
     assert "Your settings are kept" in at.error[0].value
     assert sidebar_lines(at)[1].startswith("**Model** · ")  # the rest of the app still renders
+
+
+@pytest.fixture
+def arrow_fallbacks(monkeypatch):
+    """Tables Streamlit could not send as they were (a mixed-type column: a traceback in the server log)."""
+    from streamlit import dataframe_util
+
+    seen = []
+    monkeypatch.setattr(dataframe_util._LOGGER, "info", lambda message, *a, exc_info=None, **k: seen.append(exc_info))
+    return seen
+
+
+def test_every_image_page_after_a_run_sends_its_tables_as_they_are(arrow_fallbacks):
+    at = train_to_completion(app())
+    for page in ("data", "model", "train", "evaluate", "predict", "runs"):
+        at.switch_page(f"pages/image/{page}.py")
+        at.run()
+        assert not at.exception, [e.stack_trace for e in at.exception]
+        assert not arrow_fallbacks, (page, [str(error) for error in arrow_fallbacks])
+    # The Runs page (last): legends name the run in a few words; each snippet download is named after its format.
+    run_id = at.session_state["run_id"]
+    legends = {trace.get("name") for c in at.get("plotly_chart") for trace in json.loads(c.proto.spec)["data"]}
+    assert legends and not any(run_id in str(name) for name in legends), legends
+    assert any(str(name).startswith("SmallCNN ") for name in legends), legends
+    downloads = [element.proto.label for element in at.get("download_button")]
+    assert {"predict_keras.py", "predict_saved_model.py", "predict_tflite.py"} <= set(downloads), downloads
+    codes = [element.value for element in at.code]
+    assert "tf.lite.Interpreter" in codes[-1] and "tf.lite" not in codes[0]

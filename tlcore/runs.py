@@ -78,6 +78,8 @@ class Run:
         metrics: contents of metrics.json (empty until the run finished).
         labels: class labels.
         error: the failure message of a failed run.
+        kind: ``"image"`` (a classifier) or ``"text"`` (a GPT-2 fine-tune, which has
+            no ``config.json``: its settings are in ``metrics.json``).
     """
 
     run_id: str
@@ -87,6 +89,7 @@ class Run:
     metrics: dict = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     error: str = ""
+    kind: str = "image"
 
     @property
     def history(self) -> pd.DataFrame:
@@ -153,6 +156,8 @@ class Run:
     @property
     def backbone_label(self) -> str:
         """The backbone and its weights in words, as the Runs table shows them."""
+        if self.kind == "text":
+            return f"{Path(str(self.metrics.get('config', {}).get('model') or 'GPT-2')).name} (text)"
         if self.config is None:
             return "?"
         model = self.config.model
@@ -168,18 +173,21 @@ class RunStore:
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
 
-    def create(self, config: RunConfig | None = None, name: str | None = None) -> Path:
-        """Makes a new run folder named ``<time>-<name>-<random>``.
+    def create(self, config: RunConfig | None = None, name: str | None = None, kind: str = "image") -> Path:
+        """Makes a new run folder named ``<time>-<name>-<random>``, with a "running" status.
 
-        With a :class:`RunConfig` the folder starts with config.json and a "running"
-        status; without one (text fine-tuning writes its own files) it is just made.
+        With a :class:`RunConfig` the folder also starts with config.json; without one
+        (text fine-tuning writes its own files) the status records the run's ``kind``.
         """
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         default = Path(config.model.backbone).stem if config is not None else "run"
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name or default).strip("-")[:40] or "run"
         path = self.root / f"{stamp}-{slug}-{secrets.token_hex(2)}"
         path.mkdir(parents=True)
-        return start_run(path, config) if config is not None else path
+        if config is None:
+            set_status(path, "running", kind=kind)
+            return path
+        return start_run(path, config)
 
     def list(self) -> list[Run]:
         """Every run, newest first; unreadable folders appear as incomplete, never raise."""
@@ -188,8 +196,8 @@ class RunStore:
         runs = [read_run(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
-    def table(self) -> pd.DataFrame:
-        """One row per run: id, status, backbone, accuracy, epochs, timings."""
+    def table(self, kind: str = "image") -> pd.DataFrame:
+        """One row per run of ``kind`` ("image" or "text"): id, status, backbone, accuracy, epochs, timings."""
         rows = [
             {
                 "run_id": run.run_id,
@@ -203,6 +211,7 @@ class RunStore:
                 "classes": len(run.labels),
             }
             for run in self.list()
+            if run.kind == kind
         ]
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -255,6 +264,27 @@ def kept_epochs(store: RunStore, run_ids: list[str]) -> dict:
     """``{run_id: epoch whose weights the run kept}`` for the runs that say (for the curves)."""
     runs = [store.get(run_id) for run_id in run_ids]
     return {run.run_id: run.kept_epoch for run in runs if run.kept_epoch}
+
+
+def short_run_names(run_ids: list[str]) -> dict[str, str]:
+    """A short, distinct name per run id, for chart legends: ``"MobileNetV2 13:45:02"``.
+
+    A run id is ``<date>-<time>-<name>-<random>`` (see :meth:`RunStore.create`): about 50
+    characters that a legend would show in full. The short name keeps the name and the
+    time; the random part is added only where two short names would be the same.
+    """
+    pattern = re.compile(r"\d{8}-(\d{2})(\d{2})(\d{2})-(.+)-([0-9a-f]{4})")
+
+    def short(run_id: str, with_suffix: bool) -> str:
+        match = pattern.fullmatch(run_id)
+        if not match:
+            return run_id
+        hours, minutes, seconds, name, suffix = match.groups()
+        return f"{name[:24]} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
+
+    names = {run_id: short(run_id, False) for run_id in run_ids}
+    clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {run_id: short(run_id, True) if name in clashes else name for run_id, name in names.items()}
 
 
 def _rounded(value, digits: int):
@@ -319,17 +349,19 @@ def read_run(path: Path) -> Run:
     local = status.get("host", socket.gethostname()) == socket.gethostname()
     if state == "running" and local and not _pid_alive(status.get("pid")):
         state = "incomplete"
+    kind = status.get("kind", "image")
     try:
         config = RunConfig.load(path / "config.json")
     except (OSError, ValueError, TypeError):
         config = None
-        state = "incomplete" if state in ("done", "running") else state
+        if kind == "image":  # a text run keeps its settings in metrics.json
+            state = "incomplete" if state in ("done", "running") else state
     metrics = _read_json(path / "metrics.json")
     if state == "done" and not metrics:
         state = "incomplete"
     labels_path = path / "labels.txt"
     labels = labels_path.read_text().splitlines() if labels_path.is_file() else []
-    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""))
+    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""), kind)
 
 
 _SAVING_OBJECT_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")

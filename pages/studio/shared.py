@@ -127,20 +127,21 @@ def run_config() -> RunConfig:
     return RunConfig(config("data"), config("model"), config("train"))
 
 
-def current_job():
-    """This browser's job: the one in the URL if it is theirs, else their latest.
+def current_job(area: str = "image"):
+    """This browser's latest job of ``area`` ("image" pages or the "text" page), from the registry.
 
-    A job in the URL that another browser started is not shown (a shared link must not
-    hand over someone's job and its Stop button).
+    The registry, not this tab's session state, says which job is the latest: a job started
+    in another tab of the same browser shows here too. A job in the URL that another
+    browser started is not shown (a shared link must not hand over someone's job and its
+    Stop button).
     """
     owner = session_id()
     jobs = registry()
-    job = jobs.get(st.session_state.get("job_id") or st.query_params.get("job"))
-    if job is not None and job.owner != owner:
-        st.session_state.foreign_job, job = True, None
-    if job is None:
-        mine = jobs.for_owner(owner)
-        job = mine[-1] if mine else None
+    linked = jobs.get(st.query_params.get("job"))
+    if linked is not None and linked.owner != owner:
+        st.session_state.foreign_job = True
+    mine = jobs.for_owner(owner, area)
+    job = mine[-1] if mine else None
     if job is not None:
         st.session_state.job_id = job.job_id
     return job
