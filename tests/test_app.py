@@ -463,3 +463,34 @@ def test_every_image_page_after_a_run_sends_its_tables_as_they_are(arrow_fallbac
     assert {"predict_keras.py", "predict_saved_model.py", "predict_tflite.py"} <= set(downloads), downloads
     codes = [element.value for element in at.code]
     assert "tf.lite.Interpreter" in codes[-1] and "tf.lite" not in codes[0]
+
+
+def test_a_failed_text_job_stays_on_the_text_page(tmp_path):
+    at = train_to_completion(app())
+    image_job = at.session_state["job_id"]
+    at.switch_page("pages/text/generate.py")
+    at.run()
+    at.radio[0].set_value("Local preset folder").run()
+    (tmp_path / "not-a-preset").mkdir()
+    at.text_input[0].set_value(str(tmp_path / "not-a-preset")).run()
+    at.text_area[1].set_value("The cat sat on the mat. " * 20).run()
+    next(b for b in at.button if b.label == "Start fine-tuning").click().run()
+    deadline = time.time() + 120
+    while not at.error and time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert at.error and not at.exception  # the text job failed, on the Text page
+    assert "GPT-2" in sidebar_lines(at)[2]
+
+    at.switch_page("pages/image/train.py")  # the image pages still show the last image run
+    at.run()
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.success and "validation accuracy" in at.success[0].value
+    assert at.session_state["job_id"] == image_job and "GPT-2" not in sidebar_lines(at)[2]
+
+    at.switch_page("pages/image/runs.py")
+    at.run()
+    runs, text_runs = at.dataframe[0].value, at.dataframe[-1].value
+    assert runs["backbone"].tolist() == ["SmallCNN (random weights)"]  # the text run is not an image run
+    assert text_runs["status"].tolist() == ["failed"] and text_runs["backbone"].str.endswith("(text)").all()
+    assert at.multiselect[0].value == runs["run_id"].tolist()
