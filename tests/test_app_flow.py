@@ -336,3 +336,35 @@ def test_uploading_the_same_model_file_again_does_not_rewrite_it(tmp_path):
     next(b for b in at.button if b.label == "Unfreeze all").click().run()  # reruns the page
     at.run()
     assert at.session_state["model_config"].backbone == str(saved) and saved.stat().st_mtime_ns == first
+
+
+def test_two_tabs_of_one_browser_share_changes_and_jobs(browser, colour_dataset):
+    secret = sessions.new_secret()
+    browser(secret)
+    first, second = session("pages/image/train.py"), session("pages/image/train.py")
+
+    def number(at, label):
+        return next(n for n in at.number_input if n.label == label)
+
+    number(second, "Epochs").set_value(7).run()
+    first.run()  # any click in the first tab picks up what the second saved
+    assert number(first, "Epochs").value == 7
+    number(first, "Fine-tune epochs (0 = skip)").set_value(3).run()
+    second.run()
+    assert number(second, "Fine-tune epochs (0 = skip)").value == 3 and number(second, "Epochs").value == 7
+    refreshed = session("pages/image/train.py")  # neither tab wrote its stale value over the other's
+    assert (number(refreshed, "Epochs").value, number(refreshed, "Fine-tune epochs (0 = skip)").value) == (7, 3)
+
+    colour_setup(first, colour_dataset, epochs=1)
+    first.run()
+    button(first, "Start training").click().run()
+    wait_for(first, lambda at: at.success)  # the first tab's own job, finished
+    second.run()
+    colour_setup(second, colour_dataset, epochs=300, patience=0)  # runs until stopped
+    second.run()
+    button(second, "Start training").click().run()
+    first.run()  # the job started in the second tab is this browser's latest job in the first tab too
+    assert first.session_state["job_id"] == second.session_state["job_id"]
+    assert "none yet" not in sidebar_lines(first)[2]
+    button(first, "Stop").click().run()
+    wait_for(second, lambda at: not at.session_state["job_id"] or "Stop" not in [b.label for b in at.button])
