@@ -329,7 +329,9 @@ def test_predict_page_explains_an_unreadable_upload():
     at.run()
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
-    assert "not a readable image" in plain(at.error[0].value)
+    message = plain(at.error[0].value)
+    assert "notes.png: not a readable image: its contents are not in a format Pillow reads" in message
+    assert "BytesIO" not in message and "object at 0x" not in message  # no Python object in a user's message
 
 
 def test_a_second_job_in_the_same_session_is_refused_while_one_runs():

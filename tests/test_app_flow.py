@@ -6,6 +6,7 @@ no browser, so these tests hand the session a cookie the way Streamlit would.
 """
 
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -244,20 +245,28 @@ def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(br
 
 
 @pytest.mark.real_assets
-def test_predict_warns_about_a_placeholder_upload(trained_run, hymenoptera, tmp_path, monkeypatch):
+def test_predict_says_when_an_upload_is_not_like_the_training_photos(photo_run, hymenoptera):
     import os
 
-    shutil.copytree(trained_run.path, Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id)
+    from tests.test_predict import orange_disk
+
+    shutil.copytree(photo_run.path, Path(os.environ["TLCORE_RUNS_DIR"]) / photo_run.run_id)
     at = app("pages/image/predict.py")
     gif = next(hymenoptera.rglob("imageNotFound.gif")).read_bytes()
     photo = io.BytesIO()
-    Image.open(next(hymenoptera.rglob("*.jpg"))).save(photo, "JPEG")
-    at.file_uploader[0].set_value(
-        [("imageNotFound.gif", gif, "image/gif"), ("ant.jpg", photo.getvalue(), "image/jpeg")]
-    ).run()
+    Image.open(next((hymenoptera / "val" / "ants").glob("*.jpg"))).save(photo, "JPEG")
+    uploads = [("imageNotFound.gif", gif), ("ant.jpg", photo.getvalue()), ("orange.png", orange_disk("PNG"))]
+    uploads += [("orange-photo.jpg", orange_disk("JPEG", noise=8)), ("notes.jpg", b"these are words, not pixels")]
+    at.file_uploader[0].set_value([(name, data, "image/jpeg") for name, data in uploads]).run()
     assert not at.exception
     warnings = [plain(w.value) for w in at.warning]
-    assert len(warnings) == 1 and warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder")
+    assert [w.split(" ", 1)[0] for w in warnings] == ["imageNotFound.gif", "orange.png", "orange-photo.jpg"]
+    assert warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder graphic, not a photo (")
+    assert warnings[1].startswith("orange.png looks like a drawing or flat graphic, not a photo (2 colours")
+    assert warnings[2].startswith("orange-photo.jpg is unlike every training image")
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert [t.startswith("no confident answer") for t in titles] == [True, False, True, True]
+    assert "notes.jpg: not a readable image: its contents are not in a format Pillow reads" in plain(at.error[0].value)
 
 
 def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path):

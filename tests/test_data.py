@@ -437,7 +437,7 @@ def test_augmentation_changes_every_image_and_differs_between_epochs(colour_data
 def test_placeholder_detector_is_public_for_uploads():
     blank = _png(Image.new("RGB", (64, 64), (240, 240, 240)))
     reason = data.placeholder_reason(blank)
-    assert reason == "looks like a blank or placeholder graphic, not a photo (1 colours, 100% one colour)"
+    assert reason == "looks like a blank or placeholder graphic, not a photo (1 colour, 100% one colour)"
     assert data.is_placeholder(blank) and data.is_placeholder(Image.open(io.BytesIO(blank)))
     photo = _png(colour_image((200, 40, 40), 64, random.Random(0)))
     assert data.placeholder_reason(photo) is None and not data.is_placeholder(Image.open(io.BytesIO(photo)))

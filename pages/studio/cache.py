@@ -91,6 +91,18 @@ def _tta_probabilities(run_path: str, mtime: float, paths: tuple[str, ...], tta:
     return predict_paths(run_model(run_path, mtime), list(paths), tta)
 
 
+@st.cache_data(max_entries=8)
+def _input_reference(run_path: str, mtime: float):
+    from tlcore.input_check import load_reference
+
+    return load_reference(run_path)
+
+
+def input_reference(run):
+    """The run's saved training-image reference for Predict's input check (read once per run model)."""
+    return _input_reference(str(run.path), _model_mtime(run))
+
+
 def finished_runs():
     return [run for run in store().list() if run.status in ("done", "stopped") and run.has_model]
 
