@@ -43,9 +43,9 @@ PAGES = {
 shared.keep_keras_state()
 navigation = st.navigation(PAGES)
 shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
-sidebar()
+sidebar("text" if navigation in PAGES["Language"] else "image")  # the job line shows this part's job
 setup = shared.setup_in_use()
 try:
-    navigation.run()
+    shared.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
 finally:
     shared.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page

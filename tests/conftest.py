@@ -125,3 +125,22 @@ def tiny_gpt2_preset(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
     path = tmp_path_factory.mktemp("tiny-gpt2")
     model.save_to_preset(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory, hymenoptera, dog_model):
+    """A run trained on photos: ants vs bees on the pretrained dog-breed MobileNetV2, frozen."""
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.launch import train_run
+    from tlcore.runs import RunStore, read_run
+
+    store = RunStore(tmp_path_factory.mktemp("photo-runs"))
+    config = RunConfig(
+        DataConfig(str(hymenoptera / "train"), val_dir=str(hymenoptera / "val")),
+        ModelConfig(str(dog_model), weights="none"),
+        TrainConfig(epochs=10, seed=1),
+    )
+    with own_cache(tmp_path_factory):
+        run_dir = store.create(config, name="ants-bees")
+        train_run(config, run_dir)
+    return read_run(run_dir)

@@ -280,6 +280,9 @@ def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     at = app("pages/image/model.py")
     assert "Could not download ImageNet weights" in plain(at.error[0].value)
+    # The weights' address is a working link, shown as written: no Markdown escapes inside it.
+    links = re.findall(r"<(https?://[^>]*)>", at.error[0].value)
+    assert links and links[0].endswith("_no_top.h5") and "\\" not in links[0], at.error[0].value
     next(b for b in at.button if "random weights" in b.label).click().run()
     assert at.session_state["model_config"].weights == "none"
     assert not at.error
@@ -326,7 +329,9 @@ def test_predict_page_explains_an_unreadable_upload():
     at.run()
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
-    assert "not a readable image" in plain(at.error[0].value)
+    message = plain(at.error[0].value)
+    assert "notes.png: not a readable image: its contents are not in a format Pillow reads" in message
+    assert "BytesIO" not in message and "object at 0x" not in message  # no Python object in a user's message
 
 
 def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
@@ -415,3 +420,79 @@ def test_a_job_stopped_before_it_trained_says_no_run_was_saved():
     at = AppTest.from_function(_stopped_while_queued, default_timeout=60).run()
     assert not at.exception and not at.success
     assert "no run was saved" in at.warning[0].value
+
+
+def test_an_unexpected_error_on_a_page_is_a_message_not_a_traceback(monkeypatch):
+    from tlcore.runs import RunStore
+
+    def broken(self):
+        raise RuntimeError("bad symbol table node signature")
+
+    monkeypatch.setattr(RunStore, "table", broken)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/image/runs.py")
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert "Unexpected RuntimeError: bad symbol table node signature" in plain(at.error[0].value)
+    assert "Your settings are kept" in at.error[0].value
+    assert sidebar_lines(at)[1].startswith("**Model** · ")  # the rest of the app still renders
+
+
+@pytest.fixture
+def arrow_fallbacks(monkeypatch):
+    """Tables Streamlit could not send as they were (a mixed-type column: a traceback in the server log)."""
+    from streamlit import dataframe_util
+
+    seen = []
+    monkeypatch.setattr(dataframe_util._LOGGER, "info", lambda message, *a, exc_info=None, **k: seen.append(exc_info))
+    return seen
+
+
+def test_every_image_page_after_a_run_sends_its_tables_as_they_are(arrow_fallbacks):
+    at = train_to_completion(app())
+    for page in ("data", "model", "train", "evaluate", "predict", "runs"):
+        at.switch_page(f"pages/image/{page}.py")
+        at.run()
+        assert not at.exception, [e.stack_trace for e in at.exception]
+        assert not arrow_fallbacks, (page, [str(error) for error in arrow_fallbacks])
+    # The Runs page (last): legends name the run in a few words; each snippet download is named after its format.
+    run_id = at.session_state["run_id"]
+    legends = {trace.get("name") for c in at.get("plotly_chart") for trace in json.loads(c.proto.spec)["data"]}
+    assert legends and not any(run_id in str(name) for name in legends), legends
+    assert any(str(name).startswith("SmallCNN ") for name in legends), legends
+    downloads = [element.proto.label for element in at.get("download_button")]
+    assert {"predict_keras.py", "predict_saved_model.py", "predict_tflite.py"} <= set(downloads), downloads
+    codes = [element.value for element in at.code]
+    assert "tf.lite.Interpreter" in codes[-1] and "tf.lite" not in codes[0]
+
+
+def test_a_failed_text_job_stays_on_the_text_page(tmp_path):
+    at = train_to_completion(app())
+    image_job = at.session_state["job_id"]
+    at.switch_page("pages/text/generate.py")
+    at.run()
+    at.radio[0].set_value("Local preset folder").run()
+    (tmp_path / "not-a-preset").mkdir()
+    at.text_input[0].set_value(str(tmp_path / "not-a-preset")).run()
+    at.text_area[1].set_value("The cat sat on the mat. " * 20).run()
+    next(b for b in at.button if b.label == "Start fine-tuning").click().run()
+    deadline = time.time() + 120
+    while not at.error and time.time() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert at.error and not at.exception  # the text job failed, on the Text page
+    assert "GPT-2" in sidebar_lines(at)[2]
+
+    at.switch_page("pages/image/train.py")  # the image pages still show the last image run
+    at.run()
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.success and "validation accuracy" in at.success[0].value
+    assert at.session_state["job_id"] == image_job and "GPT-2" not in sidebar_lines(at)[2]
+
+    at.switch_page("pages/image/runs.py")
+    at.run()
+    runs, text_runs = at.dataframe[0].value, at.dataframe[-1].value
+    assert runs["backbone"].tolist() == ["SmallCNN (random weights)"]  # the text run is not an image run
+    assert text_runs["status"].tolist() == ["failed"] and text_runs["backbone"].str.endswith("(text)").all()
+    assert at.multiselect[0].value == runs["run_id"].tolist()

@@ -6,6 +6,7 @@ no browser, so these tests hand the session a cookie the way Streamlit would.
 """
 
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -244,20 +245,28 @@ def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(br
 
 
 @pytest.mark.real_assets
-def test_predict_warns_about_a_placeholder_upload(trained_run, hymenoptera, tmp_path, monkeypatch):
+def test_predict_says_when_an_upload_is_not_like_the_training_photos(photo_run, hymenoptera):
     import os
 
-    shutil.copytree(trained_run.path, Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id)
+    from tests.test_predict import orange_disk
+
+    shutil.copytree(photo_run.path, Path(os.environ["TLCORE_RUNS_DIR"]) / photo_run.run_id)
     at = app("pages/image/predict.py")
     gif = next(hymenoptera.rglob("imageNotFound.gif")).read_bytes()
     photo = io.BytesIO()
-    Image.open(next(hymenoptera.rglob("*.jpg"))).save(photo, "JPEG")
-    at.file_uploader[0].set_value(
-        [("imageNotFound.gif", gif, "image/gif"), ("ant.jpg", photo.getvalue(), "image/jpeg")]
-    ).run()
+    Image.open(next((hymenoptera / "val" / "ants").glob("*.jpg"))).save(photo, "JPEG")
+    uploads = [("imageNotFound.gif", gif), ("ant.jpg", photo.getvalue()), ("orange.png", orange_disk("PNG"))]
+    uploads += [("orange-photo.jpg", orange_disk("JPEG", noise=8)), ("notes.jpg", b"these are words, not pixels")]
+    at.file_uploader[0].set_value([(name, data, "image/jpeg") for name, data in uploads]).run()
     assert not at.exception
     warnings = [plain(w.value) for w in at.warning]
-    assert len(warnings) == 1 and warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder")
+    assert [w.split(" ", 1)[0] for w in warnings] == ["imageNotFound.gif", "orange.png", "orange-photo.jpg"]
+    assert warnings[0].startswith("imageNotFound.gif looks like a blank or placeholder graphic, not a photo (")
+    assert warnings[1].startswith("orange.png looks like a drawing or flat graphic, not a photo (2 colours")
+    assert warnings[2].startswith("orange-photo.jpg is unlike every training image")
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert [t.startswith("no confident answer") for t in titles] == [True, False, True, True]
+    assert "notes.jpg: not a readable image: its contents are not in a format Pillow reads" in plain(at.error[0].value)
 
 
 def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path):
@@ -274,3 +283,97 @@ def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path)
     assert at.session_state["model_config"].weights.endswith(path.name)
     assert sidebar_lines(at)[1] == f"**Model** · MobileNetV2, weights from {path.name}"
     assert at.session_state["model_config"].freeze.mode == "all"  # pretrained weights: a fixed feature extractor
+
+
+OWN_FILE = "Your own Keras model file…"
+
+
+def offline(monkeypatch, tmp_path):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+
+
+def upload_model(at, path: Path):
+    at.file_uploader[0].set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+
+
+@pytest.mark.real_assets
+def test_a_model_file_after_vgg16_gets_its_own_input_size(dog_model, monkeypatch, tmp_path):
+    offline(monkeypatch, tmp_path)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("VGG16").run()
+    assert at.session_state["model_config"].image_size == 224
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, dog_model)
+    # The 160 px file replaces VGG16's 224 px: no error, the layer table and totals show.
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.session_state["model_config"].image_size is None
+    size = next(s for s in at.selectbox if s.label == "Input size (pixels)")
+    assert size.options == ["the model's own (160 px)"]
+    assert [m.label for m in at.metric] == ["Trainable parameters", "Frozen parameters", "Total"]
+
+
+@pytest.mark.real_assets
+def test_a_stale_input_size_for_a_model_file_is_shown_where_the_error_points(dog_model, tmp_path):
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, dog_model)
+    at.session_state["model_config"].image_size = 224  # e.g. a setup saved before the file was chosen
+    at.run()
+    message = plain(at.error[0].value)
+    assert "Input size" in message
+    size = next(s for s in at.selectbox if s.label == "Input size (pixels)")  # the control the error names
+    assert size.value == 224
+    size.select_index(0).run()  # "the model's own"
+    assert not at.error, [plain(e.value) for e in at.error]
+    assert at.metric
+
+
+def test_uploading_the_same_model_file_again_does_not_rewrite_it(tmp_path):
+    from tlcore.backbones import build_small_cnn
+
+    path = tmp_path / "my_net.keras"
+    build_small_cnn(input_shape=(32, 32, 3)).save(path)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value(OWN_FILE).run()
+    upload_model(at, path)
+    saved = Path(at.session_state["model_config"].backbone)
+    first = saved.stat().st_mtime_ns
+    next(b for b in at.button if b.label == "Unfreeze all").click().run()  # reruns the page
+    at.run()
+    assert at.session_state["model_config"].backbone == str(saved) and saved.stat().st_mtime_ns == first
+
+
+def test_two_tabs_of_one_browser_share_changes_and_jobs(browser, colour_dataset):
+    secret = sessions.new_secret()
+    browser(secret)
+    first, second = session("pages/image/train.py"), session("pages/image/train.py")
+
+    def number(at, label):
+        return next(n for n in at.number_input if n.label == label)
+
+    number(second, "Epochs").set_value(7).run()
+    first.run()  # any click in the first tab picks up what the second saved
+    assert number(first, "Epochs").value == 7
+    number(first, "Fine-tune epochs (0 = skip)").set_value(3).run()
+    second.run()
+    assert number(second, "Fine-tune epochs (0 = skip)").value == 3 and number(second, "Epochs").value == 7
+    refreshed = session("pages/image/train.py")  # neither tab wrote its stale value over the other's
+    assert (number(refreshed, "Epochs").value, number(refreshed, "Fine-tune epochs (0 = skip)").value) == (7, 3)
+
+    colour_setup(first, colour_dataset, epochs=1)
+    first.run()
+    button(first, "Start training").click().run()
+    wait_for(first, lambda at: at.success)  # the first tab's own job, finished
+    second.run()
+    colour_setup(second, colour_dataset, epochs=300, patience=0)  # runs until stopped
+    second.run()
+    button(second, "Start training").click().run()
+    first.run()  # the job started in the second tab is this browser's latest job in the first tab too
+    assert first.session_state["job_id"] == second.session_state["job_id"]
+    assert "none yet" not in sidebar_lines(first)[2]
+    button(first, "Stop").click().run()
+    wait_for(second, lambda at: not at.session_state["job_id"] or "Stop" not in [b.label for b in at.button])

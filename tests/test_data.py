@@ -4,6 +4,7 @@ import random
 import re
 import stat
 import struct
+import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -436,7 +437,7 @@ def test_augmentation_changes_every_image_and_differs_between_epochs(colour_data
 def test_placeholder_detector_is_public_for_uploads():
     blank = _png(Image.new("RGB", (64, 64), (240, 240, 240)))
     reason = data.placeholder_reason(blank)
-    assert reason == "looks like a blank or placeholder graphic, not a photo (1 colours, 100% one colour)"
+    assert reason == "looks like a blank or placeholder graphic, not a photo (1 colour, 100% one colour)"
     assert data.is_placeholder(blank) and data.is_placeholder(Image.open(io.BytesIO(blank)))
     photo = _png(colour_image((200, 40, 40), 64, random.Random(0)))
     assert data.placeholder_reason(photo) is None and not data.is_placeholder(Image.open(io.BytesIO(photo)))
@@ -456,3 +457,17 @@ def test_shared_placeholder_gif_is_skipped_with_a_reason(hymenoptera):
     gif = next((hymenoptera / "train").rglob("imageNotFound.gif")).read_bytes()
     assert data.is_placeholder(gif) and data.placeholder_reason(gif) in skipped["imageNotFound.gif"]
     assert not data.is_placeholder(next((hymenoptera / "train").rglob("formica.jpeg")).read_bytes())
+
+
+def test_an_upload_is_written_once_under_its_content_digest(tmp_path):
+    from tlcore.data import save_upload
+
+    first = save_upload(tmp_path, "model.h5", b"version one")
+    written = first.stat().st_mtime_ns
+    time.sleep(0.01)
+    assert save_upload(tmp_path, "model.h5", b"version one") == first  # a rerun: same path, not rewritten
+    assert first.stat().st_mtime_ns == written
+    other = save_upload(tmp_path, "model.h5", b"version two")  # same name, new content: a path of its own
+    assert other != first and other.name == first.name == "model.h5"
+    assert first.read_bytes() == b"version one" and other.read_bytes() == b"version two"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["model.h5", "model.h5"]  # no temp files

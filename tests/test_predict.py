@@ -31,7 +31,7 @@ def test_top_k_is_capped_at_the_number_of_classes(trained_run, model, colour_dat
 
 
 def test_an_unreadable_upload_is_explained(trained_run, model):
-    with pytest.raises(StudioError, match="not a readable image"):
+    with pytest.raises(StudioError, match="not a readable image: its contents are not in a format Pillow reads"):
         predict.predict_top_k(model, trained_run.labels, [b"<html>not an image</html>"])
 
 
@@ -169,3 +169,52 @@ def test_flip_tta_averages_the_image_and_its_mirror(model, colour_dataset):
     np.testing.assert_allclose(predict.predict_probabilities(model, decoded, tta="flip"), expected, atol=1e-6)
     with pytest.raises(StudioError, match="tta"):
         predict.predict_probabilities(model, decoded, tta="rotate")
+
+
+# ----------------------------------------------------------------------------- inputs unlike the training images
+
+
+def orange_disk(fmt: str = "PNG", noise: float = 0.0) -> bytes:
+    """An orange disk on a transparent (PNG) or white background; ``noise`` hides its flat colours."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGBA" if fmt == "PNG" else "RGB", (256, 256), (0, 0, 0, 0) if fmt == "PNG" else "white")
+    ImageDraw.Draw(image).ellipse((40, 40, 216, 216), fill=(255, 140, 0))
+    if noise:
+        pixels = np.asarray(image, dtype=np.float32) + np.random.default_rng(0).normal(0, noise, (256, 256, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_the_familiar_distance_comes_from_the_training_features():
+    from tlcore.input_check import nearest_distances, reference_from_features
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=64)
+    for spread in (0.2, 0.6):  # a tighter training set gets a tighter threshold: nothing is a fixed constant
+        training = centre + spread * rng.normal(size=(200, 64))
+        reference = reference_from_features(training, min_side=100, flat_fraction=0.0)
+        similar = centre + spread * rng.normal(size=(100, 64))
+        far = -centre + spread * rng.normal(size=(5, 64))
+        assert np.mean(nearest_distances(reference, similar) > reference.threshold) <= 0.05
+        assert (nearest_distances(reference, far) > reference.threshold).all()
+        if spread == 0.2:
+            tight = reference.threshold
+    assert tight < reference.threshold
+
+
+@pytest.mark.real_assets
+def test_a_photo_run_flags_drawings_and_strangers_but_not_its_own_kind_of_photo(photo_run, hymenoptera):
+    from tlcore.input_check import REFERENCE_FILE, input_warnings, load_reference
+
+    assert (photo_run.path / REFERENCE_FILE).stat().st_size < 1 << 20  # small: kept with the run
+    reference = load_reference(photo_run.path)
+    model = photo_run.load_model()
+    photos = sorted((hymenoptera / "val").rglob("*.jpg"))
+    warned = [reason for reason in input_warnings(model, reference, photos) if reason]
+    assert len(warned) <= 0.05 * len(photos), warned  # ~1 % by construction
+    flat, hidden = input_warnings(model, reference, [orange_disk("PNG"), orange_disk("JPEG", noise=8)])
+    assert flat.startswith("looks like a drawing or flat graphic, not a photo (2 colours")
+    assert hidden.startswith("is unlike every training image (distance ")

@@ -39,15 +39,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # The Model page imports ``load_model_file`` from here; it lives in tlcore.model_trial.
-    if name == "load_model_file":
-        from tlcore.model_trial import load_model_file
-
-        return load_model_file
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class BackboneSpec:
     """Facts about one ``keras.applications`` architecture.
@@ -381,8 +372,8 @@ def _load_from_model_file(model_config) -> Backbone:
         size = model_config.image_size or 224
     elif model_config.image_size not in (None, size):
         raise StudioError(
-            f"{path.name} takes {size}x{size} inputs. Received: image_size={model_config.image_size}. "
-            "Leave the image size empty to use the model's own."
+            f"{path.name} takes {size}x{size} inputs. Expected image_size={size} or none (the model's own). "
+            f"Received: image_size={model_config.image_size}."
         )
     if input_shape[-1] != 3:
         raise StudioError(f"Expected a backbone taking RGB images (3 channels). Received input shape {input_shape}.")

@@ -48,6 +48,12 @@ TASK_KINDS = ("analysis", "sweep", "lr-finder", "export", "generate")
 # result on the click itself instead of at the panel's first poll a second later.
 QUICK_JOB_SECONDS = 1.0
 
+# Which part of the studio a job belongs to, by what it does: the image pages show only
+# image jobs and the Text page only text jobs (a failed GPT-2 fine-tune must not take the
+# place of the last training on the image pages). Kinds not listed are image jobs.
+JOB_AREAS = {"text-finetune": "text", "generate": "text"}
+AREAS = ("image", "text")
+
 
 def max_jobs_from_env(environ=None) -> int:
     """The process-wide job cap: ``TLCORE_MAX_JOBS`` (default 2).
@@ -138,6 +144,11 @@ class Job:
 
     def request_stop(self) -> None:
         self.stop.set()
+
+    @property
+    def area(self) -> str:
+        """``"image"`` or ``"text"``: the pages that show this job (see :data:`JOB_AREAS`)."""
+        return JOB_AREAS.get(self.kind, "image")
 
     @property
     def active(self) -> bool:
@@ -283,11 +294,23 @@ class JobRegistry:
         with self._lock:
             return self._jobs.get(job_id or "")
 
-    def for_owner(self, owner: str, kinds: tuple[str, ...] | None = None) -> list[Job]:
-        """The owner's jobs kept by the registry, oldest first; only those of ``kinds`` when given."""
+    def for_owner(self, owner: str, area: str | None = None, kinds: tuple[str, ...] | None = None) -> list[Job]:
+        """The owner's jobs kept by the registry, oldest first.
+
+        Args:
+            owner: the visitor's owner id.
+            area: only jobs of this area ("image", "text") when given.
+            kinds: only jobs of these kinds (e.g. ``("train",)``) when given.
+        """
+        if area is not None and area not in AREAS:
+            raise ValueError(f"Expected an area in {list(AREAS)}. Received: area={area!r}.")
         with self._lock:
-            jobs = [j for j in self._jobs.values() if j.owner == owner and (kinds is None or j.kind in kinds)]
-        return sorted(jobs, key=lambda j: j.started)
+            mine = [
+                j
+                for j in self._jobs.values()
+                if j.owner == owner and area in (None, j.area) and (kinds is None or j.kind in kinds)
+            ]
+        return sorted(mine, key=lambda j: j.started)
 
 
 # ----------------------------------------------------------------------------- reading a job's log

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.backbones import BackboneSpec
+from tlcore.backbones import BackboneSpec, get_spec
 from tlcore.config import POOLING_CHOICES, FreezePlan, ModelConfig
+from tlcore.model_files import is_model_file_name
 
 __all__ = [
     "HIDDEN_UNITS_CHOICES",
@@ -19,6 +20,7 @@ __all__ = [
     "POOLING_CHOICES",
     "WEIGHTS_LABELS",
     "PhasePlan",
+    "backbone_settings",
     "default_freeze_plan",
     "describe_backbone",
     "describe_freeze_plan",
@@ -35,6 +37,7 @@ IMAGE_SIZE_CHOICES = (32, 64, 96, 128, 160, 192, 224, 299)
 WEIGHTS_LABELS = {
     "imagenet": "ImageNet (pretrained; downloaded once)",
     "none": "none (random: trains from scratch)",
+    "file": "a weights file (.h5) you downloaded",
 }
 
 
@@ -43,9 +46,47 @@ def image_size_choices(spec: BackboneSpec) -> list[int]:
     return sorted({size for size in IMAGE_SIZE_CHOICES if size >= spec.min_size} | {spec.default_size})
 
 
-def weights_choices(spec: BackboneSpec) -> list[str]:
-    """``["imagenet", "none"]``, or ``["none"]`` for an architecture without ImageNet weights."""
-    return ["imagenet", "none"] if spec.imagenet_weights else ["none"]
+def weights_choices(spec: BackboneSpec, local_file: bool = False) -> list[str]:
+    """``["imagenet", "none"]``, or ``["none"]`` for an architecture without ImageNet weights.
+
+    Args:
+        spec: the registry entry.
+        local_file: also offer ``"file"`` (a downloaded copy of the ImageNet weights)
+            where ImageNet weights exist.
+    """
+    if not spec.imagenet_weights:
+        return ["none"]
+    return ["imagenet", "none", "file"] if local_file else ["imagenet", "none"]
+
+
+def backbone_settings(backbone: str) -> dict:
+    """The model settings that follow from a backbone: set whenever the backbone changes.
+
+    Input size, preprocessing, weights, cut layer and the first freeze plan depend on the
+    model, so a value chosen for the previous one (VGG16's 224 px) must not stay for the
+    next (a 160 px model file). A registry backbone gets its default input size and its
+    ImageNet weights when it has them; a model file its own input size
+    (``image_size=None``), the weights inside it and a preprocessing guessed from its
+    layer names (``preprocess=None``).
+
+    Returns:
+        ``ModelConfig`` field values: ``backbone``, ``weights``, ``cut_layer``,
+        ``preprocess``, ``image_size`` and ``freeze``.
+
+    Raises:
+        StudioError: ``backbone`` is neither a registry name nor a model file.
+    """
+    settings = {"backbone": backbone, "cut_layer": None, "preprocess": None}
+    if is_model_file_name(backbone):
+        return {**settings, "weights": "none", "image_size": None, "freeze": default_freeze_plan(True)}
+    spec = get_spec(backbone)
+    weights = weights_choices(spec)[0]
+    return {
+        **settings,
+        "weights": weights,
+        "image_size": spec.default_size,
+        "freeze": default_freeze_plan(weights != "none"),
+    }
 
 
 def default_freeze_plan(pretrained: bool) -> FreezePlan:

@@ -93,6 +93,8 @@ class Run:
         owner: the owner id of the visitor who made it; ``None``: the operator's (published).
         access: what the identity that read it may do: ``"owner"``, ``"operator"`` (read and
             change), ``"published"`` or ``"shared"`` (read only).
+        kind: ``"image"`` (a classifier) or ``"text"`` (a GPT-2 fine-tune, which has
+            no ``config.json``: its settings are in ``metrics.json``).
     """
 
     run_id: str
@@ -119,6 +121,8 @@ class Run:
                 f"Run {self.run_id} is read-only for you ({whose}): only its owner can change it. "
                 "Train your own run to change its calibration or exports."
             )
+
+    kind: str = "image"
 
     @property
     def history(self) -> pd.DataFrame:
@@ -185,6 +189,8 @@ class Run:
     @property
     def backbone_label(self) -> str:
         """The backbone and its weights in words, as the Runs table shows them."""
+        if self.kind == "text":
+            return f"{Path(str(self.metrics.get('config', {}).get('model') or 'GPT-2')).name} (text)"
         if self.config is None:
             return "?"
         model = self.config.model
@@ -210,11 +216,11 @@ class RunStore:
         self.operator = operator
         self.shared = tuple(token for token in shared if isinstance(token, str) and SHARE_TOKEN.fullmatch(token))
 
-    def create(self, config: RunConfig | None = None, name: str | None = None) -> Path:
+    def create(self, config: RunConfig | None = None, name: str | None = None, kind: str = "image") -> Path:
         """Makes a new run folder named ``<time>-<name>-<random>``, owned by this store's visitor.
 
-        With a :class:`RunConfig` the folder starts with config.json and a "running"
-        status; without one (text fine-tuning writes its own files) it is just made.
+        With a :class:`RunConfig` the folder also starts with config.json; without one
+        (text fine-tuning writes its own files) the status records the run's ``kind``.
         """
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         default = Path(config.model.backbone).stem if config is not None else "run"
@@ -228,7 +234,10 @@ class RunStore:
             hidden.mkdir(parents=True)
             _write_atomic(hidden / ACCESS_FILE, json.dumps({"owner": self.owner}))
             hidden.rename(path)
-        return start_run(path, config) if config is not None else path
+        if config is None:
+            set_status(path, "running", kind=kind)
+            return path
+        return start_run(path, config)
 
     def access(self, run: Run) -> str | None:
         """What this identity may do with ``run``: ``"owner"``, ``"operator"``, ``"published"``,
@@ -317,8 +326,8 @@ class RunStore:
                 return read_run(path)
         return None
 
-    def table(self) -> pd.DataFrame:
-        """One row per run this identity owns or that is published: id, status, backbone, accuracy, epochs, timings."""
+    def table(self, kind: str = "image") -> pd.DataFrame:
+        """One row per run of ``kind`` ("image" or "text") this identity owns or that is published."""
         rows = [
             {
                 "run_id": run.run_id,
@@ -332,6 +341,7 @@ class RunStore:
                 "classes": len(run.labels),
             }
             for run in self.list(shared=False)
+            if run.kind == kind
         ]
         return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -388,6 +398,27 @@ def kept_epochs(store: RunStore, run_ids: list[str]) -> dict:
     """``{run_id: epoch whose weights the run kept}`` for the runs that say (for the curves)."""
     runs = [store.get(run_id) for run_id in run_ids]
     return {run.run_id: run.kept_epoch for run in runs if run.kept_epoch}
+
+
+def short_run_names(run_ids: list[str]) -> dict[str, str]:
+    """A short, distinct name per run id, for chart legends: ``"MobileNetV2 13:45:02"``.
+
+    A run id is ``<date>-<time>-<name>-<random>`` (see :meth:`RunStore.create`): about 50
+    characters that a legend would show in full. The short name keeps the name and the
+    time; the random part is added only where two short names would be the same.
+    """
+    pattern = re.compile(r"\d{8}-(\d{2})(\d{2})(\d{2})-(.+)-([0-9a-f]{4})")
+
+    def short(run_id: str, with_suffix: bool) -> str:
+        match = pattern.fullmatch(run_id)
+        if not match:
+            return run_id
+        hours, minutes, seconds, name, suffix = match.groups()
+        return f"{name[:24]} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
+
+    names = {run_id: short(run_id, False) for run_id in run_ids}
+    clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {run_id: short(run_id, True) if name in clashes else name for run_id, name in names.items()}
 
 
 def _rounded(value, digits: int):
@@ -452,17 +483,21 @@ def read_run(path: Path) -> Run:
     local = status.get("host", socket.gethostname()) == socket.gethostname()
     if state == "running" and local and not _pid_alive(status.get("pid")):
         state = "incomplete"
+    kind = status.get("kind", "image")
     try:
         config = RunConfig.load(path / "config.json")
     except (OSError, ValueError, TypeError):
         config = None
-        state = "incomplete" if state in ("done", "running") else state
+        if kind == "image":  # a text run keeps its settings in metrics.json
+            state = "incomplete" if state in ("done", "running") else state
     metrics = _read_json(path / "metrics.json")
     if state == "done" and not metrics:
         state = "incomplete"
     labels_path = path / "labels.txt"
     labels = labels_path.read_text().splitlines() if labels_path.is_file() else []
-    return Run(path.name, path, state, config, metrics, labels, status.get("error", ""), run_owner(path))
+    return Run(
+        path.name, path, state, config, metrics, labels, status.get("error", ""), owner=run_owner(path), kind=kind
+    )
 
 
 def run_owner(path: str | Path) -> str | None:

@@ -109,3 +109,39 @@ def account_owner_id(user: dict) -> str:
     if not subject:
         raise ValueError(f"Expected a logged-in user with a `sub` or `email`. Received: keys {sorted(user)}.")
     return hashlib.sha256(f"tlcore-account:{user.get('iss', '')}:{subject}".encode()).hexdigest()[:16]
+
+    def save_changes(self, owner: str, changes: dict, current: dict) -> dict:
+        """Writes only ``changes`` (flat fields, see :func:`setup_fields`) over the latest saved setup.
+
+        Another tab of the same browser may have saved newer fields since this one loaded:
+        they stay. With nothing saved yet, ``current`` (this tab's whole setup as flat
+        fields) is the base.
+
+        Returns:
+            The merged fields now saved.
+        """
+        stored = self.load(owner)
+        merged = {**(setup_fields(stored) if stored is not None else current), **changes}
+        self.save(owner, setup_from_fields(merged))
+        return merged
+
+
+def setup_fields(setup: Setup) -> dict:
+    """A setup as flat fields, ``{"model.image_size": 160, …, "data_summary": "…"}``.
+
+    The unit in which two tabs of one browser merge their changes: each tab writes only
+    the fields it changed (see :meth:`SetupStore.save_changes`).
+    """
+    raw = json.loads(setup.to_json())
+    fields = {f"{kind}.{name}": value for kind, values in raw["config"].items() for name, value in values.items()}
+    return {**fields, "data_summary": raw["data_summary"], "num_classes": raw["num_classes"]}
+
+
+def setup_from_fields(fields: dict) -> Setup:
+    """The :class:`Setup` that :func:`setup_fields` flattened."""
+    config: dict = {}
+    for key, value in fields.items():
+        if "." in key:
+            kind, name = key.split(".", 1)
+            config.setdefault(kind, {})[name] = value
+    return Setup(RunConfig.from_dict(config), str(fields.get("data_summary", "")), int(fields.get("num_classes", 2)))

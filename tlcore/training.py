@@ -36,6 +36,7 @@ from tlcore.distribute import (
 from tlcore.evaluation import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
 from tlcore.features import cached_features, pooled_features
 from tlcore.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
+from tlcore.input_check import write_reference
 from tlcore.jobs import ProgressLog, history_frame
 
 FEATURE_BATCH_SIZE = 1024  # batches of cached features: the head is tiny
@@ -252,6 +253,7 @@ class Trainer:
         """Evaluates the kept weights on the validation images and reports the job."""
         self.log.append("status", status="evaluating")
         probabilities = self.predict_validation()
+        write_reference(self)  # what Predict's not-a-photo check compares new images with
         history = history_frame(self.log)
         stopped = self.stop.is_set()
         metrics = {

@@ -3,19 +3,20 @@ import streamlit as st
 from pages.studio import shared
 from tlcore.backbones import BACKBONES, PREPROCESSING
 from tlcore.config import POOLING_CHOICES, FreezePlan
-from tlcore.data import save_upload
 from tlcore.errors import StudioError
-from tlcore.model_choices import HIDDEN_UNITS_CHOICES, default_freeze_plan
+from tlcore.model_choices import (
+    HIDDEN_UNITS_CHOICES,
+    WEIGHTS_LABELS,
+    backbone_settings,
+    default_freeze_plan,
+    image_size_choices,
+    weights_choices,
+)
 
 st.title("Model")
 model = shared.config("model")
 OWN = "Your own Keras model file…"
-WEIGHTS = {
-    "imagenet": "ImageNet (pretrained; downloaded once)",
-    "none": "none (random: trains from scratch)",
-    "file": "a weights file (.h5) you downloaded",
-}
-
+SIZE = "Input size (pixels)"
 choices = list(BACKBONES) + [OWN]
 current = OWN if model.is_model_file else model.backbone
 left, right = st.columns(2)
@@ -24,33 +25,57 @@ with left:
     if choice == OWN:
         upload = st.file_uploader("Keras model file (.keras or .h5)", type=["keras", "h5", "hdf5"])
         if upload is not None:
-            path = str(save_upload(shared.session_dir() / "models", upload.name, upload.getvalue()))
-            shared.update("model", backbone=path, weights="none", cut_layer=None, freeze=FreezePlan("all"))
+            path = shared.saved_upload("models", upload)
+            if path != model.backbone:  # a new model: its size, preprocessing and cut come from it
+                shared.update("model", **backbone_settings(path))
         if not model.is_model_file:
             st.info(
                 "Upload a model file to use it as the backbone. It is loaded in safe mode: Lambda layers are refused."
             )
             st.stop()
         st.caption(f"Using your model file **{shared.escape_markdown(model.backbone.rsplit('/', 1)[-1])}**")
+        try:
+            info = shared.model_file_info(model.backbone)
+        except (StudioError, OSError) as error:
+            shared.show_error(error, "Upload another model file above, or choose a **Backbone** from the list.")
+            st.stop()
         options = ["(guess from the layer names)"] + list(PREPROCESSING)
         index = options.index(model.preprocess) if model.preprocess in options else 0
         picked = st.selectbox("Preprocessing the model expects", options, index=index)
         model.preprocess = None if picked == options[0] else picked
+        own = info["image_size"]
+        # A fixed-size model offers only its own size; a stale other value stays visible to change.
+        sizes = [None] + ([] if own else image_size_choices(BACKBONES["MobileNetV2"]))
+        sizes += [model.image_size] if model.image_size not in sizes else []
+        model.image_size = st.selectbox(
+            SIZE,
+            sizes,
+            index=sizes.index(model.image_size),
+            format_func=lambda size: (
+                f"the model's own ({own} px)" if size is None and own else str(size or "224 (default)")
+            ),
+        )
+        cut = st.selectbox(
+            "Cut the model at (its output becomes the feature map)",
+            info["layers"],
+            index=info["layers"].index(model.cut_layer)
+            if model.cut_layer in info["layers"]
+            else len(info["layers"]) - 1,
+        )
+        model.cut_layer = None if cut == info["layers"][-1] else cut
+        controls = "**Input size**, **Cut the model at** or **Preprocessing**"
     else:
         spec = BACKBONES[choice]
-        if choice != model.backbone:
-            weights = "imagenet" if spec.imagenet_weights else "none"
-            plan = default_freeze_plan(spec.imagenet_weights)
-            shared.update("model", backbone=choice, cut_layer=None, preprocess=None, image_size=spec.default_size,
-                          weights=weights, freeze=plan)  # fmt: skip
-        options = ["imagenet", "none", "file"] if spec.imagenet_weights else ["none"]
+        if choice != model.backbone:  # a new backbone: its size, weights and preprocessing come from it
+            shared.update("model", **backbone_settings(choice))
+        options = weights_choices(spec, local_file=True)
         kind = model.weights if model.weights in ("imagenet", "none") else "file"
-        kind = st.radio("Weights", options, index=options.index(kind), format_func=WEIGHTS.get, horizontal=True)
+        kind = st.radio("Weights", options, index=options.index(kind), format_func=WEIGHTS_LABELS.get, horizontal=True)
         weights = kind
         if kind == "file":
             upload = st.file_uploader(f"{choice} weights without the classification top (.h5)", type=["h5"])
             if upload is not None:
-                weights = str(save_upload(shared.session_dir() / "weights", upload.name, upload.getvalue()))
+                weights = shared.saved_upload("weights", upload)
             elif model.weights in ("imagenet", "none"):
                 st.info("Upload the weights file (for example the keras.applications `..._notop.h5` file).")
                 st.stop()
@@ -58,10 +83,11 @@ with left:
                 weights = model.weights
         if weights != model.weights:
             shared.update("model", weights=weights, freeze=default_freeze_plan(weights != "none"))
-        sizes = sorted({s for s in (32, 64, 96, 128, 160, 192, 224, 299) if s >= spec.min_size} | {spec.default_size})
+        sizes = image_size_choices(spec)
         value = model.image_size if model.image_size in sizes else spec.default_size
-        model.image_size = st.select_slider("Input size (pixels)", sizes, value=value,
+        model.image_size = st.select_slider(SIZE, sizes, value=value,
                                             help="Smaller is faster; ImageNet weights were trained at the default.")  # fmt: skip
+        controls = "**Weights** or **Input size**"
 with right:
     st.markdown("**New head**")
     model.pooling = st.radio("Pooling", POOLING_CHOICES, index=POOLING_CHOICES.index(model.pooling), horizontal=True)
@@ -71,19 +97,10 @@ with right:
 try:
     backbone = shared.backbone(model)
 except StudioError as error:
-    shared.show_error(error)
+    shared.show_error(error, f"Change {controls} above, or choose another **Backbone**.")
     if model.weights == "imagenet" and st.button("Use random weights instead (train from scratch)"):
         shared.update("model", weights="none", freeze=FreezePlan("none"))
     st.stop()
-
-if model.is_model_file:
-    from tlcore.backbones import feature_layers, load_model_file
-
-    layers = feature_layers(load_model_file(model.backbone))
-    index = layers.index(backbone.model.name) if backbone.model.name in layers else len(layers) - 1
-    cut = st.selectbox("Cut the model at (its output becomes the feature map)", layers, index=index)
-    if cut != model.cut_layer and not (model.cut_layer is None and cut == layers[-1]):
-        shared.update("model", cut_layer=cut)
 
 from pages.image.freeze import freeze_editor  # noqa: E402  (TensorFlow loads here)
 

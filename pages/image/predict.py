@@ -3,7 +3,7 @@ import streamlit as st
 from pages.studio import shared
 from tlcore import charts
 from tlcore.backbones import BACKBONES
-from tlcore.data import placeholder_reason, thumbnail
+from tlcore.data import thumbnail
 from tlcore.errors import StudioError
 
 st.title("Predict")
@@ -59,23 +59,27 @@ if not images:
     st.info("Upload one or more images, or take a photo.")
     st.stop()
 
+from tlcore.input_check import input_warnings  # noqa: E402
 from tlcore.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
 model = shared.load_run_model(run)
+reference = shared.input_reference(run)
+if reference is None:
+    st.caption("This run was trained before inputs were compared with its training images: only drawings are flagged.")
 for index, (name, data) in enumerate(images):
     left, right = st.columns([1, 2])
     try:
         result = predict_top_k(
             model, run.labels, [data], top_k, tta="flip" if tta else "none", temperature=temperature
         )[0]
-        placeholder = placeholder_reason(data)
+        unlike = input_warnings(model, reference, [data])[0]
     except StudioError as error:
         left.error(shared.escape_markdown(f"{name}: {error}"))
         continue
-    if placeholder:
+    if unlike:
         right.warning(
-            shared.escape_markdown(f"{name} {placeholder}: the prediction below means little.")
-            + " The Data page skips such files when training.",
+            shared.escape_markdown(f"{name} {unlike}: its class below is a guess, not an answer.")
+            + " The Data page skips blank and placeholder files when training.",
             icon=":material/warning:",
         )
     if show_cam:
@@ -87,8 +91,9 @@ for index, (name, data) in enumerate(images):
         )
     else:
         left.image(thumbnail(data, 480), caption=name, width="stretch")
+    best = f"{result[0]['label']} ({result[0]['probability']:.0%})"
     right.plotly_chart(
-        charts.top_k_figure(result, title=f"{result[0]['label']} ({result[0]['probability']:.0%})"),
+        charts.top_k_figure(result, title=f"no confident answer · top guess {best}" if unlike else best),
         width="stretch",
         key=f"top_k_{index}",
     )

@@ -6,8 +6,8 @@ from pages.studio import shared
 from pages.studio.job_panel import start_task, task_outcome
 from tlcore import charts
 from tlcore.errors import StudioError
-from tlcore.runs import kept_epochs
-from tlcore.snippets import snippet
+from tlcore.runs import kept_epochs, short_run_names
+from tlcore.snippets import SNIPPET_FORMATS, snippet
 
 st.title("Runs")
 store = shared.store()
@@ -36,16 +36,27 @@ else:
         st.caption(
             "'incomplete' runs were interrupted (the server stopped mid-run): their settings are kept, they have no model."
         )
-    chosen = st.multiselect("Compare runs", table["run_id"].tolist(), default=table["run_id"].tolist()[:2])
+    with_curves = table.loc[table["epochs_run"].fillna(0) > 0, "run_id"].tolist()
+    chosen = st.multiselect("Compare runs", table["run_id"].tolist(), default=with_curves[:2])
     if chosen:
+        names = short_run_names(chosen)  # legends name runs in a few words, not 50-character ids
         figure = charts.history_figure(
-            store.histories(chosen),
+            store.histories(chosen).replace({"run_id": names}),
             title="Curves (★ = the epoch each run kept)",
             group="run_id",
-            kept_epochs=kept_epochs(store, chosen),
+            kept_epochs={names[run_id]: epoch for run_id, epoch in kept_epochs(store, chosen).items()},
         )
         st.plotly_chart(figure, width="stretch")
-        st.dataframe(store.compare(chosen), width="stretch")
+        # One column per run mixes numbers and words (backbone, kept reason): shown as text, a
+        # mixed column cannot be sent to the browser as it is (a traceback in the server log).
+        compared = store.compare(chosen).rename(columns=names)
+        st.dataframe(compared.map(lambda value: "" if value is None or value != value else str(value)), width="stretch")
+
+text_runs = store.table(kind="text")
+if not text_runs.empty:
+    with st.expander(f"Text runs (GPT-2 fine-tuning): {len(text_runs)}"):
+        st.dataframe(text_runs[["run_id", "status", "backbone", "epochs_run"]], hide_index=True, width="stretch")
+        st.page_link("pages/text/generate.py", label="Open the Text page", icon=":material/edit_note:")
 
 st.subheader("A/B: fixed feature extractor vs fine-tuning")
 st.caption(
@@ -119,8 +130,9 @@ if run.access == "owner":
 
 st.markdown("**Use it in Python** (no studio needed: put the downloads beside the script)")
 tabs = st.tabs(["Keras (.keras)", "SavedModel", "TFLite"])
-for tab, kind in zip(tabs, ("keras", "saved_model", "tflite")):
+for tab, kind in zip(tabs, SNIPPET_FORMATS):
     with tab:
         code = snippet(kind, run.run_id, size)
         st.code(code, language="python")
-        st.download_button("predict.py", code, file_name="predict.py", key=f"snippet_{kind}")
+        # Each download named after its format: three identical "predict.py" could not be told apart.
+        st.download_button(f"predict_{kind}.py", code, file_name=f"predict_{kind}.py", key=f"snippet_{kind}")

@@ -65,6 +65,25 @@ def _loaded(cache: BoundedCache, key, create, spinner: str):
         return cache.get_or_create(key, create)
 
 
+@st.cache_data(show_spinner="Reading the model file…", max_entries=8)
+def _model_file_info(path: str, size: int, mtime_ns: int) -> dict:
+    from tlcore.backbones import feature_layers
+    from tlcore.model_trial import load_model_file
+
+    full = load_model_file(path)
+    return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
+
+
+def model_file_info(path: str) -> dict:
+    """``{"layers": cut candidates, "image_size": its own input size or None}`` of a model file.
+
+    Read once per file content, not on every rerun: uploads are content-addressed (see
+    ``tlcore.data.save_upload``), and size and modification time are part of the key.
+    """
+    stat = Path(path).stat()
+    return _model_file_info(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def backbone(model: ModelConfig):
     """The loaded backbone of ``model`` (reloaded only when a backbone setting changes)."""
     from tlcore.backbones import load_backbone
@@ -98,6 +117,18 @@ def _tta_probabilities(run_path: str, mtime: float, paths: tuple[str, ...], tta:
     from tlcore.predict import predict_paths
 
     return predict_paths(run_model(run_path, mtime), list(paths), tta)
+
+
+@st.cache_data(max_entries=8)
+def _input_reference(run_path: str, mtime: float):
+    from tlcore.input_check import load_reference
+
+    return load_reference(run_path)
+
+
+def input_reference(run):
+    """The run's saved training-image reference for Predict's input check (read once per run model)."""
+    return _input_reference(str(run.path), _model_mtime(run))
 
 
 def finished_runs(shared: bool = True):

@@ -36,6 +36,9 @@ def identify() -> None:
         for kind in ("data", "model", "train"):
             st.session_state.setdefault(f"{kind}_config", getattr(saved.config, kind))
         facts().update(data_summary=saved.data_summary, num_classes=saved.num_classes)
+        st.session_state.setup_synced = sessions.setup_fields(saved)
+    else:  # nothing saved: the defaults are what this session starts from
+        st.session_state.setup_synced = _fields(_shared().run_config(), facts())
 
 
 def login_configured() -> bool:
@@ -104,21 +107,54 @@ def facts() -> dict:
 def setup_in_use():
     """The owner and the live setup objects, taken before a page runs.
 
-    Pages change these objects in place, so :func:`persist_setup` can save them after
-    the page even when it ended with ``st.stop()``, when Streamlit calls may no longer run.
-    The data settings carry the owner: their label decisions, and the data-roots fence
-    with their own folders, follow the settings into training and every analysis.
+    First picks up what another tab of this browser saved since this session last saw
+    the stored setup (fields this session has not changed itself). Pages change these
+    objects in place, so :func:`persist_setup` can save them after the page even when it
+    ended with ``st.stop()``, when Streamlit calls may no longer run.
     """
+    owner = st.session_state.session_id
+    synced = st.session_state.setdefault("setup_synced", {})  # the stored values this session last saw
+    stored = setups().load(owner)
+    if stored is not None:
+        current = _fields(_shared().run_config(), facts())
+        newer = sessions.setup_fields(stored)
+        newer = {k: v for k, v in newer.items() if v != synced.get(k) and current.get(k) == synced.get(k, v)}
+        if newer:
+            _adopt(sessions.setup_from_fields({**current, **newer}))
+            synced.update(newer)
     config = _shared().run_config()
-    config.data.owner = st.session_state.session_id
-    return st.session_state.session_id, config, facts()
+    # The data settings carry the owner: their label decisions, and the data-roots fence
+    # with their own folders, follow the settings into training and every analysis.
+    config.data.owner = owner
+    return owner, config, facts(), synced
 
 
 def persist_setup(in_use) -> None:
-    """Saves the setup as the page left it (plain Python: safe after ``st.stop()``)."""
-    owner, config, measured = in_use
+    """Saves the fields this session changed, over the latest stored setup (plain Python: safe after ``st.stop()``).
+
+    Writing the whole setup would put this tab's stale values over what another tab of
+    the same browser saved meanwhile.
+    """
+    owner, config, measured, synced = in_use
+    current = _fields(config, measured)
+    changes = {k: v for k, v in current.items() if synced.get(k, _UNSEEN) != v}
+    if changes:
+        setups().save_changes(owner, changes, current)
+        synced.update(changes)
+
+
+_UNSEEN = object()
+
+
+def _fields(config, measured: dict) -> dict:
     summary, num_classes = measured.get("data_summary", ""), measured.get("num_classes", 2)
-    setups().save(owner, sessions.Setup(config, summary, num_classes))
+    return sessions.setup_fields(sessions.Setup(config, summary, num_classes))
+
+
+def _adopt(setup: sessions.Setup) -> None:
+    for kind in ("data", "model", "train"):
+        st.session_state[f"{kind}_config"] = getattr(setup.config, kind)
+    facts().update(data_summary=setup.data_summary, num_classes=setup.num_classes)
 
 
 def _shared():

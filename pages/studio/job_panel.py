@@ -36,7 +36,7 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
 
     @st.fragment(run_every=1.0 if running else None)
     def panel():
-        current = shared.current_job()
+        current = shared.current_job(job.area)
         if current is None or current.job_id != job.job_id:
             return
         if current.active:

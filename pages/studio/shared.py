@@ -8,6 +8,7 @@ Cached tlcore calls live in pages/studio/cache.py.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from pages.studio.cache import (
     backbone,
     finished_runs,
     folder_stamp,
+    input_reference,
     load_run_model,
+    model_file_info,
     pick_run,
     scan,
     store,
@@ -26,16 +29,18 @@ from pages.studio.cache import (
 from pages.studio.identity import facts, identify, persist_setup, setup_in_use, setups
 from pages.studio.keras_state import keep_keras_state
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.data import DEMO_DATASET, workspace_dir
-from tlcore.errors import StudioError
+from tlcore.data import DEMO_DATASET, save_upload, workspace_dir
+from tlcore.errors import StudioError, first_line
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 
 __all__ = [
     "backbone",
     "finished_runs",
     "folder_stamp",
+    "input_reference",
     "keep_keras_state",
     "load_run_model",
+    "model_file_info",
     "pick_run",
     "scan",
     "tta_probabilities",
@@ -70,6 +75,19 @@ def session_dir() -> Path:
     path = workspace_dir() / "sessions" / session_id()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def saved_upload(kind: str, upload) -> str:
+    """Where an uploaded file is kept in this browser's folder (``kind``: "models", "uploads"…).
+
+    Written once per upload (``tlcore.data.save_upload`` is content-addressed); later reruns
+    find the path by the upload's id without reading or hashing its bytes again.
+    """
+    saved = st.session_state.setdefault("saved_uploads", {})
+    key = f"{kind}:{upload.file_id}"
+    if key not in saved or not Path(saved[key]).is_file():
+        saved[key] = str(save_upload(session_dir() / kind, upload.name, upload.getvalue()))
+    return saved[key]
 
 
 @st.cache_resource
@@ -111,20 +129,22 @@ def run_config() -> RunConfig:
     return RunConfig(config("data"), config("model"), config("train"))
 
 
-def current_job():
-    """This browser's job: the one in the URL if it is theirs, else their latest.
+def current_job(area: str = "image"):
+    """This browser's latest job of ``area`` ("image" pages or the "text" page), from the registry.
 
-    A job in the URL that another browser started is not shown (a shared link must not
-    hand over someone's job and its Stop button).
+    The registry, not this tab's session state, says which job is the latest: a job started
+    in another tab of the same browser shows here too. A job in the URL that another
+    browser started is not shown (a shared link must not hand over someone's job and its
+    Stop button).
     """
     owner = session_id()
     jobs = registry()
-    job = jobs.get(st.session_state.get("job_id") or st.query_params.get("job"))
-    if job is not None and job.owner != owner:
-        st.session_state.foreign_job, job = True, None
-    if job is None:  # short jobs (analyses, exports…) are followed by the section that started them
-        mine = [mine for mine in jobs.for_owner(owner) if mine.kind not in TASK_KINDS]
-        job = mine[-1] if mine else None
+    linked = jobs.get(st.query_params.get("job"))
+    if linked is not None and linked.owner != owner:
+        st.session_state.foreign_job = True
+    # Short jobs (analyses, exports…) are followed by the section that started them.
+    mine = [job for job in jobs.for_owner(owner, area) if job.kind not in TASK_KINDS]
+    job = mine[-1] if mine else None
     if job is not None:
         st.session_state.job_id = job.job_id
     return job
@@ -135,10 +155,45 @@ def remember_job(job) -> None:
     st.query_params["job"] = job.job_id
 
 
+# A web address in a message: shown as a Markdown autolink, whose text and target are taken
+# literally. Escaping its characters instead would leave the backslashes in the link (GFM's
+# bare-URL links keep them: ``vgg16\\_notop.h5``, ``%5C_`` in the address).
+_URL = re.compile(r"https?://[^\s<>]*[^\s<>.,;:!?)\]'\"]")
+
+
 def escape_markdown(text: str) -> str:
-    """Shows ``text`` literally where Streamlit renders Markdown (``cats/*.jpg`` keeps its stars)."""
-    return re.sub(r"([\\`*_\[\]<>~$|])", r"\\\1", str(text))
+    """Shows ``text`` literally where Streamlit renders Markdown (``cats/*.jpg`` keeps its stars).
+
+    Web addresses in it become working links, shown as written.
+    """
+    text, parts, start = str(text), [], 0
+    for match in _URL.finditer(text):
+        parts += [_escape(text[start : match.start()]), f"<{match.group()}>"]
+        start = match.end()
+    return "".join(parts + [_escape(text[start:])])
+
+
+def _escape(text: str) -> str:
+    return re.sub(r"([\\`*_\[\]<>~$|])", r"\\\1", text)
 
 
 def show_error(error: Exception, hint: str = "") -> None:
     st.error(escape_markdown(error) + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
+
+
+def run_page(navigation) -> None:
+    """Runs the chosen page; an unexpected exception becomes a message, never a traceback.
+
+    ``st.stop()`` and ``st.rerun()`` are ``BaseException``s and pass through. The full
+    traceback goes to the server log for a bug report; the page says what happened.
+    """
+    try:
+        navigation.run()
+    except Exception as error:  # noqa: BLE001  - shown to the user, logged for the report
+        logging.getLogger("tlcore.dashboard").exception("uncaught error on page %s", navigation.title)
+        st.error(
+            escape_markdown(f"Unexpected {type(error).__name__}: {first_line(error)}")
+            + "\n\nYour settings are kept. Change the last setting or reload the page; "
+            "if it happens again, please report it (the server log has the details).",
+            icon=":material/error:",
+        )

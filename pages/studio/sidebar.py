@@ -9,8 +9,13 @@ from pages.studio.identity import cookie_script
 from tlcore.jobs import job_progress
 
 
-def sidebar() -> None:
-    """Current dataset, model and job, on every page; the job line follows the job live."""
+def sidebar(area: str = "image") -> None:
+    """Current dataset, model and job, on every page; the job line follows the job live.
+
+    Args:
+        area: the part of the studio the page belongs to ("image" or "text"): the job line
+            shows the latest job of that part.
+    """
     from tlcore.model_choices import describe_backbone
 
     with st.sidebar:
@@ -24,18 +29,18 @@ def sidebar() -> None:
             + (f"  \n{summary}" if summary else "")
         )
         st.markdown(f"**Model** · {shared.escape_markdown(describe_backbone(shared.config('model')))}")
-        job = shared.current_job()
+        job = shared.current_job(area)
         if job is not None and st.query_params.get("job") != job.job_id:
             st.query_params["job"] = job.job_id  # page changes drop it; a refresh shows it again
         if st.session_state.pop("foreign_job", False):
             st.caption("The job in this link belongs to another browser: only the browser that started a job sees it.")
-        job_line(job is not None and job.active)
+        job_line(job is not None and job.active, area)
 
 
-def job_line(active: bool) -> None:
+def job_line(active: bool, area: str = "image") -> None:
     @st.fragment(run_every=1.0 if active else None)
     def line():
-        job = shared.current_job()
+        job = shared.current_job(area)
         if job is None:
             st.markdown("**Job** · none yet")
             return

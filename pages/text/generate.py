@@ -134,7 +134,7 @@ lr = cols[1].select_slider(
 )
 sequence_length = cols[2].select_slider("Sequence length", [32, 64, 128, 256, 512], value=128)
 batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
-job = shared.current_job()
+job = shared.current_job("text")
 running = job is not None and job.active
 if st.button("Start fine-tuning", disabled=running):
     from tlcore.runs import runs_root

@@ -19,10 +19,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tlcore.data.common import DEFAULT_LIMITS, Limits, short_reason
 from tlcore.errors import StudioError
+from tlcore.words import plural
 
 # Bump when decoding changes: it is part of the feature-cache key.
 DECODE_VERSION = "pillow-draft2x-bilinear-sampled-v2"
@@ -112,6 +113,11 @@ def resize(image: Image.Image, size: int) -> Image.Image:
 
 
 def _decode_reason(error: BaseException, prefix: str) -> str:
+    if isinstance(error, UnidentifiedImageError):  # its message only names a Python object
+        return (
+            f"{prefix}: its contents are not in a format Pillow reads (JPEG, PNG, GIF, WebP, BMP, TIFF…), "
+            "whatever its name says (a text or other file renamed?)"
+        )
     if "truncated" in str(error).lower():
         return f"the file is truncated, an incomplete download or copy? ({short_reason(error)})"
     return f"{prefix} ({short_reason(error)})"
@@ -212,7 +218,42 @@ def placeholder_reason(image: str | Path | bytes | Image.Image, limits: Limits =
     dominant = max(count for count, _ in colours) / (image.size[0] * image.size[1])
     if dominant < 0.8:
         return None
-    return f"looks like a blank or placeholder graphic, not a photo ({len(colours)} colours, {dominant:.0%} one colour)"
+    return f"looks like a blank or placeholder graphic, not a photo ({plural(len(colours), 'colour')}, {dominant:.0%} one colour)"
+
+
+def graphic_reason(image: str | Path | bytes | Image.Image, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """Why an image looks like a drawing, flat graphic or placeholder rather than a photo; ``None`` for a photo.
+
+    :func:`placeholder_reason` (the dataset scan's detector) first; then the same colour
+    count with a wider net: a photo has thousands of colours, a flat graphic (a logo, a
+    clip-art disk on a transparent background) at most 256, a few of which cover 80 % or
+    more of it. A palette photo (a GIF) spreads its 256 colours and is not flagged.
+
+    Raises:
+        StudioError: bytes or a path that are not a usable image.
+    """
+    if not isinstance(image, Image.Image):
+        image = _load_small(open_image(image, limits))
+    reason = placeholder_reason(image, limits)
+    if reason:
+        return reason
+    try:
+        colours = image.getcolors(256)
+    except ValueError:
+        return None
+    if colours is None:
+        return None
+    top = sum(count for count, _ in sorted(colours, reverse=True)[:_FLAT_COLOURS]) / (image.size[0] * image.size[1])
+    if top < 0.8:
+        return None
+    return (
+        f"looks like a drawing or flat graphic, not a photo ({plural(len(colours), 'colour')}, "
+        f"{top:.0%} in {plural(min(len(colours), _FLAT_COLOURS), 'colour')})"
+    )
+
+
+# A flat graphic's few main colours (shape, outline, background, shadow) cover most of it.
+_FLAT_COLOURS = 4
 
 
 def is_placeholder(image: str | Path | bytes | Image.Image, limits: Limits = DEFAULT_LIMITS) -> bool:

@@ -7,6 +7,8 @@ cache, keyed by their contents.
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,22 @@ from tlcore.paths import cache_dir, check_allowed
 
 
 def save_upload(folder: str | Path, filename: str, data: bytes) -> Path:
-    """Stores an uploaded file under ``folder`` with a safe name; returns its path."""
+    """Stores an uploaded file once, content-addressed; returns its path.
+
+    The path is ``folder/<sha256 prefix>/<safe name>``: the same bytes always land on the
+    same path, which is written at most once (a temporary file renamed into place), so a
+    page that calls this on every rerun never rewrites a file another thread may be
+    reading, and a different file under the same name gets a path of its own (caches
+    keyed by the path see the new content).
+    """
     name = safe_name(Path(filename).name) or "upload"
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_bytes(data)
+    path = Path(folder) / hashlib.sha256(data).hexdigest()[:16] / name
+    if path.is_file() and path.stat().st_size == len(data):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)  # atomic: a reader sees the whole file or none
     return path
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tlcore.errors import StudioError
+from tlcore.errors import StudioError, first_line
 from tlcore.text.generation import forget_compiled, generate
 from tlcore.text.models import context_length, load_gpt2_fresh
 from tlcore.text.sampling import SamplerConfig
@@ -293,9 +293,17 @@ def start_finetune(registry, owner: str, config: TextConfig, text_value: str, ru
         raise StudioError("There is no text to train on. Upload .txt/.md files or paste some text.")
 
     def target(job):
-        run_dir = RunStore(runs_root, owner=owner).create(name=f"text-{Path(config.model).name}")
+        from tlcore.runs import set_status
+
+        run_dir = RunStore(runs_root, owner=owner).create(name=f"text-{Path(config.model).name}", kind="text")
         job.run_dir = str(run_dir)
-        return finetune(config, text_value, run_dir, log=job.log, stop=job.stop)
+        try:
+            metrics = finetune(config, text_value, run_dir, log=job.log, stop=job.stop)
+        except Exception as error:  # the run folder says so too (the Runs page lists it), then the job fails
+            set_status(run_dir, "failed", error=first_line(error))
+            raise
+        set_status(run_dir, "stopped" if job.stop.is_set() else "done")
+        return metrics
 
     title = f"GPT-2 fine-tune from {Path(config.model).name}"
     return registry.start(owner, "text-finetune", title, target, epochs=config.epochs)
