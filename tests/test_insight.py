@@ -1,5 +1,6 @@
 """Insight analyses on synthetic data: fast checks of the rules each one promises."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -121,20 +122,81 @@ def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
 # ----------------------------------------------------------------------------- near-duplicates
 
 
-def test_near_duplicates_finds_copies_within_and_across_splits():
-    features = blob_features()
-    features.train_x[5] = features.val_x[3] * 1.01  # a re-encoded copy: nearly the same features
-    features.train_x[7] = features.train_x[8] + 0.001
-    pairs = duplicates.near_duplicates(features, 0.99)
-    found = {(row.a, row.b, row.where) for row in pairs.itertuples()}
-    assert (features.train_items[5].path, features.val_items[3].path, "train-val") in found
-    assert (features.train_items[7].path, features.train_items[8].path, "train-train") in found
-    assert len(pairs) == 2
+def photo_features(tmp_path, n_per_class=30, spread=0.05, seed=0) -> FeatureSet:
+    """Two tight classes (every photo of a class looks alike to the backbone, as same-breed dogs do to a
+    dog-breed model), each row a different real picture on disk."""
+    from PIL import Image
+
+    features = blob_features(n_per_class, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    centres = rng.normal(0, 1, (2, features.train_x.shape[1]))
+    for x, y in ((features.train_x, features.train_y), (features.val_x, features.val_y)):
+        x[:] = centres[y] + rng.normal(0, spread, x.shape)
+    for split in ("train_items", "val_items"):
+        kept = []
+        for index, item in enumerate(getattr(features, split)):
+            path = tmp_path / f"{split}_{index}.png"
+            pattern = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pattern).resize((64, 64), Image.BILINEAR).save(path)
+            kept.append(dataclasses.replace(item, path=str(path)))
+        setattr(features, split, kept)
+    return features
+
+
+def same_label(features, train_row: int, label: int, path: str | None = None) -> None:
+    """Training row ``train_row`` gets label id ``label`` (and another file, if given)."""
+    item = features.train_items[train_row]
+    features.train_y[train_row] = label
+    changes = {"label": features.classes[label], "path": path or item.path}
+    features.train_items[train_row] = dataclasses.replace(item, **changes)
+
+
+def test_near_duplicates_threshold_comes_from_the_data_not_a_constant(tmp_path):
+    features = photo_features(tmp_path)
+    pairs = duplicates.near_duplicates(features)
+    thresholds = pairs.attrs["thresholds"]
+    # Every same-class pair is > 0.9 alike here: a fixed 0.72 called all of them near-duplicates.
+    assert thresholds.median > 0.9 and thresholds.similar > thresholds.median
+    assert pairs.empty
     leak = duplicates.leakage(features, pairs)
-    assert leak.leaked == [features.val_items[3].path]
-    assert "1 of 20 validation images" in leak.describe()
+    assert leak.leaked == [] and leak.inflation is None and "not inflated" in leak.describe()
+
+
+def test_near_duplicates_tell_the_same_photo_from_a_look_alike(tmp_path):
+    from PIL import Image
+
+    features = photo_features(tmp_path)
+    val = features.val_items
+    # A leak: training image 5 is validation image 3 re-encoded (JPEG 70) and shrunk to 2/3.
+    original = Image.open(val[3].path).convert("RGB")
+    copy = tmp_path / "copy.jpg"
+    original.resize((42, 42)).save(copy, quality=70)
+    same_label(features, 5, features.val_y[3], str(copy))
+    features.train_x[5] = features.val_x[3] * 1.01
+    # A look-alike: nearly the same features, a different picture.
+    same_label(features, 8, features.train_y[7])
+    features.train_x[8] = features.train_x[7] + 0.001
+    train, val = features.train_items, features.val_items
+    pairs = duplicates.near_duplicates(features)
+    kinds = {(row.a, row.b): (row.kind, row.where) for row in pairs.itertuples()}
+    assert kinds[(train[5].path, val[3].path)] == ("same photo", "train-val")
+    assert kinds[(train[7].path, train[8].path)] == ("similar photo", "train-train")
+    assert len(pairs) == 2 and pairs["kind"].tolist() == ["same photo", "similar photo"]
+    assert pairs.loc[0, "pixels"] >= duplicates.SAME_PHOTO_PIXELS > pairs.loc[1, "pixels"]
+    leak = duplicates.leakage(features, pairs)
+    assert leak.leaked == [val[3].path]
+    assert "1 of 20 validation images are the same photo" in leak.describe()
     with pytest.raises(ValueError, match="threshold"):
         duplicates.near_duplicates(features, 1.5)
+
+
+def test_a_look_alike_across_the_split_is_no_leak(tmp_path):
+    features = photo_features(tmp_path)
+    same_label(features, 2, features.val_y[4])
+    features.train_x[2] = features.val_x[4] + 0.001  # the backbone sees them alike; the pixels differ
+    pairs = duplicates.near_duplicates(features)
+    assert pairs["kind"].tolist() == ["similar photo"] and pairs.loc[0, "where"] == "train-val"
+    assert duplicates.leaked_paths(pairs) == [] and duplicates.leakage(features, pairs).inflation is None
 
 
 def test_accuracy_without_leaks_leaves_the_leaked_images_out():

@@ -111,12 +111,11 @@ def _run_predictions(run) -> dict | None:
     return {path: run.labels[index] for path, index in zip(paths, probabilities.argmax(axis=1))}
 
 
-def leakage_section(run, threshold: float | None = None) -> None:
-    """The run's validation accuracy next to the same number without images that leak from training.
+def leakage_section(run) -> None:
+    """The run's validation accuracy next to the same number without validation images that are training photos.
 
     Args:
         run: a finished run (its config names the dataset and backbone).
-        threshold: similarity from which two images count as copies (default: the module's).
     """
     from tlcore.insight import duplicates
 
@@ -125,16 +124,17 @@ def leakage_section(run, threshold: float | None = None) -> None:
     found = common.features(run.config)
     if found is None:
         return
-    pairs = duplicates.near_duplicates(found, threshold or duplicates.DEFAULT_THRESHOLD)
-    leaked = sorted(set(pairs.loc[pairs["where"] == "train-val", "b"]))
+    with st.spinner("Comparing features, then pixels…"):
+        leaked = duplicates.leaked_paths(duplicates.near_duplicates(found))
+    if not leaked:
+        st.success("No validation image is the same photo as a training image: the validation accuracy is not "
+                   "inflated by leaks.")  # fmt: skip
+        return
     paths, labels, probabilities = run.val_probabilities()
     numbers = duplicates.accuracy_without(paths, labels, probabilities, leaked)
-    if not leaked:
-        st.success("No validation image has a near-copy in training: the validation accuracy is not inflated.")
-        return
     without = numbers["val_accuracy_without_leaks"]
     st.warning(
-        f"{len(leaked)} validation images have a near-copy in training. Validation accuracy "
+        f"{len(leaked)} validation images are the same photo as a training image. Validation accuracy "
         f"{numbers['val_accuracy']:.1%} counts them; without them it is "
         + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
     )
