@@ -119,6 +119,46 @@ def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
     assert len(charts.lr_finder_figure(result).data) == 2
 
 
+# ----------------------------------------------------------------------------- label issues
+
+
+def overlapping_features(seed: int = 0) -> FeatureSet:
+    """Too few images for too many features: 120 rows of 300 dims, the classes barely apart."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], 60)
+    x = rng.normal(0, 1, (120, 300)).astype(np.float32)
+    x[:, :5] += 0.8 * y[:, None]
+    names = ["a", "b"]
+    return FeatureSet(
+        x[::2], y[::2], x[1::2], y[1::2], names,
+        items("train", [names[v] for v in y[::2]]), items("val", [names[v] for v in y[1::2]]),
+    )  # fmt: skip
+
+
+def test_label_review_flags_nothing_when_the_heads_cannot_tell():
+    from tlcore.insight.label_issues import review_labels
+
+    review = review_labels(overlapping_features())
+    # One fold split, uncalibrated, no "clearly against" rule: 53 of 120 flagged, suspicion up to 0.999.
+    assert review.issues().empty
+    assert review.ranked["score"].max() < 0.9
+    assert review.accuracy < 0.7 and "No label is clearly contradicted" in review.describe()
+    assert "always guessing the largest class: 50.0%" in review.describe()
+
+
+def test_label_review_flags_a_flip_with_every_split_against_it_and_sorts_by_the_score():
+    from tlcore.insight.label_issues import review_labels
+
+    features = blob_features()
+    features.train_y[0] = 1 - features.train_y[0]
+    review = review_labels(features)
+    issues = review.issues()
+    assert issues["path"].tolist() == [features.train_items[0].path]
+    assert issues["agreement"].tolist() == [1.0] and issues["score"].iloc[0] >= 0.9
+    assert review.splits == 3 and review.ranked["score"].is_monotonic_decreasing
+    assert "1 of 60 labels are contradicted" in review.describe()
+
+
 # ----------------------------------------------------------------------------- near-duplicates
 
 

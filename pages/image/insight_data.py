@@ -24,8 +24,9 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
 
     st.subheader("Suspect labels")
     st.caption(
-        "Every image is predicted by a head that never saw it (5-fold on the backbone features); confident "
-        "learning (cleanlab) flags labels the rest of the data disagrees with. Your files are never moved: "
+        "Every image is predicted by heads that never saw it (5-fold on the backbone features, 3 different "
+        "splits); an image is flagged when every split's heads and confident learning (cleanlab) disagree with "
+        "its label. Your files are never moved: "
         "decisions are kept in the workspace and apply from the next training on."
     )
     _kept_decisions(config, max_rows)
@@ -40,9 +41,11 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
     if review is None:
         return
     issues = review.issues()
-    st.write(f"{len(issues)} suspect labels among {review.checked} images ({review.folds}-fold).")
+    (st.info if issues.empty else st.warning)(shared.escape_markdown(review.describe()))
     if issues.empty:
         return
+    st.caption("Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give "
+               "its label.")  # fmt: skip
     classes = sorted(set(review.ranked["given"]))
     grid = st.columns(columns)
     for index, row in enumerate(issues.head(max_rows).itertuples()):
@@ -55,7 +58,8 @@ def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> Non
     common.show_image(
         row.path,
         f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
-        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.2f}",
+        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.3f} "
+        f"(p(given) {1 - row.score:.1%}; {row.agreement:.0%} of splits disagree)",
     )
     decision = common.decision(config, row.path)
     if decision is not None:
