@@ -274,6 +274,40 @@ def test_learning_curve_on_features_measures_every_fraction():
         learning_curve.learning_curve(blob_features(), fractions=(0, 1.5))
 
 
+def test_learning_curve_gives_no_projection_when_the_accuracy_is_flat():
+    curve = learning_curve.learning_curve(blob_features(), repeats=3)  # 100 % from the smallest subset on
+    assert curve.projection.empty and not curve.reliable
+    assert "No reliable projection" in curve.describe() and "expect" not in curve.describe()
+    assert curve.to_dict()["reliable"] is False and curve.to_dict()["reason"]
+    assert len(charts.learning_curve_figure(curve).data) == 1  # the measured points, no fitted line
+
+
+def test_a_projection_is_never_below_the_current_accuracy():
+    # A noisy last point above the fitted curve: "now 98.0 %; with more images expect 97.7 %" before.
+    sizes = np.array([20, 40, 80, 160, 320])
+    accuracy = 0.95 - 0.8 * sizes**-0.5
+    accuracy[-1] += 0.02
+    points = pd.DataFrame({"train_images": sizes, "fraction": sizes / 320, "val_accuracy": accuracy, "sd": 0.0})
+    projection = learning_curve.project(points, (0.95, 0.8, 0.5), num_classes=2)  # the curve without the noise
+    assert (projection["val_accuracy"] >= accuracy[-1]).all()
+
+
+def test_learning_curve_projects_a_rising_curve_with_its_range():
+    rng = np.random.default_rng(0)
+    n, dims = 1600, 100
+    y = np.repeat([0, 1], n // 2)
+    x = (rng.normal(0, 1, (n, dims)) + 0.25 * y[:, None]).astype(np.float32)  # overlapping: more data helps
+    order = rng.permutation(n)
+    x, y = x[order], y[order]
+    features = FeatureSet(x[:800], y[:800], x[800:], y[800:], ["a", "b"])  # 77 % at 40 images, 86 % at 800
+    curve = learning_curve.learning_curve(features, fractions=(0.05, 0.1, 0.2, 0.5, 1.0), repeats=5)
+    assert curve.reliable, curve.describe()
+    now = curve.points["val_accuracy"].iloc[-1]
+    assert (curve.projection["low"] <= curve.projection["val_accuracy"]).all()
+    assert (curve.projection["val_accuracy"] <= curve.projection["high"]).all()
+    assert (curve.projection["low"] > now).all() and "expect" in curve.describe()
+
+
 # ----------------------------------------------------------------------------- calibration
 
 

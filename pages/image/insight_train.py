@@ -73,8 +73,9 @@ def learning_curve_section(config: RunConfig) -> None:
 
     st.markdown("**How many more images?**")
     st.caption(
-        "Heads trained on 10 %–100 % of each class (5 draws each), scored on the validation images; "
-        "a fitted learning curve projects the accuracy with more images like these."
+        "Heads trained on 10 %–100 % of each class (5 draws each, mean ± spread), scored on the validation "
+        "images. A fitted learning curve projects the accuracy with more images like these, with the range of "
+        "40 refits on resampled measurements; when that range cannot be told from no gain, it says so instead."
     )
     curve = common.analysis(
         "learning_curve",
@@ -85,4 +86,7 @@ def learning_curve_section(config: RunConfig) -> None:
     )
     if curve is not None:
         st.plotly_chart(charts.learning_curve_figure(curve), width="stretch", key="learning_curve_chart")
-        st.info(curve.describe(), icon=":material/trending_up:")
+        if curve.reliable:
+            st.info(curve.describe(), icon=":material/trending_up:")
+        else:
+            st.info(curve.describe(), icon=":material/trending_flat:")

@@ -52,7 +52,7 @@ def learning_curve_figure(curve) -> go.Figure:
             name="measured (mean ± sd)",
         )
     )
-    if curve.parameters is not None and not points.empty:
+    if curve.parameters is not None and curve.reliable:  # no line where the projection is not reliable
         end = max(curve.projection["train_images"].max(), points["train_images"].max())
         sizes = np.linspace(points["train_images"].min(), end, 100)
         figure.add_trace(go.Scatter(x=sizes, y=curve.predict(sizes), mode="lines", line={"dash": "dot"}, name="fit"))
