@@ -84,9 +84,28 @@ def test_suggest_leaves_out_the_first_tenth_and_the_last_five_points():
     lrs = list(np.logspace(-7, 1, 100))
     losses = list(np.linspace(1, 0.1, 100))  # falls all the way: the valley is the whole kept range
     kept = lrs[10:-5]
-    assert lr_finder.suggest(lrs, losses, 100) == pytest.approx(kept[lr_finder.valley(kept, losses[10:-5])])
-    with pytest.raises(Exception, match="too few"):
-        lr_finder.suggest(lrs[:6], losses[:6], 100)
+    suggested, reason = lr_finder.suggest(lrs, losses, 100, raw=losses)
+    assert suggested == pytest.approx(kept[lr_finder.valley(kept, losses[10:-5])]) and reason == ""
+
+
+def test_no_suggestion_from_too_few_steps():
+    # "3e-06 from 15 noisy steps" before: a valley read from a running average.
+    lrs, losses = list(np.logspace(-7, 1, 15)), list(np.linspace(1, 0.5, 15))
+    suggested, reason = lr_finder.suggest(lrs, losses, 15, raw=losses)
+    assert suggested is None and "15 steps" in reason and f"at least {lr_finder.MIN_STEPS}" in reason
+
+
+def test_no_suggestion_when_the_loss_only_wanders():
+    rng = np.random.default_rng(0)
+    raw = 0.7 + rng.normal(0, 0.2, 100)  # batch noise, no learning
+    smoothed = list(pd.Series(raw).ewm(alpha=1 - lr_finder.SMOOTHING, adjust=True).mean())
+    suggested, reason = lr_finder.suggest(list(np.logspace(-7, 1, 100)), smoothed, 100, raw=list(raw))
+    assert suggested is None and "no clear valley" in reason
+    result = lr_finder.LRFinderResult(None, points=list(zip(np.logspace(-7, 1, 100), smoothed)), reason=reason)
+    assert (
+        result.to_dict()["suggested_lr"] is None
+        and "no suggestion" in charts.lr_finder_figure(result).layout.title.text
+    )
 
 
 def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
@@ -99,7 +118,8 @@ def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
     y = (x[:, 0] > 0).astype("int32")
     before = [w.copy() for w in model.get_weights()]
     batches = lr_finder.feature_batches(x, y, 16, seed=0)
-    lrs, losses, diverged = lr_finder.sweep(model, batches, 1e-5, 1e4, num_it=100)
+    lrs, losses, diverged, raw = lr_finder.sweep(model, batches, 1e-5, 1e4, num_it=100)
+    assert len(raw) == len(lrs)
     assert diverged and len(lrs) < 100  # stopped when the loss passed 4x its best
     assert losses[-1] > 4 * min(losses)
     assert lrs == sorted(lrs) and lrs[1] / lrs[0] == pytest.approx((1e4 / 1e-5) ** (1 / 100))
@@ -110,7 +130,7 @@ def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
 def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
     from tlcore.config import RunConfig
 
-    result = lr_finder.find_head_lr(blob_features(), RunConfig(), num_it=60)
+    result = lr_finder.find_head_lr(blob_features(), RunConfig())
     assert result.method == "valley" and result.phase == "head"
     assert 1e-7 < result.suggested_lr < 10
     payload = result.to_dict()
@@ -331,6 +351,22 @@ def test_temperature_scaling_fixes_an_overconfident_model_without_leaking():
     in_sample = calibration.apply_temperature(probabilities, report.temperature)
     assert report.ece_after != pytest.approx(calibration.expected_calibration_error(in_sample, labels))
     assert len(charts.reliability_figure(report).data) == 3
+
+
+def well_calibrated(n=400, seed=0):
+    """The model reports exactly the true probability: nothing for a temperature to fix."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, n)
+    labels = (rng.uniform(size=n) < p).astype(int)
+    return np.stack([1 - p, p], axis=1), labels
+
+
+def test_temperature_scaling_is_not_offered_when_it_does_not_help():
+    # Seed 0: cross-fitted ECE 0.043 → 0.028, by chance; the bootstrap says it cannot tell.
+    assert not any(calibration.calibration_report(*well_calibrated(seed=seed)).helps for seed in range(5))
+    report = calibration.calibration_report(*well_calibrated(seed=0))
+    assert not report.helps and "would not help" in report.describe() and report.to_dict()["helps"] is False
+    assert calibration.calibration_report(*overconfident()).helps
 
 
 def test_calibration_basics(tmp_path):

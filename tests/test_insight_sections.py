@@ -116,22 +116,51 @@ def evaluate_script(run):
 
 
 def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monkeypatch, tmp_path):
-    from tlcore.insight.calibration import load_temperature
+    from tlcore.insight.calibration import calibration_report, load_temperature
 
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
     app = AppTest.from_function(evaluate_script, args=(trained_run,), default_timeout=TIMEOUT).run()
     assert not app.exception
     assert [metric.label for metric in app.metric] == [
         "Calibration error (ECE)",
-        "With temperature scaling",
+        "With temperature scaling (cross-fitted)",
         "Temperature",
     ]
-    app.checkbox(key="calibrate").check().run()
-    assert load_temperature(trained_run.path) is not None
-    app.checkbox(key="calibrate").uncheck().run()
-    assert load_temperature(trained_run.path) is None
+    _, labels, probabilities = trained_run.val_probabilities()
+    if calibration_report(probabilities, labels).helps:
+        app.checkbox(key="calibrate").check().run()
+        assert load_temperature(trained_run.path) is not None
+        app.checkbox(key="calibrate").uncheck().run()
+        assert load_temperature(trained_run.path) is None
+    else:
+        assert not app.checkbox and "would not help" in app.info[0].value
     app.button(key="embedding").click().run()
     assert not app.exception
     assert len(app.get("plotly_chart")) == 2
     app.radio(key="map_colour").set_value("mistake").run()
     assert not app.exception and Path(trained_run.path).is_dir()
+
+
+def calibration_script(run):
+    from pages.image.insight_evaluate import calibration_section
+
+    calibration_section(run)
+
+
+@pytest.mark.parametrize("helps", [True, False])
+def test_temperature_scaling_is_offered_only_when_it_helps(helps, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.test_insight import overconfident, well_calibrated
+    from tlcore.insight.calibration import load_temperature
+
+    probabilities, labels = overconfident() if helps else well_calibrated()
+    run = SimpleNamespace(path=str(tmp_path), val_probabilities=lambda: ([""] * len(labels), labels, probabilities))
+    app = AppTest.from_function(calibration_script, args=(run,), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    if helps:
+        assert "Temperature scaling helps" in app.success[0].value
+        app.checkbox(key="calibrate").check().run()
+        assert load_temperature(tmp_path) is not None
+    else:  # ECE 0.011 → 0.019 was offered before
+        assert not app.checkbox and "would not help" in app.info[0].value

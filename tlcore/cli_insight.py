@@ -17,7 +17,9 @@ def add_parsers(commands) -> None:
     lr_find.add_argument(
         "--phase", default="head", help="head (on cached features, default) | fine-tune (on images, capped in steps)"
     )
-    lr_find.add_argument("--steps", type=int, help="sweep steps (default 100 for head, 30 for fine-tune)")
+    lr_find.add_argument(
+        "--steps", type=int, help="sweep steps (default 100 for head, 75 for fine-tune; a suggestion needs at least 50)"
+    )
 
     label_issues = commands.add_parser("label-issues", help="suspect labels by confident learning (k-fold, cleanlab)")
     add_run_flags(label_issues)

@@ -35,17 +35,22 @@ def calibration_section(run) -> None:
         return
     cols = st.columns(3)
     cols[0].metric("Calibration error (ECE)", f"{report.ece_before:.3f}")
-    cols[1].metric("With temperature scaling", f"{report.ece_after:.3f}", f"{report.ece_after - report.ece_before:+.3f}",
-                   "inverse")  # fmt: skip
+    cols[1].metric("With temperature scaling (cross-fitted)", f"{report.ece_after:.3f}")
     cols[2].metric("Temperature", f"{report.temperature:.2f}")
     st.plotly_chart(charts.reliability_figure(report), width="stretch", key="reliability_chart")
+    saved = calibration.load_temperature(run.path)
+    if not report.helps:
+        st.info(report.describe(), icon=":material/check:")
+        if saved is not None and st.button(f"Remove the saved temperature (T = {saved:.2f})", key="calibrate_remove"):
+            (Path(run.path) / calibration.CALIBRATION_FILE).unlink(missing_ok=True)
+            st.rerun()
+        return
     mood = "over-confident" if report.temperature > 1 else "under-confident"
+    st.success(report.describe())
     st.caption(
         f"A temperature of {report.temperature:.2f} means the model is {mood}: dividing its logits by T "
-        "makes a 90 % confident prediction right about 90 % of the time. The 'with temperature' numbers are "
-        "cross-fitted on 5 folds of the validation images, so they are not flattered by the fit."
+        "makes a 90 % confident prediction right about 90 % of the time."
     )
-    saved = calibration.load_temperature(run.path)
     if saved is not None:
         st.caption(f"Applied to this run's predictions: T = {saved:.2f}.")
     if st.checkbox("Apply temperature scaling to this run's predictions", value=saved is not None, key="calibrate"):
