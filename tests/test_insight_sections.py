@@ -43,8 +43,9 @@ def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(fli
     app = AppTest.from_function(label_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
     app.button(key="label_issues").click().run()
     assert not app.exception
-    assert "suspect labels among 36 images" in " ".join(m.value for m in app.markdown)
-    assert any("red\\_0.png" in caption.value for caption in app.caption)  # Markdown-escaped name
+    assert "1 of 36 labels are contradicted" in app.warning[0].value
+    cards = [caption.value for caption in app.caption if "red\\_0.png" in caption.value]  # Markdown-escaped name
+    assert cards and "suspicion " in cards[0] and "100% of splits disagree" in cards[0]
     relabel = next(button for button in app.button if button.label == "Relabel as red")
     relabel.click().run()
     decision = load_overlay(root).decision(str(moved))
@@ -76,12 +77,21 @@ def duplicates_script(config):
     near_duplicates_section(config)
 
 
-def test_near_duplicates_section_shows_metrics(flipped_colours):
+def test_near_duplicates_section_is_silent_without_copies_and_shows_a_planted_one(flipped_colours):
     root, _ = flipped_colours
     app = AppTest.from_function(duplicates_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
     app.button(key="near_duplicates").click().run()
     assert not app.exception
-    assert [metric.label for metric in app.metric][:2] == ["Pairs", "Validation images leaking from training"]
+    assert not app.metric and "every photo is a different picture" in app.success[0].value  # no "+0.0 %"
+    copied = root.parent / "colours_with_a_copy"
+    shutil.copytree(root, copied)
+    shutil.copy(copied / "green" / "green_3.png", copied / "green" / "green_copy.png")
+    app = AppTest.from_function(duplicates_script, args=(colour_config(copied),), default_timeout=TIMEOUT).run()
+    app.button(key="near_duplicates").click().run()
+    assert not app.exception
+    assert [metric.label for metric in app.metric][:2] == ["Same-photo pairs", "Validation images also in training"]
+    assert app.metric[0].value == "1"
+    assert any("same photo" in markdown.value and "pixels 1.000" in markdown.value for markdown in app.markdown)
 
 
 def train_script(config):

@@ -2,11 +2,11 @@
 
 Every image gets class probabilities from heads that never saw it: k-fold on the
 cached features, repeated over ``SPLITS`` different fold splits and averaged, so that
-no verdict hangs on one unlucky split. When the heads are over-confident on this data
-(a fitted temperature above 1: a logistic head on thousands of backbone features can be
-far more sure than it is right) the averaged probabilities are temperature-scaled,
-cross-fitted (:func:`tlcore.insight.calibration.cross_fitted`); a temperature below 1
-would sharpen every doubt, so it is never applied here.
+no verdict hangs on one unlucky split. The averaged probabilities are then
+temperature-scaled, cross-fitted (:func:`tlcore.insight.calibration.cross_fitted`), so a
+probability means what it says on this data: a logistic head on thousands of backbone
+features can be far more sure than it is right (softened), or, on a few weak features,
+far less (sharpened).
 
 An image is flagged only when the evidence is clearly against its label: cleanlab's
 ``find_label_issues`` counts it as an issue (confident learning, Northcutt et al. 2021:
@@ -113,7 +113,7 @@ def review_labels(feature_set, folds: int = 5, seed: int = 0, splits: int = SPLI
     used = fold_count(y, folds)
     runs = [out_of_fold_probabilities(x, y, len(classes), used, seed + index) for index in range(splits)]
     averaged = np.mean(runs, axis=0)
-    probabilities = cross_fitted(averaged, y, seed=seed) if _overconfident(averaged, y) else averaged
+    probabilities = cross_fitted(averaged, y, seed=seed) if len(y) >= 10 else averaged
     agreement = np.mean([run.argmax(axis=1) != y for run in runs], axis=0)
     given_probability = probabilities[np.arange(len(y)), y]
     clear = (agreement == 1.0) & (given_probability <= 1.0 - CLEAR)
@@ -135,13 +135,6 @@ def review_labels(feature_set, folds: int = 5, seed: int = 0, splits: int = SPLI
     ranked = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     accuracy = float(np.mean(averaged.argmax(axis=1) == y)) if len(y) else float("nan")
     return LabelReview(ranked, probabilities, used, splits, accuracy)
-
-
-def _overconfident(probabilities: np.ndarray, labels: np.ndarray) -> bool:
-    """True when temperature scaling would soften the heads (T > 1); a T < 1 would sharpen every doubt."""
-    from tlcore.insight.calibration import fit_temperature
-
-    return len(labels) >= 10 and fit_temperature(probabilities, labels) > 1.0
 
 
 def _confident_learning(labels: np.ndarray, probabilities: np.ndarray, num_classes: int) -> np.ndarray:
