@@ -174,3 +174,44 @@ def test_temperature_scaling_is_offered_only_when_it_helps(helps, tmp_path):
         assert load_temperature(tmp_path) is not None
     else:  # ECE 0.011 → 0.019 was offered before
         assert not app.checkbox and "would not help" in app.info[0].value
+
+
+def sweep_script(best):
+    import threading
+
+    import pandas as pd
+    import streamlit as st
+
+    from pages.image.sweep_section import sweep_section
+    from tlcore.config import DataConfig, ModelConfig, TrainConfig
+    from tlcore.sweep import SweepResult
+
+    if "forms" not in st.session_state:
+        st.session_state.forms = (DataConfig(), ModelConfig(hidden_units=0, dropout_rate=0.2), TrainConfig())
+        done = threading.Thread(target=lambda: None)
+        done.start()
+        done.join()
+        table = pd.DataFrame([{**best, "rank": 1, "val_loss": 0.1, "val_accuracy": 0.9}])
+        st.session_state.sweep_state = {"thread": done, "error": "", "result": SweepResult(table, 1.0, 0.5)}
+    data, model, train = st.session_state.forms
+    sweep_section(data, model, train)
+    st.caption(f"form: hidden {model.hidden_units} · dropout {model.dropout_rate} · lr {train.learning_rate:g}")
+
+
+def test_use_the_best_shows_what_changes_and_changes_nothing_without_a_click():
+    from tlcore.config import TrainConfig
+
+    best = {"learning_rate": 1e-2, "dropout_rate": 0.5, "hidden_units": 256, "optimizer": TrainConfig().optimizer}
+    app = AppTest.from_function(sweep_script, args=(best,), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    form = f"lr {TrainConfig().learning_rate:g}"
+    assert f"form: hidden 0 · dropout 0.2 · {form}" in [caption.value for caption in app.caption]  # untouched
+    shown = app.table[0].value
+    assert set(shown["setting"]) == {"learning rate", "dropout", "hidden units"}
+    assert shown.set_index("setting").loc["hidden units", "where"] == "Model page, head"
+    assert shown.set_index("setting").loc["hidden units", ["now", "best"]].tolist() == ["0", "256"]
+    app.button(key="sweep_use_best").click().run()
+    assert not app.exception
+    assert "form: hidden 256 · dropout 0.5 · lr 0.01" in [caption.value for caption in app.caption]
+    message = app.success[0].value
+    assert "hidden units 0 → 256 (Model page, head)" in message and "dropout 0.2 → 0.5" in message
