@@ -1,5 +1,6 @@
 """Insight analyses on synthetic data: fast checks of the rules each one promises."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -83,9 +84,28 @@ def test_suggest_leaves_out_the_first_tenth_and_the_last_five_points():
     lrs = list(np.logspace(-7, 1, 100))
     losses = list(np.linspace(1, 0.1, 100))  # falls all the way: the valley is the whole kept range
     kept = lrs[10:-5]
-    assert lr_finder.suggest(lrs, losses, 100) == pytest.approx(kept[lr_finder.valley(kept, losses[10:-5])])
-    with pytest.raises(Exception, match="too few"):
-        lr_finder.suggest(lrs[:6], losses[:6], 100)
+    suggested, reason = lr_finder.suggest(lrs, losses, 100, raw=losses)
+    assert suggested == pytest.approx(kept[lr_finder.valley(kept, losses[10:-5])]) and reason == ""
+
+
+def test_no_suggestion_from_too_few_steps():
+    # "3e-06 from 15 noisy steps" before: a valley read from a running average.
+    lrs, losses = list(np.logspace(-7, 1, 15)), list(np.linspace(1, 0.5, 15))
+    suggested, reason = lr_finder.suggest(lrs, losses, 15, raw=losses)
+    assert suggested is None and "15 steps" in reason and f"at least {lr_finder.MIN_STEPS}" in reason
+
+
+def test_no_suggestion_when_the_loss_only_wanders():
+    rng = np.random.default_rng(0)
+    raw = 0.7 + rng.normal(0, 0.2, 100)  # batch noise, no learning
+    smoothed = list(pd.Series(raw).ewm(alpha=1 - lr_finder.SMOOTHING, adjust=True).mean())
+    suggested, reason = lr_finder.suggest(list(np.logspace(-7, 1, 100)), smoothed, 100, raw=list(raw))
+    assert suggested is None and "no clear valley" in reason
+    result = lr_finder.LRFinderResult(None, points=list(zip(np.logspace(-7, 1, 100), smoothed)), reason=reason)
+    assert (
+        result.to_dict()["suggested_lr"] is None
+        and "no suggestion" in charts.lr_finder_figure(result).layout.title.text
+    )
 
 
 def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
@@ -98,7 +118,8 @@ def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
     y = (x[:, 0] > 0).astype("int32")
     before = [w.copy() for w in model.get_weights()]
     batches = lr_finder.feature_batches(x, y, 16, seed=0)
-    lrs, losses, diverged = lr_finder.sweep(model, batches, 1e-5, 1e4, num_it=100)
+    lrs, losses, diverged, raw = lr_finder.sweep(model, batches, 1e-5, 1e4, num_it=100)
+    assert len(raw) == len(lrs)
     assert diverged and len(lrs) < 100  # stopped when the loss passed 4x its best
     assert losses[-1] > 4 * min(losses)
     assert lrs == sorted(lrs) and lrs[1] / lrs[0] == pytest.approx((1e4 / 1e-5) ** (1 / 100))
@@ -109,7 +130,7 @@ def test_sweep_stops_on_divergence_and_restores_weights_and_optimizer():
 def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
     from tlcore.config import RunConfig
 
-    result = lr_finder.find_head_lr(blob_features(), RunConfig(), num_it=60)
+    result = lr_finder.find_head_lr(blob_features(), RunConfig())
     assert result.method == "valley" and result.phase == "head"
     assert 1e-7 < result.suggested_lr < 10
     payload = result.to_dict()
@@ -118,23 +139,124 @@ def test_head_lr_finder_names_valley_and_suggests_a_rate_inside_the_sweep():
     assert len(charts.lr_finder_figure(result).data) == 2
 
 
+# ----------------------------------------------------------------------------- label issues
+
+
+def overlapping_features(seed: int = 0) -> FeatureSet:
+    """Too few images for too many features: 120 rows of 300 dims, the classes barely apart."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], 60)
+    x = rng.normal(0, 1, (120, 300)).astype(np.float32)
+    x[:, :5] += 0.8 * y[:, None]
+    names = ["a", "b"]
+    return FeatureSet(
+        x[::2], y[::2], x[1::2], y[1::2], names,
+        items("train", [names[v] for v in y[::2]]), items("val", [names[v] for v in y[1::2]]),
+    )  # fmt: skip
+
+
+def test_label_review_flags_nothing_when_the_heads_cannot_tell():
+    from tlcore.insight.label_issues import review_labels
+
+    review = review_labels(overlapping_features())
+    # One fold split, uncalibrated, no "clearly against" rule: 53 of 120 flagged, suspicion up to 0.999.
+    assert review.issues().empty
+    assert review.ranked["score"].max() < 0.9
+    assert review.accuracy < 0.7 and "No label is clearly contradicted" in review.describe()
+    assert "always guessing the largest class: 50.0%" in review.describe()
+
+
+def test_label_review_flags_a_flip_with_every_split_against_it_and_sorts_by_the_score():
+    from tlcore.insight.label_issues import review_labels
+
+    features = blob_features()
+    features.train_y[0] = 1 - features.train_y[0]
+    review = review_labels(features)
+    issues = review.issues()
+    assert issues["path"].tolist() == [features.train_items[0].path]
+    assert issues["agreement"].tolist() == [1.0] and issues["score"].iloc[0] >= 0.9
+    assert review.splits == 3 and review.ranked["score"].is_monotonic_decreasing
+    assert "1 of 60 labels are contradicted" in review.describe()
+
+
 # ----------------------------------------------------------------------------- near-duplicates
 
 
-def test_near_duplicates_finds_copies_within_and_across_splits():
-    features = blob_features()
-    features.train_x[5] = features.val_x[3] * 1.01  # a re-encoded copy: nearly the same features
-    features.train_x[7] = features.train_x[8] + 0.001
-    pairs = duplicates.near_duplicates(features, 0.99)
-    found = {(row.a, row.b, row.where) for row in pairs.itertuples()}
-    assert (features.train_items[5].path, features.val_items[3].path, "train-val") in found
-    assert (features.train_items[7].path, features.train_items[8].path, "train-train") in found
-    assert len(pairs) == 2
+def photo_features(tmp_path, n_per_class=30, spread=0.05, seed=0) -> FeatureSet:
+    """Two tight classes (every photo of a class looks alike to the backbone, as same-breed dogs do to a
+    dog-breed model), each row a different real picture on disk."""
+    from PIL import Image
+
+    features = blob_features(n_per_class, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    centres = rng.normal(0, 1, (2, features.train_x.shape[1]))
+    for x, y in ((features.train_x, features.train_y), (features.val_x, features.val_y)):
+        x[:] = centres[y] + rng.normal(0, spread, x.shape)
+    for split in ("train_items", "val_items"):
+        kept = []
+        for index, item in enumerate(getattr(features, split)):
+            path = tmp_path / f"{split}_{index}.png"
+            pattern = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pattern).resize((64, 64), Image.BILINEAR).save(path)
+            kept.append(dataclasses.replace(item, path=str(path)))
+        setattr(features, split, kept)
+    return features
+
+
+def same_label(features, train_row: int, label: int, path: str | None = None) -> None:
+    """Training row ``train_row`` gets label id ``label`` (and another file, if given)."""
+    item = features.train_items[train_row]
+    features.train_y[train_row] = label
+    changes = {"label": features.classes[label], "path": path or item.path}
+    features.train_items[train_row] = dataclasses.replace(item, **changes)
+
+
+def test_near_duplicates_threshold_comes_from_the_data_not_a_constant(tmp_path):
+    features = photo_features(tmp_path)
+    pairs = duplicates.near_duplicates(features)
+    thresholds = pairs.attrs["thresholds"]
+    # Every same-class pair is > 0.9 alike here: a fixed 0.72 called all of them near-duplicates.
+    assert thresholds.median > 0.9 and thresholds.similar > thresholds.median
+    assert pairs.empty
     leak = duplicates.leakage(features, pairs)
-    assert leak.leaked == [features.val_items[3].path]
-    assert "1 of 20 validation images" in leak.describe()
+    assert leak.leaked == [] and leak.inflation is None and "not inflated" in leak.describe()
+
+
+def test_near_duplicates_tell_the_same_photo_from_a_look_alike(tmp_path):
+    from PIL import Image
+
+    features = photo_features(tmp_path)
+    val = features.val_items
+    # A leak: training image 5 is validation image 3 re-encoded (JPEG 70) and shrunk to 2/3.
+    original = Image.open(val[3].path).convert("RGB")
+    copy = tmp_path / "copy.jpg"
+    original.resize((42, 42)).save(copy, quality=70)
+    same_label(features, 5, features.val_y[3], str(copy))
+    features.train_x[5] = features.val_x[3] * 1.01
+    # A look-alike: nearly the same features, a different picture.
+    same_label(features, 8, features.train_y[7])
+    features.train_x[8] = features.train_x[7] + 0.001
+    train, val = features.train_items, features.val_items
+    pairs = duplicates.near_duplicates(features)
+    kinds = {(row.a, row.b): (row.kind, row.where) for row in pairs.itertuples()}
+    assert kinds[(train[5].path, val[3].path)] == ("same photo", "train-val")
+    assert kinds[(train[7].path, train[8].path)] == ("similar photo", "train-train")
+    assert len(pairs) == 2 and pairs["kind"].tolist() == ["same photo", "similar photo"]
+    assert pairs.loc[0, "pixels"] >= duplicates.SAME_PHOTO_PIXELS > pairs.loc[1, "pixels"]
+    leak = duplicates.leakage(features, pairs)
+    assert leak.leaked == [val[3].path]
+    assert "1 of 20 validation images are the same photo" in leak.describe()
     with pytest.raises(ValueError, match="threshold"):
         duplicates.near_duplicates(features, 1.5)
+
+
+def test_a_look_alike_across_the_split_is_no_leak(tmp_path):
+    features = photo_features(tmp_path)
+    same_label(features, 2, features.val_y[4])
+    features.train_x[2] = features.val_x[4] + 0.001  # the backbone sees them alike; the pixels differ
+    pairs = duplicates.near_duplicates(features)
+    assert pairs["kind"].tolist() == ["similar photo"] and pairs.loc[0, "where"] == "train-val"
+    assert duplicates.leaked_paths(pairs) == [] and duplicates.leakage(features, pairs).inflation is None
 
 
 def test_accuracy_without_leaks_leaves_the_leaked_images_out():
@@ -172,6 +294,40 @@ def test_learning_curve_on_features_measures_every_fraction():
         learning_curve.learning_curve(blob_features(), fractions=(0, 1.5))
 
 
+def test_learning_curve_gives_no_projection_when_the_accuracy_is_flat():
+    curve = learning_curve.learning_curve(blob_features(), repeats=3)  # 100 % from the smallest subset on
+    assert curve.projection.empty and not curve.reliable
+    assert "No reliable projection" in curve.describe() and "expect" not in curve.describe()
+    assert curve.to_dict()["reliable"] is False and curve.to_dict()["reason"]
+    assert len(charts.learning_curve_figure(curve).data) == 1  # the measured points, no fitted line
+
+
+def test_a_projection_is_never_below_the_current_accuracy():
+    # A noisy last point above the fitted curve: "now 98.0 %; with more images expect 97.7 %" before.
+    sizes = np.array([20, 40, 80, 160, 320])
+    accuracy = 0.95 - 0.8 * sizes**-0.5
+    accuracy[-1] += 0.02
+    points = pd.DataFrame({"train_images": sizes, "fraction": sizes / 320, "val_accuracy": accuracy, "sd": 0.0})
+    projection = learning_curve.project(points, (0.95, 0.8, 0.5), num_classes=2)  # the curve without the noise
+    assert (projection["val_accuracy"] >= accuracy[-1]).all()
+
+
+def test_learning_curve_projects_a_rising_curve_with_its_range():
+    rng = np.random.default_rng(0)
+    n, dims = 1600, 100
+    y = np.repeat([0, 1], n // 2)
+    x = (rng.normal(0, 1, (n, dims)) + 0.25 * y[:, None]).astype(np.float32)  # overlapping: more data helps
+    order = rng.permutation(n)
+    x, y = x[order], y[order]
+    features = FeatureSet(x[:800], y[:800], x[800:], y[800:], ["a", "b"])  # 77 % at 40 images, 86 % at 800
+    curve = learning_curve.learning_curve(features, fractions=(0.05, 0.1, 0.2, 0.5, 1.0), repeats=5)
+    assert curve.reliable, curve.describe()
+    now = curve.points["val_accuracy"].iloc[-1]
+    assert (curve.projection["low"] <= curve.projection["val_accuracy"]).all()
+    assert (curve.projection["val_accuracy"] <= curve.projection["high"]).all()
+    assert (curve.projection["low"] > now).all() and "expect" in curve.describe()
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -195,6 +351,22 @@ def test_temperature_scaling_fixes_an_overconfident_model_without_leaking():
     in_sample = calibration.apply_temperature(probabilities, report.temperature)
     assert report.ece_after != pytest.approx(calibration.expected_calibration_error(in_sample, labels))
     assert len(charts.reliability_figure(report).data) == 3
+
+
+def well_calibrated(n=400, seed=0):
+    """The model reports exactly the true probability: nothing for a temperature to fix."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.95, n)
+    labels = (rng.uniform(size=n) < p).astype(int)
+    return np.stack([1 - p, p], axis=1), labels
+
+
+def test_temperature_scaling_is_not_offered_when_it_does_not_help():
+    # Seed 0: cross-fitted ECE 0.043 → 0.028, by chance; the bootstrap says it cannot tell.
+    assert not any(calibration.calibration_report(*well_calibrated(seed=seed)).helps for seed in range(5))
+    report = calibration.calibration_report(*well_calibrated(seed=0))
+    assert not report.helps and "would not help" in report.describe() and report.to_dict()["helps"] is False
+    assert calibration.calibration_report(*overconfident()).helps
 
 
 def test_calibration_basics(tmp_path):

@@ -43,8 +43,9 @@ def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(fli
     app = AppTest.from_function(label_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
     app.button(key="label_issues").click().run()
     assert not app.exception
-    assert "suspect labels among 36 images" in " ".join(m.value for m in app.markdown)
-    assert any("red\\_0.png" in caption.value for caption in app.caption)  # Markdown-escaped name
+    assert "1 of 36 labels are contradicted" in app.warning[0].value
+    cards = [caption.value for caption in app.caption if "red\\_0.png" in caption.value]  # Markdown-escaped name
+    assert cards and "suspicion " in cards[0] and "100% of splits disagree" in cards[0]
     relabel = next(button for button in app.button if button.label == "Relabel as red")
     relabel.click().run()
     decision = load_overlay(root).decision(str(moved))
@@ -76,12 +77,21 @@ def duplicates_script(config):
     near_duplicates_section(config)
 
 
-def test_near_duplicates_section_shows_metrics(flipped_colours):
+def test_near_duplicates_section_is_silent_without_copies_and_shows_a_planted_one(flipped_colours):
     root, _ = flipped_colours
     app = AppTest.from_function(duplicates_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
     app.button(key="near_duplicates").click().run()
     assert not app.exception
-    assert [metric.label for metric in app.metric][:2] == ["Pairs", "Validation images leaking from training"]
+    assert not app.metric and "every photo is a different picture" in app.success[0].value  # no "+0.0 %"
+    copied = root.parent / "colours_with_a_copy"
+    shutil.copytree(root, copied)
+    shutil.copy(copied / "green" / "green_3.png", copied / "green" / "green_copy.png")
+    app = AppTest.from_function(duplicates_script, args=(colour_config(copied),), default_timeout=TIMEOUT).run()
+    app.button(key="near_duplicates").click().run()
+    assert not app.exception
+    assert [metric.label for metric in app.metric][:2] == ["Same-photo pairs", "Validation images also in training"]
+    assert app.metric[0].value == "1"
+    assert any("same photo" in markdown.value and "pixels 1.000" in markdown.value for markdown in app.markdown)
 
 
 def train_script(config):
@@ -116,22 +126,92 @@ def evaluate_script(run):
 
 
 def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monkeypatch, tmp_path):
-    from tlcore.insight.calibration import load_temperature
+    from tlcore.insight.calibration import calibration_report, load_temperature
 
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
     app = AppTest.from_function(evaluate_script, args=(trained_run,), default_timeout=TIMEOUT).run()
     assert not app.exception
     assert [metric.label for metric in app.metric] == [
         "Calibration error (ECE)",
-        "With temperature scaling",
+        "With temperature scaling (cross-fitted)",
         "Temperature",
     ]
-    app.checkbox(key=f"calibrate_{trained_run.run_id}").check().run()
-    assert load_temperature(trained_run.path) is not None
-    app.checkbox(key=f"calibrate_{trained_run.run_id}").uncheck().run()
-    assert load_temperature(trained_run.path) is None
+    _, labels, probabilities = trained_run.val_probabilities()
+    if calibration_report(probabilities, labels).helps:
+        app.checkbox(key=f"calibrate_{trained_run.run_id}").check().run()
+        assert load_temperature(trained_run.path) is not None
+        app.checkbox(key=f"calibrate_{trained_run.run_id}").uncheck().run()
+        assert load_temperature(trained_run.path) is None
+    else:
+        assert not app.checkbox and "would not help" in app.info[0].value
     app.button(key="embedding").click().run()
     assert not app.exception
     assert len(app.get("plotly_chart")) == 2
     app.radio(key="map_colour").set_value("mistake").run()
     assert not app.exception and Path(trained_run.path).is_dir()
+
+
+def calibration_script(run):
+    from pages.image.insight_evaluate import calibration_section
+
+    calibration_section(run)
+
+
+@pytest.mark.parametrize("helps", [True, False])
+def test_temperature_scaling_is_offered_only_when_it_helps(helps, tmp_path):
+    from types import SimpleNamespace
+
+    from tests.test_insight import overconfident, well_calibrated
+    from tlcore.insight.calibration import load_temperature
+
+    probabilities, labels = overconfident() if helps else well_calibrated()
+    run = SimpleNamespace(path=str(tmp_path), val_probabilities=lambda: ([""] * len(labels), labels, probabilities))
+    app = AppTest.from_function(calibration_script, args=(run,), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    if helps:
+        assert "Temperature scaling helps" in app.success[0].value
+        app.checkbox(key="calibrate").check().run()
+        assert load_temperature(tmp_path) is not None
+    else:  # ECE 0.011 → 0.019 was offered before
+        assert not app.checkbox and "would not help" in app.info[0].value
+
+
+def sweep_script(best):
+    import threading
+
+    import pandas as pd
+    import streamlit as st
+
+    from pages.image.sweep_section import sweep_section
+    from tlcore.config import DataConfig, ModelConfig, TrainConfig
+    from tlcore.sweep import SweepResult
+
+    if "forms" not in st.session_state:
+        st.session_state.forms = (DataConfig(), ModelConfig(hidden_units=0, dropout_rate=0.2), TrainConfig())
+        done = threading.Thread(target=lambda: None)
+        done.start()
+        done.join()
+        table = pd.DataFrame([{**best, "rank": 1, "val_loss": 0.1, "val_accuracy": 0.9}])
+        st.session_state.sweep_state = {"thread": done, "error": "", "result": SweepResult(table, 1.0, 0.5)}
+    data, model, train = st.session_state.forms
+    sweep_section(data, model, train)
+    st.caption(f"form: hidden {model.hidden_units} · dropout {model.dropout_rate} · lr {train.learning_rate:g}")
+
+
+def test_use_the_best_shows_what_changes_and_changes_nothing_without_a_click():
+    from tlcore.config import TrainConfig
+
+    best = {"learning_rate": 1e-2, "dropout_rate": 0.5, "hidden_units": 256, "optimizer": TrainConfig().optimizer}
+    app = AppTest.from_function(sweep_script, args=(best,), default_timeout=TIMEOUT).run()
+    assert not app.exception
+    form = f"lr {TrainConfig().learning_rate:g}"
+    assert f"form: hidden 0 · dropout 0.2 · {form}" in [caption.value for caption in app.caption]  # untouched
+    shown = app.table[0].value
+    assert set(shown["setting"]) == {"learning rate", "dropout", "hidden units"}
+    assert shown.set_index("setting").loc["hidden units", "where"] == "Model page, head"
+    assert shown.set_index("setting").loc["hidden units", ["now", "best"]].tolist() == ["0", "256"]
+    app.button(key="sweep_use_best").click().run()
+    assert not app.exception
+    assert "form: hidden 256 · dropout 0.5 · lr 0.01" in [caption.value for caption in app.caption]
+    message = app.success[0].value
+    assert "hidden units 0 → 256 (Model page, head)" in message and "dropout 0.2 → 0.5" in message

@@ -17,7 +17,9 @@ def add_parsers(commands) -> None:
     lr_find.add_argument(
         "--phase", default="head", help="head (on cached features, default) | fine-tune (on images, capped in steps)"
     )
-    lr_find.add_argument("--steps", type=int, help="sweep steps (default 100 for head, 30 for fine-tune)")
+    lr_find.add_argument(
+        "--steps", type=int, help="sweep steps (default 100 for head, 75 for fine-tune; a suggestion needs at least 50)"
+    )
 
     label_issues = commands.add_parser("label-issues", help="suspect labels by confident learning (k-fold, cleanlab)")
     add_run_flags(label_issues)
@@ -26,7 +28,11 @@ def add_parsers(commands) -> None:
 
     duplicates = commands.add_parser("near-duplicates", help="near-duplicate images and train→validation leakage")
     add_run_flags(duplicates)
-    duplicates.add_argument("--threshold", type=float, help="cosine similarity of centred features (default 0.72)")
+    duplicates.add_argument(
+        "--threshold",
+        type=float,
+        help="feature similarity from which a pair is 'similar' (default: derived from the data)",
+    )
 
     curve = commands.add_parser("learning-curve", help="accuracy against training-set size, with a projection")
     add_run_flags(curve)
@@ -79,18 +85,24 @@ def cmd_label_issues(args) -> dict:
 def cmd_near_duplicates(args) -> dict:
     from tlcore.insight import duplicates
 
-    threshold = duplicates.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    if not -1.0 <= threshold <= 1.0:
-        raise StudioError(f"Expected --threshold between -1 and 1. Received: --threshold {threshold}.")
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise StudioError(f"Expected --threshold between -1 and 1. Received: --threshold {args.threshold}.")
     features = features_of(prepared_config(args))
-    pairs = duplicates.near_duplicates(features, threshold)
+    pairs = duplicates.near_duplicates(features, args.threshold)
+    thresholds = pairs.attrs["thresholds"]
     leak = duplicates.leakage(features, pairs)
+    records = pairs[["a", "b", "similarity", "pixels", "kind", "where"]].astype(object)
     return {
-        "pairs": pairs[["a", "b", "similarity", "where"]].to_dict("records"),
-        "threshold": threshold,
+        "pairs": records.where(records.notna(), None).to_dict("records"),
+        "threshold": thresholds.similar,
+        "threshold_derived": thresholds.derived,
+        "typical_similarity": thresholds.median,
+        "same_photo_pixels": duplicates.SAME_PHOTO_PIXELS,
+        "same_photo_pairs": int((pairs["kind"] == duplicates.SAME).sum()),
         "leaked_val_images": len(leak.leaked),
         "val_accuracy": leak.val_accuracy,
         "val_accuracy_without_leaks": leak.val_accuracy_without_leaks,
+        "summary": thresholds.describe() + " " + leak.describe(),
     }
 
 

@@ -179,8 +179,50 @@ def _train_grid(settings: list[HeadSettings], train, val, dataset, log: Progress
     return rows
 
 
+# Where each swept setting lives in the dashboard: "use the best" says which page it changes.
+SETTING_PLACES = {
+    "learning_rate": ("learning rate", "Train page", "train"),
+    "dropout_rate": ("dropout", "Model page, head", "model"),
+    "hidden_units": ("hidden units", "Model page, head", "model"),
+    "optimizer": ("optimizer", "Train page", "train"),
+}
+
+
+def best_changes(config: RunConfig, best: dict) -> list[dict]:
+    """What "use the best" would change in ``config``: one row per setting that differs.
+
+    Returns:
+        Rows ``{"setting", "where", "now", "best", "field"}``, in ``SETTING_FIELDS`` order;
+        empty when the form already holds the best settings (or there is no best).
+    """
+    rows = []
+    for name in SETTING_FIELDS if best else ():
+        label, where, part = SETTING_PLACES[name]
+        now = getattr(getattr(config, part), name)
+        if now != best[name]:
+            rows.append({"setting": label, "where": where, "now": now, "best": best[name], "field": name})
+    return rows
+
+
+def describe_changes(changes: list[dict]) -> str:
+    """The changes in words: "Changed hidden units 0 → 256 (Model page, head), …"."""
+    if not changes:
+        return "Nothing changed: the settings already are the sweep's best."
+    parts = [f"{row['setting']} {shown(row['now'])} → {shown(row['best'])} ({row['where']})" for row in changes]
+    return "Changed " + ", ".join(parts) + "."
+
+
+def shown(value) -> str:
+    """A setting as the page shows it: numbers in ``g`` format (0.001, 256), names as they are."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def apply_best(config: RunConfig, best: dict) -> RunConfig:
-    """``config`` with the sweep's best head settings filled in (what "use the best" does)."""
+    """``config`` with the sweep's best head settings filled in (what "use the best" does).
+
+    Pages show :func:`best_changes` first and apply only on the user's click: the head's
+    dropout and hidden units are the Model page's settings.
+    """
     if not best:
         raise StudioError("The sweep finished no setting: there is no best to use.")
     config.train.learning_rate = float(best["learning_rate"])

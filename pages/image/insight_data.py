@@ -24,8 +24,9 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
 
     st.subheader("Suspect labels")
     st.caption(
-        "Every image is predicted by a head that never saw it (5-fold on the backbone features); confident "
-        "learning (cleanlab) flags labels the rest of the data disagrees with. Your files are never moved: "
+        "Every image is predicted by heads that never saw it (5-fold on the backbone features, 3 different "
+        "splits); an image is flagged when every split's heads and confident learning (cleanlab) disagree with "
+        "its label. Your files are never moved: "
         "decisions are kept in the workspace and apply from the next training on."
     )
     _kept_decisions(config, max_rows)
@@ -40,9 +41,11 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
     if review is None:
         return
     issues = review.issues()
-    st.write(f"{len(issues)} suspect labels among {review.checked} images ({review.folds}-fold).")
+    (st.info if issues.empty else st.warning)(shared.escape_markdown(review.describe()))
     if issues.empty:
         return
+    st.caption("Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give "
+               "its label.")  # fmt: skip
     classes = sorted(set(review.ranked["given"]))
     grid = st.columns(columns)
     for index, row in enumerate(issues.head(max_rows).itertuples()):
@@ -55,7 +58,8 @@ def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> Non
     common.show_image(
         row.path,
         f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
-        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.2f}",
+        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.3f} "
+        f"(p(given) {1 - row.score:.1%}; {row.agreement:.0%} of splits disagree)",
     )
     decision = common.decision(config, row.path)
     if decision is not None:
@@ -100,43 +104,62 @@ def _kept_decisions(config: RunConfig, max_rows: int) -> None:
 
 
 def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
-    """Near-duplicate pairs side by side, and the validation accuracy that leaks inflate.
+    """Same-photo pairs side by side (a leak when across training and validation), then look-alikes.
 
     Args:
         config: the current setup.
-        max_pairs: pairs shown at most.
+        max_pairs: pairs shown at most per list.
     """
     from tlcore.insight import duplicates
 
-    st.subheader("Near-duplicates and leakage")
+    st.subheader("Duplicates and leakage")
     st.caption(
-        "Pairs of images whose backbone features are nearly parallel: copies, re-encodings, resized or "
-        "slightly edited versions. A validation image with a copy in training makes validation look better "
-        "than it is."
+        "Pairs the backbone finds unusually alike for this dataset (far outside how alike two photos of one "
+        "class usually are), then checked pixel by pixel: the **same photo** (re-encoded, resized or recoloured) "
+        "or a **similar photo** (a different picture that looks alike). A validation image that is the same "
+        "photo as a training image makes validation look better than it is."
     )
-    threshold = st.slider("Similarity threshold", 0.5, 1.0, duplicates.DEFAULT_THRESHOLD, 0.01, key="dup_threshold")
     found = common.recall("dup_features", config)
-    if st.button("Find near-duplicates", key="near_duplicates"):
+    if st.button("Find duplicates", key="near_duplicates"):
         found = common.features(config)
         if found is None:
             return
         common.remember("dup_features", config, found)
     if found is None:
         return
-    pairs = duplicates.near_duplicates(found, threshold)
+    with st.spinner("Comparing features, then pixels…"):
+        pairs = duplicates.near_duplicates(found)
+    st.caption(shared.escape_markdown(pairs.attrs["thresholds"].describe()))
+    same, similar = pairs[pairs["kind"] == duplicates.SAME], pairs[pairs["kind"] == duplicates.SIMILAR]
+    if pairs.empty:
+        st.success("No copies and no unusually alike pairs: every photo is a different picture. Nothing to do.")
+        return
     leak = duplicates.leakage(found, pairs)
     cols = st.columns(3)
-    cols[0].metric("Pairs", len(pairs))
-    cols[1].metric("Validation images leaking from training", len(leak.leaked))
-    inflation = f"{leak.inflation:+.1%} from leaks" if leak.inflation else None
-    cols[2].metric("Validation accuracy (head on features)", f"{leak.val_accuracy:.1%}", inflation, "inverse")
+    cols[0].metric("Same-photo pairs", len(same))
+    cols[1].metric("Validation images also in training", len(leak.leaked))
+    if leak.leaked and leak.val_accuracy_without_leaks is not None:
+        accuracy = f"{leak.val_accuracy:.1%} → {leak.val_accuracy_without_leaks:.1%}"
+        cols[2].metric("Validation accuracy (head on features) → without leaks", accuracy)
     (st.warning if leak.leaked else st.success)(shared.escape_markdown(leak.describe()))
-    for index, row in enumerate(pairs.head(max_pairs).itertuples()):
-        _pair_row(config, found, row, index)
+    for index, row in enumerate(same.head(max_pairs).itertuples()):
+        _pair_row(config, found, row, f"same_{index}")
+    if len(same) > max_pairs:
+        st.caption(f"…and {len(same) - max_pairs} more same-photo pairs.")
+    if not similar.empty:
+        with st.expander(f"{len(similar)} similar photos: alike, but different pictures (not copies, not leaks)"):
+            for index, row in enumerate(similar.head(max_pairs).itertuples()):
+                _pair_row(config, found, row, f"similar_{index}")
 
 
-def _pair_row(config: RunConfig, found, row, index: int) -> None:
-    st.markdown(f"**{row.where}** · similarity {row.similarity:.3f}")
+def _pair_row(config: RunConfig, found, row, key: str) -> None:
+    pixels = "unreadable" if row.pixels != row.pixels else f"{row.pixels:.3f}"  # nan: a file could not be read
+    scores = (
+        f"pixels {pixels} · features {row.similarity:.3f}"
+        if row.kind == "same photo"
+        else f"features {row.similarity:.3f} · pixels {pixels}"
+    )
+    st.markdown(f"**{row.kind}** · {row.where} · {scores}")
     left, right, actions = st.columns([2, 2, 1])
     with left:
         common.show_image(row.a, f"{common.name(row.a)} · {shared.escape_markdown(row.a_label)}")
@@ -146,6 +169,6 @@ def _pair_row(config: RunConfig, found, row, index: int) -> None:
     with actions:
         if common.decision(config, row.a) is not None:
             st.caption(f"{common.name(row.a)} excluded")
-        elif item is not None and st.button("Exclude the left one", key=f"dup_exclude_{index}"):
+        elif item is not None and st.button("Exclude the left one", key=f"dup_exclude_{key}"):
             common.decide(config, item.path, item.digest, "exclude")
             st.rerun()

@@ -34,17 +34,27 @@ def calibration_section(run) -> None:
         return
     cols = st.columns(3)
     cols[0].metric("Calibration error (ECE)", f"{report.ece_before:.3f}")
-    cols[1].metric("With temperature scaling", f"{report.ece_after:.3f}", f"{report.ece_after - report.ece_before:+.3f}",
-                   "inverse")  # fmt: skip
+    cols[1].metric("With temperature scaling (cross-fitted)", f"{report.ece_after:.3f}")
     cols[2].metric("Temperature", f"{report.temperature:.2f}")
     st.plotly_chart(charts.reliability_figure(report), width="stretch", key="reliability_chart")
+    saved = calibration.load_temperature(run.path)
+    if not report.helps:
+        st.info(report.describe(), icon=":material/check:")
+        removable = saved is not None and not run.read_only  # only the run's owner changes its calibration
+        if removable and st.button(f"Remove the saved temperature (T = {saved:.2f})", key="calibrate_remove"):
+            try:
+                calibration.clear_temperature(run)
+            except StudioError as error:
+                shared.show_error(error)
+            else:
+                st.rerun()
+        return
     mood = "over-confident" if report.temperature > 1 else "under-confident"
+    st.success(report.describe())
     st.caption(
         f"A temperature of {report.temperature:.2f} means the model is {mood}: dividing its logits by T "
-        "makes a 90 % confident prediction right about 90 % of the time. The 'with temperature' numbers are "
-        "cross-fitted on 5 folds of the validation images, so they are not flattered by the fit."
+        "makes a 90 % confident prediction right about 90 % of the time."
     )
-    saved = calibration.load_temperature(run.path)
     if saved is not None:
         st.caption(f"Applied to this run's predictions: T = {saved:.2f}.")
     apply = st.checkbox(
@@ -118,12 +128,11 @@ def _run_predictions(run) -> dict | None:
     return {path: run.labels[index] for path, index in zip(paths, probabilities.argmax(axis=1))}
 
 
-def leakage_section(run, threshold: float | None = None) -> None:
-    """The run's validation accuracy next to the same number without images that leak from training.
+def leakage_section(run) -> None:
+    """The run's validation accuracy next to the same number without validation images that are training photos.
 
     Args:
         run: a finished run (its config names the dataset and backbone).
-        threshold: similarity from which two images count as copies (default: the module's).
     """
     from tlcore.insight import duplicates
 
@@ -132,16 +141,17 @@ def leakage_section(run, threshold: float | None = None) -> None:
     found = common.features(run.config)
     if found is None:
         return
-    pairs = duplicates.near_duplicates(found, threshold or duplicates.DEFAULT_THRESHOLD)
-    leaked = sorted(set(pairs.loc[pairs["where"] == "train-val", "b"]))
+    with st.spinner("Comparing features, then pixels…"):
+        leaked = duplicates.leaked_paths(duplicates.near_duplicates(found))
+    if not leaked:
+        st.success("No validation image is the same photo as a training image: the validation accuracy is not "
+                   "inflated by leaks.")  # fmt: skip
+        return
     paths, labels, probabilities = run.val_probabilities()
     numbers = duplicates.accuracy_without(paths, labels, probabilities, leaked)
-    if not leaked:
-        st.success("No validation image has a near-copy in training: the validation accuracy is not inflated.")
-        return
     without = numbers["val_accuracy_without_leaks"]
     st.warning(
-        f"{len(leaked)} validation images have a near-copy in training. Validation accuracy "
+        f"{len(leaked)} validation images are the same photo as a training image. Validation accuracy "
         f"{numbers['val_accuracy']:.1%} counts them; without them it is "
         + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
     )

@@ -10,7 +10,7 @@ from tlcore.insight import charts
 
 PHASES = {
     "head": ("Head (on cached features, about a second)", "learning_rate", LEARNING_RATE_CHOICES),
-    "fine-tune": ("Fine-tune (on images, at most 30 steps: a minute or so)", "fine_tune_learning_rate",
+    "fine-tune": ("Fine-tune (on images, 75 steps: a minute or two)", "fine_tune_learning_rate",
                   FINE_TUNE_LEARNING_RATE_CHOICES),
 }  # fmt: skip
 
@@ -28,8 +28,9 @@ def lr_finder_section(config: RunConfig, on_use=None) -> None:
 
     st.markdown("**Learning-rate finder**")
     st.caption(
-        "Trains for a moment with a learning rate growing from 1e-7 until the loss blows up, then restores the "
-        "weights. The suggestion is fastai's 'valley': well down the longest fall of the loss."
+        "Trains for a moment with a learning rate growing exponentially until the loss blows up, then restores the "
+        "weights. The suggestion is fastai's 'valley': well down the longest fall of the loss; none when the sweep "
+        "is too short or its loss does not clearly fall."
     )
     phase = st.radio("Sweep", list(PHASES), format_func=lambda key: PHASES[key][0], horizontal=True, key="lr_phase")
     result = common.analysis(
@@ -46,13 +47,15 @@ def lr_finder_section(config: RunConfig, on_use=None) -> None:
     if result is None:
         return
     st.plotly_chart(charts.lr_finder_figure(result), width="stretch", key="lr_finder_chart")
+    steps = f"{len(result.points)} steps in {result.seconds:.1f} s" + (
+        ", stopped when the loss diverged." if result.diverged else "."
+    )
+    if result.suggested_lr is None:
+        st.warning(f"No suggestion: {result.reason} ({steps})", icon=":material/help:")
+        return
     _, field, choices = PHASES[result.phase]
     value = nearest_choice(result.suggested_lr, choices)
-    st.caption(
-        f"Suggested ({result.method}): **{result.suggested_lr:.2g}**; the nearest setting is {value:g}. "
-        f"{len(result.points)} steps in {result.seconds:.1f} s"
-        + (", stopped when the loss diverged." if result.diverged else ".")
-    )
+    st.caption(f"Suggested ({result.method}): **{result.suggested_lr:.2g}**; the nearest setting is {value:g}. {steps}")
     if st.button(f"Use {value:g} for the {result.phase} phase", key="lr_use"):
         if on_use is not None:
             on_use(field, value)
@@ -67,8 +70,9 @@ def learning_curve_section(config: RunConfig) -> None:
 
     st.markdown("**How many more images?**")
     st.caption(
-        "Heads trained on 10 %–100 % of each class (5 draws each), scored on the validation images; "
-        "a fitted learning curve projects the accuracy with more images like these."
+        "Heads trained on 10 %–100 % of each class (5 draws each, mean ± spread), scored on the validation "
+        "images. A fitted learning curve projects the accuracy with more images like these, with the range of "
+        "40 refits on resampled measurements; when that range cannot be told from no gain, it says so instead."
     )
     curve = common.analysis(
         "learning_curve",
@@ -79,4 +83,7 @@ def learning_curve_section(config: RunConfig) -> None:
     )
     if curve is not None:
         st.plotly_chart(charts.learning_curve_figure(curve), width="stretch", key="learning_curve_chart")
-        st.info(curve.describe(), icon=":material/trending_up:")
+        if curve.reliable:
+            st.info(curve.describe(), icon=":material/trending_up:")
+        else:
+            st.info(curve.describe(), icon=":material/trending_flat:")

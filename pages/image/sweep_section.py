@@ -28,13 +28,17 @@ def _start(config: RunConfig, grid) -> bool:
 
 
 def sweep_section(data, model, train) -> None:
-    """The sweep expander: pick value lists, run, see the ranked table, fill the form with the best.
+    """The sweep expander: pick value lists, run, see the ranked table, then the best's changes, applied on a click.
 
     Args:
         data, model, train: the session's DataConfig, ModelConfig and TrainConfig (the
-            Train form's objects: "use the best" writes into ``model`` and ``train``).
+            Train form's objects: "use the best" writes into ``model`` and ``train``, after
+            showing what it changes and only when the user clicks).
     """
-    with st.expander("Sweep head settings (on the cached features)", expanded=False):
+    applied = st.session_state.pop("sweep_applied", None)
+    if applied:
+        st.success(applied, icon=":material/check:")
+    with st.expander("Sweep head settings (on the cached features)", expanded=applied is not None):
         if model.freeze.mode != "all":
             st.caption("A sweep needs the whole backbone frozen (Model page: freeze all).")
             return
@@ -65,8 +69,26 @@ def _sweep_progress(model, train) -> None:
         return
     st.caption(f"{len(result.table)} settings in {result.seconds:.1f} s (features {result.extraction_seconds:.1f} s)")
     st.dataframe(result.table, hide_index=True)
-    if result.best and st.button("Use the best", type="primary"):
-        from tlcore.sweep import apply_best
+    _use_best(model, train, result.best)
 
-        apply_best(RunConfig(model=model, train=train), result.best)
+
+def _use_best(model, train, best: dict) -> None:
+    """The best setting's changes, before → after, and a button that applies them (nothing changes without it)."""
+    from tlcore.sweep import apply_best, best_changes, describe_changes, shown
+
+    if not best:
+        return
+    config = RunConfig(model=model, train=train)
+    changes = best_changes(config, best)
+    if not changes:
+        st.caption("The form already has the best settings.")
+        return
+    st.markdown("**The best setting would change:**")
+    rows = [{"setting": row["setting"], "where": row["where"], "now": shown(row["now"]), "best": shown(row["best"])}
+            for row in changes]  # fmt: skip
+    st.table(rows)
+    if st.button(f"Use the best ({len(changes)} change{'s' if len(changes) > 1 else ''})", type="primary",
+                 key="sweep_use_best"):  # fmt: skip
+        apply_best(config, best)
+        st.session_state.sweep_applied = describe_changes(changes)
         st.rerun(scope="app")

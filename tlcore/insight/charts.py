@@ -18,7 +18,7 @@ def lr_finder_figure(result) -> go.Figure:
     lrs = [lr for lr, _ in result.points]
     losses = [loss for _, loss in result.points]
     figure = go.Figure(go.Scatter(x=lrs, y=losses, mode="lines", name="smoothed loss"))
-    if lrs:
+    if lrs and result.suggested_lr is not None:
         at = int(np.argmin(np.abs(np.log(lrs) - np.log(result.suggested_lr))))
         figure.add_trace(
             go.Scatter(
@@ -31,7 +31,10 @@ def lr_finder_figure(result) -> go.Figure:
         )
     figure.update_xaxes(type="log", title_text="learning rate")
     figure.update_yaxes(title_text="loss (smoothed)")
-    title = f"Learning-rate finder ({result.phase}) · suggestion {result.suggested_lr:.2g} by {result.method}"
+    found = (
+        "no suggestion" if result.suggested_lr is None else f"suggestion {result.suggested_lr:.2g} by {result.method}"
+    )
+    title = f"Learning-rate finder ({result.phase}) · {found}"
     figure.update_layout(title=title, height=360, margin={"t": 60, "b": 40})
     return figure
 
@@ -52,7 +55,7 @@ def learning_curve_figure(curve) -> go.Figure:
             name="measured (mean ± sd)",
         )
     )
-    if curve.parameters is not None and not points.empty:
+    if curve.parameters is not None and curve.reliable:  # no line where the projection is not reliable
         end = max(curve.projection["train_images"].max(), points["train_images"].max())
         sizes = np.linspace(points["train_images"].min(), end, 100)
         figure.add_trace(go.Scatter(x=sizes, y=curve.predict(sizes), mode="lines", line={"dash": "dot"}, name="fit"))

@@ -9,6 +9,18 @@ decreasing subsequence), at half-way down it (fastai's index: start + 1/3 + 1/6 
 its length) — steep enough to learn fast, far enough from the cliff. As in fastai
 the first tenth and the last 5 points are left out of the suggestion.
 
+A suggestion is made only when the sweep can support one, otherwise none, with the
+reason (seen before: "3e-06" from 15 noisy fine-tuning steps, where 1e-4 worked):
+
+- **Enough steps**: at least ``MIN_STEPS`` = 1 / (1 − smoothing) = 50 recorded steps. The
+  smoothed loss is an average over about that many steps; over fewer it is the average of
+  the whole sweep so far, not the loss at a learning rate.
+- **A clear fall**: over the points the valley is read from, the smoothed loss must fall
+  by more than ``NOISE_MULTIPLE`` standard errors of a smoothed point: the raw loss's
+  step-to-step noise (robust standard deviation of its differences / √2) over the square
+  root of the number of steps the smoothing averages at the first kept point (its
+  effective sample size). A sweep whose loss only wanders has no valley.
+
 On cached features a sweep costs about a second. Fine-tuning needs images through the
 backbone at every step, so that sweep is capped in steps (``FINE_TUNE_STEPS``).
 """
@@ -21,33 +33,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tlcore.errors import StudioError
-
 START_LR, END_LR, NUM_IT = 1e-7, 10.0, 100
-FINE_TUNE_STEPS = 30
+FINE_TUNE_STEPS = 75
+# Fine-tuning rates live between 1e-6 and 1e-3: a sweep over 1e-6..1e-1 spends its steps there
+# (15 a decade), and reaches the 50 steps a suggestion needs before the loss diverges (near 1e-2).
+FINE_TUNE_START_LR, FINE_TUNE_END_LR = 1e-6, 1e-1
 SMOOTHING = 0.98
 DIVERGENCE = 4.0
+MIN_STEPS = round(1 / (1 - SMOOTHING))  # the smoothing's window: 50 steps
+NOISE_MULTIPLE = 2.0
 
 
 @dataclass
 class LRFinderResult:
-    """A learning-rate sweep and its suggestion.
+    """A learning-rate sweep and its suggestion (or why there is none).
 
     Attributes:
-        suggested_lr: the "valley" learning rate.
+        suggested_lr: the "valley" learning rate, or ``None`` when the sweep cannot support one.
         method: how it was picked (``"valley"``).
         points: ``(learning rate, smoothed loss)`` per step.
         diverged: True when the sweep stopped because the loss blew up.
         phase: ``"head"`` (cached features) or ``"fine-tune"`` (images).
         seconds: wall time of the sweep.
+        reason: why there is no suggestion ("" when there is one).
     """
 
-    suggested_lr: float
+    suggested_lr: float | None
     method: str = "valley"
     points: list[tuple[float, float]] = field(default_factory=list)
     diverged: bool = False
     phase: str = "head"
     seconds: float = 0.0
+    reason: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +75,7 @@ class LRFinderResult:
             "phase": self.phase,
             "steps": len(self.points),
             "seconds": round(self.seconds, 3),
+            "reason": self.reason,
         }
 
 
@@ -77,19 +95,58 @@ def valley(lrs: np.ndarray, losses: np.ndarray) -> int:
     return max_start + int(sections) + int(sections / 2)
 
 
-def suggest(lrs: list[float], losses: list[float], num_it: int) -> float:
-    """The valley learning rate of a sweep, on the points fastai uses (first tenth and last 5 left out)."""
+def suggest(lrs: list[float], losses: list[float], num_it: int, raw: list[float] | None = None):
+    """The valley learning rate of a sweep, on the points fastai uses (first tenth and last 5 left out).
+
+    Args:
+        lrs: the sweep's learning rates.
+        losses: its smoothed losses.
+        num_it: the steps the sweep was planned for.
+        raw: its unsmoothed losses (for the noise); ``None`` skips the clear-fall check.
+
+    Returns:
+        ``(learning rate, "")``, or ``(None, reason)`` when the sweep cannot support a
+        suggestion (see the module docstring).
+    """
+    if len(lrs) < MIN_STEPS:
+        return None, (
+            f"the sweep recorded {len(lrs)} steps"
+            + (" before the loss diverged" if len(lrs) < num_it else "")
+            + f"; a suggestion needs at least {MIN_STEPS} (the loss is smoothed over about {MIN_STEPS} steps, so "
+            "fewer only show its running average). Run more steps, or start from a lower learning rate."
+        )
     lrs_kept, losses_kept = np.asarray(lrs[num_it // 10 : -5]), np.asarray(losses[num_it // 10 : -5])
     finite = np.isfinite(losses_kept)
     if not finite.all():
         first_bad = int(np.argmin(finite))
         lrs_kept, losses_kept = lrs_kept[:first_bad], losses_kept[:first_bad]
     if len(lrs_kept) < 2:
-        raise StudioError(
-            f"The learning-rate sweep ended after {len(lrs)} steps, too few to suggest a rate (the loss diverged "
-            "at once). Expected a longer sweep: lower the start learning rate or check the data."
-        )
-    return float(lrs_kept[valley(lrs_kept, losses_kept)])
+        return None, f"the loss diverged after {len(lrs)} steps: nothing is left to read a valley from."
+    if raw is not None:
+        lowest = int(np.argmin(losses_kept))
+        fall = float(losses_kept[: lowest + 1].max() - losses_kept[lowest])
+        noise = step_noise(np.asarray(raw, dtype=float)) / np.sqrt(averaged_steps(num_it // 10 + 1))
+        if not fall > NOISE_MULTIPLE * noise:
+            return None, (
+                f"the smoothed loss falls by {fall:.3g} at most, within its noise ({NOISE_MULTIPLE:g} x {noise:.3g}): "
+                "no clear valley. Keep the current learning rate, or sweep with larger batches."
+            )
+    return float(lrs_kept[valley(lrs_kept, losses_kept)]), ""
+
+
+def averaged_steps(step: int, smoothing: float = SMOOTHING) -> float:
+    """Effective number of raw losses in the debiased moving average after ``step`` steps: (Σw)² / Σw²."""
+    weights = smoothing ** np.arange(step)
+    return float(weights.sum() ** 2 / (weights**2).sum())
+
+
+def step_noise(raw: np.ndarray) -> float:
+    """Robust standard deviation of the raw loss around its trend: MAD of step-to-step differences x 1.4826 / √2."""
+    finite = raw[np.isfinite(raw)]
+    if len(finite) < 3:
+        return 0.0
+    differences = np.diff(finite)
+    return float(1.4826 * np.median(np.abs(differences - np.median(differences))) / np.sqrt(2))
 
 
 def sweep(model, batches: Iterator, start_lr=START_LR, end_lr=END_LR, num_it=NUM_IT, stop_div=True):
@@ -98,13 +155,13 @@ def sweep(model, batches: Iterator, start_lr=START_LR, end_lr=END_LR, num_it=NUM
     Weights and optimizer state are put back afterwards, whatever happens.
 
     Returns:
-        ``(learning rates, smoothed losses, diverged)``.
+        ``(learning rates, smoothed losses, diverged, raw losses)``.
     """
     if not 0 < start_lr < end_lr:
         raise ValueError(f"Expected 0 < start_lr < end_lr. Received: start_lr={start_lr}, end_lr={end_lr}.")
     weights = model.get_weights()
     optimizer_state = [variable.numpy() for variable in model.optimizer.variables]
-    lrs, losses, diverged = [], [], False
+    lrs, losses, raw, diverged = [], [], [], False
     average, best = 0.0, np.inf
     try:
         for step, (x, y) in zip(range(num_it), batches):
@@ -116,6 +173,7 @@ def sweep(model, batches: Iterator, start_lr=START_LR, end_lr=END_LR, num_it=NUM
             smoothed = average / (1 - SMOOTHING ** (step + 1))
             lrs.append(lr)
             losses.append(smoothed)
+            raw.append(loss)
             best = min(best, smoothed)
             if not np.isfinite(smoothed) or (stop_div and smoothed > DIVERGENCE * best):
                 diverged = True
@@ -123,7 +181,7 @@ def sweep(model, batches: Iterator, start_lr=START_LR, end_lr=END_LR, num_it=NUM
     finally:
         model.set_weights(weights)
         _restore_optimizer(model.optimizer, optimizer_state)
-    return lrs, losses, diverged
+    return lrs, losses, diverged, raw
 
 
 def _restore_optimizer(optimizer, state: list) -> None:
@@ -167,9 +225,10 @@ def find_head_lr(feature_set, config, num_it: int = NUM_IT, start_lr=START_LR, e
     model_lib.compile_classifier(head, config.train.optimizer, start_lr)
     x = _as_maps(feature_set.train_x)
     batches = feature_batches(x, feature_set.train_y, config.train.batch_size, config.train.seed)
-    lrs, losses, diverged = sweep(head, batches, start_lr, end_lr, num_it)
-    suggested = suggest(lrs, losses, num_it)
-    return LRFinderResult(suggested, "valley", list(zip(lrs, losses)), diverged, "head", time.perf_counter() - started)
+    lrs, losses, diverged, raw = sweep(head, batches, start_lr, end_lr, num_it)
+    suggested, reason = suggest(lrs, losses, num_it, raw)
+    points = list(zip(lrs, losses))
+    return LRFinderResult(suggested, "valley", points, diverged, "head", time.perf_counter() - started, reason)
 
 
 def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 10, log=None) -> LRFinderResult:
@@ -179,8 +238,9 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
     features, up to ``head_epochs`` epochs at ``config.train.learning_rate``), then the
     backbone is unfrozen as the fine-tune phase would (``unfreeze_from`` or the last
     block, BatchNorm kept frozen) and the sweep runs on image batches (with
-    augmentation when ``config.train.augment``). A fresh backbone is loaded: a shared
-    one keeps its ``trainable`` flags.
+    augmentation when ``config.train.augment``), from ``FINE_TUNE_START_LR`` to
+    ``FINE_TUNE_END_LR``. A fresh backbone is loaded: a shared one keeps its
+    ``trainable`` flags.
     """
     import keras
 
@@ -207,15 +267,15 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
         backbone.block_pattern,
         backbone.pretrained,
     )
-    model_lib.compile_classifier(classifier, train.optimizer, START_LR)  # recompile: trainable changed
+    model_lib.compile_classifier(classifier, train.optimizer, FINE_TUNE_START_LR)  # recompile: trainable changed
     images = data_lib.image_dataset(
         dataset.train, dataset.label_ids(dataset.train), backbone.image_size, train.batch_size,
         shuffle=True, augment=train.augment, seed=train.seed,
     ).repeat()  # fmt: skip
-    lrs, losses, diverged = sweep(classifier, iter(images), START_LR, END_LR, num_it)
-    suggested = suggest(lrs, losses, num_it)
+    lrs, losses, diverged, raw = sweep(classifier, iter(images), FINE_TUNE_START_LR, FINE_TUNE_END_LR, num_it)
+    suggested, reason = suggest(lrs, losses, num_it, raw)
     points = list(zip(lrs, losses))
-    return LRFinderResult(suggested, "valley", points, diverged, "fine-tune", time.perf_counter() - started)
+    return LRFinderResult(suggested, "valley", points, diverged, "fine-tune", time.perf_counter() - started, reason)
 
 
 def _as_maps(features: np.ndarray) -> np.ndarray:
