@@ -1,11 +1,14 @@
 """Fine-tuning: phase 2 on cached activations below the cut, discriminative rates, schedules."""
 
+import threading
+
 import numpy as np
+import pytest
 
 from tlcore import model as model_lib
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.jobs import ProgressLog
-from tlcore.training import Trainer
+from tlcore.jobs import ProgressLog, progress_summary
+from tlcore.training import Trainer, run_training
 
 
 def fine_tune_config(dataset, **train_options):
@@ -53,3 +56,77 @@ def test_phase_two_on_cached_activations_matches_the_full_path(colour_dataset):
         np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
     assert cached.model.name == "classifier"
     np.testing.assert_allclose(cached.val_probabilities, full.val_probabilities, rtol=1e-3, atol=1e-5)
+
+
+def synthetic_log(head_epochs=40, fine_tune_epochs=5, steps=8, fine_tune_batches=2, batch_seconds=1.0):
+    """A run's log: the head on cached features (fast epochs), then fine-tuning at one batch a second."""
+    log, now = ProgressLog(), 1000.0
+    records = [("phase", {"phase": "extract"})]
+    records += [("extract", {"step": step, "steps": 4}) for step in (1, 2, 3, 4)]
+    records.append(("phase", {"phase": "head", "epochs": head_epochs}))
+    for epoch in range(1, head_epochs + 1):
+        records.append(("batch", {"phase": "head", "epoch": epoch, "step": steps, "steps": steps, "loss": 1.0}))
+        records.append(("epoch", {"phase": "head", "epoch": epoch, "seconds": 0.005}))
+    records.append(("phase", {"phase": "fine-tune", "epochs": fine_tune_epochs}))
+    for step in range(1, fine_tune_batches + 1):
+        epoch = head_epochs + 1
+        records.append(("batch", {"phase": "fine-tune", "epoch": epoch, "step": step, "steps": steps, "loss": 1.0}))
+    for kind, fields in records:
+        now += batch_seconds if kind == "batch" and fields["phase"] == "fine-tune" else 0.005
+        log.append(kind, **fields)
+        log._records[-1]["time"] = now  # the test's clock
+    return log
+
+
+def test_fine_tune_eta_is_measured_on_fine_tune_batches():
+    log = synthetic_log()
+    progress = progress_summary(log, 45)
+    # 6 batches left in this epoch and 4 more epochs of 8, at the measured 1 s a batch.
+    assert progress["eta_seconds"] == pytest.approx(38, rel=0.05)
+    assert progress["phase"] == "fine-tune"
+    assert progress["fraction"] < 0.95  # most of the time is still ahead
+
+
+def test_the_bar_moves_during_feature_extraction():
+    log = ProgressLog()
+    log.append("phase", phase="extract")
+    log.append("extract", step=3, steps=6)
+    progress = progress_summary(log, 10)
+    assert progress["fraction"] == pytest.approx(0.5)
+    assert "3/6" in progress["text"]
+
+
+def test_phase_one_gives_no_eta_for_the_whole_job_while_fine_tuning_is_to_come():
+    log = ProgressLog()
+    log.append("phase", phase="head", epochs=5)
+    for step in (1, 2, 3):
+        log.append("batch", phase="head", epoch=1, step=step, steps=8, loss=1.0)
+    progress = progress_summary(log, 10)
+    assert progress["eta_seconds"] is None
+    assert "this phase about" in progress["text"]
+
+
+class StopAt(ProgressLog):
+    """A log that asks the job to stop at a given fine-tune batch (as the Stop button does)."""
+
+    def __init__(self, stop, epoch: int, step: int):
+        super().__init__()
+        self.stop, self.at = stop, (epoch, step)
+
+    def append(self, kind, **fields):
+        super().append(kind, **fields)
+        if kind == "batch" and fields.get("phase") == "fine-tune" and (fields["epoch"], fields["step"]) == self.at:
+            self.stop.set()
+
+
+def test_stop_mid_epoch_does_not_plot_the_partial_epoch(colour_dataset):
+    stop = threading.Event()
+    log = StopAt(stop, epoch=4, step=2)  # fine-tune epoch 4 of 2 head + 3 fine-tune, batch 2 of 6
+    config = fine_tune_config(colour_dataset, fine_tune_epochs=3)
+    result = run_training(config, log=log, stop=stop)
+    assert result.stopped
+    partial = log.last("epoch")
+    assert partial["epoch"] == 4 and partial["partial"]
+    assert list(result.history["epoch"]) == [1, 2, 3]  # the stopped epoch is not plotted as a full one
+    assert result.metrics["epochs_run"] == 3
+    assert result.metrics["kept_reason"].startswith("Stopped by request in epoch 4.")

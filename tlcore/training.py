@@ -365,8 +365,9 @@ class Trainer:
         self.log.append("phase", phase=phase, epochs=epochs)
         patience = self.settings.early_stopping_patience or epochs + 1
         early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience)
-        keeper = KeepBest(self.kept, self.classifier, self.log, phase)
-        callbacks = [ProgressCallback(self.log, phase, self.stop), keeper, early]
+        progress = ProgressCallback(self.log, phase, self.stop)
+        keeper = KeepBest(self.kept, self.classifier, self.log, phase, progress)
+        callbacks = [progress, keeper, early]
         if self.replicas > 1:
             callbacks.insert(0, ReplicaStatisticsSync())  # before anything reads validation or weights
         if self.run_dir is not None:
@@ -375,7 +376,7 @@ class Trainer:
         # shuffle=False: the tf.data pipelines reshuffle every epoch themselves.
         fit_range = {"epochs": first + epochs, "initial_epoch": first}
         model.fit(train, validation_data=val, callbacks=callbacks, verbose=0, shuffle=False, **fit_range)
-        last = self.log.last("epoch")
+        last = self.log.last("epoch")  # a partial epoch too: "stopped in epoch N" names it
         outcome = PhaseOutcome(phase, last["epoch"] if last else first, keeper.best_val_loss, keeper.best_epoch)
         outcome.early_stopped = early.stopped_epoch > 0
         self.phases.append(outcome)
@@ -428,14 +429,19 @@ class KeepBest(keras.callbacks.Callback):
         classifier: the whole model (the fitted one may be its head alone).
         log: receives the ``"best"`` records.
         phase: ``"head"`` or ``"fine-tune"``.
+        progress: the run's :class:`ProgressCallback` (placed before this one); an epoch it
+            marks partial (cut short by Stop) is not a candidate: it is not in the history.
     """
 
-    def __init__(self, kept: KeptWeights, classifier, log: ProgressLog, phase: str):
+    def __init__(self, kept: KeptWeights, classifier, log: ProgressLog, phase: str, progress=None):
         super().__init__()
         self.kept, self.classifier, self.log, self.phase = kept, classifier, log, phase
+        self.progress = progress
         self.best_val_loss, self.best_epoch, self._weights = math.inf, None, None
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.progress is not None and self.progress.partial:
+            return
         val_loss = (logs or {}).get("val_loss")
         if val_loss is None or not val_loss < self.best_val_loss:  # also skips NaN
             return
