@@ -1,6 +1,7 @@
 """Fine-tuning: phase 2 on cached activations below the cut, discriminative rates, schedules."""
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,27 @@ def test_stop_mid_epoch_does_not_plot_the_partial_epoch(colour_dataset):
     assert list(result.history["epoch"]) == [1, 2, 3]  # the stopped epoch is not plotted as a full one
     assert result.metrics["epochs_run"] == 3
     assert result.metrics["kept_reason"].startswith("Stopped by request in epoch 4.")
+
+
+def train_page(**train_options):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/image/train.py")
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32)
+    at.session_state["train_config"] = TrainConfig(**train_options)
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    return at
+
+
+def test_train_page_shows_the_measured_fine_tune_epoch_time_and_what_augmentation_costs():
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", fine_tune_rate_decay=0.5)
+    table = at.table[0].value
+    fine_tune = table.loc["2 · fine-tune"]
+    assert "cached below block2_pool" in fine_tune["time per epoch"]
+    assert "each lower block ×0.5" in fine_tune["learning rate"]
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment=True)
+    assert "full path: augmentation" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
+    assert any("instead of" in caption.value for caption in at.caption)

@@ -22,6 +22,7 @@ FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 # How the fine-tune learning rate moves over phase 2: held, cosine down to 0, or fastai's
 # one-cycle (a warm-up over the first 30 % from rate/25 to the rate, then cosine down).
 FINE_TUNE_SCHEDULES = ("constant", "cosine", "one-cycle")
+FINE_TUNE_RATE_DECAY_CHOICES = (0.3, 0.5, 0.7, 1.0)  # the Train page's steps; any value in [0.01, 1] is valid
 MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 # What determines a loaded backbone; the head and the freeze plan are applied on top.
 BACKBONE_FIELDS = ("backbone", "weights", "cut_layer", "preprocess", "image_size")

@@ -12,7 +12,9 @@ The words and choice lists for these settings live in :mod:`tlcore.model_choices
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 
 import keras
@@ -65,6 +67,7 @@ __all__ = [
     "make_optimizer",
     "parameter_totals",
     "phase_plan",
+    "phase_two_epoch_seconds",
     "plan_totals",
     "preprocess_part",
     "top_part",
@@ -542,3 +545,40 @@ def compile_classifier(
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def phase_two_epoch_seconds(
+    backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig, num_train: int, num_val: int
+) -> dict:
+    """What one fine-tune epoch should take here, on cached activations and on the full path.
+
+    Measured, not guessed: the whole backbone and its part above the cut each run once
+    (eagerly, after a warm-up call) on a batch, and an epoch is counted as a forward and a
+    backward pass (about 3 forwards) of the trainable part per training image, plus the
+    frozen part's forward on the full path, plus a forward per validation image.
+
+    Returns:
+        ``{"cut": ActivationCut for these settings, "possible_cut": the cut with
+        augmentation off, "cached": seconds or None, "full": seconds}``.
+    """
+    cut = activation_cut(backbone, model_config, train_config)
+    unaugmented = dataclasses.replace(train_config, augment=False, feature_cache=True)
+    possible = cut if cut.cached else activation_cut(backbone, model_config, unaugmented)
+    batch = max(1, min(train_config.batch_size, 16))
+    size = backbone.image_size
+    whole = _forward_seconds(backbone.model, (batch, size, size, 3)) / batch
+    if not possible.cached:
+        return {"cut": cut, "possible_cut": possible, "cached": None, "full": whole * (3 * num_train + num_val)}
+    upper = keras.Model(possible.tensor, backbone.model.outputs[0])
+    top = min(_forward_seconds(upper, (batch, *possible.tensor.shape[1:])) / batch, whole)
+    cached = top * (3 * num_train + num_val)
+    full = cached + (whole - top) * (num_train + num_val)
+    return {"cut": cut, "possible_cut": possible, "cached": cached, "full": full}
+
+
+def _forward_seconds(network, shape: tuple) -> float:
+    inputs = np.random.default_rng(0).uniform(-1, 1, shape).astype("float32")
+    network(inputs, training=False)  # warm-up: the first call builds kernels
+    started = time.perf_counter()
+    network(inputs, training=False)
+    return time.perf_counter() - started
