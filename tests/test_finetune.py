@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from tlcore import model as model_lib
-from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tlcore.backbones import load_backbone
+from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.jobs import ProgressLog, progress_summary
 from tlcore.training import Trainer, run_training
 
@@ -155,3 +156,44 @@ def test_train_page_shows_the_measured_fine_tune_epoch_time_and_what_augmentatio
     at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment=True)
     assert "full path: augmentation" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
     assert any("instead of" in caption.value for caption in at.caption)
+
+
+def test_fine_tune_options_round_trip_and_bad_values_are_named(tmp_path):
+    config = RunConfig(train=TrainConfig(fine_tune_epochs=3, fine_tune_schedule="cosine", fine_tune_rate_decay=0.5))
+    config.save(tmp_path / "config.json")
+    assert RunConfig.load(tmp_path / "config.json") == config
+    for field, value in (("fine_tune_schedule", "linear"), ("fine_tune_rate_decay", 2.0)):
+        bad = RunConfig(train=TrainConfig(**{field: value}))
+        with pytest.raises(ValueError, match=f"{field}.*Received"):
+            bad.validate()
+
+
+def test_cli_defaults_are_the_train_config_defaults():
+    import argparse
+
+    from tlcore.cli_common import add_run_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    config = config_from_args(parser.parse_args(["--data", "demo:shapes", "--backbone", "SmallCNN"]))
+    assert config.train == TrainConfig()
+    given = ["--fine-tune-schedule", "one-cycle", "--fine-tune-rate-decay", "0.7"]
+    config = config_from_args(parser.parse_args(["--data", "d", "--backbone", "SmallCNN", *given]))
+    assert (config.train.fine_tune_schedule, config.train.fine_tune_rate_decay) == ("one-cycle", 0.7)
+
+
+def test_discriminative_rates_give_lower_blocks_smaller_steps():
+    import keras
+
+    backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
+    plan = FreezePlan("from", "block3")
+    by_layer = model_lib.block_rate_multipliers(backbone, plan, 0.5)
+    assert (by_layer["block3_conv"], by_layer["block4_conv"]) == (0.5, 1.0)
+    assert "block2_conv" not in by_layer  # frozen in phase 2
+    assert model_lib.block_rate_multipliers(backbone, plan, 1.0) == {}
+    # Through the optimizer: Adam's first step is the rate itself, so it of a variable scales with its multiplier.
+    slow, fast = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    optimizer = model_lib.make_optimizer("adam", 0.1, {id(slow): 0.25})
+    optimizer.apply_gradients([(np.ones(3, "float32"), slow), (np.ones(3, "float32"), fast)])
+    slow_step, fast_step = 1 - slow.numpy()[0], 1 - fast.numpy()[0]
+    assert slow_step == pytest.approx(fast_step * 0.25, rel=1e-3)
