@@ -535,7 +535,12 @@ def fine_tune_schedule(train_config: TrainConfig, steps_per_epoch: int):
 
 
 def compile_classifier(
-    model, optimizer: str, learning_rate, steps_per_execution: int = 1, rate_multipliers: dict | None = None
+    model,
+    optimizer: str,
+    learning_rate,
+    steps_per_execution: int = 1,
+    rate_multipliers: dict | None = None,
+    jit_compile="auto",
 ):
     """(Re)compiles after any change of ``trainable``, with a fresh optimizer."""
     model.compile(
@@ -543,6 +548,7 @@ def compile_classifier(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile,
     )
     return model
 
