@@ -197,3 +197,21 @@ def test_discriminative_rates_give_lower_blocks_smaller_steps():
     optimizer.apply_gradients([(np.ones(3, "float32"), slow), (np.ones(3, "float32"), fast)])
     slow_step, fast_step = 1 - slow.numpy()[0], 1 - fast.numpy()[0]
     assert slow_step == pytest.approx(fast_step * 0.25, rel=1e-3)
+
+
+@pytest.mark.real_assets
+def test_the_cut_on_the_real_mobilenet_is_a_block_boundary(dog_model):
+    model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")
+    backbone = load_backbone(model_config)
+
+    def cut(start, **options):
+        return model_lib.activation_cut(
+            backbone, model_config, TrainConfig(fine_tune_epochs=1, unfreeze_from=start, **options)
+        )
+
+    assert cut("block_15").name == "block_14_add" and tuple(cut("block_15").tensor.shape[1:]) == (5, 5, 160)
+    assert cut("block_13").name == "block_12_add"
+    # Inside a residual block the block's input still flows around the unfrozen layers.
+    inside = cut("block_15_depthwise")
+    assert not inside.cached and "2 tensors cross" in inside.reason
+    assert "augmentation" in cut("block_15", augment=True).reason
