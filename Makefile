@@ -51,10 +51,12 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev chromium lint
 	$(PY) -m pytest
 
+# bench/finetune.py: ours vs the plain Keras fine-tune, 5 seeds x 2 sets x 2 depths (long on a CPU).
 bench: $(VENV)/.dev chromium
 	$(PY) bench/frozen_training.py
 	$(PY) bench/dashboard_retrain.py
 	$(PY) bench/soak.py
+	$(PY) bench/finetune.py
 
 # Which decoding/head defaults are at least as accurate as the plain Keras script: 5 seeds,
 # ants/bees + Open Clip Art drawings (built from Debian's openclipart-png on first use).

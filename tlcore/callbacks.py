@@ -26,13 +26,17 @@ class ProgressCallback(keras.callbacks.Callback):
         self.stop = stop or threading.Event()
         self._epoch_start = 0.0
         self._epoch = 0
+        self._step = 0
+        self.partial = False  # the last epoch was cut short by a stop request
 
     def on_epoch_begin(self, epoch, logs=None):
         # Keras counts on from initial_epoch, so the number runs on across both phases.
         self._epoch = epoch + 1
         self._epoch_start = time.perf_counter()
+        self._step = 0
 
     def on_train_batch_end(self, batch, logs=None):
+        self._step = batch + 1
         self.log.append(
             "batch",
             phase=self.phase,
@@ -46,8 +50,13 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        # Keras ends a stopped epoch with on_epoch_end too, its training metrics covering only
+        # the batches before the stop: logged as partial, so no chart plots it as a full epoch.
+        steps = self.params.get("steps")
+        self.partial = bool(self.stop.is_set() and steps and self._step < steps)
         self.log.append(
             "epoch",
+            partial=self.partial,
             phase=self.phase,
             epoch=epoch + 1,
             loss=logs.get("loss"),

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.config import FINE_TUNE_SCHEDULES, DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.errors import StudioError
 
 
@@ -38,19 +38,32 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "or a layer/block name (trainable from there on)",
     )
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--fine-tune-epochs", type=int, default=0)
-    parser.add_argument("--fine-tune-lr", type=float)
+    parser.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
+    parser.add_argument(
+        "--fine-tune-lr", type=float, default=TrainConfig.fine_tune_learning_rate, help="default: --lr / 10"
+    )
+    parser.add_argument(
+        "--fine-tune-schedule",
+        default=TrainConfig.fine_tune_schedule,
+        help=f"{' | '.join(FINE_TUNE_SCHEDULES)} (default {TrainConfig.fine_tune_schedule})",
+    )
+    parser.add_argument(
+        "--fine-tune-rate-decay",
+        type=float,
+        default=TrainConfig.fine_tune_rate_decay,
+        help="discriminative rates: each lower unfrozen block trains at this times the rate above (1 = one rate)",
+    )
     parser.add_argument("--unfreeze-from", help="layer or block where fine-tuning starts (default: last block)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--optimizer", default=TrainConfig.optimizer)
     parser.add_argument(
         "--patience", type=int, default=TrainConfig.early_stopping_patience, help="early-stopping patience; 0 = off"
     )
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--no-feature-cache", action="store_true")
     parser.add_argument("--keep-placeholders", action="store_true")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
 
 
 # Flag → (section, field, conversion) of a RunConfig: what a flag given beside --config overrides.
@@ -71,6 +84,8 @@ FLAG_FIELDS = {
     "epochs": ("train", "epochs", None),
     "fine_tune_epochs": ("train", "fine_tune_epochs", None),
     "fine_tune_lr": ("train", "fine_tune_learning_rate", None),
+    "fine_tune_schedule": ("train", "fine_tune_schedule", None),
+    "fine_tune_rate_decay": ("train", "fine_tune_rate_decay", None),
     "unfreeze_from": ("train", "unfreeze_from", None),
     "batch_size": ("train", "batch_size", None),
     "lr": ("train", "learning_rate", None),
@@ -143,6 +158,8 @@ def config_from_args(args) -> RunConfig:
             early_stopping_patience=args.patience,
             fine_tune_epochs=args.fine_tune_epochs,
             fine_tune_learning_rate=args.fine_tune_lr,
+            fine_tune_schedule=args.fine_tune_schedule,
+            fine_tune_rate_decay=args.fine_tune_rate_decay,
             unfreeze_from=args.unfreeze_from,
             feature_cache=not args.no_feature_cache,
             seed=args.seed,

@@ -20,6 +20,10 @@ FREEZE_MODES = ("all", "none", "from", "top", "layers")
 BATCH_SIZE_CHOICES = (4, 8, 16, 32, 64, 128)
 LEARNING_RATE_CHOICES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
+# How the fine-tune learning rate moves over phase 2: held, cosine down to 0, or fastai's
+# one-cycle (a warm-up over the first 30 % from rate/25 to the rate, then cosine down).
+FINE_TUNE_SCHEDULES = ("constant", "cosine", "one-cycle")
+FINE_TUNE_RATE_DECAY_CHOICES = (0.3, 0.5, 0.7, 1.0)  # the Train page's steps; any value in [0.01, 1] is valid
 # What determines a loaded backbone; the head and the freeze plan are applied on top.
 BACKBONE_FIELDS = ("backbone", "weights", "cut_layer", "preprocess", "image_size")
 
@@ -197,6 +201,11 @@ class TrainConfig:
             0 disables early stopping (best weights are restored either way).
         fine_tune_epochs: epochs of the second phase; 0 skips fine-tuning.
         fine_tune_learning_rate: its learning rate; ``None`` = ``learning_rate / 10``.
+        fine_tune_schedule: ``"constant"``, ``"cosine"`` or ``"one-cycle"`` (see
+            ``FINE_TUNE_SCHEDULES``).
+        fine_tune_rate_decay: discriminative learning rates: each unfrozen block gets
+            this times the rate of the block above it (the head and the top block get
+            the full rate); 1.0 = one rate for every unfrozen layer.
         unfreeze_from: layer name or block label from which the backbone trains in the
             fine-tune phase; ``None`` unfreezes the last block.
         feature_cache: allow the frozen-backbone fast path (features computed once
@@ -212,6 +221,8 @@ class TrainConfig:
     early_stopping_patience: int = 10
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float | None = None
+    fine_tune_schedule: str = "constant"
+    fine_tune_rate_decay: float = 1.0
     unfreeze_from: str | None = None
     feature_cache: bool = True
     seed: int = 42
@@ -226,6 +237,8 @@ class TrainConfig:
         if self.fine_tune_learning_rate is not None:
             _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 1e-10, 10.0)
         _check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
+        _check_choice("fine_tune_schedule", self.fine_tune_schedule, FINE_TUNE_SCHEDULES)
+        _check_range("fine_tune_rate_decay", self.fine_tune_rate_decay, 0.01, 1.0)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10_000, int)
         _check_range("seed", self.seed, 0, 2**31 - 1, int)
 

@@ -319,15 +319,26 @@ HISTORY_COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accura
 
 
 def history_frame(log: ProgressLog):
-    """Epoch records of a log as one continuous history DataFrame (both phases)."""
+    """Epoch records of a log as one continuous history DataFrame (both phases).
+
+    An epoch cut short by a stop request is left out: its training loss and accuracy
+    cover only the batches before the stop, so it is no epoch to plot beside full ones.
+    """
     import pandas as pd
 
-    rows = [{column: record.get(column) for column in HISTORY_COLUMNS} for record in log.records(kind="epoch")]
+    records = [record for record in log.records(kind="epoch") if not record.get("partial")]
+    rows = [{column: record.get(column) for column in HISTORY_COLUMNS} for record in records]
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
     """Where a training job is: fraction done, ETA, and a one-line description.
+
+    The ETA is measured on the phase that is running, from its own batch and epoch times
+    (a fine-tune epoch on images can take a hundred times a head epoch on cached
+    features), and it is given only while no later phase is still to come: during
+    phase 1 of a run that fine-tunes, the text says how long this phase has left
+    instead. During feature extraction the bar follows the extraction's batches.
 
     Args:
         log: the job's progress log.
@@ -335,26 +346,60 @@ def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
 
     Returns:
         ``{"fraction", "eta_seconds", "text", "phase"}``; ``eta_seconds`` is ``None``
-        until a training batch has been seen.
+        while it cannot be measured (before the phase's second batch) or covers only
+        part of the job.
     """
-    status = log.last("status")
+    records = log.records()
+    status = next((r for r in reversed(records) if r["kind"] == "status"), None)
     if status and status.get("status") in ("done", "stopped", "failed"):
         return {"fraction": 1.0, "eta_seconds": 0.0, "text": status["status"], "phase": None}
-    batch = log.last("batch")
-    if batch is None:
-        extract = log.last("extract")
-        if extract:
-            text = f"computing backbone features: batch {extract['step']}/{extract['steps']}"
-            return {"fraction": 0.0, "eta_seconds": None, "text": text, "phase": "extract"}
+    latest = next((r for r in reversed(records) if r["kind"] in ("batch", "extract")), None)
+    if latest is None:
         return {"fraction": 0.0, "eta_seconds": None, "text": (status or {}).get("status", "starting"), "phase": None}
+    if latest["kind"] == "extract":
+        text = f"computing backbone activations: batch {latest['step']}/{latest['steps']}"
+        fraction = latest["step"] / max(latest["steps"], 1)
+        return {"fraction": fraction, "eta_seconds": None, "text": text, "phase": "extract"}
+    return _training_progress(records, latest, total_epochs)
+
+
+def _training_progress(records: list[dict], batch: dict, total_epochs: int) -> dict:
+    phase = batch["phase"]
     steps = batch.get("steps") or batch["step"]
-    done = (batch["epoch"] - 1 + batch["step"] / steps) / max(total_epochs, 1)
-    fraction = min(max(done, 0.0), 1.0)
-    first = log.records(kind="batch")[0]
-    elapsed = batch["time"] - first["time"]
-    eta = elapsed / fraction * (1 - fraction) if fraction > 0.02 else None
-    text = f"{batch['phase']} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
-    return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": batch["phase"]}
+    phases = [r for r in records if r["kind"] == "phase" and r.get("phase") not in (None, "extract")]
+    planned = next((r.get("epochs") for r in reversed(phases) if r["phase"] == phase), None) or total_epochs
+    batches = [r for r in records if r["kind"] == "batch" and r["phase"] == phase]
+    epochs = [r for r in records if r["kind"] == "epoch" and r["phase"] == phase and not r.get("partial")]
+    first_epoch = batches[0]["epoch"]
+    left_in_epoch = 1 - batch["step"] / steps
+    epochs_after = max(planned - (batch["epoch"] - first_epoch + 1), 0)
+    eta = _phase_seconds_left(batches, epochs, steps, left_in_epoch, epochs_after)
+    text = f"{phase} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
+    later = sum(r.get("epochs") or 0 for r in phases) < total_epochs  # a phase not started yet
+    # The bar: the phases share it by planned epochs; inside the running phase it moves with
+    # measured time once an ETA exists (epochs of one phase take about equally long).
+    within = (batch["epoch"] - first_epoch + batch["step"] / steps) / max(planned, 1)
+    if eta is not None:
+        elapsed = batch["time"] - batches[0]["time"]
+        within = elapsed / (elapsed + eta) if elapsed + eta > 0 else within
+    start, share = (first_epoch - 1) / max(total_epochs, 1), planned / max(total_epochs, 1)
+    fraction = min(max(start + share * within, 0.0), 1.0)
+    if later and eta is not None:
+        text = f"{text} · this phase about {eta:.0f} s more"
+        return {"fraction": fraction, "eta_seconds": None, "text": text, "phase": phase}
+    return {"fraction": fraction, "eta_seconds": eta, "text": text, "phase": phase}
+
+
+def _phase_seconds_left(batches: list, epochs: list, steps: int, left_in_epoch: float, epochs_after: int):
+    """Seconds the running phase has left, from its own measured times; ``None`` before two batches."""
+    if epochs:  # a whole epoch of this phase (training and validation) was timed
+        timed = [r["seconds"] for r in epochs if r.get("seconds") is not None]
+        per_epoch = sorted(timed[1:] or timed)[len(timed[1:] or timed) // 2]  # the first one also traced
+        return per_epoch * (left_in_epoch + epochs_after)
+    if len(batches) < 2:
+        return None
+    per_batch = (batches[-1]["time"] - batches[0]["time"]) / (len(batches) - 1)  # after the first (tracing)
+    return per_batch * steps * (left_in_epoch + epochs_after)
 
 
 def task_progress(job: Job) -> dict:

@@ -7,6 +7,8 @@ from tlcore import charts
 from tlcore.config import (
     BATCH_SIZE_CHOICES,
     FINE_TUNE_LEARNING_RATE_CHOICES,
+    FINE_TUNE_RATE_DECAY_CHOICES,
+    FINE_TUNE_SCHEDULES,
     LEARNING_RATE_CHOICES,
     OPTIMIZER_CHOICES,
     nearest_choice,
@@ -63,6 +65,18 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     else:
         unfreeze = cols[2].text_input("Unfreeze from (layer name; empty = last block)", train.unfreeze_from or "")
         train.unfreeze_from = unfreeze.strip() or None
+    cols = st.columns(3)
+    schedule = train.fine_tune_schedule if train.fine_tune_schedule in FINE_TUNE_SCHEDULES else "constant"
+    help_schedule = "How the fine-tune rate moves: held, cosine down to 0, or a warm-up then cosine (one-cycle)."
+    train.fine_tune_schedule = cols[0].selectbox(
+        "Fine-tune schedule", FINE_TUNE_SCHEDULES, index=FINE_TUNE_SCHEDULES.index(schedule), help=help_schedule
+    )
+    help_decay = "Discriminative rates: each unfrozen block trains at this times the rate of the block above it."
+    train.fine_tune_rate_decay = cols[1].select_slider(
+        "Rate for each lower block", FINE_TUNE_RATE_DECAY_CHOICES,
+        value=nearest_choice(train.fine_tune_rate_decay, FINE_TUNE_RATE_DECAY_CHOICES),
+        format_func=lambda decay: "same rate" if decay == 1 else f"×{decay:g}", help=help_decay,
+    )  # fmt: skip
     start = st.button("Start training", type="primary", disabled=running)
 
 
@@ -82,7 +96,51 @@ if start:  # before the table and the tools below: the click reruns the page at 
         shared.show_error(error, "Fix the setting above and start again.")
 
 
+@st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
+def _epoch_seconds(backbone_key: str, model_json: str, train_json: str, num_train: int, num_val: int) -> dict:
+    from tlcore.config import RunConfig
+    from tlcore.model import phase_two_epoch_seconds
+
+    config = RunConfig.from_json(model_json)  # model and train sections of one config
+    model_config, train_config = config.model, RunConfig.from_json(train_json).train
+    timing = phase_two_epoch_seconds(shared.backbone(model_config), model_config, train_config, num_train, num_val)
+    return {"cached": timing["cached"], "full": timing["full"], "reason": timing["cut"].reason,
+            "cut": timing["possible_cut"].name, "uses_cut": timing["cut"].cached}  # fmt: skip
+
+
+def _image_counts() -> tuple[int, int]:
+    """Training and validation images the run will use (as scanned; the split as configured)."""
+
+    def counts(source: str) -> int:
+        return sum(shared.scan(source, data.skip_placeholders, shared.folder_stamp(source)).counts.values())
+
+    total = counts(data.data_dir)
+    if data.val_dir:
+        return total, counts(data.val_dir)
+    return total - round(total * data.val_split), round(total * data.val_split)
+
+
+def _rate_text(plan) -> str:
+    if plan.number == 1:
+        return f"{plan.learning_rate:g}"
+    text = f"{plan.learning_rate:g}" + (
+        "" if train.fine_tune_schedule == "constant" else f", {train.fine_tune_schedule}"
+    )
+    if train.fine_tune_rate_decay < 1:
+        text += f"; each lower block ×{train.fine_tune_rate_decay:g}"
+    return text
+
+
+def _time_text(plan, timing: dict | None) -> str:
+    if plan.number == 1 or timing is None or plan.skipped:
+        return ""
+    if timing["uses_cut"]:
+        return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"
+    return f"≈ {timing['full']:.1f} s (full path: {timing['reason']})"
+
+
 if backbone is not None:  # after the widgets, so the table shows this run's choices
+    from tlcore.config import RunConfig
     from tlcore.model import phase_plan
 
     try:
@@ -90,10 +148,23 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
     except StudioError as error:
         shared.show_error(error, "Pick a block from the list above.")
         st.stop()
+    timing = None
+    if train.fine_tune_epochs:
+        try:
+            timing = _epoch_seconds(model.backbone_key(), RunConfig(model=model).to_json(),
+                                    RunConfig(train=train).to_json(), *_image_counts())  # fmt: skip
+        except (StudioError, ValueError) as error:
+            st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
     rows = [{"phase": f"{p.number} · {p.phase}" + ("" if p.epochs else " (skipped: 0 epochs)"), "trains": p.trains,
              "trainable parameters": f"{p.trainable_parameters:,}", "epochs": p.epochs,
-             "learning rate": f"{p.learning_rate:g}"} for p in phases]  # fmt: skip
+             "learning rate": _rate_text(p), "time per epoch": _time_text(p, timing)} for p in phases]  # fmt: skip
     st.table(pd.DataFrame(rows).set_index("phase"))
+    if timing is not None and train.augment and timing["cached"] is not None:
+        st.caption(
+            f"Augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
+            f"pushes the images through the whole backbone: ≈ {timing['full']:.1f} s an epoch here instead of "
+            f"≈ {timing['cached']:.1f} s from activations cached below {timing['cut']} (measured on this server)."
+        )
 
 with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
     from pages.image.insight_train import learning_curve_section, lr_finder_section

@@ -1,0 +1,217 @@
+"""Fine-tuning: phase 2 on cached activations below the cut, discriminative rates, schedules."""
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlcore import model as model_lib
+from tlcore.backbones import load_backbone
+from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.jobs import ProgressLog, progress_summary
+from tlcore.training import Trainer, run_training
+
+
+def fine_tune_config(dataset, **train_options):
+    """SmallCNN (random weights), the head for 2 epochs, then block3 on for 2 epochs."""
+    train = {
+        "epochs": 2,
+        "fine_tune_epochs": 2,
+        "unfreeze_from": "block3",
+        "batch_size": 8,
+        "learning_rate": 1e-1,
+        "fine_tune_learning_rate": 1e-2,
+        "early_stopping_patience": 0,
+        "seed": 3,
+        **train_options,
+    }
+    return RunConfig(
+        DataConfig(str(dataset), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(**train),
+    )
+
+
+def train(config, full_path: bool = False):
+    """A run step by step; ``full_path`` makes phase 2 push images through the whole backbone."""
+    trainer = Trainer(config, log=ProgressLog())
+    trainer.prepare()
+    if full_path:
+        trainer.cut = model_lib.ActivationCut(reason="the test asks for the full path")
+    trainer.train_head()
+    trainer.fine_tune()
+    return trainer, trainer.finish()
+
+
+def test_phase_two_on_cached_activations_matches_the_full_path(colour_dataset):
+    config = fine_tune_config(colour_dataset)
+    cached_trainer, cached = train(config)
+    full_trainer, full = train(config, full_path=True)
+    assert cached_trainer.top is not None and full_trainer.top is None
+    assert cached.metrics["activation_bytes_per_image"] > 0
+    columns = ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(cached.history["phase"]) == ["head", "head", "fine-tune", "fine-tune"]
+    np.testing.assert_allclose(cached.history[columns].to_numpy(), full.history[columns].to_numpy(), rtol=2e-4)
+    # The saved model is the whole classifier with the fine-tuned weights.
+    for mine, theirs in zip(cached.model.get_weights(), full.model.get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-5)
+    assert cached.model.name == "classifier"
+    np.testing.assert_allclose(cached.val_probabilities, full.val_probabilities, rtol=1e-3, atol=1e-5)
+
+
+def synthetic_log(head_epochs=40, fine_tune_epochs=5, steps=8, fine_tune_batches=2, batch_seconds=1.0):
+    """A run's log: the head on cached features (fast epochs), then fine-tuning at one batch a second."""
+    log, now = ProgressLog(), 1000.0
+    records = [("phase", {"phase": "extract"})]
+    records += [("extract", {"step": step, "steps": 4}) for step in (1, 2, 3, 4)]
+    records.append(("phase", {"phase": "head", "epochs": head_epochs}))
+    for epoch in range(1, head_epochs + 1):
+        records.append(("batch", {"phase": "head", "epoch": epoch, "step": steps, "steps": steps, "loss": 1.0}))
+        records.append(("epoch", {"phase": "head", "epoch": epoch, "seconds": 0.005}))
+    records.append(("phase", {"phase": "fine-tune", "epochs": fine_tune_epochs}))
+    for step in range(1, fine_tune_batches + 1):
+        epoch = head_epochs + 1
+        records.append(("batch", {"phase": "fine-tune", "epoch": epoch, "step": step, "steps": steps, "loss": 1.0}))
+    for kind, fields in records:
+        now += batch_seconds if kind == "batch" and fields["phase"] == "fine-tune" else 0.005
+        log.append(kind, **fields)
+        log._records[-1]["time"] = now  # the test's clock
+    return log
+
+
+def test_fine_tune_eta_is_measured_on_fine_tune_batches():
+    log = synthetic_log()
+    progress = progress_summary(log, 45)
+    # 6 batches left in this epoch and 4 more epochs of 8, at the measured 1 s a batch.
+    assert progress["eta_seconds"] == pytest.approx(38, rel=0.05)
+    assert progress["phase"] == "fine-tune"
+    assert progress["fraction"] < 0.95  # most of the time is still ahead
+
+
+def test_the_bar_moves_during_feature_extraction():
+    log = ProgressLog()
+    log.append("phase", phase="extract")
+    log.append("extract", step=3, steps=6)
+    progress = progress_summary(log, 10)
+    assert progress["fraction"] == pytest.approx(0.5)
+    assert "3/6" in progress["text"]
+
+
+def test_phase_one_gives_no_eta_for_the_whole_job_while_fine_tuning_is_to_come():
+    log = ProgressLog()
+    log.append("phase", phase="head", epochs=5)
+    for step in (1, 2, 3):
+        log.append("batch", phase="head", epoch=1, step=step, steps=8, loss=1.0)
+    progress = progress_summary(log, 10)
+    assert progress["eta_seconds"] is None
+    assert "this phase about" in progress["text"]
+
+
+class StopAt(ProgressLog):
+    """A log that asks the job to stop at a given fine-tune batch (as the Stop button does)."""
+
+    def __init__(self, stop, epoch: int, step: int):
+        super().__init__()
+        self.stop, self.at = stop, (epoch, step)
+
+    def append(self, kind, **fields):
+        super().append(kind, **fields)
+        if kind == "batch" and fields.get("phase") == "fine-tune" and (fields["epoch"], fields["step"]) == self.at:
+            self.stop.set()
+
+
+def test_stop_mid_epoch_does_not_plot_the_partial_epoch(colour_dataset):
+    stop = threading.Event()
+    log = StopAt(stop, epoch=4, step=2)  # fine-tune epoch 4 of 2 head + 3 fine-tune, batch 2 of 6
+    config = fine_tune_config(colour_dataset, fine_tune_epochs=3)
+    result = run_training(config, log=log, stop=stop)
+    assert result.stopped
+    partial = log.last("epoch")
+    assert partial["epoch"] == 4 and partial["partial"]
+    assert list(result.history["epoch"]) == [1, 2, 3]  # the stopped epoch is not plotted as a full one
+    assert result.metrics["epochs_run"] == 3
+    assert result.metrics["kept_reason"].startswith("Stopped by request in epoch 4.")
+
+
+def train_page(**train_options):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/image/train.py")
+    at.session_state["model_config"] = ModelConfig("SmallCNN", weights="none", image_size=32)
+    at.session_state["train_config"] = TrainConfig(**train_options)
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    return at
+
+
+def test_train_page_shows_the_measured_fine_tune_epoch_time_and_what_augmentation_costs():
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", fine_tune_rate_decay=0.5)
+    table = at.table[0].value
+    fine_tune = table.loc["2 · fine-tune"]
+    assert "cached below block2_pool" in fine_tune["time per epoch"]
+    assert "each lower block ×0.5" in fine_tune["learning rate"]
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment=True)
+    assert "full path: augmentation" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
+    assert any("instead of" in caption.value for caption in at.caption)
+
+
+def test_fine_tune_options_round_trip_and_bad_values_are_named(tmp_path):
+    config = RunConfig(train=TrainConfig(fine_tune_epochs=3, fine_tune_schedule="cosine", fine_tune_rate_decay=0.5))
+    config.save(tmp_path / "config.json")
+    assert RunConfig.load(tmp_path / "config.json") == config
+    for field, value in (("fine_tune_schedule", "linear"), ("fine_tune_rate_decay", 2.0)):
+        bad = RunConfig(train=TrainConfig(**{field: value}))
+        with pytest.raises(ValueError, match=f"{field}.*Received"):
+            bad.validate()
+
+
+def test_cli_defaults_are_the_train_config_defaults():
+    import argparse
+
+    from tlcore.cli_common import add_run_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    config = config_from_args(parser.parse_args(["--data", "demo:shapes", "--backbone", "SmallCNN"]))
+    assert config.train == TrainConfig()
+    given = ["--fine-tune-schedule", "one-cycle", "--fine-tune-rate-decay", "0.7"]
+    config = config_from_args(parser.parse_args(["--data", "d", "--backbone", "SmallCNN", *given]))
+    assert (config.train.fine_tune_schedule, config.train.fine_tune_rate_decay) == ("one-cycle", 0.7)
+
+
+def test_discriminative_rates_give_lower_blocks_smaller_steps():
+    import keras
+
+    backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
+    plan = FreezePlan("from", "block3")
+    by_layer = model_lib.block_rate_multipliers(backbone, plan, 0.5)
+    assert (by_layer["block3_conv"], by_layer["block4_conv"]) == (0.5, 1.0)
+    assert "block2_conv" not in by_layer  # frozen in phase 2
+    assert model_lib.block_rate_multipliers(backbone, plan, 1.0) == {}
+    # Through the optimizer: Adam's first step is the rate itself, so it of a variable scales with its multiplier.
+    slow, fast = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
+    optimizer = model_lib.make_optimizer("adam", 0.1, {id(slow): 0.25})
+    optimizer.apply_gradients([(np.ones(3, "float32"), slow), (np.ones(3, "float32"), fast)])
+    slow_step, fast_step = 1 - slow.numpy()[0], 1 - fast.numpy()[0]
+    assert slow_step == pytest.approx(fast_step * 0.25, rel=1e-3)
+
+
+@pytest.mark.real_assets
+def test_the_cut_on_the_real_mobilenet_is_a_block_boundary(dog_model):
+    model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")
+    backbone = load_backbone(model_config)
+
+    def cut(start, **options):
+        return model_lib.activation_cut(
+            backbone, model_config, TrainConfig(fine_tune_epochs=1, unfreeze_from=start, **options)
+        )
+
+    assert cut("block_15").name == "block_14_add" and tuple(cut("block_15").tensor.shape[1:]) == (5, 5, 160)
+    assert cut("block_13").name == "block_12_add"
+    # Inside a residual block the block's input still flows around the unfrozen layers.
+    inside = cut("block_15_depthwise")
+    assert not inside.cached and "2 tensors cross" in inside.reason
+    assert "augmentation" in cut("block_15", augment=True).reason
