@@ -95,21 +95,6 @@ class SetupStore:
         temporary.write_text(text)
         os.replace(temporary, path)
 
-
-def account_owner_id(user: dict) -> str:
-    """The owner id of an account logged in through Streamlit's login (``st.user``).
-
-    Keyed on the identity provider and its subject id (the stable account id OpenID
-    Connect promises), else the e-mail; one-way like :func:`owner_id`.
-
-    Raises:
-        ValueError: the login gave neither a subject nor an e-mail.
-    """
-    subject = user.get("sub") or user.get("email")
-    if not subject:
-        raise ValueError(f"Expected a logged-in user with a `sub` or `email`. Received: keys {sorted(user)}.")
-    return hashlib.sha256(f"tlcore-account:{user.get('iss', '')}:{subject}".encode()).hexdigest()[:16]
-
     def save_changes(self, owner: str, changes: dict, current: dict) -> dict:
         """Writes only ``changes`` (flat fields, see :func:`setup_fields`) over the latest saved setup.
 
@@ -145,3 +130,18 @@ def setup_from_fields(fields: dict) -> Setup:
             kind, name = key.split(".", 1)
             config.setdefault(kind, {})[name] = value
     return Setup(RunConfig.from_dict(config), str(fields.get("data_summary", "")), int(fields.get("num_classes", 2)))
+
+
+def account_owner_id(user: dict) -> str:
+    """The owner id of an account logged in through Streamlit's login (``st.user``).
+
+    Keyed on the identity provider and its subject id (the stable account id OpenID
+    Connect promises), else the e-mail; one-way like :func:`owner_id`.
+
+    Raises:
+        ValueError: the login gave neither a subject nor an e-mail.
+    """
+    subject = user.get("sub") or user.get("email")
+    if not subject:
+        raise ValueError(f"Expected a logged-in user with a `sub` or `email`. Received: keys {sorted(user)}.")
+    return hashlib.sha256(f"tlcore-account:{user.get('iss', '')}:{subject}".encode()).hexdigest()[:16]
