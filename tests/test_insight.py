@@ -162,7 +162,7 @@ def test_label_review_flags_nothing_when_the_heads_cannot_tell():
     # One fold split, uncalibrated, no "clearly against" rule: 53 of 120 flagged, suspicion up to 0.999.
     assert review.issues().empty
     assert review.ranked["score"].max() < 0.9
-    assert review.accuracy < 0.7 and "No label is clearly contradicted" in review.describe()
+    assert review.accuracy < 0.7 and "no label is clearly contradicted" in review.describe()
     assert "always guessing the largest class: 50.0%" in review.describe()
 
 
@@ -176,7 +176,7 @@ def test_label_review_flags_a_flip_with_every_split_against_it_and_sorts_by_the_
     assert issues["path"].tolist() == [features.train_items[0].path]
     assert issues["agreement"].tolist() == [1.0] and issues["score"].iloc[0] >= 0.9
     assert review.splits == 3 and review.ranked["score"].is_monotonic_decreasing
-    assert "1 of 60 labels are contradicted" in review.describe()
+    assert "1 suspect labels among 60 images: contradicted" in review.describe()
 
 
 # ----------------------------------------------------------------------------- near-duplicates

@@ -43,7 +43,7 @@ def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(fli
     app = AppTest.from_function(label_script, args=(colour_config(root),), default_timeout=TIMEOUT).run()
     app.button(key="label_issues").click().run()
     assert not app.exception
-    assert "1 of 36 labels are contradicted" in app.warning[0].value
+    assert "1 suspect labels among 36 images" in app.warning[0].value
     cards = [caption.value for caption in app.caption if "red\\_0.png" in caption.value]  # Markdown-escaped name
     assert cards and "suspicion " in cards[0] and "100% of splits disagree" in cards[0]
     relabel = next(button for button in app.button if button.label == "Relabel as red")

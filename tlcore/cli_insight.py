@@ -78,8 +78,15 @@ def cmd_label_issues(args) -> dict:
         raise StudioError(f"Expected --folds of at least 2. Received: --folds {args.folds}.")
     review = review_labels(features_of(prepared_config(args)), args.folds, args.seed)
     rows = review.ranked if args.all else review.issues()
-    columns = ["path", "given", "suggested", "score", "split"]
-    return {"checked": review.checked, "folds": review.folds, "issues": rows[columns].to_dict("records")}
+    columns = ["path", "given", "suggested", "score", "agreement", "split"]
+    return {
+        "checked": review.checked,
+        "folds": review.folds,
+        "splits": review.splits,
+        "accuracy": review.accuracy,
+        "summary": review.describe(),
+        "issues": rows[columns].to_dict("records"),
+    }
 
 
 def cmd_near_duplicates(args) -> dict:

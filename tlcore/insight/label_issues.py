@@ -82,10 +82,11 @@ class LabelReview:
             f"the largest class: {chance:.1%}; {self.folds}-fold, {self.splits} different splits averaged)."
         )
         if not found:
-            return f"No label is clearly contradicted among {self.checked} images. {context}"
+            return f"0 suspect labels among {self.checked} images: no label is clearly contradicted. {context}"
         return (
-            f"{found} of {self.checked} labels are contradicted by every split's heads and by confident learning. "
-            f"{context} A flagged image is a wrong label or a photo this backbone confuses: look before relabelling."
+            f"{found} suspect labels among {self.checked} images: contradicted by every split's heads and by "
+            f"confident learning. {context} A flagged image is a wrong label or a photo this backbone confuses: "
+            "look before relabelling."
         )
 
 
