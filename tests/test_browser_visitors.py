@@ -18,6 +18,7 @@ from tests.helpers import make_colour_dataset
 from tlcore import sessions
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=90_000)  # a loaded machine renders a first page slowly
 SECRETS = {name: sessions.new_secret() for name in ("alice", "bob", "carol")}
 OWNERS = {name: sessions.owner_id(secret) for name, secret in SECRETS.items()}
 SHARED_RUN, OTHER_RUN, CLI_RUN = (
