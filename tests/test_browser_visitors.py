@@ -96,10 +96,14 @@ def visitor(browser, url, name, path=""):
 
 def options(page, label):
     """The choices of the select box labelled ``label`` (opened, read, closed)."""
-    open_select(page, label)
-    found = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
-    return found
+    for _ in range(5):  # a rerun that redraws the box closes its list: read it again
+        open_select(page, label)
+        found = page.get_by_role("option").all_inner_texts()
+        page.keyboard.press("Escape")
+        if found:
+            return found
+        page.wait_for_timeout(1000)
+    return []
 
 
 def open_select(page, label):
