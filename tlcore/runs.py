@@ -10,9 +10,10 @@ Who may do what (the one rule; pages only call it): a store acts for an identity
 ``RunStore(root)`` is the operator (the CLI, benches): every run. ``RunStore(root,
 owner=…)`` is a dashboard visitor: their own runs (read and change); runs with no owner
 recorded, which the operator put in the folder (e.g. made with the CLI), are published
-read-only to everyone (changeable too where ``operator=True``: the one person of a local
-server); a run of another visitor only through its share link (``shared`` tokens), read
-only, and never listed with one's own. Anything else is "no run named …".
+read-only to everyone; a run of another visitor only through its share link (``shared`` tokens), read
+only, and never listed with one's own. Anything else is "no run named …". On a local server
+(``operator=True``: only this machine reaches it, so every browser is the one person's) a
+visitor sees and changes every run, as before ownership existed.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class RunStore:
     Args:
         root: the folder.
         owner: the dashboard visitor's owner id; ``None`` for the operator (CLI, benches).
-        operator: the visitor may also change published runs (the one person of a local server).
+        operator: the visitor is the one person of a local server: every run is theirs to see and change.
         shared: share tokens the visitor opened (``?run=<token>``): those runs, read only.
     """
 
@@ -238,8 +239,10 @@ class RunStore:
             return "operator"
         if run.owner == self.owner:
             return "owner"
+        if self.operator:  # the one person of a local server: every browser of theirs, every run
+            return "operator"
         if run.owner is None:
-            return "operator" if self.operator else "published"
+            return "published"
         token = _read_json(run.path / ACCESS_FILE).get("share")
         if isinstance(token, str) and any(hmac.compare_digest(token, mine) for mine in self.shared):
             return "shared"
