@@ -18,6 +18,7 @@ from tests.helpers import make_colour_dataset
 from tlcore import sessions
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=90_000)  # a loaded machine renders a first page slowly
 SECRETS = {name: sessions.new_secret() for name in ("alice", "bob", "carol")}
 OWNERS = {name: sessions.owner_id(secret) for name, secret in SECRETS.items()}
 SHARED_RUN, OTHER_RUN, CLI_RUN = (
@@ -95,10 +96,14 @@ def visitor(browser, url, name, path=""):
 
 def options(page, label):
     """The choices of the select box labelled ``label`` (opened, read, closed)."""
-    open_select(page, label)
-    found = page.get_by_role("option").all_inner_texts()
-    page.keyboard.press("Escape")
-    return found
+    for _ in range(5):  # a rerun that redraws the box closes its list: read it again
+        open_select(page, label)
+        found = page.get_by_role("option").all_inner_texts()
+        page.keyboard.press("Escape")
+        if found:
+            return found
+        page.wait_for_timeout(1000)
+    return []
 
 
 def open_select(page, label):

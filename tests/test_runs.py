@@ -226,10 +226,10 @@ def test_only_the_owner_changes_a_run_and_published_runs_are_read_only_on_a_shar
     calibration.save_temperature(own, report)
     with pytest.raises(StudioError, match="read-only"):
         calibration.clear_temperature(published)
-    # The one person of a local server is the operator: the CLI runs are theirs to change.
+    # A local server has one person, whichever browser they use: every run is theirs to change.
     local = runs.RunStore(root, owner=BOB, operator=True)
-    assert not local.get(made["cli"].run_id).read_only
-    assert local.list() and made["alice"].run_id not in ids(local)
+    assert not local.get(made["cli"].run_id).read_only and not local.get(made["alice"].run_id).read_only
+    assert ids(local) == {run.run_id for run in made.values()}
 
 
 def test_a_share_link_opens_exactly_one_run_read_only_and_can_be_withdrawn(visitors):

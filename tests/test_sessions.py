@@ -223,3 +223,74 @@ def test_pasted_text_counts_toward_the_20_megabyte_limit():
     with pytest.raises(StudioError, match="The text files and the pasted text total"):
         read_text_files([("a.txt", b"y" * (15 * 2**20))], pasted="x" * (6 * 2**20))
     assert read_text_files([("a.txt", b"files")], pasted="pasted") == "files\n\npasted"
+
+
+# ----------------------------------------------------------------------------- the pages (AppTest)
+
+
+@pytest.fixture
+def pages(tmp_path, monkeypatch):
+    """The dashboard through app.py (tests.test_app), with an allowed folder and one outside it."""
+    import streamlit as st
+
+    from tests.helpers import make_colour_dataset
+
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path / "allowed"))
+    monkeypatch.setenv("TLCORE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    for name in ("TLCORE_SHARED", "TLCORE_ALLOW_DOWNLOADS"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "allowed").mkdir()
+    outside = make_colour_dataset(tmp_path / "outside", per_class=3, classes=("red", "blue"))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield outside
+    serve_on(None)
+
+
+def serve_on(address):
+    """Streamlit's ``server.address`` as ``make run`` (127.0.0.1) or ``make serve`` sets it."""
+    from streamlit import config
+
+    config.set_option("server.address", address)
+
+
+def open_page(page: str):
+    from tests.test_app import app
+
+    return app(page)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "0.0.0.0"])
+def test_the_data_page_offers_to_allow_an_outside_folder_on_a_local_server_only(pages, address):
+    serve_on(address)
+    at = open_page("pages/image/data.py")
+    at.radio(key="source_kind").set_value("Folder on this server").run()
+    at.text_input[0].set_value(str(pages)).run()
+    assert "outside the folders this studio may read" in at.error[0].value
+    offers = [button for button in at.button if button.label.startswith("Allow")]
+    if address != "127.0.0.1":
+        assert not offers and not at.metric  # a shared server: only the operator decides
+        return
+    offers[0].click().run()
+    assert not at.error and not at.exception
+    assert at.session_state["data_config"].data_dir == str(pages.resolve())
+    assert [metric.value for metric in at.metric][:2] == ["6", "2"]
+
+
+def test_the_text_page_downloads_only_where_allowed_and_reads_only_allowed_folders(pages, tmp_path, monkeypatch):
+    monkeypatch.setenv("TLCORE_SHARED", "1")
+    serve_on("127.0.0.1")  # behind a proxy: loopback, yet shared
+    at = open_page("pages/text/generate.py")
+    assert "does not download models visitors name" in " ".join(info.value for info in at.info)
+    next(button for button in at.button if button.label == "Generate").click().run()
+    assert "TLCORE_ALLOW_DOWNLOADS=1" in at.error[0].value.replace("\\_", "_")
+    preset = tmp_path / "outside" / "preset"
+    preset.mkdir()
+    (preset / "config.json").write_text('{"secret_field": "found"}')
+    at.radio[0].set_value("Local preset folder").run()
+    at.text_input[0].set_value(str(preset)).run()
+    next(button for button in at.button if button.label == "Generate").click().run()
+    message = at.error[0].value.replace("\\_", "_")
+    assert "outside the folders this studio may read" in message and "secret_field" not in message
+    assert not at.exception

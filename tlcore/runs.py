@@ -6,19 +6,13 @@ Layout of ``runs/<run_id>/``: ``access.json`` (who owns it, its share token),
 ``metrics.json``. A run whose process died before the end keeps ``status.json`` at
 "running" with a dead pid, and is listed as incomplete.
 
-Who may do what (the one rule; pages only call it): a store acts for an identity.
-``RunStore(root)`` is the operator (the CLI, benches): every run. ``RunStore(root,
-owner=…)`` is a dashboard visitor: their own runs (read and change); runs with no owner
-recorded, which the operator put in the folder (e.g. made with the CLI), are published
-read-only to everyone (changeable too where ``operator=True``: the one person of a local
-server); a run of another visitor only through its share link (``shared`` tokens), read
-only, and never listed with one's own. Anything else is "no run named …".
+Who may do what: a store acts for an identity (``RunStore(root)``: the operator, every
+run; ``RunStore(root, owner=…)``: a dashboard visitor); the rule is ``tlcore.ownership``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import os
 import re
@@ -33,11 +27,9 @@ import pandas as pd
 
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
+from tlcore.ownership import ACCESS_FILE, SHARE_TOKEN, RunAccess, run_owner, write_json_atomic
 
 STATUS_FILE = "status.json"
-ACCESS_FILE = "access.json"
-UNREADABLE_OWNER = "unreadable"
-SHARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 PROBABILITY_COLUMN = "p:{label}"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # The metrics.json fields the CLI contract promises (ARCHITECTURE.md).
@@ -200,13 +192,13 @@ class Run:
         return f"{model.backbone} ({words.get(model.weights) or 'weights from ' + Path(model.weights).name})"
 
 
-class RunStore:
+class RunStore(RunAccess):
     """The runs under one folder (default ``runs/``) that one identity may see (see the module docstring).
 
     Args:
         root: the folder.
         owner: the dashboard visitor's owner id; ``None`` for the operator (CLI, benches).
-        operator: the visitor may also change published runs (the one person of a local server).
+        operator: the visitor is the one person of a local server: every run is theirs to see and change.
         shared: share tokens the visitor opened (``?run=<token>``): those runs, read only.
     """
 
@@ -232,32 +224,12 @@ class RunStore:
             # Made hidden, owned, then renamed: a listing never sees it without its owner (as published).
             hidden = self.root / f".{path.name}"
             hidden.mkdir(parents=True)
-            _write_atomic(hidden / ACCESS_FILE, json.dumps({"owner": self.owner}))
+            write_json_atomic(hidden / ACCESS_FILE, {"owner": self.owner})
             hidden.rename(path)
         if config is None:
             set_status(path, "running", kind=kind)
             return path
         return start_run(path, config)
-
-    def access(self, run: Run) -> str | None:
-        """What this identity may do with ``run``: ``"owner"``, ``"operator"``, ``"published"``,
-        ``"shared"``, or ``None`` (nothing: it is another visitor's and not shared with this one)."""
-        if self.owner is None:
-            return "operator"
-        if run.owner == self.owner:
-            return "owner"
-        if run.owner is None:
-            return "operator" if self.operator else "published"
-        token = _read_json(run.path / ACCESS_FILE).get("share")
-        if isinstance(token, str) and any(hmac.compare_digest(token, mine) for mine in self.shared):
-            return "shared"
-        return None
-
-    def can_read(self, run: Run) -> bool:
-        return self.access(run) is not None
-
-    def can_write(self, run: Run) -> bool:
-        return self.access(run) in ("owner", "operator")
 
     def list(self, shared: bool = True) -> list[Run]:
         """The runs this identity may see, newest first; unreadable folders appear as incomplete, never raise.
@@ -276,55 +248,10 @@ class RunStore:
                     runs.append(run)
         return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
-    def _visible(self, run: Run) -> Run | None:
-        access = self.access(run)
-        if access is None:
-            return None
-        run.access = access
-        return run
-
-    def share(self, run: Run) -> str:
-        """The run's share token (made once): whoever opens ``?run=<token>`` may read this run only.
-
-        Raises:
-            StudioError: this identity does not own the run.
-        """
-        if self.owner is None or run.owner != self.owner:
-            raise StudioError(f"Only the visitor who trained run {run.run_id} can share it.")
-        record = _read_json(run.path / ACCESS_FILE)
-        if not SHARE_TOKEN.fullmatch(str(record.get("share", ""))):
-            record["share"] = secrets.token_urlsafe(24)
-            _write_atomic(run.path / ACCESS_FILE, json.dumps(record))
-        return record["share"]
-
-    def unshare(self, run: Run) -> None:
-        """Ends the run's share link: whoever opened it no longer sees the run.
-
-        Raises:
-            StudioError: this identity does not own the run.
-        """
-        if self.owner is None or run.owner != self.owner:
-            raise StudioError(f"Only the visitor who trained run {run.run_id} can stop sharing it.")
-        record = _read_json(run.path / ACCESS_FILE)
-        record.pop("share", None)
-        _write_atomic(run.path / ACCESS_FILE, json.dumps(record))
-
-    def share_token(self, run: Run) -> str | None:
-        """The run's share token if its owner (this identity) shared it, else ``None``."""
-        if self.owner is None or run.owner != self.owner:
-            return None
-        token = _read_json(run.path / ACCESS_FILE).get("share")
-        return token if isinstance(token, str) else None
-
     def open_shared(self, token: str) -> Run | None:
         """The run a share token opens (any owner's), or ``None`` when no run has it."""
-        if not isinstance(token, str) or not SHARE_TOKEN.fullmatch(token) or not self.root.is_dir():
-            return None
-        for path in self.root.iterdir():
-            stored = _read_json(path / ACCESS_FILE).get("share") if path.is_dir() else None
-            if isinstance(stored, str) and hmac.compare_digest(stored, token):
-                return read_run(path)
-        return None
+        folder = self.shared_folder(token)
+        return read_run(folder) if folder is not None else None
 
     def table(self, kind: str = "image") -> pd.DataFrame:
         """One row per run of ``kind`` ("image" or "text") this identity owns or that is published."""
@@ -498,17 +425,6 @@ def read_run(path: Path) -> Run:
     return Run(
         path.name, path, state, config, metrics, labels, status.get("error", ""), owner=run_owner(path), kind=kind
     )
-
-
-def run_owner(path: str | Path) -> str | None:
-    """The owner id recorded in a run folder; ``None`` for a run the operator made (CLI, no
-    ``access.json``: published)."""
-    record = Path(path) / ACCESS_FILE
-    if not record.exists():
-        return None
-    owner = _read_json(record).get("owner")
-    # A damaged record must not publish a visitor's run: it becomes nobody's (the operator still sees it).
-    return owner if isinstance(owner, str) and owner else UNREADABLE_OWNER
 
 
 _SAVING_OBJECT_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")

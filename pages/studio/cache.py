@@ -36,8 +36,11 @@ def _scan(source: str, skip_placeholders: bool, stamp: float, owner: str | None)
     from tlcore.data import resolve_source, scan_folder
     from tlcore.paths import dataset_fence
 
-    root = resolve_source(source, restricted=True, owner=owner)
-    return scan_folder(root, skip_placeholders=skip_placeholders, fence=dataset_fence(root, owner))
+    # As training reads it (tlcore.data.load_dataset): a visitor's through the fence; without an
+    # identity (a section rendered on its own) as the CLI does.
+    root = resolve_source(source, restricted=owner is not None, owner=owner)
+    fence = dataset_fence(root, owner) if owner is not None else None
+    return scan_folder(root, skip_placeholders=skip_placeholders, fence=fence)
 
 
 def folder_stamp(source: str) -> float:

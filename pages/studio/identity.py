@@ -8,6 +8,8 @@ from tlcore import paths, sessions
 from tlcore.data import workspace_dir
 from tlcore.errors import StudioError
 
+MAX_SHARED_LINKS = 20
+
 
 def setups() -> sessions.SetupStore:
     return sessions.SetupStore(workspace_dir() / "sessions")
@@ -96,6 +98,7 @@ def shared_tokens() -> tuple[str, ...]:
     token = st.query_params.get("run")
     if token and token not in opened:
         opened.append(token)
+        del opened[:-MAX_SHARED_LINKS]  # bounded: a session cannot grow this without end
     return tuple(opened)
 
 

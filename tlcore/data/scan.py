@@ -109,26 +109,12 @@ def scan_folder(
         for p in sorted(root.iterdir())
         if p.is_file() and not is_ignored(p.name)
     ]
-    class_dirs = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name)):
-        reason = fence(folder)
-        if reason is None:
-            class_dirs.append(folder)
-        else:
-            skipped.append(Skipped(str(folder), _link_words(folder, reason)))
+    class_dirs = _class_folders(root, fence, skipped)
     if not class_dirs:
         raise StudioError(
             f"No class folders in {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg and {root}/dogs/*.jpg."
         )
-    candidates: list[tuple[Path, str]] = []
-    for class_dir in class_dirs:
-        for path, reason in _walk_files(class_dir, fence):
-            if reason:
-                skipped.append(Skipped(str(path), reason))
-            elif path.suffix.lower() in IMAGE_SUFFIXES:
-                candidates.append((path, class_dir.name))
-            else:
-                skipped.append(Skipped(str(path), f"not an image file ({path.suffix or 'no extension'})"))
+    candidates = _candidates(class_dirs, fence, skipped)
     items: list[ImageItem] = []
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
         for (path, label), outcome in zip(
@@ -142,6 +128,32 @@ def scan_folder(
     scan = DatasetScan(str(root), classes, items, skipped)
     scan.warnings = dataset_warnings(scan.counts, min_images_per_class)
     return scan
+
+
+def _class_folders(root: Path, fence: Callable[[Path], str | None], skipped: list[Skipped]) -> list[Path]:
+    """The class folders the fence lets the scan read; the others are added to ``skipped``."""
+    kept = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_ignored(p.name)):
+        reason = fence(folder)
+        if reason is None:
+            kept.append(folder)
+        else:
+            skipped.append(Skipped(str(folder), _link_words(folder, reason)))
+    return kept
+
+
+def _candidates(class_dirs: list[Path], fence, skipped: list[Skipped]) -> list[tuple[Path, str]]:
+    """``(image file, class)`` for every file with an image suffix; other files go to ``skipped``."""
+    candidates = []
+    for class_dir in class_dirs:
+        for path, reason in _walk_files(class_dir, fence):
+            if reason:
+                skipped.append(Skipped(str(path), reason))
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                candidates.append((path, class_dir.name))
+            else:
+                skipped.append(Skipped(str(path), f"not an image file ({path.suffix or 'no extension'})"))
+    return candidates
 
 
 def _open(path: Path) -> None:
