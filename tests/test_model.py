@@ -295,3 +295,30 @@ def test_default_freeze_plan_and_choice_lists():
     assert 299 in image_size_choices(BACKBONES["Xception"]) and 224 in image_size_choices(BACKBONES["MobileNetV2"])
     assert weights_choices(BACKBONES["SmallCNN"]) == ["none"]
     assert weights_choices(BACKBONES["MobileNetV2"]) == ["imagenet", "none"]
+
+
+def test_a_new_backbone_brings_its_own_size_weights_and_preprocessing():
+    from tlcore.model_choices import backbone_settings
+
+    vgg = backbone_settings("VGG16")
+    assert (vgg["image_size"], vgg["weights"], vgg["preprocess"], vgg["freeze"].mode) == (224, "imagenet", None, "all")
+    small = backbone_settings("SmallCNN")  # no ImageNet weights: random, every layer trains
+    assert (small["image_size"], small["weights"], small["freeze"].mode) == (64, "none", "none")
+    own = backbone_settings("/uploads/3f2a/dog_breed_mobilenetv2_160.h5")  # a model file: its own size, not VGG16's
+    assert (own["image_size"], own["cut_layer"], own["preprocess"], own["freeze"].mode) == (None, None, None, "all")
+    config = ModelConfig("VGG16", image_size=224, preprocess="vgg16", cut_layer="x")
+    for name, value in own.items():
+        setattr(config, name, value)
+    config.validate()
+
+
+def test_counts_are_written_in_the_singular_for_one():
+    from tlcore.data.scan import dataset_warnings
+    from tlcore.words import plural
+
+    assert (plural(1, "colour"), plural(2, "colour"), plural(1, "class", "classes")) == (
+        "1 colour",
+        "2 colours",
+        "1 class",
+    )
+    assert "has only 1 image (fewer than 5)" in dataset_warnings({"a": 1, "b": 9}, 5)[0]

@@ -141,7 +141,7 @@ def persist_setup(in_use) -> None:
     owner, config, measured, synced = in_use
     current = _fields(config, measured)
     changes = {k: v for k, v in current.items() if synced.get(k, _UNSEEN) != v}
-    if changes:
+    if changes or not setups().path(owner).is_file():  # the first visit saves the whole setup
         setups().save_changes(owner, changes, current)
         synced.update(changes)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from tlcore.data.common import DEFAULT_LIMITS, IMAGE_SUFFIXES, Limits, is_ignored, short_reason
 from tlcore.data.images import check_image_file
 from tlcore.errors import StudioError
+from tlcore.words import plural
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,9 @@ def dataset_warnings(counts: dict[str, int], min_images_per_class: int) -> list[
         if count == 0:
             warnings.append(f"Class '{label}' has no usable images; it is left out.")
         elif count < min_images_per_class:
-            warnings.append(f"Class '{label}' has only {count} images (fewer than {min_images_per_class}); add more.")
+            warnings.append(
+                f"Class '{label}' has only {plural(count, 'image')} (fewer than {min_images_per_class}); add more."
+            )
     if len(usable) < 2:
         warnings.append("Fewer than 2 classes have images; a classifier needs at least 2.")
     elif max(usable.values()) >= 3 * min(usable.values()):
