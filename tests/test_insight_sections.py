@@ -9,6 +9,12 @@ from streamlit.testing.v1 import AppTest
 TIMEOUT = 120
 
 
+@pytest.fixture(autouse=True)
+def readable_test_folders(tmp_path_factory, monkeypatch):
+    """The sections read datasets as a visitor does, through the data-roots fence: the test's folders are the roots."""
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture
 def flipped_colours(tmp_path, colour_dataset, monkeypatch):
     """The colour dataset with one red image filed under blue; its own workspace."""
@@ -165,19 +171,24 @@ def test_temperature_scaling_is_offered_only_when_it_helps(helps, tmp_path):
     from tlcore.insight.calibration import load_temperature
 
     probabilities, labels = overconfident() if helps else well_calibrated()
-    run = SimpleNamespace(path=str(tmp_path), val_probabilities=lambda: ([""] * len(labels), labels, probabilities))
+    run = SimpleNamespace(
+        path=str(tmp_path),
+        run_id="fake",
+        read_only=False,
+        check_writable=lambda: None,
+        val_probabilities=lambda: ([""] * len(labels), labels, probabilities),
+    )
     app = AppTest.from_function(calibration_script, args=(run,), default_timeout=TIMEOUT).run()
     assert not app.exception
     if helps:
         assert "Temperature scaling helps" in app.success[0].value
-        app.checkbox(key="calibrate").check().run()
+        app.checkbox(key="calibrate_fake").check().run()
         assert load_temperature(tmp_path) is not None
     else:  # ECE 0.011 → 0.019 was offered before
         assert not app.checkbox and "would not help" in app.info[0].value
 
 
 def sweep_script(best):
-    import threading
 
     import pandas as pd
     import streamlit as st
@@ -188,11 +199,8 @@ def sweep_script(best):
 
     if "forms" not in st.session_state:
         st.session_state.forms = (DataConfig(), ModelConfig(hidden_units=0, dropout_rate=0.2), TrainConfig())
-        done = threading.Thread(target=lambda: None)
-        done.start()
-        done.join()
         table = pd.DataFrame([{**best, "rank": 1, "val_loss": 0.1, "val_accuracy": 0.9}])
-        st.session_state.sweep_state = {"thread": done, "error": "", "result": SweepResult(table, 1.0, 0.5)}
+        st.session_state.sweep_result = SweepResult(table, 1.0, 0.5)  # a finished sweep job's result
     data, model, train = st.session_state.forms
     sweep_section(data, model, train)
     st.caption(f"form: hidden {model.hidden_units} · dropout {model.dropout_rate} · lr {train.learning_rate:g}")
