@@ -50,8 +50,8 @@ def test_unknown_setting_in_json_is_named():
         RunConfig.from_dict({"train": {"learnin_rate": 0.1}})
 
 
-def test_fine_tune_learning_rate_defaults_to_a_hundred_times_lower():
-    assert TrainConfig(learning_rate=1e-3).effective_fine_tune_learning_rate == pytest.approx(1e-5)
+def test_fine_tune_learning_rate_defaults_to_ten_times_lower():
+    assert TrainConfig(learning_rate=1e-3).effective_fine_tune_learning_rate == pytest.approx(1e-4)
     assert TrainConfig(learning_rate=1e-3, fine_tune_learning_rate=5e-5).effective_fine_tune_learning_rate == 5e-5
 
 

@@ -122,7 +122,7 @@ def test_two_phases_give_one_history_with_a_lower_fine_tune_rate(colour_dataset)
     assert list(history["phase"]) == ["head", "head", "fine-tune", "fine-tune"]
     assert list(history["epoch"]) == [1, 2, 3, 4]
     head_lr, fine_lr = history.groupby("phase", sort=False)["learning_rate"].first()
-    assert fine_lr == pytest.approx(head_lr / 100)
+    assert fine_lr == pytest.approx(head_lr / 10)
     assert not history[["loss", "val_loss", "accuracy", "val_accuracy", "seconds"]].isna().any().any()
 
 

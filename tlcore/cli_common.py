@@ -40,7 +40,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs)
     parser.add_argument(
-        "--fine-tune-lr", type=float, default=TrainConfig.fine_tune_learning_rate, help="default: --lr / 100"
+        "--fine-tune-lr", type=float, default=TrainConfig.fine_tune_learning_rate, help="default: --lr / 10"
     )
     parser.add_argument(
         "--fine-tune-schedule",
