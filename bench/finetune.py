@@ -83,6 +83,7 @@ def main() -> None:
         "--shared", default=os.environ.get("TL_SHARED_DIR", str(Path(__file__).resolve().parents[2] / "shared"))
     )
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=1, help="seeds first..first+N-1 (split a long run)")
     parser.add_argument("--sets", default="hymenoptera,flowers12")
     parser.add_argument("--depths", default="block_15,block_13")
     parser.add_argument("--variants", default="defaults", help=f"comma-separated from: {', '.join(VARIANTS)}")
@@ -95,9 +96,10 @@ def main() -> None:
     model_config = ModelConfig(str(model_file), cut_layer="mobilenetv2_1.00_160", preprocess="mobilenet_v2")
     backbone = load_backbone(model_config)
     initial = backbone.model.get_weights()
-    seeds, depths, variants = range(1, args.seeds + 1), args.depths.split(","), args.variants.split(",")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    depths, variants = args.depths.split(","), args.variants.split(",")
     print(
-        f"seeds 1-{args.seeds}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (a shared machine), "
+        f"seeds {seeds[0]}-{seeds[-1]}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (a shared machine), "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
         flush=True,
     )

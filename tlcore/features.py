@@ -4,6 +4,10 @@ When the whole backbone is frozen and augmentation is off, every epoch would pus
 same images through the same backbone. So it runs once over the images (decoding
 overlapped with compute) and the features are cached under ``$TLCORE_CACHE_DIR``,
 keyed by everything that determines them; any head, split or learning rate reuses them.
+
+Fine-tuning from a block keeps the layers below it frozen too: their output at the cut
+(the activations phase 2 starts from) is kept the same way, beside the features file, so
+phase 2 trains only the top part (:func:`cut_activations`).
 """
 
 from __future__ import annotations

@@ -376,7 +376,7 @@ def _training_progress(records: list[dict], batch: dict, total_epochs: int) -> d
     epochs_after = max(planned - (batch["epoch"] - first_epoch + 1), 0)
     eta = _phase_seconds_left(batches, epochs, steps, left_in_epoch, epochs_after)
     text = f"{phase} · epoch {batch['epoch']}/{total_epochs} · batch {batch['step']}/{steps}"
-    later = sum(r.get("epochs") or 0 for r in phases) < total_epochs  # a phase not started yet
+    later = bool(phases) and sum(r.get("epochs") or 0 for r in phases) < total_epochs  # a phase still to come
     # The bar: the phases share it by planned epochs; inside the running phase it moves with
     # measured time once an ETA exists (epochs of one phase take about equally long).
     within = (batch["epoch"] - first_epoch + batch["step"] / steps) / max(planned, 1)
