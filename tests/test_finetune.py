@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tlcore import activation_cut as cut_lib
 from tlcore import model as model_lib
 from tlcore.backbones import load_backbone
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
@@ -38,7 +39,7 @@ def train(config, full_path: bool = False):
     trainer = Trainer(config, log=ProgressLog())
     trainer.prepare()
     if full_path:
-        trainer.cut = model_lib.ActivationCut(reason="the test asks for the full path")
+        trainer.cut = cut_lib.ActivationCut(reason="the test asks for the full path")
     trainer.train_head()
     trainer.fine_tune()
     return trainer, trainer.finish()
@@ -187,10 +188,10 @@ def test_discriminative_rates_give_lower_blocks_smaller_steps():
 
     backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
     plan = FreezePlan("from", "block3")
-    by_layer = model_lib.block_rate_multipliers(backbone, plan, 0.5)
+    by_layer = cut_lib.block_rate_multipliers(backbone, plan, 0.5)
     assert (by_layer["block3_conv"], by_layer["block4_conv"]) == (0.5, 1.0)
     assert "block2_conv" not in by_layer  # frozen in phase 2
-    assert model_lib.block_rate_multipliers(backbone, plan, 1.0) == {}
+    assert cut_lib.block_rate_multipliers(backbone, plan, 1.0) == {}
     # Through the optimizer: Adam's first step is the rate itself, so it of a variable scales with its multiplier.
     slow, fast = keras.Variable(np.ones(3, "float32")), keras.Variable(np.ones(3, "float32"))
     optimizer = model_lib.make_optimizer("adam", 0.1, {id(slow): 0.25})
@@ -205,7 +206,7 @@ def test_the_cut_on_the_real_mobilenet_is_a_block_boundary(dog_model):
     backbone = load_backbone(model_config)
 
     def cut(start, **options):
-        return model_lib.activation_cut(
+        return cut_lib.activation_cut(
             backbone, model_config, TrainConfig(fine_tune_epochs=1, unfreeze_from=start, **options)
         )
 

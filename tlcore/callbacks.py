@@ -1,12 +1,14 @@
-"""Keras callbacks shared by image training and GPT-2 fine-tuning: progress and stop requests."""
+"""Keras callbacks: progress and stop requests (image training and GPT-2 fine-tuning), kept weights."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
 import keras
 
+from tlcore.evaluation import KeptWeights
 from tlcore.jobs import ProgressLog
 
 
@@ -66,3 +68,48 @@ class ProgressCallback(keras.callbacks.Callback):
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             seconds=time.perf_counter() - self._epoch_start,
         )
+
+
+# ----------------------------------------------------------------------------- which weights are kept
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights of the job's lowest validation loss across both phases.
+
+    A new best snapshots the fitted model (just the head on the cached-feature path) and
+    logs a ``"best"`` record for live charts. At the end of a phase the classifier holds
+    the job's best so far: a fine-tuning that only made validation worse is dropped.
+
+    Args:
+        kept: the job's record, shared by both phases.
+        classifier: the whole model (the fitted one may be its head alone).
+        log: receives the ``"best"`` records.
+        phase: ``"head"`` or ``"fine-tune"``.
+        progress: the run's :class:`ProgressCallback` (placed before this one); an epoch it
+            marks partial (cut short by Stop) is not a candidate: it is not in the history.
+    """
+
+    def __init__(self, kept: KeptWeights, classifier, log: ProgressLog, phase: str, progress=None):
+        super().__init__()
+        self.kept, self.classifier, self.log, self.phase = kept, classifier, log, phase
+        self.progress = progress
+        self.best_val_loss, self.best_epoch, self._weights = math.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress is not None and self.progress.partial:
+            return
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is None or not val_loss < self.best_val_loss:  # also skips NaN
+            return
+        self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
+        if val_loss < self.kept.val_loss:
+            self._weights = self.model.get_weights()
+            self.kept.val_loss, self.kept.epoch, self.kept.phase = float(val_loss), epoch + 1, self.phase
+            self.log.append("best", epoch=epoch + 1, phase=self.phase, val_loss=float(val_loss))
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+            self.kept.weights = self.classifier.get_weights()
+        elif self.kept.weights is not None:
+            self.classifier.set_weights(self.kept.weights)

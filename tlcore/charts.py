@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -183,3 +185,24 @@ def _log_ticks(low: float, high: float) -> list[float]:
     below = [t for t in candidates if t <= low][-1:]
     above = [t for t in candidates if t >= high][:1]
     return sorted(set(below + inside + above))
+
+
+def short_run_names(run_ids: list[str]) -> dict[str, str]:
+    """A short, distinct name per run id, for chart legends: ``"MobileNetV2 13:45:02"``.
+
+    A run id is ``<date>-<time>-<name>-<random>`` (see :meth:`RunStore.create`): about 50
+    characters that a legend would show in full. The short name keeps the name and the
+    time; the random part is added only where two short names would be the same.
+    """
+    pattern = re.compile(r"\d{8}-(\d{2})(\d{2})(\d{2})-(.+)-([0-9a-f]{4})")
+
+    def short(run_id: str, with_suffix: bool) -> str:
+        match = pattern.fullmatch(run_id)
+        if not match:
+            return run_id
+        hours, minutes, seconds, name, suffix = match.groups()
+        return f"{name[:24]} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
+
+    names = {run_id: short(run_id, False) for run_id in run_ids}
+    clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
+    return {run_id: short(run_id, True) if name in clashes else name for run_id, name in names.items()}

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tlcore import activation_cut as cut_lib
 from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone
@@ -95,7 +96,7 @@ def cached_features(
     log: ProgressLog | None = None,
     *,
     wait_for_write: bool = True,
-    cut: model_lib.ActivationCut | None = None,
+    cut: cut_lib.ActivationCut | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Features of ``items``, from the disk cache when every image is there.
 
@@ -107,7 +108,7 @@ def cached_features(
         wait_for_write: ``False`` writes a new cache file in a background thread
             (atomically: a reader sees the whole file or none) and returns at once.
         cut: when fine-tuning will start from a cut (see
-            :func:`tlcore.model.activation_cut`), an extraction also keeps the cut's
+            :func:`tlcore.activation_cut.activation_cut`), an extraction also keeps the cut's
             activations (:func:`cut_activations`): one pass over the images for both.
 
     Returns:
@@ -185,14 +186,14 @@ ACTIVATION_CACHE_BYTES = 1 << 30
 _ACTIVATIONS = BoundedCache("cut activations", max_items=8, max_bytes=ACTIVATION_CACHE_BYTES)
 
 
-def _activation_path(backbone: Backbone, digests: list[str], cut: model_lib.ActivationCut):
+def _activation_path(backbone: Backbone, digests: list[str], cut: cut_lib.ActivationCut):
     """The activations file: beside the features file of the same images, named after the cut."""
     path = _cache_path(backbone, digests)
     return path.with_name(f"{path.stem}.cut-{re.sub(r'[^A-Za-z0-9_.-]', '_', cut.name)}.npz")
 
 
 def cut_activations(
-    classifier, backbone: Backbone, items: list, cut: model_lib.ActivationCut, log: ProgressLog | None = None
+    classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log: ProgressLog | None = None
 ) -> tuple[np.ndarray, bool]:
     """The activations at ``cut`` of ``items``, from memory, the disk cache, or one extraction.
 
@@ -227,9 +228,9 @@ def _read_cache(path, digests: list[str]) -> np.ndarray | None:
         return None  # a damaged or partial file is rebuilt
 
 
-def _extract_both(classifier, backbone: Backbone, items: list, cut: model_lib.ActivationCut, log):
+def _extract_both(classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log):
     """One pass over the images for the cut's activations and the feature map; keeps the activations."""
-    network = model_lib.bottom_part(classifier, cut)
+    network = cut_lib.bottom_part(classifier, cut)
     activations, features = _run_over_images(
         classifier, network, items, backbone.image_size, log, EXTRACTION_BATCH_SIZE
     )

@@ -327,27 +327,6 @@ def kept_epochs(store: RunStore, run_ids: list[str]) -> dict:
     return {run.run_id: run.kept_epoch for run in runs if run.kept_epoch}
 
 
-def short_run_names(run_ids: list[str]) -> dict[str, str]:
-    """A short, distinct name per run id, for chart legends: ``"MobileNetV2 13:45:02"``.
-
-    A run id is ``<date>-<time>-<name>-<random>`` (see :meth:`RunStore.create`): about 50
-    characters that a legend would show in full. The short name keeps the name and the
-    time; the random part is added only where two short names would be the same.
-    """
-    pattern = re.compile(r"\d{8}-(\d{2})(\d{2})(\d{2})-(.+)-([0-9a-f]{4})")
-
-    def short(run_id: str, with_suffix: bool) -> str:
-        match = pattern.fullmatch(run_id)
-        if not match:
-            return run_id
-        hours, minutes, seconds, name, suffix = match.groups()
-        return f"{name[:24]} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
-
-    names = {run_id: short(run_id, False) for run_id in run_ids}
-    clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
-    return {run_id: short(run_id, True) if name in clashes else name for run_id, name in names.items()}
-
-
 def _rounded(value, digits: int):
     return round(value, digits) if isinstance(value, float) else value
 
@@ -427,38 +406,14 @@ def read_run(path: Path) -> Run:
     )
 
 
-_SAVING_OBJECT_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
-
-
-def _prime_keras_saving() -> None:
-    """Works around a Keras 3.15 cache miss that makes every ``model.save`` slower.
-
-    ``saving_lib.get_attr_skipset`` stores its per-type result under
-    ``saving_attr_skipset_*`` but looks it up under ``saving_attr_skiplist_*``, so each
-    save builds a throwaway ``Layer()`` for every layer of the model (~170 for
-    MobileNetV2: 0.1 s of a 0.3 s save here). Filling the key it reads (per thread: Keras
-    keeps this state thread-local) restores the cache; with a fixed Keras this is a no-op.
-    """
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving import saving_lib
-    except ImportError:
-        return
-    for kind in _SAVING_OBJECT_TYPES:
-        name = f"saving_attr_skiplist_{kind}"
-        if global_state.get_global_attribute(name) is None:
-            try:
-                global_state.set_global_attribute(name, saving_lib.get_attr_skipset(kind))
-            except (AttributeError, ValueError, TypeError):
-                return
-
-
 def save_result(path: Path, result) -> None:
     """Writes a finished (or stopped) training result into its run folder; metrics last."""
     path = Path(path)
     result.history.to_csv(path / "history.csv", index=False)
     _write_atomic(path / "labels.txt", "\n".join(result.classes) + "\n")
-    _prime_keras_saving()
+    from tlcore.saved_model import prime_keras_saving  # Keras only when saving
+
+    prime_keras_saving()
     result.model.save(path / "model.keras")
     if result.val_probabilities is not None:
         labels = {label: i for i, label in enumerate(result.classes)}

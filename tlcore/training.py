@@ -10,7 +10,6 @@ and the backbone entirely.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,11 +20,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from tlcore import activation_cut as cut_lib
 from tlcore import data as data_lib
 from tlcore import model as model_lib
 from tlcore.backbones import Backbone, load_backbone
 from tlcore.caches import BoundedCache, size_of
-from tlcore.callbacks import ProgressCallback
+from tlcore.callbacks import KeepBest, ProgressCallback
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.distribute import (
     ReplicaStatisticsSync,
@@ -126,7 +126,7 @@ class Trainer:
         self.val_features = None  # set while cached features describe the backbone
         self.head_probabilities = None  # validation probabilities of the engine's kept epoch
         self._pipelines = {}
-        self.cut = model_lib.ActivationCut(reason="not worked out yet")
+        self.cut = cut_lib.ActivationCut(reason="not worked out yet")
         self.top = self.val_activations = None  # phase 2 on cached activations: its model and data
 
     def prepare(self, backbone: Backbone | None = None, dataset: data_lib.Dataset | None = None) -> None:
@@ -143,9 +143,9 @@ class Trainer:
         with self.strategy.scope():
             self.backbone = backbone or self._backbone()
             self.classifier = model_lib.build_classifier(self.backbone, len(self.dataset.classes), self.config.model)
-        self.cut = model_lib.activation_cut(self.backbone, self.config.model, self.settings)
+        self.cut = cut_lib.activation_cut(self.backbone, self.config.model, self.settings)
         if self.replicas > 1 and self.cut.cached:
-            self.cut = model_lib.ActivationCut(reason="several replicas train on images")
+            self.cut = cut_lib.ActivationCut(reason="several replicas train on images")
 
     def train_head(self) -> None:
         """Phase 1: the head (and whatever the freeze plan leaves trainable)."""
@@ -247,7 +247,7 @@ class Trainer:
         """Phase 2: unfreeze from a block on and train at the lower learning rate.
 
         When the layers below the unfreeze point stay frozen and the images do not change
-        (see :func:`tlcore.model.activation_cut`), their output is computed once per image
+        (see :func:`tlcore.activation_cut.activation_cut`), their output is computed once per image
         and only the top part trains: the same result as pushing every image through the
         whole backbone every epoch, several times faster.
         """
@@ -274,7 +274,7 @@ class Trainer:
 
     def _rate_multipliers(self, plan: FreezePlan) -> dict[int, float]:
         """Discriminative learning rates as ``{id(variable): multiplier}`` (empty: one rate)."""
-        by_layer = model_lib.block_rate_multipliers(self.backbone, plan, self.settings.fine_tune_rate_decay)
+        by_layer = cut_lib.block_rate_multipliers(self.backbone, plan, self.settings.fine_tune_rate_decay)
         backbone_model = model_lib.backbone_part(self.classifier)
         return {
             id(variable): by_layer[layer.name]
@@ -301,7 +301,7 @@ class Trainer:
         train = tf.data.Dataset.from_tensor_slices((activations[:count], np.asarray(self.labels["train"], np.int32)))
         train = train.shuffle(count, seed=self.settings.seed, reshuffle_each_iteration=True).batch(batch_size)
         val = tf.data.Dataset.from_tensor_slices((self.val_activations, np.asarray(self.labels["val"], np.int32)))
-        self.top = model_lib.top_part(self.classifier, self.cut)
+        self.top = cut_lib.top_part(self.classifier, self.cut)
         return self.top, train.prefetch(tf.data.AUTOTUNE), val.batch(batch_size).cache()
 
     def finish(self) -> TrainResult:
@@ -421,51 +421,6 @@ def _warm_up_in_background(engine, num_train: int, num_val: int) -> threading.Th
     thread = threading.Thread(target=engine.warm_up if cold else None, args=(num_train, num_val), daemon=True)
     thread.start()
     return thread
-
-
-# ----------------------------------------------------------------------------- which weights are kept
-
-
-class KeepBest(keras.callbacks.Callback):
-    """Keeps the weights of the job's lowest validation loss across both phases.
-
-    A new best snapshots the fitted model (just the head on the cached-feature path) and
-    logs a ``"best"`` record for live charts. At the end of a phase the classifier holds
-    the job's best so far: a fine-tuning that only made validation worse is dropped.
-
-    Args:
-        kept: the job's record, shared by both phases.
-        classifier: the whole model (the fitted one may be its head alone).
-        log: receives the ``"best"`` records.
-        phase: ``"head"`` or ``"fine-tune"``.
-        progress: the run's :class:`ProgressCallback` (placed before this one); an epoch it
-            marks partial (cut short by Stop) is not a candidate: it is not in the history.
-    """
-
-    def __init__(self, kept: KeptWeights, classifier, log: ProgressLog, phase: str, progress=None):
-        super().__init__()
-        self.kept, self.classifier, self.log, self.phase = kept, classifier, log, phase
-        self.progress = progress
-        self.best_val_loss, self.best_epoch, self._weights = math.inf, None, None
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.progress is not None and self.progress.partial:
-            return
-        val_loss = (logs or {}).get("val_loss")
-        if val_loss is None or not val_loss < self.best_val_loss:  # also skips NaN
-            return
-        self.best_val_loss, self.best_epoch = float(val_loss), epoch + 1
-        if val_loss < self.kept.val_loss:
-            self._weights = self.model.get_weights()
-            self.kept.val_loss, self.kept.epoch, self.kept.phase = float(val_loss), epoch + 1, self.phase
-            self.log.append("best", epoch=epoch + 1, phase=self.phase, val_loss=float(val_loss))
-
-    def on_train_end(self, logs=None):
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-            self.kept.weights = self.classifier.get_weights()
-        elif self.kept.weights is not None:
-            self.classifier.set_weights(self.kept.weights)
 
 
 def _feature_datasets(train: tuple, val: tuple, train_cfg, replicas: int = 1) -> tuple:

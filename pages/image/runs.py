@@ -5,8 +5,9 @@ import streamlit as st
 from pages.studio import shared
 from pages.studio.job_panel import start_task, task_outcome
 from tlcore import charts
+from tlcore.charts import short_run_names
 from tlcore.errors import StudioError
-from tlcore.runs import kept_epochs, short_run_names
+from tlcore.runs import kept_epochs
 from tlcore.snippets import SNIPPET_FORMATS, snippet
 
 st.title("Runs")

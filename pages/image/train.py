@@ -98,8 +98,8 @@ if start:  # before the table and the tools below: the click reruns the page at 
 
 @st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
 def _epoch_seconds(backbone_key: str, model_json: str, train_json: str, num_train: int, num_val: int) -> dict:
+    from tlcore.activation_cut import phase_two_epoch_seconds
     from tlcore.config import RunConfig
-    from tlcore.model import phase_two_epoch_seconds
 
     config = RunConfig.from_json(model_json)  # model and train sections of one config
     model_config, train_config = config.model, RunConfig.from_json(train_json).train
