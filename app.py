@@ -36,7 +36,7 @@ PAGES = {
         st.Page("pages/image/runs.py", title="Runs", icon=":material/history:"),
     ],
     "Language": [
-        st.Page("pages/text/generate.py", title="Text (GPT-2)", icon=":material/edit_note:"),
+        st.Page("pages/text/generate.py", title="Text (GPT-2)", icon=":material/edit_note:", url_path="text"),
     ],
 }
 

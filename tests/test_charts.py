@@ -51,3 +51,13 @@ def test_confusion_and_count_figures_carry_the_numbers():
     matrix = confusion_matrix([0, 1, 1], [0, 1, 0], ["a", "b"])
     assert charts.confusion_figure(matrix).data[0].z.tolist() == [[1, 0], [1, 1]]
     assert list(charts.counts_figure({"a": 3, "b": 5}).data[0].y) == [3, 5]
+
+
+def test_short_run_names_keep_the_whole_model_name():
+    """A legend said "mobilenetv2-16" for a 160 px model file: the name must not be cut mid-word."""
+    from tlcore.charts import short_run_names
+
+    ids = ["20261204-153012-dog-breed-mobilenetv2-160-ab12", "20261204-153012-dog-breed-mobilenetv2-160-cd34"]
+    names = short_run_names(ids)
+    assert all("dog-breed-mobilenetv2-160 15:30:12" in name for name in names.values())
+    assert len(set(names.values())) == 2  # the same name and time: told apart by the random part

@@ -494,3 +494,11 @@ def test_cli_commands_on_a_small_dataset_print_the_promised_json(colour_dataset)
     assert isinstance(outputs["near-duplicates"]["pairs"], list)
     assert {"train_images", "val_accuracy", "sd"} <= set(outputs["learning-curve"]["points"][0])
     assert all({"train_images", "val_accuracy"} <= set(row) for row in outputs["learning-curve"]["projection"])
+
+
+def test_a_refusal_says_which_number_decided_it():
+    """ECE 0.207 → 0.026 with a worse log-loss read as a contradiction: the message names the log-loss."""
+    report = calibration.calibration_report(*well_calibrated(seed=0))
+    worse_likelihood = dataclasses.replace(report, ece_gain_low=0.1, nll_after=report.nll_before + 0.05)
+    assert not worse_likelihood.helps and "log-loss gets worse" in worse_likelihood.describe()
+    assert "resampling" in dataclasses.replace(report, ece_gain_low=-0.01).describe()

@@ -220,6 +220,35 @@ def test_an_analysis_is_a_job_one_at_a_time_per_visitor(colour_dataset, tmp_path
     assert any("27 images analysed in job-" in m.value for m in first_tab.markdown)  # the tab that started it
 
 
+def test_an_analysis_finished_after_a_reload_shows_its_result_there(colour_dataset, tmp_path, monkeypatch):
+    """The newcomer's walk: the page was reloaded while "Find duplicates" ran, and its result was lost.
+
+    The job is started as the section starts it (slot and all) and ends with no page
+    following it, as after a reload; a new session of the same browser must show it, once.
+    """
+    from pages.image import insight_common
+    from pages.studio import shared
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    _studio(monkeypatch, tmp_path, cap=2)
+    config = RunConfig(
+        DataConfig(str(colour_dataset), val_split=0.25),
+        ModelConfig("SmallCNN", weights="none", image_size=32),
+        TrainConfig(epochs=1, batch_size=8),
+    )
+    registry = shared.registry()
+    job = registry.start(
+        "alice", "analysis", "Analysing the probe", lambda job: (insight_common._key(config), "done while away")
+    )
+    job.slot = "analysis_probe"
+    assert _wait_for(lambda: job.status == "done")
+    assert not any("done while away" in m.value for m in _session(colour_dataset, "bob").markdown)
+    reloaded = _session(colour_dataset, "alice")  # a new session of the same browser
+    assert any("done while away" in m.value for m in reloaded.markdown)
+    again = _session(colour_dataset, "alice")  # shown once: the next new session starts clean
+    assert not any("done while away" in m.value for m in again.markdown)
+
+
 def test_an_analysis_counts_against_the_studio_cap(colour_dataset, tmp_path, monkeypatch):
     from pages.studio import shared
 

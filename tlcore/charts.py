@@ -201,7 +201,7 @@ def short_run_names(run_ids: list[str]) -> dict[str, str]:
         if not match:
             return run_id
         hours, minutes, seconds, name, suffix = match.groups()
-        return f"{name[:24]} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
+        return f"{name} {hours}:{minutes}:{seconds}" + (f" {suffix}" if with_suffix else "")
 
     names = {run_id: short(run_id, False) for run_id in run_ids}
     clashes = {name for name in names.values() if list(names.values()).count(name) > 1}

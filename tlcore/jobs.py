@@ -126,6 +126,9 @@ class Job:
         error: the failure message ("what is wrong and what to do").
         run_dir: the run folder the job writes, if any.
         epochs: epochs the job plans (the progress bar's denominator; early stopping may end sooner).
+        slot: for a short job, the page section that follows it: a page opened later (a
+            reload, another tab) finds the job there and shows its result once.
+        delivered: whether a page has already shown the short job's result or error.
     """
 
     job_id: str
@@ -142,6 +145,8 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
+    slot: str | None = None  # the page section that follows a short job (see pages/studio/job_panel.py)
+    delivered: bool = False  # a page has shown its result or error
 
     def request_stop(self) -> None:
         self.stop.set()

@@ -82,6 +82,7 @@ def start_task(slot: str, kind: str, title: str, target: Callable) -> bool:
     except JobBusyError as error:
         shared.show_error(error)
         return False
+    job.slot = slot
     st.session_state[_slot_key(slot)] = job.job_id
     return True
 
@@ -104,16 +105,26 @@ def task_outcome(slot: str) -> Any:
         sweep returns its rows so far; the slot is then emptied: keep the result), else
         ``None`` (no job, or it failed: its error is shown, once).
     """
-    job = shared.registry().get(st.session_state.get(_slot_key(slot)))
+    job = shared.registry().get(st.session_state.get(_slot_key(slot))) or _unseen(slot)
     if job is None or job.owner != shared.session_id():
         st.session_state.pop(_slot_key(slot), None)
         return None
+    st.session_state[_slot_key(slot)] = job.job_id
     if job.active:
         _follow(slot, job)
     del st.session_state[_slot_key(slot)]
+    job.delivered = True
     if job.status == "failed":
         shared.show_error(StudioError(job.error), "Your settings are kept: change them and start again.")
     return job.result if job.status in ("done", "stopped") else None
+
+
+def _unseen(slot: str):
+    """The visitor's latest job of ``slot`` whose result no page has shown yet (started before a reload or in another tab)."""
+    waiting = [
+        job for job in shared.registry().for_owner(shared.session_id()) if job.slot == slot and not job.delivered
+    ]
+    return waiting[-1] if waiting else None
 
 
 def _follow(slot: str, job) -> None:

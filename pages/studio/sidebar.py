@@ -34,11 +34,25 @@ def sidebar(area: str = "image") -> None:
             st.query_params["job"] = job.job_id  # page changes drop it; a refresh shows it again
         if st.session_state.pop("foreign_job", False):
             st.caption("The job in this link belongs to another browser: only the browser that started a job sees it.")
-        job_line(job is not None and job.active, area)
+        job_line(job, area)
 
 
-def job_line(active: bool, area: str = "image") -> None:
-    @st.fragment(run_every=1.0 if active else None)
+# While nothing runs the job line still looks every few seconds: a job started (or ended)
+# in another tab of this browser then redraws this page too, instead of leaving it stale.
+IDLE_POLL_SECONDS = 3.0
+
+
+def job_line(shown, area: str = "image") -> None:
+    """The sidebar's job line; redraws the whole page when the visitor's latest job is not the one it shows.
+
+    Args:
+        shown: the job the page was drawn with (``None``: none).
+        area: "image" or "text".
+    """
+    shown_id = shown.job_id if shown is not None else None
+    active = shown is not None and shown.active
+
+    @st.fragment(run_every=1.0 if active else IDLE_POLL_SECONDS)
     def line():
         job = shared.current_job(area)
         if job is None:
@@ -46,7 +60,7 @@ def job_line(active: bool, area: str = "image") -> None:
             return
         state = job_progress(job)["text"] if job.active else job.status
         st.markdown(f"**Job** · {shared.escape_markdown(job.title)}  \n{shared.escape_markdown(state)}")
-        if active and not job.active:
-            st.rerun()  # the job ended: redraw the page around it
+        if job.job_id != shown_id or job.active != active:
+            st.rerun()  # started or ended here or in another tab: redraw the page around it
 
     line()

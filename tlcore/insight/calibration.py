@@ -133,7 +133,17 @@ class CalibrationReport:
         )
         if self.helps:
             return f"Temperature scaling helps: {numbers}."
-        return f"Temperature scaling would not help this model: {numbers}. Keep its predictions as they are."
+        if self.nll_after > self.nll_before:
+            why = (
+                "the log-loss gets worse, so the scaled probabilities would be further from the truth on the images "
+                "that matter most (the confident mistakes), whatever the calibration error says"
+            )
+        else:
+            why = "the calibration error does not go down by more than resampling the images moves it"
+        return (
+            f"Temperature scaling would not help this model: {numbers}. It is not offered because {why}. "
+            "Keep its predictions as they are."
+        )
 
     def to_dict(self) -> dict:
         names = ("temperature", "ece_before", "ece_after", "nll_before", "nll_after", "count", "ece_gain_low")
