@@ -43,8 +43,8 @@ PAGES = {
 shared.keep_keras_state()
 navigation = st.navigation(PAGES)
 shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
+setup = shared.setup_in_use()  # first: it picks up what another tab of this browser saved
 sidebar("text" if navigation in PAGES["Language"] else "image")  # the job line shows this part's job
-setup = shared.setup_in_use()
 try:
     shared.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
 finally:

@@ -549,7 +549,7 @@ def test_newcomer_flow_end_to_end(browser, hymenoptera, dog_model, tmp_path):
                     page.get_by_role("button", name=button, exact=True).click()
                 download.value.save_as(outside / download.value.suggested_filename)
             with page.expect_download() as download:
-                page.get_by_role("button", name="predict.py").filter(visible=True).click()
+                page.get_by_role("button", name="predict_keras.py").filter(visible=True).click()
             download.value.save_as(outside / "predict.py")
             env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
             env["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -418,6 +418,8 @@ def text_page(tmp_path, monkeypatch, tiny_gpt2_preset):
 
     monkeypatch.setenv("TLCORE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    # The page reads a local preset through the data-roots fence, as for any visitor.
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(Path(tiny_gpt2_preset).parent))
     monkeypatch.chdir(ROOT)
     st.cache_resource.clear()
     text.forget_model(str(tiny_gpt2_preset))  # a fresh model: nothing compiled yet
@@ -483,6 +485,7 @@ def test_page_second_click_runs_warm_and_int8_is_offered(text_page):
 
 
 def test_page_offline_download_error_is_a_sentence(text_page, monkeypatch):
+    monkeypatch.setenv("TLCORE_ALLOW_DOWNLOADS", "1")  # the operator allows downloads; this machine is offline
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
     text_page.radio[0].set_value("KerasHub preset (downloaded once)").run()
     next(b for b in text_page.button if b.label == "Generate").click().run()

@@ -70,7 +70,14 @@ with left:
             shared.update("model", **backbone_settings(choice))
         options = weights_choices(spec, local_file=True)
         kind = model.weights if model.weights in ("imagenet", "none") else "file"
-        kind = st.radio("Weights", options, index=options.index(kind), format_func=WEIGHTS_LABELS.get, horizontal=True)
+        # A keyed radio whose value the page sets only when the setup changed elsewhere (another
+        # backbone, "use random weights", another tab): with ``index=`` from the setup, a choice
+        # whose first run failed (ImageNet offline) made the radio and the setup swap values
+        # on every rerun, and the page never finished.
+        key, seen = f"weights_{choice}", f"weights_{choice}_setup"
+        if st.session_state.get(seen) != kind or st.session_state.get(key) not in options:
+            st.session_state[key] = st.session_state[seen] = kind
+        kind = st.radio("Weights", options, key=key, format_func=WEIGHTS_LABELS.get, horizontal=True)
         weights = kind
         if kind == "file":
             upload = st.file_uploader(f"{choice} weights without the classification top (.h5)", type=["h5"])
