@@ -317,3 +317,16 @@ def test_a_sweep_is_a_job_of_the_registry(colour_dataset, tmp_path, monkeypatch)
     (job,) = shared.registry().for_owner("sweeper")
     assert job.kind == "sweep" and job.status == "done"
     assert len(tab.dataframe) == 1 and len(tab.dataframe[0].value) == 3 * 3 * 2  # the default grid, ranked
+
+
+def test_a_job_saving_its_run_says_so_not_done_with_zero_seconds_left():
+    """The newcomer's walk: after a refresh the page said "done · about 0 s left" beside a Stop button."""
+    from tlcore.jobs import Job, job_progress
+
+    job = Job("j", "alice", "train", "a training", epochs=3)
+    job.log.append("batch", phase="head", epoch=3, step=4, steps=4)
+    job.log.append("status", status="done")  # training ended; the job is still saving the run
+    saving = job_progress(job)
+    assert saving["phase"] == "save" and "saving the run" in saving["text"] and saving["eta_seconds"] is None
+    job.status = "done"
+    assert job_progress(job)["text"] == "done"

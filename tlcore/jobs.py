@@ -428,5 +428,18 @@ def task_progress(job: Job) -> dict:
 
 
 def job_progress(job: Job) -> dict:
-    """:func:`progress_summary` of a job against the epochs the job itself planned."""
-    return progress_summary(job.log, job.epochs)
+    """:func:`progress_summary` of a job against the epochs the job itself planned.
+
+    Training logs its end before the job has saved the run (the model file, predictions,
+    metrics): meanwhile the job says so (phase ``"save"``; nothing left to stop) instead
+    of "done · about 0 s left" beside a Stop button.
+    """
+    progress = progress_summary(job.log, job.epochs)
+    if job.active and progress["phase"] is None and progress["text"] in ("done", "stopped"):
+        return {
+            **progress,
+            "eta_seconds": None,
+            "text": f"training {progress['text']} · saving the run…",
+            "phase": "save",
+        }
+    return progress

@@ -44,7 +44,8 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
             eta = progress["eta_seconds"]
             left = f" · about {eta:.0f} s left" if eta is not None else ""
             st.progress(progress["fraction"], text=shared.escape_markdown(progress["text"] + left))
-            if st.button("Stop", help="Stops after the current batch and keeps the best weights so far."):
+            stoppable = progress["phase"] != "save"  # saving the run: nothing left to stop
+            if stoppable and st.button("Stop", help="Stops after the current batch and keeps the best weights so far."):
                 current.request_stop()
                 st.toast("Stopping after this batch…")
         elif current.status in ("done", "stopped"):
