@@ -166,6 +166,34 @@ def test_leaving_the_train_page_and_coming_back_keeps_the_job_and_chart(server, 
     page.close()
 
 
+def test_a_job_started_in_one_tab_shows_in_the_other_without_a_click(server, browser):
+    """The newcomer's walk: tab 1 kept showing the old result and an enabled Start while tab 2 trained."""
+    url, _ = server
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser: one cookie
+    try:
+        first = open_page(context, url)
+        nav(first, "Model")
+        first.locator('[data-testid="stSelectbox"]').first.click()
+        first.get_by_role("option", name="SmallCNN").click()
+        expect(first.get_by_text("Trainable parameters")).to_be_visible()
+        wait_idle(first)
+        nav(first, "Train")
+        second = open_page(context, url)
+        nav(second, "Train")
+        epochs = second.get_by_label("Epochs", exact=True)
+        epochs.fill("30")
+        epochs.press("Tab")
+        wait_idle(second)
+        second.get_by_role("button", name="Start training").click()
+        # Tab 1 is not touched: its idle job line notices the new job and redraws the page.
+        expect(first.locator('[data-testid="stMain"]').get_by_role("button", name="Stop")).to_be_visible(timeout=60_000)
+        expect(first.get_by_role("button", name="Start training")).to_be_disabled()
+        first.locator('[data-testid="stMain"]').get_by_role("button", name="Stop").click()
+        expect(second.get_by_text(re.compile(r"Stopped|Finished")).first).to_be_visible(timeout=120_000)
+    finally:
+        context.close()
+
+
 def test_a_deep_link_as_the_first_request_still_goes_through_the_router(tmp_path, browser):
     with streamlit_server(tmp_path) as (url, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

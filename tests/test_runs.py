@@ -265,3 +265,20 @@ def test_a_visitors_text_run_is_theirs(tmp_path):
     path = runs.RunStore(tmp_path, owner=ALICE).create(name="text-gpt2")
     assert runs.read_run(path).owner == ALICE
     assert not runs.RunStore(tmp_path, owner=BOB).list()
+
+
+def test_a_run_knows_its_models_input_size_when_the_setting_left_it_to_the_model(tmp_path):
+    """A run on a model file at "the model's own size" gave the Keras snippet 224 px for a 160 px model."""
+    import zipfile
+
+    path = tmp_path / "20261204-150000-dog-model-ab12"
+    path.mkdir()
+    config = RunConfig.from_dict({"model": {"backbone": "/uploads/dog.h5", "image_size": None}})
+    (path / "config.json").write_text(config.to_json())
+    layers = [{"class_name": "InputLayer", "config": {"batch_shape": [None, 160, 160, 3]}}, {"class_name": "Dense"}]
+    with zipfile.ZipFile(path / "model.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Functional", "config": {"layers": layers}}))
+    assert runs.read_run(path).image_size == 160
+    set_size = RunConfig.from_dict({"model": {"backbone": "MobileNetV2", "image_size": 96}})
+    (path / "config.json").write_text(set_size.to_json())
+    assert runs.read_run(path).image_size == 96

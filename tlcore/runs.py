@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import socket
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +178,23 @@ class Run:
     @property
     def kept_epoch(self) -> int | None:
         return self.metrics.get("best_epoch")
+
+    @property
+    def image_size(self) -> int | None:
+        """The input size (pixels) the run's model takes: its setting, else the saved model's own.
+
+        A model-file backbone left at "the model's own size" has no size in its config: the
+        saved classifier's input layer says it (read from ``model.keras`` without Keras).
+        """
+        if self.config is not None and self.config.model.image_size:
+            return int(self.config.model.image_size)
+        try:
+            with zipfile.ZipFile(self.path / "model.keras") as archive:
+                layers = json.loads(archive.read("config.json"))["config"]["layers"]
+            shape = next(layer["config"]["batch_shape"] for layer in layers if layer["class_name"] == "InputLayer")
+            return int(shape[1])
+        except (OSError, KeyError, ValueError, TypeError, StopIteration, zipfile.BadZipFile):
+            return None
 
     @property
     def backbone_label(self) -> str:

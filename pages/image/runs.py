@@ -86,7 +86,7 @@ st.subheader("Download a model")
 run = shared.pick_run("Run to download", key="download_pick", shared=False)
 if run is None:
     st.stop()
-size = run.config.model.image_size if run.config and run.config.model.image_size else 224
+size = run.image_size or 224  # the model's own input size when the run kept a model file's
 cols = st.columns(3)
 cols[0].download_button("model.keras", (run.path / "model.keras").read_bytes(), file_name=f"{run.run_id}.keras")
 cols[1].download_button("labels.txt", "\n".join(run.labels) + "\n", file_name="labels.txt")
