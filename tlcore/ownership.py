@@ -101,15 +101,19 @@ class RunAccess:
         run.access = access
         return run
 
+    def _owned_record(self, run: Run, action: str) -> dict:
+        """The run's access record, when this identity owns the run; refuses ``action`` otherwise."""
+        if self.owner is None or run.owner != self.owner:
+            raise StudioError(f"Only the visitor who trained run {run.run_id} can {action}.")
+        return _read_json(run.path / ACCESS_FILE)
+
     def share(self, run: Run) -> str:
         """The run's share token (made once): whoever opens ``?run=<token>`` may read this run only.
 
         Raises:
             StudioError: this identity does not own the run.
         """
-        if self.owner is None or run.owner != self.owner:
-            raise StudioError(f"Only the visitor who trained run {run.run_id} can share it.")
-        record = _read_json(run.path / ACCESS_FILE)
+        record = self._owned_record(run, "share it")
         if not SHARE_TOKEN.fullmatch(str(record.get("share", ""))):
             record["share"] = secrets.token_urlsafe(24)
             write_json_atomic(run.path / ACCESS_FILE, record)
@@ -121,9 +125,7 @@ class RunAccess:
         Raises:
             StudioError: this identity does not own the run.
         """
-        if self.owner is None or run.owner != self.owner:
-            raise StudioError(f"Only the visitor who trained run {run.run_id} can stop sharing it.")
-        record = _read_json(run.path / ACCESS_FILE)
+        record = self._owned_record(run, "stop sharing it")
         record.pop("share", None)
         write_json_atomic(run.path / ACCESS_FILE, record)
 
