@@ -82,7 +82,8 @@ def test_kept_reason_for_a_kept_fine_tuning_an_early_stop_and_a_stop_request():
         evaluation.PhaseOutcome("fine-tune", 8, 0.25, 7),
     ]
     assert evaluation.kept_reason(kept(7, "fine-tune", 0.25), phases, stopped=True) == (
-        "Stopped by request in epoch 8. Kept fine-tune epoch 7 (lowest validation loss 0.250), better than the "
+        "Stopped by request in epoch 8. Kept fine-tune epoch 1 (epoch 7 of the run; lowest validation loss 0.250), "
+        "better than the "
         "head's best (0.300 at epoch 3). Early stopping ended the head phase after epoch 6: no lower validation "
         "loss for 3 epochs."
     )

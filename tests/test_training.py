@@ -198,7 +198,8 @@ def test_a_fine_tuning_that_improves_validation_is_kept_and_the_report_says_so(c
     assert metrics["val_loss"] == pytest.approx(history["val_loss"].min(), rel=1e-3, abs=1e-4)
     head_best = history[history["phase"] == "head"]["val_loss"].min()
     assert metrics["kept_reason"] == (
-        f"Kept fine-tune epoch {best_epoch} (lowest validation loss {history['val_loss'].min():.3f}), "
+        f"Kept fine-tune epoch {best_epoch - int(history[history['phase'] == 'head']['epoch'].max())} "
+        f"(epoch {best_epoch} of the run; lowest validation loss {history['val_loss'].min():.3f}), "
         f"better than the head's best ({head_best:.3f} at epoch "
         f"{int(history['epoch'][history['val_loss'][history['phase'] == 'head'].idxmin()])})."
     )

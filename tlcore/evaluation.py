@@ -110,7 +110,14 @@ def kept_reason(kept: KeptWeights, phases: list[PhaseOutcome], stopped: bool) ->
     prefix = f"Stopped by request in epoch {phases[-1].last_epoch}. " if stopped and phases else ""
     if kept.epoch is None:
         return prefix + "No epoch reached a validation loss, so the model keeps the weights it ended with."
-    reason = f"Kept {kept.phase} epoch {kept.epoch} (lowest validation loss {kept.val_loss:.3f})"
+    head = next((phase for phase in phases if phase.phase == "head"), None)
+    if kept.phase == "fine-tune" and head is not None and kept.epoch > head.last_epoch:
+        # Epochs are counted over the whole run (the chart's x axis): say both, or "fine-tune
+        # epoch 7" reads as the seventh fine-tuning epoch of a 4-epoch phase.
+        where = f"fine-tune epoch {kept.epoch - head.last_epoch} (epoch {kept.epoch} of the run; "
+        reason = f"Kept {where}lowest validation loss {kept.val_loss:.3f})"
+    else:
+        reason = f"Kept {kept.phase} epoch {kept.epoch} (lowest validation loss {kept.val_loss:.3f})"
     for other in (phase for phase in phases if phase.phase != kept.phase):
         if other.best_epoch is None:
             reason += f"; the {other.phase} phase finished no epoch with a validation loss"
