@@ -66,3 +66,13 @@ def test_fine_tune_learning_rate_defaults_to_ten_times_lower():
 )
 def test_freeze_plan_parses_cli_text(text, plan):
     assert FreezePlan.parse(text) == plan
+
+
+def test_a_split_folder_is_named_with_its_dataset():
+    """The newcomer's sidebar said "Dataset · train (validation folder: test)": which dataset?"""
+    from tlcore.config import DataConfig
+
+    assert DataConfig("/data/flowers3/train", val_dir="/data/flowers3/test").describe() == (
+        "flowers3/train (validation folder: test)"
+    )
+    assert DataConfig("/data/cats_vs_dogs", val_split=0.2).describe() == "cats_vs_dogs (20% held out for validation)"

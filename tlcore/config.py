@@ -24,6 +24,8 @@ FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 # one-cycle (a warm-up over the first 30 % from rate/25 to the rate, then cosine down).
 FINE_TUNE_SCHEDULES = ("constant", "cosine", "one-cycle")
 FINE_TUNE_RATE_DECAY_CHOICES = (0.3, 0.5, 0.7, 1.0)  # the Train page's steps; any value in [0.01, 1] is valid
+# Folder names that say which split a folder is, not which dataset: named with their parent.
+SPLIT_FOLDER_NAMES = ("train", "training", "val", "valid", "validation", "test", "images", "data")
 # What determines a loaded backbone; the head and the freeze plan are applied on top.
 BACKBONE_FIELDS = ("backbone", "weights", "cut_layer", "preprocess", "image_size")
 
@@ -120,7 +122,10 @@ class DataConfig:
         """The dataset in words: "demo: shapes", or the folder name and how validation is made."""
         if self.data_dir == "demo:shapes":
             return "demo: shapes (generated offline)"
-        name = Path(self.data_dir).name or str(self.data_dir)
+        path = Path(self.data_dir)
+        name = path.name or str(self.data_dir)
+        if name.lower() in SPLIT_FOLDER_NAMES and path.parent.name:  # "train" alone names no dataset
+            name = f"{path.parent.name}/{name}"
         if self.val_dir:
             return f"{name} (validation folder: {Path(self.val_dir).name})"
         return f"{name} ({self.val_split:.0%} held out for validation)"
