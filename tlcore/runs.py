@@ -181,11 +181,8 @@ class Run:
 
     @property
     def image_size(self) -> int | None:
-        """The input size (pixels) the run's model takes: its setting, else the saved model's own.
-
-        A model-file backbone left at "the model's own size" has no size in its config: the
-        saved classifier's input layer says it (read from ``model.keras`` without Keras).
-        """
+        """The input size (pixels) the run's model takes: its setting, else (a model file left at its own
+        size) the saved classifier's input layer, read from ``model.keras`` without Keras."""
         if self.config is not None and self.config.model.image_size:
             return int(self.config.model.image_size)
         try:
