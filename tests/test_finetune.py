@@ -6,32 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_training import colour_config
 from tlcore import activation_cut as cut_lib
 from tlcore import model as model_lib
 from tlcore.backbones import load_backbone
-from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.config import FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.jobs import ProgressLog, progress_summary
 from tlcore.training import Trainer, run_training
 
 
 def fine_tune_config(dataset, **train_options):
     """SmallCNN (random weights), the head for 2 epochs, then block3 on for 2 epochs."""
-    train = {
-        "epochs": 2,
-        "fine_tune_epochs": 2,
-        "unfreeze_from": "block3",
-        "batch_size": 8,
-        "learning_rate": 1e-1,
-        "fine_tune_learning_rate": 1e-2,
-        "early_stopping_patience": 0,
-        "seed": 3,
-        **train_options,
-    }
-    return RunConfig(
-        DataConfig(str(dataset), val_split=0.25),
-        ModelConfig("SmallCNN", weights="none", image_size=32),
-        TrainConfig(**train),
-    )
+    fine_tune = {"epochs": 2, "fine_tune_epochs": 2, "unfreeze_from": "block3", "fine_tune_learning_rate": 1e-2}
+    return colour_config(dataset, **{"seed": 3, **fine_tune, **train_options})
 
 
 def train(config, full_path: bool = False):
