@@ -140,11 +140,7 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
 def test_leaving_the_train_page_and_coming_back_keeps_the_job_and_chart(server, browser):
     url, _ = server
     page = open_page(browser, url)
-    nav(page, "Model")
-    page.locator('[data-testid="stSelectbox"]').first.click()
-    page.get_by_role("option", name="SmallCNN").click()  # the offline recipe: trains from scratch in seconds
-    expect(page.get_by_text("Trainable parameters")).to_be_visible()
-    wait_idle(page)
+    choose_small_cnn(page)
     nav(page, "Train")
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("3")
@@ -172,11 +168,7 @@ def test_a_job_started_in_one_tab_shows_in_the_other_without_a_click(server, bro
     context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser: one cookie
     try:
         first = open_page(context, url)
-        nav(first, "Model")
-        first.locator('[data-testid="stSelectbox"]').first.click()
-        first.get_by_role("option", name="SmallCNN").click()
-        expect(first.get_by_text("Trainable parameters")).to_be_visible()
-        wait_idle(first)
+        choose_small_cnn(first)
         nav(first, "Train")
         second = open_page(context, url)
         nav(second, "Train")
@@ -206,13 +198,18 @@ def test_a_deep_link_as_the_first_request_still_goes_through_the_router(tmp_path
         page.close()
 
 
-def start_small_cnn_training(browser, url, epochs, patience=None):
-    page = open_page(browser, url)
+def choose_small_cnn(page):
+    """The offline recipe on the Model page: SmallCNN, trained from scratch in seconds."""
     nav(page, "Model")
     page.locator('[data-testid="stSelectbox"]').first.click()
     page.get_by_role("option", name="SmallCNN").click()
     expect(page.get_by_text("Trainable parameters")).to_be_visible()
     wait_idle(page)
+
+
+def start_small_cnn_training(browser, url, epochs, patience=None):
+    page = open_page(browser, url)
+    choose_small_cnn(page)
     nav(page, "Train")
     field = page.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
