@@ -507,55 +507,53 @@ def test_random_walks_through_the_studio_keep_its_invariants(walk_env):
 INVARIANTS = [name for name, value in vars(StudioWalk).items() if hasattr(value, "hypothesis_stateful_invariant")]
 
 
-def replay(steps: list[tuple[str, dict]]) -> None:
-    """Runs ``steps`` (rule name, arguments) as hypothesis would, every invariant after each."""
-    walk = StudioWalk()
+def replay(env: dict, steps: list[tuple[str, dict]]) -> None:
+    """Runs ``steps`` (rule name, arguments) as hypothesis would, every invariant after each, in ``env``."""
+    StudioWalk.env = env
     try:
-        for name, arguments in steps:
-            getattr(walk, name)(**arguments)
-            for check in INVARIANTS:
-                getattr(walk, check)()
+        walk = StudioWalk()
+        try:
+            for name, arguments in steps:
+                getattr(walk, name)(**arguments)
+                for check in INVARIANTS:
+                    getattr(walk, check)()
+        finally:
+            walk.teardown()
     finally:
-        walk.teardown()
+        StudioWalk.env = {}
 
 
 @pytest.mark.real_assets
 def test_the_newcomers_path_vgg16_then_the_dog_model_file(walk_env):
     """Issue 20's walk: VGG16 (224 px) with random weights, then the shared 160 px dog-breed model file."""
-    StudioWalk.env = walk_env
-    try:
-        replay(
-            [
-                ("choose_backbone", {"tab": 0, "name": "VGG16"}),
-                ("choose_weights", {"tab": 0, "weights": "none"}),
-                ("upload_model_file", {"tab": 0, "which": "dog_model"}),
-                ("change_freeze_plan", {"tab": 0, "plan": "Unfreeze all"}),
-                ("visit", {"tab": 1, "page": "Train"}),
-            ]
-        )
-    finally:
-        StudioWalk.env = {}
+    replay(
+        walk_env,
+        [
+            ("choose_backbone", {"tab": 0, "name": "VGG16"}),
+            ("choose_weights", {"tab": 0, "weights": "none"}),
+            ("upload_model_file", {"tab": 0, "which": "dog_model"}),
+            ("change_freeze_plan", {"tab": 0, "plan": "Unfreeze all"}),
+            ("visit", {"tab": 1, "page": "Train"}),
+        ],
+    )
 
 
 @pytest.mark.real_assets
 def test_two_tabs_of_one_browser_see_one_setup_and_one_latest_job(walk_env):
     """Issue 20's two tabs: a run started in one tab shows in the other; a stale tab overwrites nothing."""
-    StudioWalk.env = walk_env
-    try:
-        replay(
-            [
-                ("choose_backbone", {"tab": 0, "name": "SmallCNN"}),
-                ("choose_size", {"tab": 0, "size": 96}),
-                ("refresh", {"tab": 1}),  # tab 2 now shows what tab 1 chose
-                ("start_training", {"tab": 0}),
-                ("wait_for_job", {"tab": 0}),
-                ("start_training", {"tab": 1}),
-                ("wait_for_job", {"tab": 1}),
-                ("visit", {"tab": 0, "page": "Train"}),  # tab 1 must show tab 2's run
-                ("choose_weights", {"tab": 1, "weights": "none"}),
-                ("choose_backbone", {"tab": 1, "name": "MobileNetV2"}),
-                ("visit", {"tab": 0, "page": "Runs"}),  # tab 1 must not write SmallCNN back
-            ]
-        )
-    finally:
-        StudioWalk.env = {}
+    replay(
+        walk_env,
+        [
+            ("choose_backbone", {"tab": 0, "name": "SmallCNN"}),
+            ("choose_size", {"tab": 0, "size": 96}),
+            ("refresh", {"tab": 1}),  # tab 2 now shows what tab 1 chose
+            ("start_training", {"tab": 0}),
+            ("wait_for_job", {"tab": 0}),
+            ("start_training", {"tab": 1}),
+            ("wait_for_job", {"tab": 1}),
+            ("visit", {"tab": 0, "page": "Train"}),  # tab 1 must show tab 2's run
+            ("choose_weights", {"tab": 1, "weights": "none"}),
+            ("choose_backbone", {"tab": 1, "name": "MobileNetV2"}),
+            ("visit", {"tab": 0, "page": "Runs"}),  # tab 1 must not write SmallCNN back
+        ],
+    )
