@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium against `streamlit run app.py`."""
 
+import contextlib
 import os
 import re
 import subprocess
@@ -221,57 +222,75 @@ def start_small_cnn_training(browser, url, epochs, patience=None):
 
 
 def wait_for_chart_points(page, at_least, name="validation accuracy", timeout=240_000):
-    page.wait_for_function(
-        """([name, count]) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(
-            p => (p._fullData || p.data || []).some(t => t.name === name && (t.x || []).length >= count))""",
+    """Wait until a chart's trace `name` has `at_least` points; return how many it had then.
+
+    Read in the same check as the wait: the chart is redrawn every few seconds, so a second
+    read may find it between two drawings."""
+    handle = page.wait_for_function(
+        """([name, count]) => {
+            const lengths = Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
+                p => (p._fullData || p.data || []).filter(t => t.name === name).map(t => (t.x || []).length));
+            const most = Math.max(0, ...lengths);
+            return most >= count ? most : false;
+        }""",
         arg=[name, at_least],
         timeout=timeout,
     )
+    return handle.json_value()
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(page):
+    """Stop the page's running job however the test ends: a job left running holds a slot
+    of the studio's job limit and makes the next browser test wait for 'busy'."""
+    try:
+        yield page
+    finally:
+        stop = page.get_by_role("button", name="Stop")
+        if stop.count() and stop.first.is_visible():
+            stop.first.click()
+            expect(page.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)
 
 
 def test_refreshing_mid_run_brings_back_the_running_job_chart_and_stop(server, browser):
     url, _ = server
     page = start_small_cnn_training(browser, url, 200, patience=0)  # still running when the page reloads
-    expect(page.get_by_role("button", name="Stop")).to_be_visible()
-    wait_for_chart_points(page, 1)
-    assert "job=" in page.url
-    page.reload()  # the same browser (its cookie) while the job is still running
-    expect(page.locator("h1").first).to_have_text("Train")
-    stop = page.get_by_role("button", name="Stop")
-    expect(stop).to_be_visible()
-    expect(page.get_by_role("button", name="Start training")).to_be_disabled()
-    wait_for_chart_points(page, 1)  # the chart came back with the epochs so far…
-    before = max(len(epochs) for epochs in chart_epochs(page))
-    wait_for_chart_points(page, before + 1)  # …and keeps growing
-    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(re.compile(r"epoch \d+"))
-    shot(page, "11-refresh-mid-run")
-    stop.click()
-    expect(page.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)
+    with stopped_at_the_end(page):
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        wait_for_chart_points(page, 1)
+        assert "job=" in page.url
+        page.reload()  # the same browser (its cookie) while the job is still running
+        expect(page.locator("h1").first).to_have_text("Train")
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        expect(page.get_by_role("button", name="Start training")).to_be_disabled()
+        before = wait_for_chart_points(page, 1)  # the chart came back with the epochs so far…
+        wait_for_chart_points(page, before + 1)  # …and keeps growing
+        expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(re.compile(r"epoch \d+"))
+        shot(page, "11-refresh-mid-run")
     page.close()
 
 
 def test_a_shared_job_link_opened_in_another_browser_shows_no_job_and_no_stop(server, browser):
     url, _ = server
     owner = start_small_cnn_training(browser, url, 200, patience=0)
-    expect(owner.get_by_role("button", name="Stop")).to_be_visible()
-    main = owner.locator('[data-testid="stMain"]')  # the sidebar's job line shows the same words
-    expect(main.get_by_text(re.compile(r"head · epoch|loading data|building model"))).to_be_visible()
-    link = owner.url
-    assert "job=" in link
-    stranger = browser.new_page(viewport={"width": 1400, "height": 1000})  # a new context: no cookie
-    stranger.set_default_timeout(120_000)
-    stranger.goto(link)
-    expect(stranger.locator("h1").first).to_have_text("Train")
-    wait_idle(stranger)
-    expect(stranger.get_by_text(re.compile("belongs to another browser"))).to_be_visible()
-    expect(stranger.locator('[data-testid="stSidebar"]')).to_contain_text("Job · none yet")
-    expect(stranger.get_by_role("button", name="Start training")).to_be_enabled()
-    assert stranger.get_by_role("button", name="Stop").count() == 0
-    assert stranger.locator(".js-plotly-plot").count() == 0  # not the owner's chart either
-    shot(stranger, "12-shared-link")
-    stranger.close()
-    owner.get_by_role("button", name="Stop").click()
-    expect(owner.get_by_text(re.compile("Stopped: validation accuracy"))).to_be_visible(timeout=120_000)
+    with stopped_at_the_end(owner):
+        expect(owner.get_by_role("button", name="Stop")).to_be_visible()
+        main = owner.locator('[data-testid="stMain"]')  # the sidebar's job line shows the same words
+        expect(main.get_by_text(re.compile(r"head · epoch|loading data|building model"))).to_be_visible()
+        link = owner.url
+        assert "job=" in link
+        stranger = browser.new_page(viewport={"width": 1400, "height": 1000})  # a new context: no cookie
+        stranger.set_default_timeout(120_000)
+        stranger.goto(link)
+        expect(stranger.locator("h1").first).to_have_text("Train")
+        wait_idle(stranger)
+        expect(stranger.get_by_text(re.compile("belongs to another browser"))).to_be_visible()
+        expect(stranger.locator('[data-testid="stSidebar"]')).to_contain_text("Job · none yet")
+        expect(stranger.get_by_role("button", name="Start training")).to_be_enabled()
+        assert stranger.get_by_role("button", name="Stop").count() == 0
+        assert stranger.locator(".js-plotly-plot").count() == 0  # not the owner's chart either
+        shot(stranger, "12-shared-link")
+        stranger.close()
     owner.close()
 
 
