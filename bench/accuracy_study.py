@@ -6,7 +6,7 @@ drawings built by bench/clipart_set.py. The shared MobileNetV2 (160 px) is the b
 
 For each set, every decoding below turns all images into pooled backbone features once
 (and once more mirrored, for flip TTA); heads are then trained on those features by the
-studio's own head engine (`tlcore.head.train_head`) for seeds 1..N, and each variant's
+studio's own head engine (`tlcore.training.head.train_head`) for seeds 1..N, and each variant's
 validation accuracy is printed as mean ± sd. The reference is the seeds' pipeline,
 written the plain way: `keras.utils.image_dataset_from_directory`, the same frozen
 backbone inside `model.fit`, GAP → Dropout 0.2 → Dense, Adam 1e-3, 20 epochs, last epoch.
@@ -52,11 +52,11 @@ from frozen_training import same_files, seed_style  # noqa: E402  (bench/: the s
 from PIL import Image, ImageOps  # noqa: E402
 
 from tlcore import data as data_lib  # noqa: E402
-from tlcore.backbones import load_backbone  # noqa: E402
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tlcore.data.images import open_image, resize, to_rgb  # noqa: E402
-from tlcore.head import HeadSettings, train_head  # noqa: E402
-from tlcore.training import run_training  # noqa: E402
+from tlcore.model.backbones import load_backbone  # noqa: E402
+from tlcore.training.head import HeadSettings, train_head  # noqa: E402
+from tlcore.training.trainer import run_training  # noqa: E402
 
 EPOCHS = 20
 DEFAULT_DECODING = "pillow-draft2x-sharp"  # what tlcore.data.decode_image does: every head variant runs on it

@@ -15,7 +15,7 @@ dog-breed MobileNetV2 .h5 as "Your own Keras model file…" cut at "mobilenetv2_
   until the box names the NEW run's id; N times (default 3), best and median. The median is
   split, from the Streamlit messages the page receives, into: the click's script run up to the
   job's start, the job (the script waits up to 1 s for it), and the `st.rerun()` that shows it.
-- in-process: `tlcore.launch.train_run(config, run_dir)` on the same RunConfig in this
+- in-process: `tlcore.training.launch.train_run(config, run_dir)` on the same RunConfig in this
   process (own temp feature cache), after one warm-up call, best of 3: the floor the page
   could reach. The server's run config.json is compared with it (model file path aside).
 
@@ -157,7 +157,7 @@ def in_process_timings(shared: Path, repeats: int = 3):
     import keras
 
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcore.launch import train_run
+    from tlcore.training.launch import train_run
 
     keras.config.disable_interactive_logging()
     hymenoptera = shared / "data/hymenoptera"

@@ -14,7 +14,7 @@ epochs, then unfreeze from a block (`block_15` or `block_13`) for 5 more.
   block with every BatchNormalization kept frozen, recompiled with Adam 1e-5, `fit` 5 more
   epochs; accuracy of the last epoch. Its phase 1 runs once per seed and both depths
   fine-tune from a copy of it.
-- ours: `tlcore.training.Trainer` with `TrainConfig` defaults (a variant overrides some),
+- ours: `tlcore.training.trainer.Trainer` with `TrainConfig` defaults (a variant overrides some),
   epochs=5, fine_tune_epochs=5; accuracy of the kept weights (lowest val_loss over both
   phases). "head" is the kept head after phase 1; "ft-best" the fine-tune epoch of lowest
   val_loss, "last" the last epoch (does the kept-weights rule throw a better one away?).
@@ -43,10 +43,10 @@ import tensorflow as tf  # noqa: E402
 from frozen_training import plain_classifier, plain_datasets, same_files, spread  # noqa: E402  (the seeds' pipeline)
 
 from tlcore import data as data_lib  # noqa: E402
-from tlcore.backbones import load_backbone  # noqa: E402
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tlcore.jobs import ProgressLog  # noqa: E402
-from tlcore.training import Trainer  # noqa: E402
+from tlcore.model.backbones import load_backbone  # noqa: E402
+from tlcore.training.trainer import Trainer  # noqa: E402
 
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 5, 5
 PLAIN_FINE_TUNE_RATE = 1e-5

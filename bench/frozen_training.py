@@ -11,7 +11,7 @@ Prints one table; every number comes from this one run on this machine.
   from 3.4 to 5.6 s for the floor on this machine) does not decide the ratio.
 - warm retrain: the same call again, best of 5 (features, backbone and head engine reused).
 - head epochs: the warm run's history `seconds`, summed.
-- sweep: 18 head settings x 20 epochs on the cached features (`tlcore.sweep.run_sweep`).
+- sweep: 18 head settings x 20 epochs on the cached features (`tlcore.training.sweep.run_sweep`).
 - predict: `predict_top_k` on one image vs a compiled bare forward pass plus the same decoding.
 - accuracy: ours (default settings) vs the seeds' pipeline (`image_dataset_from_directory` +
   frozen backbone in `model.fit`, GAP, Dropout 0.2, Dense, Adam 1e-3, 20 epochs, last epoch),
@@ -40,14 +40,14 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tlcore import data as data_lib  # noqa: E402
-from tlcore import model as model_lib  # noqa: E402
-from tlcore.backbones import load_backbone  # noqa: E402
-from tlcore.callbacks import ProgressCallback  # noqa: E402
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tlcore.inference.predict import load_batch, predict_top_k  # noqa: E402
 from tlcore.jobs import ProgressLog  # noqa: E402
-from tlcore.predict import load_batch, predict_top_k  # noqa: E402
-from tlcore.sweep import SweepGrid, run_sweep  # noqa: E402
-from tlcore.training import run_training  # noqa: E402
+from tlcore.model import classifier as model_lib  # noqa: E402
+from tlcore.model.backbones import load_backbone  # noqa: E402
+from tlcore.training.callbacks import ProgressCallback  # noqa: E402
+from tlcore.training.sweep import SweepGrid, run_sweep  # noqa: E402
+from tlcore.training.trainer import run_training  # noqa: E402
 
 EPOCHS = 20
 

@@ -38,7 +38,8 @@ def main() -> None:
 
     import keras
 
-    from tlcore import model_files, model_trial
+    from tlcore.model import file_trial as model_trial
+    from tlcore.model import files as model_files
 
     times: dict[str, list[float]] = {"inspection": [], "first check (inspection + child trial)": [], "cached check": [],
                                      "plain keras load": []}  # fmt: skip

@@ -5,7 +5,7 @@ Without --address a local Ray is started with this machine's CPUs. Every number 
 from this one run on this machine; the load average is printed (other work on the
 machine slows everything).
 
-- extraction: `tlcore.distributed.extract_to_cache` over the 396 real photos
+- extraction: `tlcore.inference.batch.extract_to_cache` over the 396 real photos
   (hymenoptera train + val) with the real pretrained MobileNetV2 (160 px), an empty
   feature cache each time: the whole command as a user waits for it (model loading,
   Ray actors starting, decoding, the backbone, writing the cache file).
@@ -41,7 +41,7 @@ def fresh_cache() -> None:
 
 def extraction_seconds(config: RunConfig, engine: str, workers: int, address: str | None, repeats: int) -> float:
     """The best of ``repeats`` wall times of a whole extraction into an empty cache."""
-    from tlcore.distributed import extract_to_cache
+    from tlcore.inference.batch import extract_to_cache
 
     times = []
     for _ in range(repeats):
@@ -62,7 +62,7 @@ def small_copy(train_dir: Path, root: Path, per_class: int = 4) -> Path:
 
 def decode_rate(config: RunConfig) -> float:
     from tlcore.data import decode_all
-    from tlcore.distributed import dataset_items
+    from tlcore.inference.batch import dataset_items
 
     paths = [item.path for item in dataset_items(config)]
     started = time.perf_counter()
@@ -71,7 +71,7 @@ def decode_rate(config: RunConfig) -> float:
 
 
 def job_seconds(registry, config: RunConfig, store) -> float:
-    from tlcore.launch import start_training
+    from tlcore.training.launch import start_training
 
     started = time.perf_counter()
     job = start_training(registry, f"bench-{time.time()}", config, store)
@@ -85,7 +85,7 @@ def training_overhead() -> tuple[float, float]:
     from tests.helpers import make_colour_dataset
     from tlcore.jobs import JobRegistry
     from tlcore.runners import RayJobRegistry
-    from tlcore.runs import RunStore
+    from tlcore.runs.store import RunStore
 
     folder = make_colour_dataset(Path(tempfile.mkdtemp(prefix="bench-colours-")))
     store = RunStore(tempfile.mkdtemp(prefix="bench-runs-"))
@@ -114,8 +114,8 @@ def main() -> None:
     model = ModelConfig(str(shared / "pretrained" / "dog_breed_mobilenetv2_160.h5"), cut_layer="mobilenetv2_1.00_160")
     config = RunConfig(DataConfig(str(photos / "train"), str(photos / "val")), model, TrainConfig(seed=1))
     tiny = RunConfig(DataConfig(str(small_copy(photos / "train", Path(tempfile.mkdtemp()))), val_split=0.25), model)
-    from tlcore.cli_common import quiet_keras
-    from tlcore.distributed import dataset_items
+    from tlcore.cli.common import quiet_keras
+    from tlcore.inference.batch import dataset_items
     from tlcore.runners import connect_ray
 
     quiet_keras()

@@ -57,7 +57,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def load(self, run_dir: Path):
-        from tlcore.runs import read_run
+        from tlcore.runs.store import read_run
 
         key = (str(run_dir), (run_dir / "model.keras").stat().st_mtime)
         with self._lock:
@@ -100,7 +100,7 @@ class Soak:
 
     def train(self, owner: str, round_index: int) -> Path | None:
         from tlcore.errors import JobBusyError
-        from tlcore.launch import start_training
+        from tlcore.training.launch import start_training
 
         config = self.recipes[round_index % len(self.recipes)]
         while True:
@@ -116,7 +116,7 @@ class Soak:
         return Path(job.run_dir)
 
     def predict(self, run_dir: Path, count: int, rng: random.Random) -> None:
-        from tlcore.predict import grad_cam, load_batch, predict_probabilities
+        from tlcore.inference.predict import grad_cam, load_batch, predict_probabilities
 
         for index in range(count):
             model = self.models.load(run_dir)
@@ -202,7 +202,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tlcore-soak-") as folder:
         os.environ.setdefault("TLCORE_CACHE_DIR", str(Path(folder) / "cache"))
         from tlcore.data import make_demo_dataset
-        from tlcore.runs import RunStore
+        from tlcore.runs.store import RunStore
 
         data_dir = make_demo_dataset(per_class=24, image_size=64)
         soak = Soak(args, data_dir, RunStore(Path(folder) / "runs"))

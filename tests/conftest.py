@@ -92,8 +92,8 @@ def demo_dataset(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, colour_dataset):
     """A finished run (SmallCNN, frozen random weights, colour classes) in its own run store."""
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcore.launch import train_run
-    from tlcore.runs import RunStore, read_run
+    from tlcore.runs.store import RunStore, read_run
+    from tlcore.training.launch import train_run
 
     store = RunStore(tmp_path_factory.mktemp("runs"))
     config = RunConfig(
@@ -131,8 +131,8 @@ def tiny_gpt2_preset(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
 def photo_run(tmp_path_factory, hymenoptera, dog_model):
     """A run trained on photos: ants vs bees on the pretrained dog-breed MobileNetV2, frozen."""
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcore.launch import train_run
-    from tlcore.runs import RunStore, read_run
+    from tlcore.runs.store import RunStore, read_run
+    from tlcore.training.launch import train_run
 
     store = RunStore(tmp_path_factory.mktemp("photo-runs"))
     config = RunConfig(

@@ -335,7 +335,7 @@ def test_predict_page_explains_an_unreadable_upload():
 
 
 def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
-    from tlcore.launch import start_training
+    from tlcore.training.launch import start_training
 
     at = app("pages/image/train.py")
     small_cnn(at)
@@ -423,7 +423,7 @@ def test_a_job_stopped_before_it_trained_says_no_run_was_saved():
 
 
 def test_an_unexpected_error_on_a_page_is_a_message_not_a_traceback(monkeypatch):
-    from tlcore.runs import RunStore
+    from tlcore.runs.store import RunStore
 
     def broken(self):
         raise RuntimeError("bad symbol table node signature")

@@ -75,7 +75,7 @@ def test_the_sidebar_names_a_new_folder_in_the_same_run(colour_dataset):
 
 
 def test_the_sidebar_names_an_uploaded_model_file_at_once(tmp_path):
-    from tlcore.backbones import build_small_cnn
+    from tlcore.model.backbones import build_small_cnn
 
     path = tmp_path / "my_net.keras"
     build_small_cnn(input_shape=(32, 32, 3)).save(path)
@@ -333,7 +333,7 @@ def test_a_stale_input_size_for_a_model_file_is_shown_where_the_error_points(dog
 
 
 def test_uploading_the_same_model_file_again_does_not_rewrite_it(tmp_path):
-    from tlcore.backbones import build_small_cnn
+    from tlcore.model.backbones import build_small_cnn
 
     path = tmp_path / "my_net.keras"
     build_small_cnn(input_shape=(32, 32, 3)).save(path)

@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from tlcore import backbones
-from tlcore.backbones import BACKBONES, assign_blocks, load_backbone
 from tlcore.config import ModelConfig
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+from tlcore.model import backbones
+from tlcore.model.backbones import BACKBONES, assign_blocks, load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def test_shared_pretrained_model_becomes_a_mobilenet_backbone(dog_model):
 
 
 def test_preprocessing_table_says_what_each_name_does():
-    from tlcore.preprocessing import PREPROCESSING, describe_preprocessing, preprocess_function
+    from tlcore.model.preprocessing import PREPROCESSING, describe_preprocessing, preprocess_function
 
     assert backbones.PREPROCESSING is PREPROCESSING  # still importable from the registry
     assert describe_preprocessing("mobilenet_v2") == "mobilenet_v2 (scale to [-1, 1])"
@@ -185,15 +185,15 @@ def test_every_registry_entry_names_a_known_preprocessing():
 
 
 def test_a_saved_classifier_loads_with_only_the_saved_model_module(tmp_path):
-    """tlcore.saved_model registers the Preprocess layer itself (no tlcore.model import needed)."""
-    from tlcore import model as model_lib
+    """tlcore.model.saved_layer registers the Preprocess layer itself (no tlcore.model.classifier import needed)."""
+    from tlcore.model import classifier as model_lib
 
     backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
     model_lib.build_classifier(backbone, 2, ModelConfig("SmallCNN")).save(tmp_path / "model.keras")
     code = (
-        "import sys; from tlcore.model_trial import load_model_file;"
+        "import sys; from tlcore.model.file_trial import load_model_file;"
         f"m = load_model_file({str(tmp_path / 'model.keras')!r});"
-        "print(m.get_layer('preprocess').preprocess, 'tlcore.model' in sys.modules)"
+        "print(m.get_layer('preprocess').preprocess, 'tlcore.model.classifier' in sys.modules)"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -203,7 +203,7 @@ def test_a_saved_classifier_loads_with_only_the_saved_model_module(tmp_path):
 
 
 def test_a_missing_model_file_is_named():
-    from tlcore.model_trial import load_model_file
+    from tlcore.model.file_trial import load_model_file
 
     with pytest.raises(UnsafeModelError, match="Model file not found"):
         load_model_file("/nowhere/model.keras")
@@ -221,7 +221,7 @@ def test_imagenet_classifier_refuses_a_backbone_without_a_top_and_explains_offli
 def test_a_file_that_is_not_a_keras_model_file_is_refused_by_name(tmp_path):
     path = tmp_path / "weights.txt"
     path.write_text("not a model")
-    from tlcore.model_trial import load_model_file
+    from tlcore.model.file_trial import load_model_file
 
     with pytest.raises(UnsafeModelError, match=r"ending in \.keras, \.h5, \.hdf5\. Received: weights.txt"):
         load_model_file(path)

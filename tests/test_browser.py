@@ -340,7 +340,7 @@ def test_the_job_cap_gives_the_extra_session_a_busy_message(tmp_path, browser):
 def test_killing_the_server_mid_run_leaves_runs_readable_after_a_restart(tmp_path, browser):
     import signal
 
-    from tlcore.runs import RunStore
+    from tlcore.runs.store import RunStore
 
     context = browser.new_context(viewport={"width": 1400, "height": 1000})  # one browser: its runs are its own
     with streamlit_server(tmp_path) as (url, process):

@@ -30,7 +30,7 @@ SHARED_RUN, OTHER_RUN, CLI_RUN = (
 
 def place_run(source, runs_root, run_id, owner):
     """A copy of a finished run as the dashboard's training leaves it for ``owner`` (``None``: the CLI)."""
-    from tlcore.runs import ACCESS_FILE
+    from tlcore.runs.store import ACCESS_FILE
 
     target = runs_root / run_id
     shutil.copytree(source.path, target, ignore=shutil.ignore_patterns(ACCESS_FILE, "calibration.json"))
@@ -43,7 +43,7 @@ def place_run(source, runs_root, run_id, owner):
 def studio(tmp_path_factory, trained_run):
     from tlcore import data
     from tlcore.insight import calibration, overlay
-    from tlcore.runs import read_run
+    from tlcore.runs.store import read_run
 
     work = tmp_path_factory.mktemp("visitors")
     data_root = work / "photos"

@@ -85,7 +85,7 @@ def test_models_used_for_predictions_are_freed_when_their_owner_drops_them():
     import gc
     import weakref
 
-    from tlcore import predict
+    from tlcore.inference import predict
 
     freed = []
     for _ in range(predict._COMPILED.max_items + 4):  # more models than the cache keeps
@@ -101,7 +101,7 @@ def test_models_used_for_predictions_are_freed_when_their_owner_drops_them():
 
 
 def test_the_predict_cache_keeps_at_most_its_bound_while_models_live():
-    from tlcore import predict
+    from tlcore.inference import predict
 
     models = [_tiny_classifier() for _ in range(predict._COMPILED.max_items + 3)]
     for model in models:

@@ -46,7 +46,7 @@ def test_top_k_figure_puts_the_most_likely_on_top():
 
 
 def test_confusion_and_count_figures_carry_the_numbers():
-    from tlcore.evaluation import confusion_matrix
+    from tlcore.metrics import confusion_matrix
 
     matrix = confusion_matrix([0, 1, 1], [0, 1, 0], ["a", "b"])
     assert charts.confusion_figure(matrix).data[0].z.tolist() == [[1, 0], [1, 1]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.runs import REQUIRED_METRICS
+from tlcore.runs.store import REQUIRED_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tlcore import evaluation
+from tlcore import metrics as evaluation
 
 CLASSES = ["cat", "dog", "fox"]
 LABELS = np.array([0, 0, 0, 1, 1, 2])

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from tests.test_training import colour_config
-from tlcore import activation_cut as cut_lib
-from tlcore import model as model_lib
-from tlcore.backbones import load_backbone
 from tlcore.config import FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.jobs import ProgressLog, progress_summary
-from tlcore.training import Trainer, run_training
+from tlcore.model import classifier as model_lib
+from tlcore.model import cut as cut_lib
+from tlcore.model.backbones import load_backbone
+from tlcore.training.trainer import Trainer, run_training
 
 
 def fine_tune_config(dataset, **train_options):
@@ -159,7 +159,7 @@ def test_fine_tune_options_round_trip_and_bad_values_are_named(tmp_path):
 def test_cli_defaults_are_the_train_config_defaults():
     import argparse
 
-    from tlcore.cli_common import add_run_flags, config_from_args
+    from tlcore.cli.common import add_run_flags, config_from_args
 
     parser = argparse.ArgumentParser()
     add_run_flags(parser)

@@ -9,10 +9,10 @@ import pytest
 
 from tests.test_cli import tlcore
 from tests.test_training import colour_config
-from tlcore import head
 from tlcore.jobs import ProgressLog
-from tlcore.sweep import SweepGrid, apply_best, run_sweep
-from tlcore.training import run_training
+from tlcore.training import head
+from tlcore.training.sweep import SweepGrid, apply_best, run_sweep
+from tlcore.training.trainer import run_training
 
 
 def separable(seed=0, count=60, width=16):

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from tlcore.data import ImageItem
-from tlcore.insight import calibration, charts, duplicates, learning_curve, lr_finder, overlay
-from tlcore.insight.features import FeatureSet, pool
+from tlcore.insight import calibration, duplicates, learning_curve, lr_finder, overlay
+from tlcore.insight import figures as charts
+from tlcore.insight.feature_set import FeatureSet, pool
 from tlcore.insight.heads import fold_count, out_of_fold_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]

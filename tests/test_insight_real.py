@@ -74,7 +74,7 @@ def real_config(root: Path, dog_model: Path, val: str = "val"):
 def planted(tmp_path_factory, hymenoptera, dog_model):
     import os
 
-    from tlcore.insight.features import dataset_features
+    from tlcore.insight.feature_set import dataset_features
 
     root = tmp_path_factory.mktemp("planted") / "hymenoptera"
     flipped, copies = plant(hymenoptera, root)
@@ -94,7 +94,7 @@ def flowers12(shared_dir) -> Path:
 def planted_flowers(tmp_path_factory, flowers12, dog_model):
     import os
 
-    from tlcore.insight.features import dataset_features
+    from tlcore.insight.feature_set import dataset_features
 
     root = tmp_path_factory.mktemp("planted") / "flowers12"
     flipped, copies = plant(flowers12, root, val="test")
@@ -108,7 +108,7 @@ def planted_flowers(tmp_path_factory, flowers12, dog_model):
 @pytest.fixture(scope="session")
 def clean_hymenoptera(tmp_path_factory, hymenoptera, dog_model):
     """The ants/bees photos as they are (read in place): no copy across train/val."""
-    from tlcore.insight.features import dataset_features
+    from tlcore.insight.feature_set import dataset_features
 
     with own_cache(tmp_path_factory):
         return dataset_features(real_config(hymenoptera, dog_model))
@@ -299,9 +299,9 @@ def test_confident_learning_on_flowers_finds_the_flips(planted_flowers):
 
 def test_relabel_overlay_then_retrain_removes_the_issues(planted, tmp_path, monkeypatch):
     from tlcore.insight import overlay
-    from tlcore.insight.features import dataset_features
+    from tlcore.insight.feature_set import dataset_features
     from tlcore.insight.label_issues import review_labels
-    from tlcore.training import run_training
+    from tlcore.training.trainer import run_training
 
     monkeypatch.setenv("TLCORE_CACHE_DIR", planted.cache)
     monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
@@ -321,7 +321,7 @@ def test_relabel_overlay_then_retrain_removes_the_issues(planted, tmp_path, monk
 
 
 def test_cli_commands_on_real_photos(planted, monkeypatch, capsys):
-    from tlcore.cli import main
+    from tlcore.cli.main import main
 
     monkeypatch.setenv("TLCORE_CACHE_DIR", planted.cache)
     common = ["--data", planted.config.data.data_dir, "--val-data", planted.config.data.val_dir]

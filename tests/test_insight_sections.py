@@ -195,7 +195,7 @@ def sweep_script(best):
 
     from pages.image.sweep_section import sweep_section
     from tlcore.config import DataConfig, ModelConfig, TrainConfig
-    from tlcore.sweep import SweepResult
+    from tlcore.training.sweep import SweepResult
 
     if "forms" not in st.session_state:
         st.session_state.forms = (DataConfig(), ModelConfig(hidden_units=0, dropout_rate=0.2), TrainConfig())

@@ -100,9 +100,9 @@ def test_wait_returns_when_the_job_ends_or_the_time_is_up():
 
 def test_a_finished_training_job_keeps_its_summary_not_its_model(colour_dataset, tmp_path, monkeypatch):
     """A server that kept every trained model grew ~34 MB per training, for good."""
-    from tlcore import launch
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tlcore.runs import RunStore, read_run
+    from tlcore.runs.store import RunStore, read_run
+    from tlcore.training import launch
 
     trained = []
     real_train_run = launch.train_run

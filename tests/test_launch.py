@@ -4,8 +4,8 @@ import time
 
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.jobs import JobRegistry
-from tlcore.launch import ab_verdict, start_ab
-from tlcore.runs import RunStore
+from tlcore.runs.store import RunStore
+from tlcore.training.launch import ab_verdict, start_ab
 
 
 def test_ab_verdict_says_plainly_when_b_kept_the_heads_weights():

@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from tlcore import model as model_lib
-from tlcore.backbones import load_backbone
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
-from tlcore.model_choices import image_size_choices, weights_choices
+from tlcore.model import classifier as model_lib
+from tlcore.model.backbones import load_backbone
+from tlcore.model.choices import image_size_choices, weights_choices
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_partial_unfreezing_moves_only_the_unfrozen_blocks(mobilenet):
 
 
 def backbone_blocks(backbone_model):
-    from tlcore.backbones import BACKBONES, assign_blocks
+    from tlcore.model.backbones import BACKBONES, assign_blocks
 
     return assign_blocks([layer.name for layer in backbone_model.layers], BACKBONES["MobileNetV2"].block_pattern)
 
@@ -233,7 +233,7 @@ def test_phase_plan_agrees_with_what_the_training_job_trains(tmp_path):
     """Train both phases for real; the classifier ends with phase 2's trainable weights."""
     from tests.helpers import make_colour_dataset
     from tlcore.config import DataConfig, RunConfig
-    from tlcore.training import run_training
+    from tlcore.training.trainer import run_training
 
     model_config = ModelConfig(_pretrained_model_file(tmp_path / "pretrained.keras"))
     train_config = TrainConfig(epochs=1, fine_tune_epochs=1, batch_size=8)  # phase 2 from the last block
@@ -285,7 +285,7 @@ def test_backbone_and_freeze_plan_descriptions_say_what_they_mean():
 
 
 def test_default_freeze_plan_and_choice_lists():
-    from tlcore.backbones import BACKBONES
+    from tlcore.model.backbones import BACKBONES
 
     assert model_lib.default_freeze_plan(pretrained=True) == FreezePlan("all")
     assert model_lib.default_freeze_plan(pretrained=False) == FreezePlan("none")
@@ -298,7 +298,7 @@ def test_default_freeze_plan_and_choice_lists():
 
 
 def test_a_new_backbone_brings_its_own_size_weights_and_preprocessing():
-    from tlcore.model_choices import backbone_settings
+    from tlcore.model.choices import backbone_settings
 
     vgg = backbone_settings("VGG16")
     assert (vgg["image_size"], vgg["weights"], vgg["preprocess"], vgg["freeze"].mode) == (224, "imagenet", None, "all")

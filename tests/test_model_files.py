@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from tlcore.errors import UnsafeModelError
-from tlcore.model_files import ModelFileLimits, inspect_model_file
-from tlcore.model_trial import check_model_file, keras_settings, keras_settings_guard, load_model_file
+from tlcore.model.file_trial import check_model_file, keras_settings, keras_settings_guard, load_model_file
+from tlcore.model.files import ModelFileLimits, inspect_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPE = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
@@ -324,7 +324,7 @@ def test_registry_architectures_are_sized_exactly_from_their_configs():
     """The parameter and activation counts come from the config alone and match what Keras builds."""
     import keras
 
-    from tlcore.layer_sizes import size_model
+    from tlcore.model.layer_sizes import size_model
 
     for name in ("MobileNetV2", "ResNet50", "DenseNet121", "Xception"):
         model = getattr(keras.applications, name)(weights=None, include_top=False, input_shape=(96, 96, 3))
@@ -334,10 +334,10 @@ def test_registry_architectures_are_sized_exactly_from_their_configs():
 
 
 def test_a_model_the_studio_saved_passes_and_loads_through_the_child_trial(tmp_path):
-    from tlcore import model as model_lib
-    from tlcore.backbones import load_backbone
     from tlcore.config import ModelConfig
-    from tlcore.model_trial import load_saved_model
+    from tlcore.model import classifier as model_lib
+    from tlcore.model.backbones import load_backbone
+    from tlcore.model.file_trial import load_saved_model
 
     backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
     model_lib.build_classifier(backbone, 3, ModelConfig("SmallCNN", hidden_units=8)).save(tmp_path / "model.keras")
@@ -351,7 +351,7 @@ def test_a_model_the_studio_saved_passes_and_loads_through_the_child_trial(tmp_p
 
 
 def test_the_verdict_is_cached_by_content(tmp_path, monkeypatch):
-    from tlcore import model_trial
+    from tlcore.model import file_trial as model_trial
 
     path = small_model(tmp_path)
     check_model_file(path)
@@ -388,8 +388,8 @@ def test_a_change_to_keras_settings_during_a_load_is_refused_and_undone():
 
 
 def test_a_weights_file_declaring_more_than_its_architecture_is_refused(tmp_path):
-    from tlcore.backbones import load_backbone
     from tlcore.config import ModelConfig
+    from tlcore.model.backbones import load_backbone
 
     path = tmp_path / "mnv2.weights.h5"
     with h5py.File(path, "w") as handle:

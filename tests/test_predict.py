@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlcore import predict
 from tlcore.errors import StudioError, WeightsUnavailableError
+from tlcore.inference import predict
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +73,9 @@ def hand_made_classifier(channel_weights: tuple, head_weight: float, num_classes
     """
     import keras
 
-    from tlcore.backbones import Backbone
     from tlcore.config import ModelConfig
-    from tlcore.model import build_classifier, head_part
+    from tlcore.model.backbones import Backbone
+    from tlcore.model.classifier import build_classifier, head_part
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(1, 1, use_bias=False, name="feature")(inputs)
@@ -189,7 +189,7 @@ def orange_disk(fmt: str = "PNG", noise: float = 0.0) -> bytes:
 
 
 def test_the_familiar_distance_comes_from_the_training_features():
-    from tlcore.input_check import nearest_distances, reference_from_features
+    from tlcore.inference.input_check import nearest_distances, reference_from_features
 
     rng = np.random.default_rng(0)
     centre = rng.normal(size=64)
@@ -207,7 +207,7 @@ def test_the_familiar_distance_comes_from_the_training_features():
 
 @pytest.mark.real_assets
 def test_a_photo_run_flags_drawings_and_strangers_but_not_its_own_kind_of_photo(photo_run, hymenoptera):
-    from tlcore.input_check import REFERENCE_FILE, input_warnings, load_reference
+    from tlcore.inference.input_check import REFERENCE_FILE, input_warnings, load_reference
 
     assert (photo_run.path / REFERENCE_FILE).stat().st_size < 1 << 20  # small: kept with the run
     reference = load_reference(photo_run.path)

@@ -407,7 +407,7 @@ class StudioWalk(RuleBasedStateMachine):
 
     @invariant()
     def saved_setup_is_what_the_page_shows(self):
-        from tlcore.model_choices import describe_backbone
+        from tlcore.model.choices import describe_backbone
 
         tab, saved = self.acting, self.saved_setup()
         assert saved is not None, "no setup saved for this browser"
@@ -465,7 +465,7 @@ def walk_cache(tmp_path_factory):
 @pytest.fixture
 def walk_env(tmp_path, monkeypatch, colour_dataset, dog_model, walk_cache):
     """Folders, model files and an offline network for the walk; the cookie is set per walk."""
-    from tlcore.backbones import build_small_cnn
+    from tlcore.model.backbones import build_small_cnn
 
     monkeypatch.setenv("TLCORE_CACHE_DIR", str(walk_cache))
     monkeypatch.setenv("TLCORE_DATA_ROOTS", str(Path(colour_dataset).parent))

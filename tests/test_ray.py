@@ -64,7 +64,7 @@ def stored(path: str) -> tuple:
 
 
 def run_cli(argv: list[str]) -> dict:
-    from tlcore.cli import main
+    from tlcore.cli.main import main
 
     out = io.StringIO()
     with redirect_stdout(out):
@@ -74,8 +74,8 @@ def run_cli(argv: list[str]) -> dict:
 
 @pytest.mark.real_assets
 def test_ray_extraction_writes_the_cache_entry_training_reads(photos, dog_model, tmp_path, monkeypatch):
-    from tlcore.distributed import extract_to_cache
-    from tlcore.training import run_training
+    from tlcore.inference.batch import extract_to_cache
+    from tlcore.training.trainer import run_training
 
     config = dog_config(photos, dog_model)
     monkeypatch.setenv("TLCORE_CACHE_DIR", str(tmp_path / "local"))
@@ -113,8 +113,8 @@ def mixed_folder(colour_dataset, tmp_path) -> Path:
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    """The predict parser of tlcore.cli, with the flags it takes from tlcore.cli_scale."""
-    from tlcore.cli_scale import add_predict_flags
+    """The predict parser of tlcore.cli.main, with the flags it takes from tlcore.cli.scale."""
+    from tlcore.cli.scale import add_predict_flags
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -125,8 +125,8 @@ def predict_parser() -> argparse.ArgumentParser:
 
 
 def test_ray_predictions_csv_equals_local_predictions(trained_run, mixed_folder, colour_dataset, tmp_path):
-    from tlcore.cli_scale import predict_folders
-    from tlcore.distributed import predict_images
+    from tlcore.cli.scale import predict_folders
+    from tlcore.inference.batch import predict_images
 
     sources = [str(mixed_folder), str(colour_dataset / "green" / "green_0.png")]
     output = tmp_path / "out" / "preds.csv"
@@ -153,12 +153,12 @@ def test_ray_predictions_csv_equals_local_predictions(trained_run, mixed_folder,
 
 
 def test_bad_engine_and_missing_model_are_one_line_errors(trained_run, tmp_path, capsys):
-    from tlcore.cli import main
+    from tlcore.cli.main import main
 
     flags = ["--data", str(tmp_path), "--backbone", "SmallCNN", "--workers", "0", "--engine", "ray"]
     assert main(["extract", *flags]) == 2
     assert "Expected at least 1 worker" in capsys.readouterr().err
-    from tlcore.cli_scale import predict_folders
+    from tlcore.cli.scale import predict_folders
 
     args = argparse.Namespace(model=str(tmp_path), images=[str(tmp_path)], engine="ray", workers=2)
     args.output, args.ray_address = str(tmp_path / "p.csv"), None

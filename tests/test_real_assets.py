@@ -74,8 +74,8 @@ def test_predict_on_real_photos_of_each_class(pretrained_run, hymenoptera):
 
 
 def test_grad_cam_on_the_real_model(pretrained_run, hymenoptera):
-    from tlcore.predict import grad_cam
-    from tlcore.runs import read_run
+    from tlcore.inference.predict import grad_cam
+    from tlcore.runs.store import read_run
 
     model = read_run(pretrained_run[0]).load_model()
     heatmap, _ = grad_cam(model, str(sorted((hymenoptera / "val" / "bees").iterdir())[0]))
@@ -87,10 +87,10 @@ def test_grad_cam_on_the_real_model(pretrained_run, hymenoptera):
 def dog_classifier(dog_model):
     """The shared dog-breed model rebuilt as a tlcore classifier: its backbone, a new head
     given the saved Dense(19) weights. Nothing is trained, so its outputs are known."""
-    from tlcore import model as model_lib
-    from tlcore.backbones import load_backbone
     from tlcore.config import ModelConfig
-    from tlcore.model_trial import load_model_file
+    from tlcore.model import classifier as model_lib
+    from tlcore.model.backbones import load_backbone
+    from tlcore.model.file_trial import load_model_file
 
     saved = load_model_file(dog_model)
     model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")
@@ -106,7 +106,7 @@ def real_photos(hymenoptera, per_class=6):
 def test_the_rebuilt_dog_classifier_predicts_exactly_like_the_saved_model(dog_classifier, hymenoptera):
     import keras
 
-    from tlcore.predict import load_batch
+    from tlcore.inference.predict import load_batch
 
     classifier, saved = dog_classifier
     batch = load_batch([str(path) for path in real_photos(hymenoptera, 2)], 160)
@@ -117,7 +117,7 @@ def test_the_rebuilt_dog_classifier_predicts_exactly_like_the_saved_model(dog_cl
 def test_grad_cam_on_real_photos_points_at_what_the_model_uses(dog_classifier, hymenoptera):
     """Grey out the 5 hottest cells of the 5x5 map, or the 5 coldest: hiding the hot ones
     must cost the predicted class more (a deletion test), and no map may be uniform."""
-    from tlcore.predict import grad_cam, load_batch
+    from tlcore.inference.predict import grad_cam, load_batch
 
     classifier, _ = dog_classifier
     hot_drops, cold_drops = [], []

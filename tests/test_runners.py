@@ -94,8 +94,8 @@ def statuses(job) -> list[str]:
 
 
 def test_ray_jobs_run_in_workers_queue_stop_and_fail_when_killed(ray_cluster, colour_dataset, tmp_path):  # noqa: F811
-    from tlcore.launch import start_training
-    from tlcore.runs import RunStore, read_run
+    from tlcore.runs.store import RunStore, read_run
+    from tlcore.training.launch import start_training
 
     registry, store = RayJobRegistry(poll_seconds=0.2), RunStore(tmp_path / "runs")
     config = colour_config(colour_dataset)

@@ -7,10 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from tlcore import exports, launch, runs
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
-from tlcore.runs import REQUIRED_METRICS
+from tlcore.runs import exports
+from tlcore.runs import store as runs
+from tlcore.runs.store import REQUIRED_METRICS
+from tlcore.training import launch
 
 
 def test_a_finished_run_has_every_file_and_loads_back(trained_run):
@@ -60,7 +62,7 @@ def test_a_run_killed_midway_is_listed_as_incomplete_and_never_breaks_the_list(t
     # A real process starts a run and is killed before it ends.
     code = (
         "import sys, os; sys.path.insert(0, os.getcwd());"
-        "from tlcore.runs import RunStore; from tlcore.config import RunConfig;"
+        "from tlcore.runs.store import RunStore; from tlcore.config import RunConfig;"
         f"RunStore({str(tmp_path / 'runs')!r}).create(RunConfig(), name='killed'); os._exit(9)"
     )
     subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
@@ -109,7 +111,7 @@ def test_exports_reload_and_agree_with_the_keras_model(trained_run, colour_datas
 
 
 def test_tflite_gives_the_same_probabilities_as_keras(trained_run, colour_dataset):
-    from tlcore.predict import load_batch
+    from tlcore.inference.predict import load_batch
 
     path = exports.export_tflite(trained_run)
     batch = load_batch(sorted(str(p) for p in colour_dataset.rglob("*.png"))[:3], 32)

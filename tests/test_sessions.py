@@ -189,7 +189,7 @@ def test_only_a_local_server_offers_to_allow_a_folder_and_only_for_that_visitor(
 def test_downloads_a_visitor_names_need_a_local_server_or_the_operators_yes(server, monkeypatch, tmp_path):
     from tlcore import paths
     from tlcore.errors import StudioError
-    from tlcore.runs import RunStore
+    from tlcore.runs.store import RunStore
     from tlcore.text.models import check_model_source
 
     assert paths.downloads_allowed(local=True) and not paths.downloads_allowed(local=False)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
-from tlcore.snippets import SNIPPET_FORMATS, snippet
+from tlcore.runs.snippets import SNIPPET_FORMATS, snippet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ def halves(kind: str, size: int, rng: random.Random) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def orientation_run(tmp_path_factory):
-    from tlcore.launch import train_run
-    from tlcore.runs import RunStore, read_run
+    from tlcore.runs.store import RunStore, read_run
+    from tlcore.training.launch import train_run
 
     data = tmp_path_factory.mktemp("orientation")
     rng = random.Random(0)
@@ -72,8 +72,8 @@ def test_the_orientation_run_learned_orientation(orientation_run):
 
 @pytest.mark.parametrize("kind", SNIPPET_FORMATS)
 def test_each_snippet_runs_in_a_fresh_folder_and_gives_the_studios_top1(kind, orientation_run, photos, tmp_path):
-    from tlcore.exports import export_saved_model, export_tflite
-    from tlcore.predict import predict_top_k
+    from tlcore.inference.predict import predict_top_k
+    from tlcore.runs.exports import export_saved_model, export_tflite
 
     run = orientation_run
     model = run.load_model()

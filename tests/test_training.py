@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from tlcore import data as data_lib
-from tlcore import model as model_lib
-from tlcore.backbones import load_backbone
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
-from tlcore.distribute import even_batches
-from tlcore.features import cached_features
 from tlcore.jobs import HISTORY_COLUMNS, ProgressLog
-from tlcore.training import run_training
+from tlcore.model import classifier as model_lib
+from tlcore.model.backbones import load_backbone
+from tlcore.training.features import cached_features
+from tlcore.training.strategy import even_batches
+from tlcore.training.trainer import run_training
 
 
 def colour_config(dataset, **train_options):
@@ -249,8 +249,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from tests.helpers import make_colour_dataset
 from tlcore import data as data_lib
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.evaluation import evaluate_probabilities
-from tlcore.training import run_training
+from tlcore.metrics import evaluate_probabilities
+from tlcore.training.trainer import run_training
 
 root, batch_size = sys.argv[1], int(sys.argv[2])
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -5,6 +5,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
-from tlcore.cli import main  # noqa: E402
+from tlcore.cli.main import main  # noqa: E402
 
 sys.exit(main())

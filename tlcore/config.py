@@ -136,7 +136,7 @@ class ModelConfig:
     """The classifier: backbone, weights, input size, head and freeze plan.
 
     Attributes:
-        backbone: a registry name (see ``tlcore.backbones.BACKBONES``) or the path of
+        backbone: a registry name (see ``tlcore.model.backbones.BACKBONES``) or the path of
             a Keras model file (.keras/.h5) to use as the backbone.
         weights: ``"imagenet"``, ``"none"`` (random init) or a local weights file;
             ignored when ``backbone`` is a model file.
@@ -174,7 +174,7 @@ class ModelConfig:
     @property
     def is_model_file(self) -> bool:
         """True when ``backbone`` is the path of the user's own Keras model file."""
-        from tlcore.model_files import is_model_file_name
+        from tlcore.model.files import is_model_file_name
 
         return is_model_file_name(self.backbone)
 

@@ -170,7 +170,7 @@ class Job:
 def summary_of(result: Any) -> Any:
     """What a finished job keeps of its target's result: everything but a Keras model.
 
-    A dataclass with a ``model`` field (a training's :class:`~tlcore.training.TrainResult`)
+    A dataclass with a ``model`` field (a training's :class:`~tlcore.training.trainer.TrainResult`)
     comes back with ``model=None``: the model is saved in the run folder, and keeping it
     here would hold tens of megabytes per finished training for the life of the server.
     """

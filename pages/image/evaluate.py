@@ -4,7 +4,8 @@ import numpy as np
 import streamlit as st
 
 from pages.studio import shared
-from tlcore import charts, evaluation
+from tlcore import charts
+from tlcore import metrics as evaluation
 from tlcore.data import thumbnail
 from tlcore.errors import StudioError
 

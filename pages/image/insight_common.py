@@ -32,7 +32,7 @@ def _key(config: RunConfig) -> str:
 
 
 def _feature_set(config: RunConfig, stamps: tuple, backbone, log=None):
-    from tlcore.insight.features import dataset_features
+    from tlcore.insight.feature_set import dataset_features
 
     def create():
         return dataset_features(config, log, backbone=backbone)

@@ -8,7 +8,7 @@ from pages.image import insight_common as common
 from pages.studio import shared
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
-from tlcore.insight import charts
+from tlcore.insight import figures as charts
 
 MAX_SELECTED = 12
 
@@ -21,7 +21,7 @@ def calibration_section(run) -> None:
     predictor can read it with ``tlcore.insight.calibration.load_temperature``.
 
     Args:
-        run: a finished :class:`~tlcore.runs.Run` with saved validation predictions.
+        run: a finished :class:`~tlcore.runs.store.Run` with saved validation predictions.
     """
     from tlcore.insight import calibration
 

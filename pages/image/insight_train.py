@@ -6,7 +6,7 @@ import streamlit as st
 
 from pages.image import insight_common as common
 from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, RunConfig, nearest_choice
-from tlcore.insight import charts
+from tlcore.insight import figures as charts
 
 PHASES = {
     "head": ("Head (on cached features, about a second)", "learning_rate", LEARNING_RATE_CHOICES),

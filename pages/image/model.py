@@ -1,10 +1,10 @@
 import streamlit as st
 
 from pages.studio import shared
-from tlcore.backbones import BACKBONES, PREPROCESSING
 from tlcore.config import POOLING_CHOICES, FreezePlan
 from tlcore.errors import StudioError
-from tlcore.model_choices import (
+from tlcore.model.backbones import BACKBONES, PREPROCESSING
+from tlcore.model.choices import (
     HIDDEN_UNITS_CHOICES,
     WEIGHTS_LABELS,
     backbone_settings,

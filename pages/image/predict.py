@@ -2,9 +2,9 @@ import streamlit as st
 
 from pages.studio import shared
 from tlcore import charts
-from tlcore.backbones import BACKBONES
 from tlcore.data import thumbnail
 from tlcore.errors import StudioError
+from tlcore.model.backbones import BACKBONES
 
 st.title("Predict")
 runs = shared.finished_runs()
@@ -25,7 +25,7 @@ if mode == IMAGENET:
     if not images:
         st.info("Upload an image or take a photo.")
         st.stop()
-    from tlcore.predict import imagenet_top5
+    from tlcore.inference.predict import imagenet_top5
 
     try:
         with st.spinner("Loading ImageNet weights…"):
@@ -59,8 +59,8 @@ if not images:
     st.info("Upload one or more images, or take a photo.")
     st.stop()
 
-from tlcore.input_check import input_warnings  # noqa: E402
-from tlcore.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
+from tlcore.inference.input_check import input_warnings  # noqa: E402
+from tlcore.inference.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
 model = shared.load_run_model(run)
 reference = shared.input_reference(run)

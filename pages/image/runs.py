@@ -7,8 +7,8 @@ from pages.studio.job_panel import start_task, task_outcome
 from tlcore import charts
 from tlcore.charts import short_run_names
 from tlcore.errors import StudioError
-from tlcore.runs import kept_epochs
-from tlcore.snippets import SNIPPET_FORMATS, snippet
+from tlcore.runs.snippets import SNIPPET_FORMATS, snippet
+from tlcore.runs.store import kept_epochs
 
 st.title("Runs")
 store = shared.store()
@@ -66,7 +66,7 @@ st.caption(
 )
 job = shared.current_job()
 if st.button("Run the A/B pair", disabled=job is not None and job.active):
-    from tlcore.launch import start_ab
+    from tlcore.training.launch import start_ab
 
     try:
         shared.remember_job(start_ab(shared.registry(), shared.session_id(), shared.run_config(), store))
@@ -97,7 +97,7 @@ if cols[2].button(
     else "Exports, re-loads each export and checks it predicts like the Keras model.",
     disabled=run.read_only,
 ):
-    from tlcore.exports import export_all
+    from tlcore.runs.exports import export_all
 
     samples = [path for path in run.val_probabilities()[0][:8] if Path(path).is_file()]
     start_task("export", "export", f"Exporting and checking {run.run_id}", lambda job: export_all(run, samples))

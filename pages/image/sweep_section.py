@@ -19,7 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 def _start(config: RunConfig, grid) -> bool:
     """Starts the sweep as this visitor's job (the studio's cap and one job at a time hold)."""
-    from tlcore.sweep import run_sweep
+    from tlcore.training.sweep import run_sweep
 
     def work(job):
         return run_sweep(config, grid, log=job.log, stop=job.stop)
@@ -48,7 +48,7 @@ def sweep_section(data, model, train) -> None:
         units = cols[2].multiselect("Hidden units", HIDDEN_UNITS, [0, 256])
         optimizers = cols[3].multiselect("Optimizers", OPTIMIZERS, ["adam"])
         if st.button("Run sweep", disabled=task_running("sweep")):
-            from tlcore.sweep import SweepGrid
+            from tlcore.training.sweep import SweepGrid
 
             try:
                 grid = SweepGrid(list(rates), list(dropouts), list(units), list(optimizers)).validate()
@@ -74,7 +74,7 @@ def _sweep_progress(model, train) -> None:
 
 def _use_best(model, train, best: dict) -> None:
     """The best setting's changes, before → after, and a button that applies them (nothing changes without it)."""
-    from tlcore.sweep import apply_best, best_changes, describe_changes, shown
+    from tlcore.training.sweep import apply_best, best_changes, describe_changes, shown
 
     if not best:
         return

@@ -15,7 +15,7 @@ from tlcore.config import (
 )
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
-from tlcore.model_choices import describe_backbone, describe_freeze_plan
+from tlcore.model.choices import describe_backbone, describe_freeze_plan
 
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
@@ -27,7 +27,7 @@ job = shared.current_job()
 running = job is not None and job.active
 blocks, backbone = [], None
 try:
-    from tlcore.backbones import block_names
+    from tlcore.model.backbones import block_names
 
     backbone = shared.backbone(model)
     blocks = block_names(backbone)
@@ -81,7 +81,7 @@ with st.container(border=True):  # no form: every change is kept at once (and su
 
 
 if start:  # before the table and the tools below: the click reruns the page at once
-    from tlcore.launch import start_training
+    from tlcore.training.launch import start_training
 
     try:
         started = start_training(shared.registry(), shared.session_id(), shared.run_config(), shared.store())
@@ -98,8 +98,8 @@ if start:  # before the table and the tools below: the click reruns the page at 
 
 @st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
 def _epoch_seconds(backbone_key: str, model_json: str, train_json: str, num_train: int, num_val: int) -> dict:
-    from tlcore.activation_cut import phase_two_epoch_seconds
     from tlcore.config import RunConfig
+    from tlcore.model.cut import phase_two_epoch_seconds
 
     config = RunConfig.from_json(model_json)  # model and train sections of one config
     model_config, train_config = config.model, RunConfig.from_json(train_json).train
@@ -141,7 +141,7 @@ def _time_text(plan, timing: dict | None) -> str:
 
 if backbone is not None:  # after the widgets, so the table shows this run's choices
     from tlcore.config import RunConfig
-    from tlcore.model import phase_plan
+    from tlcore.model.classifier import phase_plan
 
     try:
         phases = phase_plan(backbone, model, train, shared.class_count())

@@ -11,7 +11,7 @@ import streamlit as st
 
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import ModelConfig
-from tlcore.runs import RunStore, runs_root
+from tlcore.runs.store import RunStore, runs_root
 
 
 def store() -> RunStore:
@@ -70,8 +70,8 @@ def _loaded(cache: BoundedCache, key, create, spinner: str):
 
 @st.cache_data(show_spinner="Reading the model file…", max_entries=8)
 def _model_file_info(path: str, size: int, mtime_ns: int) -> dict:
-    from tlcore.backbones import feature_layers
-    from tlcore.model_trial import load_model_file
+    from tlcore.model.backbones import feature_layers
+    from tlcore.model.file_trial import load_model_file
 
     full = load_model_file(path)
     return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
@@ -89,7 +89,7 @@ def model_file_info(path: str) -> dict:
 
 def backbone(model: ModelConfig):
     """The loaded backbone of ``model`` (reloaded only when a backbone setting changes)."""
-    from tlcore.backbones import load_backbone
+    from tlcore.model.backbones import load_backbone
 
     key = model.backbone_key()
     return _loaded(_BACKBONES, key, lambda: load_backbone(ModelConfig.from_backbone_key(key)), "Loading the backbone…")
@@ -97,7 +97,7 @@ def backbone(model: ModelConfig):
 
 def run_model(run_path: str, mtime: float):
     """A run's model, loaded again only when its file changes (``mtime`` is part of the key)."""
-    from tlcore.runs import read_run
+    from tlcore.runs.store import read_run
 
     return _loaded(_RUN_MODELS, (run_path, mtime), lambda: read_run(Path(run_path)).load_model(), "Loading the model…")
 
@@ -117,14 +117,14 @@ def tta_probabilities(run, paths: list[str], tta: str = "flip"):
 
 @st.cache_data(show_spinner="Predicting the validation images and their mirrors…", max_entries=8)
 def _tta_probabilities(run_path: str, mtime: float, paths: tuple[str, ...], tta: str):
-    from tlcore.predict import predict_paths
+    from tlcore.inference.predict import predict_paths
 
     return predict_paths(run_model(run_path, mtime), list(paths), tta)
 
 
 @st.cache_data(max_entries=8)
 def _input_reference(run_path: str, mtime: float):
-    from tlcore.input_check import load_reference
+    from tlcore.inference.input_check import load_reference
 
     return load_reference(run_path)
 

@@ -1,8 +1,8 @@
 import pandas as pd
 import streamlit as st
 
-from tlcore.backbones import BACKBONES
 from tlcore.data import DOWNLOADABLE
+from tlcore.model.backbones import BACKBONES
 
 st.title("Transfer-learning studio")
 st.markdown(

@@ -1,6 +1,6 @@
 """What every page shares: who the browser is, its setup, its job, errors, the sidebar.
 
-Heavy modules (TensorFlow through tlcore.model, training, predict) are imported inside
+Heavy modules (TensorFlow through tlcore.model.classifier, training, predict) are imported inside
 the functions that need them, so pages that don't need them render without loading it.
 Cached tlcore calls live in pages/studio/cache.py.
 """

@@ -16,7 +16,7 @@ def sidebar(area: str = "image") -> None:
         area: the part of the studio the page belongs to ("image" or "text"): the job line
             shows the latest job of that part.
     """
-    from tlcore.model_choices import describe_backbone
+    from tlcore.model.choices import describe_backbone
 
     with st.sidebar:
         script = cookie_script()

@@ -137,7 +137,7 @@ batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
 job = shared.current_job("text")
 running = job is not None and job.active
 if st.button("Start fine-tuning", disabled=running):
-    from tlcore.runs import runs_root
+    from tlcore.runs.store import runs_root
     from tlcore.text import read_text_files, start_finetune
 
     try:

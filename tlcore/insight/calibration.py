@@ -210,7 +210,7 @@ def save_temperature(run, report: CalibrationReport) -> Path:
     """Writes ``calibration.json`` into a run folder: the predictor can then scale with T.
 
     Args:
-        run: a ``tlcore.runs.Run`` (as a visitor's store read it) or a run folder.
+        run: a ``tlcore.runs.store.Run`` (as a visitor's store read it) or a run folder.
         report: the calibration to keep.
 
     Raises:

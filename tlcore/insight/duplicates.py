@@ -174,7 +174,7 @@ def near_duplicates(feature_set, threshold: float | None = None) -> pd.DataFrame
     """Pairs of images that are the same photo, or unusually alike (see the module docstring).
 
     Args:
-        feature_set: a :class:`~tlcore.insight.features.FeatureSet`.
+        feature_set: a :class:`~tlcore.insight.feature_set.FeatureSet`.
         threshold: the feature similarity from which a pair is "similar"; ``None`` (the
             default) derives it from the data (:func:`similarity_thresholds`).
 

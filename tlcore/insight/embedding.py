@@ -33,7 +33,7 @@ def embedding_map(feature_set, review=None, predictions: dict | None = None, see
     """One row per image: map position, class, prediction, mistake and suspect-label flags.
 
     Args:
-        feature_set: a :class:`~tlcore.insight.features.FeatureSet`.
+        feature_set: a :class:`~tlcore.insight.feature_set.FeatureSet`.
         review: a :class:`~tlcore.insight.label_issues.LabelReview` of the same feature
             set; its out-of-sample predictions and flags colour the map. Computed when omitted.
         predictions: path → predicted class, e.g. a trained run's validation

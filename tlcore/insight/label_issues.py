@@ -94,7 +94,7 @@ def review_labels(feature_set, folds: int = 5, seed: int = 0, splits: int = SPLI
     """Ranks every training and validation image of ``feature_set`` by label doubt (see the module docstring).
 
     Args:
-        feature_set: a :class:`~tlcore.insight.features.FeatureSet`.
+        feature_set: a :class:`~tlcore.insight.feature_set.FeatureSet`.
         folds: k of the k-fold (lowered for classes with fewer images).
         seed: seeds the fold splits.
         splits: how many different fold splits to average (at least 1).

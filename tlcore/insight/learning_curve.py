@@ -107,7 +107,7 @@ def learning_curve(feature_set, fractions=FRACTIONS, repeats: int = REPEATS, see
     """Validation accuracy of heads trained on growing fractions of the training features.
 
     Args:
-        feature_set: a :class:`~tlcore.insight.features.FeatureSet`.
+        feature_set: a :class:`~tlcore.insight.feature_set.FeatureSet`.
         fractions: shares of each class's training images, in (0, 1].
         repeats: subsets drawn per fraction (the full set is measured once).
         seed: seeds the subsets.

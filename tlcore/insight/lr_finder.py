@@ -204,13 +204,13 @@ def feature_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) ->
 def find_head_lr(feature_set, config, num_it: int = NUM_IT, start_lr=START_LR, end_lr=END_LR) -> LRFinderResult:
     """Sweeps the learning rate of the head ``config`` describes, on cached features.
 
-    The head is the training job's own (``tlcore.model.build_head``: hidden units,
+    The head is the training job's own (``tlcore.model.classifier.build_head``: hidden units,
     dropout, the optimizer of ``config.train``); it runs on pooled features shaped as a
     1x1 feature map, where its pooling is the identity.
     """
     import keras
 
-    from tlcore import model as model_lib
+    from tlcore.model import classifier as model_lib
 
     started = time.perf_counter()
     keras.utils.set_random_seed(config.train.seed)
@@ -245,9 +245,9 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
     import keras
 
     from tlcore import data as data_lib
-    from tlcore import model as model_lib
-    from tlcore.backbones import load_backbone
-    from tlcore.features import cached_features
+    from tlcore.model import classifier as model_lib
+    from tlcore.model.backbones import load_backbone
+    from tlcore.training.features import cached_features
 
     started = time.perf_counter()
     train = config.train

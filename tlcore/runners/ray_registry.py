@@ -12,7 +12,7 @@ from tlcore.errors import StudioError, first_line
 from tlcore.jobs import Job, JobRegistry, ProgressLog
 from tlcore.runners.cluster import JobResources, connect_ray, worker_environment
 from tlcore.runners.host import JobHost
-from tlcore.runs import set_status
+from tlcore.runs.store import set_status
 
 
 class RayJobRegistry(JobRegistry):

@@ -181,7 +181,7 @@ def compile_for_training(causal_lm, config: TextConfig) -> None:
 
 def fit_and_measure(causal_lm, data, config: TextConfig, log, stop) -> dict:
     """Loss before, fit with the progress callback, loss after; tokens/s of training."""
-    from tlcore.callbacks import ProgressCallback
+    from tlcore.training.callbacks import ProgressCallback
 
     preprocessor, causal_lm.preprocessor = causal_lm.preprocessor, None  # data is tokenized already
     try:
@@ -286,14 +286,14 @@ def trainable_parameter_names(causal_lm) -> list[str]:
 
 def start_finetune(registry, owner: str, config: TextConfig, text_value: str, runs_root: str | Path):
     """Starts text fine-tuning as a background job; the run gets a folder of the run store."""
-    from tlcore.runs import RunStore
+    from tlcore.runs.store import RunStore
 
     config.validate()
     if not text_value or not text_value.strip():
         raise StudioError("There is no text to train on. Upload .txt/.md files or paste some text.")
 
     def target(job):
-        from tlcore.runs import set_status
+        from tlcore.runs.store import set_status
 
         run_dir = RunStore(runs_root, owner=owner).create(name=f"text-{Path(config.model).name}", kind="text")
         job.run_dir = str(run_dir)

@@ -59,7 +59,7 @@ def check_model_source(source: str, store, owner: str | None, downloads: bool) -
     """The model source a dashboard visitor may load, checked before anything is read or fetched.
 
     A download only where the operator allows it; a folder inside the run store only if
-    the visitor may see that run (``store``: their :class:`~tlcore.runs.RunStore`); any
+    the visitor may see that run (``store``: their :class:`~tlcore.runs.store.RunStore`); any
     other folder only inside the folders they may read (``tlcore.paths.check_allowed``).
 
     Args:

@@ -1,0 +1,1 @@
+"""``python -m tlcore …``: the headless face of the same core (JSON on stdout)."""

@@ -1,0 +1,189 @@
+"""The model settings a user chooses from, and what a choice means in words.
+
+Plain data and string formatting, no TensorFlow at import: the dashboard shows the
+choices and a one-line summary of the current model before TensorFlow has loaded.
+The parameter counts behind a summary come from :func:`tlcore.model.classifier.phase_plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlcore.config import POOLING_CHOICES, FreezePlan, ModelConfig
+from tlcore.model.backbones import BackboneSpec, get_spec
+from tlcore.model.files import is_model_file_name
+
+__all__ = [
+    "HIDDEN_UNITS_CHOICES",
+    "IMAGE_SIZE_CHOICES",
+    "POOLING_CHOICES",
+    "WEIGHTS_LABELS",
+    "PhasePlan",
+    "backbone_settings",
+    "default_freeze_plan",
+    "describe_backbone",
+    "describe_freeze_plan",
+    "describe_phases",
+    "freeze_plan_label",
+    "image_size_choices",
+    "weights_choices",
+]
+
+# Sizes of the optional hidden dense layer in the head (0 = no hidden layer).
+HIDDEN_UNITS_CHOICES = (0, 64, 128, 256, 512)
+# Input sizes offered; a backbone also accepts its own default (see image_size_choices).
+IMAGE_SIZE_CHOICES = (32, 64, 96, 128, 160, 192, 224, 299)
+WEIGHTS_LABELS = {
+    "imagenet": "ImageNet (pretrained; downloaded once)",
+    "none": "none (random: trains from scratch)",
+    "file": "a weights file (.h5) you downloaded",
+}
+
+
+def image_size_choices(spec: BackboneSpec) -> list[int]:
+    """The input sizes a registry backbone accepts, with its default among them."""
+    return sorted({size for size in IMAGE_SIZE_CHOICES if size >= spec.min_size} | {spec.default_size})
+
+
+def weights_choices(spec: BackboneSpec, local_file: bool = False) -> list[str]:
+    """``["imagenet", "none"]``, or ``["none"]`` for an architecture without ImageNet weights.
+
+    Args:
+        spec: the registry entry.
+        local_file: also offer ``"file"`` (a downloaded copy of the ImageNet weights)
+            where ImageNet weights exist.
+    """
+    if not spec.imagenet_weights:
+        return ["none"]
+    return ["imagenet", "none", "file"] if local_file else ["imagenet", "none"]
+
+
+def backbone_settings(backbone: str) -> dict:
+    """The model settings that follow from a backbone: set whenever the backbone changes.
+
+    Input size, preprocessing, weights, cut layer and the first freeze plan depend on the
+    model, so a value chosen for the previous one (VGG16's 224 px) must not stay for the
+    next (a 160 px model file). A registry backbone gets its default input size and its
+    ImageNet weights when it has them; a model file its own input size
+    (``image_size=None``), the weights inside it and a preprocessing guessed from its
+    layer names (``preprocess=None``).
+
+    Returns:
+        ``ModelConfig`` field values: ``backbone``, ``weights``, ``cut_layer``,
+        ``preprocess``, ``image_size`` and ``freeze``.
+
+    Raises:
+        StudioError: ``backbone`` is neither a registry name nor a model file.
+    """
+    settings = {"backbone": backbone, "cut_layer": None, "preprocess": None}
+    if is_model_file_name(backbone):
+        return {**settings, "weights": "none", "image_size": None, "freeze": default_freeze_plan(True)}
+    spec = get_spec(backbone)
+    weights = weights_choices(spec)[0]
+    return {
+        **settings,
+        "weights": weights,
+        "image_size": spec.default_size,
+        "freeze": default_freeze_plan(weights != "none"),
+    }
+
+
+def default_freeze_plan(pretrained: bool) -> FreezePlan:
+    """Where a new backbone starts: pretrained → freeze all, random → train all.
+
+    Pretrained features are worth keeping, so the first phase trains only the new head
+    (a fixed feature extractor, and the fast cached-features path). Random features
+    carry almost no information, so every layer has to train.
+    """
+    return FreezePlan("all" if pretrained else "none")
+
+
+def describe_backbone(model_config: ModelConfig) -> str:
+    """What the backbone is, in words.
+
+    Examples: ``"MobileNetV2, ImageNet weights"``, ``"SmallCNN, random weights (trains
+    from scratch)"``, ``"your model file dog_breed_mobilenetv2_160.h5 (pretrained
+    weights inside)"``.
+    """
+    if model_config.is_model_file:
+        cut = f", cut at {model_config.cut_layer}" if model_config.cut_layer else ""
+        return f"your model file {Path(model_config.backbone).name} (pretrained weights inside{cut})"
+    if model_config.weights == "imagenet":
+        return f"{model_config.backbone}, ImageNet weights"
+    if model_config.weights in ("none", "", None):
+        return f"{model_config.backbone}, random weights (trains from scratch)"
+    return f"{model_config.backbone}, weights from {Path(model_config.weights).name}"
+
+
+def describe_freeze_plan(plan: FreezePlan) -> str:
+    """What a freeze plan trains, as a sentence (``"unfrozen from block_16: …"``)."""
+    if plan.mode == "all" or (plan.mode == "top" and not plan.value):
+        return "all backbone layers frozen: only the new head trains"
+    if plan.mode == "none":
+        return "every backbone layer trains, with the new head"
+    if plan.mode == "from":
+        return f"unfrozen from {plan.value}: the backbone trains from there to its top, with the new head"
+    if plan.mode == "top":
+        return f"the top {plan.value} backbone layers with weights train, with the new head"
+    return f"{_layer_list(plan.value)} train, with the new head"
+
+
+def freeze_plan_label(plan: FreezePlan) -> str:
+    """A few words for what trains: ``"head"``, ``"from block_16"``, ``"everything"``."""
+    if plan.mode == "all" or (plan.mode == "top" and not plan.value):
+        return "head"
+    if plan.mode == "none":
+        return "everything"
+    if plan.mode == "from":
+        return f"from {plan.value}"
+    if plan.mode == "top":
+        return f"top {plan.value} layers"
+    return f"head + {len(plan.value)} chosen layers"
+
+
+def _layer_list(names) -> str:
+    names = list(names)
+    if not names:
+        return "no backbone layer (only the new head)"
+    if len(names) <= 3:
+        return f"backbone layers {', '.join(names)}"
+    return f"{len(names)} chosen backbone layers ({', '.join(names[:2])}, …)"
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """What one training phase trains (see :func:`tlcore.model.classifier.phase_plan`).
+
+    Attributes:
+        number: 1 (the new head, with the Model page's freeze plan) or 2 (fine-tune).
+        phase: its name in the progress log, ``"head"`` or ``"fine-tune"``.
+        epochs: planned epochs; 0 means the phase is skipped.
+        learning_rate: the phase's learning rate.
+        freeze: the backbone freeze plan during the phase.
+        trains: a few words for what trains (``"head"``, ``"from block_16"``).
+        trainable_parameters: parameters the phase updates (head included).
+    """
+
+    number: int
+    phase: str
+    epochs: int
+    learning_rate: float
+    freeze: FreezePlan
+    trains: str
+    trainable_parameters: int
+
+    @property
+    def skipped(self) -> bool:
+        return self.epochs == 0
+
+
+def describe_phases(phases: list[PhasePlan]) -> str:
+    """``"phase 1: head, 2,562 parameters · phase 2: from block_16, 881,602 parameters"``."""
+    parts = []
+    for plan in phases:
+        if plan.skipped:
+            parts.append(f"phase {plan.number}: skipped (0 epochs)")
+        else:
+            parts.append(f"phase {plan.number}: {plan.trains}, {plan.trainable_parameters:,} parameters")
+    return " · ".join(parts)

@@ -1,0 +1,241 @@
+"""The frozen backbone's features, computed once and kept on disk.
+
+When the whole backbone is frozen and augmentation is off, every epoch would push the
+same images through the same backbone. So it runs once over the images (decoding
+overlapped with compute) and the features are cached under ``$TLCORE_CACHE_DIR``,
+keyed by everything that determines them; any head, split or learning rate reuses them.
+
+Fine-tuning from a block keeps the layers below it frozen too: their output at the cut
+(the activations phase 2 starts from) is kept the same way, beside the features file, so
+phase 2 trains only the top part (:func:`cut_activations`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tlcore import data as data_lib
+from tlcore.caches import BoundedCache
+from tlcore.jobs import ProgressLog
+from tlcore.model import classifier as model_lib
+from tlcore.model import cut as cut_lib
+from tlcore.model.backbones import Backbone
+
+EXTRACTION_BATCH_SIZE = 64
+DECODE_AHEAD_BYTES = 256 << 20  # decoded images kept ready for the backbone
+
+
+def feature_cache_key(backbone: Backbone) -> str:
+    """Everything that determines a backbone's features, except the images themselves."""
+    facts = {
+        "backbone": backbone.name,
+        "weights": backbone.weights_id,
+        "preprocess": backbone.preprocess,
+        "image_size": backbone.image_size,
+        "decode": data_lib.DECODE_VERSION,
+        "keras": keras.__version__,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def extract_features(
+    classifier, items: list, image_size: int, log: ProgressLog | None = None, batch_size: int = EXTRACTION_BATCH_SIZE
+) -> np.ndarray:
+    """Runs preprocess + backbone once over ``items``; decoding overlaps the compute."""
+    backbone = model_lib.backbone_part(classifier)
+    return _run_over_images(classifier, backbone, items, image_size, log, batch_size)[0]
+
+
+def _run_over_images(classifier, network, items: list, image_size: int, log, batch_size: int) -> list[np.ndarray]:
+    """Preprocess + ``network`` over ``items``, one array per output of ``network``."""
+    preprocess = model_lib.preprocess_part(classifier)
+
+    # One trace for every batch size (the last batch is usually shorter): tracing the backbone
+    # costs about as much as running it over a few hundred images, so a second trace showed
+    # up as ~1.4 s of a cold run's 7 s here.
+    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)])
+    def forward(images):
+        outputs = network(preprocess(images), training=False)
+        return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+    # Decoding runs up to DECODE_AHEAD_BYTES ahead: while the first call traces the backbone
+    # (one core, ~1.8 s here) the other core decodes most of the set, instead of both
+    # competing later. Measured: cold run 5.5 s -> 4.6 s (bench/frozen_training.py).
+    window = max(batch_size, DECODE_AHEAD_BYTES // (image_size * image_size * 3))
+    steps = -(-len(items) // batch_size)
+    outputs = []
+    with contextlib.closing(data_lib.iter_decoded([item.path for item in items], image_size, window=window)) as decoded:
+        for step in range(steps):
+            images = np.stack([next(decoded) for _ in range(min(batch_size, len(items) - step * batch_size))])
+            outputs.append([output.numpy() for output in forward(images)])
+            if log is not None:
+                log.append("extract", step=step + 1, steps=steps)
+    if not outputs:
+        return [np.zeros((0,), np.float32)]
+    return [np.concatenate(parts) for parts in zip(*outputs)]
+
+
+def _cache_path(backbone: Backbone, digests: list[str]):
+    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
+    return data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+
+
+def cached_features(
+    classifier,
+    backbone: Backbone,
+    items: list,
+    log: ProgressLog | None = None,
+    *,
+    wait_for_write: bool = True,
+    cut: cut_lib.ActivationCut | None = None,
+) -> tuple[np.ndarray, bool]:
+    """Features of ``items``, from the disk cache when every image is there.
+
+    The file is keyed by :func:`feature_cache_key` and by the set of image contents
+    (sha256), so any split of the same images, any head and any learning rate reuse
+    it, while a changed image, backbone, weights, size or preprocessing does not.
+
+    Args:
+        wait_for_write: ``False`` writes a new cache file in a background thread
+            (atomically: a reader sees the whole file or none) and returns at once.
+        cut: when fine-tuning will start from a cut (see
+            :func:`tlcore.model.cut.activation_cut`), an extraction also keeps the cut's
+            activations (:func:`cut_activations`): one pass over the images for both.
+
+    Returns:
+        ``(features in the order of items, True if they came from the cache)``.
+    """
+    digests = [item.digest for item in items]
+    path = _cache_path(backbone, digests)
+    if path.is_file():
+        try:
+            with np.load(path) as stored:
+                index = {digest: i for i, digest in enumerate(stored["digests"])}
+                return stored["features"][[index[d] for d in digests]], True
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache file is rebuilt below
+    if cut is not None and cut.cached:
+        activations, features = _extract_both(classifier, backbone, items, cut, log)
+    else:
+        features = extract_features(classifier, items, backbone.image_size, log)
+    writer = _write_in_background(path, digests, features)
+    if wait_for_write:
+        writer.join()
+    return features, False
+
+
+def _write_in_background(path, digests: list[str], array: np.ndarray) -> threading.Thread:
+    writer = threading.Thread(target=_write_cache, args=(path, digests, array), name="feature-cache-write")
+    writer.start()  # not a daemon: a CLI process waits for the file before it exits
+    return writer
+
+
+def _write_cache(path, digests: list[str], features: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        np.savez(temporary, digests=np.array(digests), features=features)  # activations too: same format
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run an extraction
+
+
+# Pooled features of recent runs, in memory: a retrain in the same process reads neither
+# the disk cache nor the full feature maps. Keyed like the disk file, cache folder included.
+_POOLED = BoundedCache("pooled features", max_items=4, max_bytes=512 * 2**20)
+
+
+def pooled_features(classifier, backbone: Backbone, items: list, log: ProgressLog | None = None, cut=None):
+    """The features of ``items`` after the head's pooling layer, one vector per image.
+
+    The pooling (average, max or flatten) is deterministic, so training the rest of
+    the head on pooled vectors is training the whole head on the feature maps.
+
+    ``cut`` is passed on to :func:`cached_features` (the same pass keeps the cut's activations).
+
+    Returns:
+        ``(float32 array (len(items), d), True if no extraction was needed)``.
+    """
+    pool = model_lib.head_part(classifier).get_layer("pool")
+    digests = [item.digest for item in items]
+    key = (str(_cache_path(backbone, digests)), type(pool).__name__)
+    memo = _POOLED.get(key)
+    if memo is not None and all(d in memo[0] for d in digests):
+        return memo[1][[memo[0][d] for d in digests]], True
+    features, hit = cached_features(classifier, backbone, items, log, wait_for_write=False, cut=cut)
+    pooled = np.concatenate([np.asarray(pool(features[i : i + 256])) for i in range(0, len(features), 256)])
+    _POOLED.put(key, ({d: i for i, d in enumerate(digests)}, pooled))
+    return pooled, hit
+
+
+# ----------------------------------------------------------------------------- activations at the cut
+
+# Activations where phase 2 starts (e.g. MobileNetV2's block_14_add, 5x5x160 floats = 16 KB
+# an image at 160 px), so the fine-tune phase trains the top part only. Bounded by bytes:
+# the server keeps the recent sets of several visitors, never all of them.
+ACTIVATION_CACHE_BYTES = 1 << 30
+_ACTIVATIONS = BoundedCache("cut activations", max_items=8, max_bytes=ACTIVATION_CACHE_BYTES)
+
+
+def _activation_path(backbone: Backbone, digests: list[str], cut: cut_lib.ActivationCut):
+    """The activations file: beside the features file of the same images, named after the cut."""
+    path = _cache_path(backbone, digests)
+    return path.with_name(f"{path.stem}.cut-{re.sub(r'[^A-Za-z0-9_.-]', '_', cut.name)}.npz")
+
+
+def cut_activations(
+    classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log: ProgressLog | None = None
+) -> tuple[np.ndarray, bool]:
+    """The activations at ``cut`` of ``items``, from memory, the disk cache, or one extraction.
+
+    Keyed like the features (backbone, weights, size, preprocessing, decoding, the set of
+    image contents) plus the cut's layer: only the layers below the cut, which phase 2
+    never changes, determine them.
+
+    Returns:
+        ``(float32 array (len(items), *cut shape), True if no extraction was needed)``.
+    """
+    digests = [item.digest for item in items]
+    path = _activation_path(backbone, digests, cut)
+    memo = _ACTIVATIONS.get(str(path))
+    if memo is not None and all(d in memo[0] for d in digests):
+        return memo[1][[memo[0][d] for d in digests]], True
+    activations = _read_cache(path, digests)
+    if activations is not None:
+        _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
+        return activations, True
+    activations, _ = _extract_both(classifier, backbone, items, cut, log)
+    return activations, False
+
+
+def _read_cache(path, digests: list[str]) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            index = {digest: i for i, digest in enumerate(stored["digests"])}
+            return stored["features"][[index[d] for d in digests]]
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged or partial file is rebuilt
+
+
+def _extract_both(classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log):
+    """One pass over the images for the cut's activations and the feature map; keeps the activations."""
+    network = cut_lib.bottom_part(classifier, cut)
+    activations, features = _run_over_images(
+        classifier, network, items, backbone.image_size, log, EXTRACTION_BATCH_SIZE
+    )
+    digests = [item.digest for item in items]
+    path = _activation_path(backbone, digests, cut)
+    _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
+    _write_in_background(path, digests, activations)
+    return activations, features
