@@ -60,7 +60,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
         options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address:
             # A cluster started elsewhere does not have this code: ship the tlcore package.
-            options.update(address=address, runtime_env={"py_modules": [str(Path(__file__).parent)]})
+            options.update(address=address, runtime_env={"py_modules": [str(Path(__file__).resolve().parents[1])]})
         else:
             options.update(num_cpus=num_cpus or os.cpu_count(), object_store_memory=DEFAULT_OBJECT_STORE_BYTES)
         _init_in_lasting_thread(ray, options, address)
