@@ -190,10 +190,15 @@ def _plan_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> 
         if unknown:
             raise StudioError(f"Unknown layers in the freeze plan: {unknown[:5]}. Expected names from the layer table.")
         return set(plan.value)
-    return set(names[_start_index(names, plan.value, block_pattern) :])
+    return set(names[start_index(names, plan.value, block_pattern) :])
 
 
-def _start_index(names: list[str], layer_or_block: str, block_pattern: str | None) -> int:
+def start_index(names: list[str], layer_or_block: str, block_pattern: str | None) -> int:
+    """The index in ``names`` where a layer or block starts (a plan's "from" point).
+
+    Raises:
+        StudioError: no layer or block has that name; the message lists the last blocks.
+    """
     if layer_or_block in names:
         return names.index(layer_or_block)
     blocks = assign_blocks(names, block_pattern)

@@ -20,7 +20,7 @@ import numpy as np
 
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import Backbone, assign_blocks
-from tlcore.model.classifier import _start_index, backbone_part, fine_tune_plan, head_part, trainable_names
+from tlcore.model.classifier import backbone_part, fine_tune_plan, head_part, start_index, trainable_names
 
 # Layers that behave differently in training: below the cut they would make the cached
 # activations differ from what the full path computes every epoch.
@@ -66,7 +66,7 @@ def activation_cut(backbone: Backbone, model_config: ModelConfig, train_config: 
         return ActivationCut(reason="the feature cache is switched off")
     model = backbone.model
     names = [layer.name for layer in model.layers]
-    start = _start_index(names, fine_tune_plan(backbone, train_config).value, backbone.block_pattern)
+    start = start_index(names, fine_tune_plan(backbone, train_config).value, backbone.block_pattern)
     lower = model.layers[:start]
     random = [layer.name for layer in lower if _random_in_training(layer)]
     if random:

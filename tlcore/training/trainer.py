@@ -25,13 +25,14 @@ from tlcore.caches import BoundedCache, size_of
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.inference.input_check import write_reference
 from tlcore.jobs import ProgressLog, history_frame
-from tlcore.metrics import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
+from tlcore.metrics import evaluate_probabilities
 from tlcore.model import classifier as model_lib
 from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import Backbone, load_backbone
 from tlcore.training.callbacks import KeepBest, ProgressCallback
 from tlcore.training.features import cached_features, cut_activations, pooled_features
 from tlcore.training.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
+from tlcore.training.kept import KeptWeights, PhaseOutcome, kept_reason
 from tlcore.training.strategy import (
     ReplicaStatisticsSync,
     check_batch_size,
