@@ -69,21 +69,42 @@ HEAD_NAME = "head"
 PREPROCESS_NAME = "preprocess"
 
 
+def head_layers(num_classes: int, hidden_units: int = 0, dropout_rate: float | None = 0.2) -> list:
+    """The head's layers after the pooling, in order: the one definition of the head.
+
+    :func:`build_head` puts them after the pooling layer of the classifier; the head
+    engine (:class:`tlcore.training.head.HeadEngine`) trains the same layers on pooled
+    features, and its weights go back into the classifier by layer name.
+
+    Args:
+        num_classes: units of the softmax layer ``predictions``.
+        hidden_units: units of an optional ReLU layer ``hidden`` (0 = none).
+        dropout_rate: dropout before ``predictions`` (0 = no dropout layer). ``None``
+            keeps the dropout layer whatever the rate: the head engine applies its own
+            dropout in its place, with the rate as a variable.
+    """
+    layers = []
+    if hidden_units:
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="hidden"))
+    if dropout_rate is None or dropout_rate:
+        layers.append(keras.layers.Dropout(dropout_rate or 0.0, name="dropout"))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
+    return layers
+
+
 def build_head(
     feature_shape: tuple, num_classes: int, pooling: str = "avg", hidden_units: int = 0, dropout_rate: float = 0.2
 ):
-    """The new classification head, as its own model (trainable on cached features)."""
+    """The new classification head, as its own model (trainable on cached features).
+
+    The pooling layer (``pool``), then :func:`head_layers`.
+    """
     pool = {
         "avg": keras.layers.GlobalAveragePooling2D(name="pool"),
         "max": keras.layers.GlobalMaxPooling2D(name="pool"),
         "flatten": keras.layers.Flatten(name="pool"),
     }[pooling]
-    layers = [keras.Input(feature_shape), pool]
-    if hidden_units:
-        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="hidden"))
-    if dropout_rate:
-        layers.append(keras.layers.Dropout(dropout_rate, name="dropout"))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
+    layers = [keras.Input(feature_shape), pool, *head_layers(num_classes, hidden_units, dropout_rate)]
     return keras.Sequential(layers, name=HEAD_NAME)
 
 

@@ -212,11 +212,10 @@ class Trainer:
         return on_epoch
 
     def _keep_head(self, fit: HeadFit) -> None:
-        """Puts the engine's kept weights into the classifier's head and records the phase."""
+        """Puts the engine's kept weights into the classifier's head (by layer name) and records the phase."""
         head = model_lib.head_part(self.classifier)
-        dense = [layer for layer in head.layers if layer.weights]
-        for layer, start in zip(dense, range(0, len(fit.weights), 2)):
-            layer.set_weights(fit.weights[start : start + 2])
+        for name, weights in fit.weights.items():
+            head.get_layer(name).set_weights(weights)
         if self.settings.fine_tune_epochs:  # a fine-tuning that does worse falls back to these
             self.kept.weights = self.classifier.get_weights()
         self.head_probabilities = fit.val_probabilities
