@@ -50,7 +50,6 @@ __all__ = [
     "describe_backbone",
     "describe_freeze_plan",
     "describe_phases",
-    "fine_tune_plan",
     "fine_tune_schedule",
     "head_part",
     "is_batchnorm",
@@ -59,6 +58,7 @@ __all__ = [
     "layer_table",
     "make_optimizer",
     "parameter_totals",
+    "phase_freeze_plans",
     "phase_plan",
     "plan_totals",
     "preprocess_part",
@@ -205,7 +205,8 @@ def _plan_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> 
         return set(names)
     if plan.mode == "top":
         weighted = _weighted_layers(backbone_model)
-        return {layer.name for layer in weighted[len(weighted) - plan.value :]} if plan.value else set()
+        # max(0, …): "top 10" of 8 weighted layers is all 8 (a negative start would slice the last 2)
+        return {layer.name for layer in weighted[max(0, len(weighted) - plan.value) :]} if plan.value else set()
     if plan.mode == "layers":
         unknown = sorted(set(plan.value) - set(names))
         if unknown:
@@ -312,14 +313,21 @@ def plan_totals(backbone, plan: FreezePlan, num_classes: int, model_config: Mode
     }
 
 
-def fine_tune_plan(backbone: Backbone, train_config: TrainConfig) -> FreezePlan:
-    """The freeze plan of phase 2: from ``train_config.unfreeze_from``, or the last block.
+def phase_freeze_plans(
+    backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig
+) -> tuple[FreezePlan, FreezePlan]:
+    """The freeze plan of each training phase: the one place they are worked out.
 
-    The one place phase 2's plan is worked out: the training job, the phase table and
-    the learning-rate finder all call it.
+    Phase 1 (the head) keeps the model's freeze plan; phase 2 (fine-tune) unfreezes the
+    backbone from ``train_config.unfreeze_from``, or from its last block. The training
+    job applies them, the Train page's phase table (:func:`phase_plan`) counts them, and
+    the activation cut and the learning-rate finder start from them.
+
+    Returns:
+        ``(phase 1's plan, phase 2's plan)``.
     """
     start = train_config.unfreeze_from or last_block(backbone.model, backbone.block_pattern)
-    return FreezePlan("from", start)
+    return model_config.freeze, FreezePlan("from", start)
 
 
 def phase_plan(
@@ -327,9 +335,9 @@ def phase_plan(
 ) -> list[PhasePlan]:
     """What each training phase trains, by the rules the training job applies.
 
-    Phase 1 uses the model's freeze plan; phase 2 (fine-tune) unfreezes the backbone
-    from :func:`fine_tune_plan`. In a pretrained backbone BatchNormalization layers stay
-    frozen in both (see :func:`build_classifier`), so they are not counted.
+    Each phase's plan comes from :func:`phase_freeze_plans`, as the training job's does.
+    In a pretrained backbone BatchNormalization layers stay frozen in both (see
+    :func:`build_classifier`), so they are not counted.
 
     Returns:
         Two :class:`~tlcore.model.choices.PhasePlan`; a phase with 0 epochs is
@@ -343,14 +351,15 @@ def phase_plan(
         trainable = plan_totals(backbone, plan, num_classes, model_config)["trainable"]
         return PhasePlan(number, name, epochs, learning_rate, plan, freeze_plan_label(plan), trainable)
 
+    head_plan, fine_tune_plan = phase_freeze_plans(backbone, model_config, train_config)
     return [
-        phase(1, "head", train_config.epochs, train_config.learning_rate, model_config.freeze),
+        phase(1, "head", train_config.epochs, train_config.learning_rate, head_plan),
         phase(
             2,
             "fine-tune",
             train_config.fine_tune_epochs,
             train_config.effective_fine_tune_learning_rate,
-            fine_tune_plan(backbone, train_config),
+            fine_tune_plan,
         ),
     ]
 

@@ -251,7 +251,7 @@ class Trainer:
         and only the top part trains: the same result as pushing every image through the
         whole backbone every epoch, several times faster.
         """
-        plan = model_lib.fine_tune_plan(self.backbone, self.settings)
+        plan = model_lib.phase_freeze_plans(self.backbone, self.config.model, self.settings)[1]
         model_lib.apply_freeze_plan(
             model_lib.backbone_part(self.classifier), plan, self.backbone.block_pattern, self.backbone.pretrained
         )
