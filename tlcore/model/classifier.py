@@ -72,16 +72,14 @@ PREPROCESS_NAME = "preprocess"
 def head_layers(num_classes: int, hidden_units: int = 0, dropout_rate: float | None = 0.2) -> list:
     """The head's layers after the pooling, in order: the one definition of the head.
 
-    :func:`build_head` puts them after the pooling layer of the classifier; the head
-    engine (:class:`tlcore.training.head.HeadEngine`) trains the same layers on pooled
-    features, and its weights go back into the classifier by layer name.
+    :func:`build_head` and the head engine (:class:`tlcore.training.head.HeadEngine`)
+    both build them; the engine's weights go into the classifier by layer name.
 
     Args:
         num_classes: units of the softmax layer ``predictions``.
         hidden_units: units of an optional ReLU layer ``hidden`` (0 = none).
-        dropout_rate: dropout before ``predictions`` (0 = no dropout layer). ``None``
-            keeps the dropout layer whatever the rate: the head engine applies its own
-            dropout in its place, with the rate as a variable.
+        dropout_rate: dropout before ``predictions`` (0 = none); ``None`` keeps the layer
+            whatever the rate (the engine applies its own there, the rate a variable).
     """
     layers = []
     if hidden_units:
@@ -95,10 +93,7 @@ def head_layers(num_classes: int, hidden_units: int = 0, dropout_rate: float | N
 def build_head(
     feature_shape: tuple, num_classes: int, pooling: str = "avg", hidden_units: int = 0, dropout_rate: float = 0.2
 ):
-    """The new classification head, as its own model (trainable on cached features).
-
-    The pooling layer (``pool``), then :func:`head_layers`.
-    """
+    """The new classification head, as its own model: the pooling layer ``pool``, then :func:`head_layers`."""
     pool = {
         "avg": keras.layers.GlobalAveragePooling2D(name="pool"),
         "max": keras.layers.GlobalMaxPooling2D(name="pool"),
@@ -316,15 +311,12 @@ def plan_totals(backbone, plan: FreezePlan, num_classes: int, model_config: Mode
 def phase_freeze_plans(
     backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig
 ) -> tuple[FreezePlan, FreezePlan]:
-    """The freeze plan of each training phase: the one place they are worked out.
+    """``(phase 1's, phase 2's)`` freeze plan: the one place they are worked out.
 
     Phase 1 (the head) keeps the model's freeze plan; phase 2 (fine-tune) unfreezes the
     backbone from ``train_config.unfreeze_from``, or from its last block. The training
     job applies them, the Train page's phase table (:func:`phase_plan`) counts them, and
     the activation cut and the learning-rate finder start from them.
-
-    Returns:
-        ``(phase 1's plan, phase 2's plan)``.
     """
     start = train_config.unfreeze_from or last_block(backbone.model, backbone.block_pattern)
     return model_config.freeze, FreezePlan("from", start)
