@@ -8,6 +8,10 @@ keyed by everything that determines them; any head, split or learning rate reuse
 Fine-tuning from a block keeps the layers below it frozen too: their output at the cut
 (the activations phase 2 starts from) is kept the same way, beside the features file, so
 phase 2 trains only the top part (:func:`cut_activations`).
+
+This module is the one owner of the cache file: its key, name, layout, write and read
+(:func:`feature_cache_file`, :func:`write_feature_cache`, :func:`read_feature_cache`);
+extraction with Ray (:mod:`tlcore.training.extraction`) writes through it.
 """
 
 from __future__ import annotations
@@ -86,10 +90,6 @@ def _run_over_images(classifier, network, items: list, image_size: int, log, bat
 
 
 # ----------------------------------------------------------------------------- the cache file format
-#
-# The one place that knows the file: where it lives, its name, its layout (``digests``,
-# ``features``), how it is written (atomically) and read. Extraction with Ray
-# (tlcore.training.extraction) writes it through these functions, training reads it.
 
 
 def feature_cache_file(backbone: Backbone, digests: list[str]) -> Path:
