@@ -111,11 +111,12 @@ def pooled(backbone, images: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- heads
 
 
-def probabilities(weights: list, features: np.ndarray) -> np.ndarray:
+def probabilities(weights: dict, features: np.ndarray) -> np.ndarray:
+    """The head's softmax from its weights by layer name (``hidden`` is ReLU, ``predictions`` last)."""
     x = features
-    for index in range(0, len(weights), 2):
-        x = x @ weights[index] + weights[index + 1]
-        if index + 2 < len(weights):
+    for name, (kernel, bias) in weights.items():
+        x = x @ kernel + bias
+        if name != "predictions":
             x = np.maximum(x, 0)
     x = np.exp(x - x.max(axis=1, keepdims=True))
     return x / x.sum(axis=1, keepdims=True)

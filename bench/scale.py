@@ -5,7 +5,7 @@ Without --address a local Ray is started with this machine's CPUs. Every number 
 from this one run on this machine; the load average is printed (other work on the
 machine slows everything).
 
-- extraction: `tlcore.inference.batch.extract_to_cache` over the 396 real photos
+- extraction: `tlcore.training.extraction.extract_to_cache` over the 396 real photos
   (hymenoptera train + val) with the real pretrained MobileNetV2 (160 px), an empty
   feature cache each time: the whole command as a user waits for it (model loading,
   Ray actors starting, decoding, the backbone, writing the cache file).
@@ -41,7 +41,7 @@ def fresh_cache() -> None:
 
 def extraction_seconds(config: RunConfig, engine: str, workers: int, address: str | None, repeats: int) -> float:
     """The best of ``repeats`` wall times of a whole extraction into an empty cache."""
-    from tlcore.inference.batch import extract_to_cache
+    from tlcore.training.extraction import extract_to_cache
 
     times = []
     for _ in range(repeats):
@@ -62,7 +62,7 @@ def small_copy(train_dir: Path, root: Path, per_class: int = 4) -> Path:
 
 def decode_rate(config: RunConfig) -> float:
     from tlcore.data import decode_all
-    from tlcore.inference.batch import dataset_items
+    from tlcore.training.extraction import dataset_items
 
     paths = [item.path for item in dataset_items(config)]
     started = time.perf_counter()
@@ -115,8 +115,8 @@ def main() -> None:
     config = RunConfig(DataConfig(str(photos / "train"), str(photos / "val")), model, TrainConfig(seed=1))
     tiny = RunConfig(DataConfig(str(small_copy(photos / "train", Path(tempfile.mkdtemp()))), val_split=0.25), model)
     from tlcore.cli.common import quiet_keras
-    from tlcore.inference.batch import dataset_items
     from tlcore.runners import connect_ray
+    from tlcore.training.extraction import dataset_items
 
     quiet_keras()
     images = len(dataset_items(config))

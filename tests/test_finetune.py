@@ -48,6 +48,39 @@ def test_phase_two_on_cached_activations_matches_the_full_path(colour_dataset):
     np.testing.assert_allclose(cached.val_probabilities, full.val_probabilities, rtol=1e-3, atol=1e-5)
 
 
+def trained_now(trainer) -> tuple[set[str], int]:
+    """What the job trains at this moment: trainable backbone layers with weights, and the parameter count."""
+    part = model_lib.backbone_part(trainer.classifier)
+    names = {layer.name for layer in part.layers if layer.trainable and layer.trainable_weights}
+    return names, model_lib.parameter_totals(trainer.classifier)["trainable"]
+
+
+def planned(trainer, phase) -> tuple[set[str], int]:
+    """What the Train page's phase table says that phase trains."""
+    backbone = trainer.backbone
+    names = model_lib.trainable_names(backbone.model, phase.freeze, backbone.block_pattern, backbone.pretrained)
+    weighted = {layer.name for layer in backbone.model.layers if layer.trainable_weights or layer.non_trainable_weights}
+    return names & weighted, phase.trainable_parameters
+
+
+@pytest.mark.parametrize(
+    ("head_freeze", "unfreeze_from"),
+    [(FreezePlan("all"), "block3"), (FreezePlan("top", 1), None)],
+    ids=["block3", "last-block"],
+)
+def test_the_phase_table_is_what_each_training_phase_trains(colour_dataset, head_freeze, unfreeze_from):
+    config = fine_tune_config(colour_dataset, epochs=1, fine_tune_epochs=1, unfreeze_from=unfreeze_from)
+    config.model.freeze = head_freeze
+    trainer = Trainer(config, log=ProgressLog())
+    trainer.prepare()
+    table = model_lib.phase_plan(trainer.backbone, config.model, config.train, len(trainer.dataset.classes))
+    assert trained_now(trainer) == planned(trainer, table[0])
+    trainer.train_head()
+    trainer.fine_tune()
+    assert trained_now(trainer) == planned(trainer, table[1])
+    assert planned(trainer, table[1])[0] > planned(trainer, table[0])[0]  # phase 2 trains more than the head phase
+
+
 def synthetic_log(head_epochs=40, fine_tune_epochs=5, steps=8, fine_tune_batches=2, batch_seconds=1.0):
     """A run's log: the head on cached features (fast epochs), then fine-tuning at one batch a second."""
     log, now = ProgressLog(), 1000.0

@@ -3,6 +3,7 @@
 import json
 import threading
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +86,49 @@ def test_a_warm_retrain_reuses_features_backbone_and_engine(colour_dataset):
     again = run_training(colour_config(colour_dataset, epochs=3, learning_rate=5e-2))
     assert again.metrics["features_from_cache"] is True
     assert again.metrics["train_seconds"] < 5  # generous: no extraction, no tracing
+
+
+def engine_and_classifier_probabilities(result):
+    """The engine's validation probabilities (the run's metrics) and the saved classifier's on the same images."""
+    from tlcore import data as data_lib
+
+    val = result.val_items
+    images = np.stack([data_lib.decode_image(item.path, result.model.input_shape[1]) for item in val])
+    return result.val_probabilities, result.model.predict(images.astype("float32"), verbose=0)
+
+
+def test_the_head_the_engine_trained_is_the_head_the_classifier_predicts_with(colour_dataset):
+    config = colour_config(colour_dataset, epochs=6, learning_rate=5e-2)
+    config.model.hidden_units, config.model.dropout_rate = 8, 0.3  # two Dense layers and the dropout between
+    result = run_training(config)
+    engine, classifier = engine_and_classifier_probabilities(result)
+    assert engine.shape == classifier.shape == (len(result.val_items), 3)
+    np.testing.assert_allclose(classifier, engine, atol=1e-5)
+    assert 0 < result.metrics["best_epoch"] <= 6  # the kept epoch's weights, not the last one's
+
+
+def test_a_change_in_the_head_definition_reaches_both_the_engine_and_the_classifier(colour_dataset, monkeypatch):
+    from tlcore.model import classifier as model_lib
+
+    defined = model_lib.head_layers
+
+    def tanh_hidden(num_classes, hidden_units=0, dropout_rate=0.2):
+        layers = defined(num_classes, hidden_units, dropout_rate)
+        for layer in layers:
+            if layer.name == "hidden":
+                layer.activation = keras.activations.tanh
+        return layers
+
+    monkeypatch.setattr(model_lib, "head_layers", tanh_hidden)
+    head._FREE.clear()  # an engine pooled by an earlier test was built from the old definition
+    config = colour_config(colour_dataset, epochs=4, learning_rate=5e-2)
+    config.model.hidden_units = 5
+    result = run_training(config)
+    head._FREE.clear()
+    hidden = model_lib.head_part(result.model).get_layer("hidden")
+    assert hidden.activation is keras.activations.tanh
+    engine, classifier = engine_and_classifier_probabilities(result)
+    np.testing.assert_allclose(classifier, engine, atol=1e-5)
 
 
 def test_sweep_ranks_the_grid_by_validation_loss_and_fills_the_best(colour_dataset):

@@ -16,7 +16,7 @@ from tlcore.data import ImageItem
 from tlcore.insight import calibration, duplicates, learning_curve, lr_finder, overlay
 from tlcore.insight import figures as charts
 from tlcore.insight.feature_set import FeatureSet, pool
-from tlcore.insight.heads import fold_count, out_of_fold_probabilities
+from tlcore.insight.probes import fold_count, out_of_fold_probabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 

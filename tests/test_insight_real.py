@@ -273,7 +273,7 @@ def test_embedding_map_marks_the_flipped_images_as_suspect(planted):
 
 def test_calibration_of_a_real_head_reports_cross_fitted_numbers(planted):
     from tlcore.insight.calibration import calibration_report
-    from tlcore.insight.heads import fit_predict
+    from tlcore.insight.probes import fit_predict
 
     features = planted.features
     probabilities = fit_predict(features.train_x, features.train_y, features.val_x, 2)

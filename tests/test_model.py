@@ -67,6 +67,21 @@ def test_freeze_plans_change_what_trains(mobilenet):
     assert set(table.loc[table.trainable, "name"]) == {"Conv_1", "Conv_1_bn"}
 
 
+def test_top_n_beyond_the_layer_count_trains_every_weighted_layer():
+    backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
+    weighted = {layer.name for layer in backbone.model.layers if layer.weights}
+    assert len(weighted) == 8  # four conv + BatchNorm blocks
+    for count in (8, 10, 100):
+        assert (
+            model_lib.trainable_names(backbone.model, FreezePlan("top", count), backbone.block_pattern, False)
+            == weighted
+        )
+    assert model_lib.trainable_names(backbone.model, FreezePlan("top", 2), backbone.block_pattern, False) == {
+        "block4_conv",
+        "block4_bn",
+    }
+
+
 def _bn_moving_stats(backbone):
     return int(
         sum(np.prod(w.shape) for layer in backbone.layers for w in layer.non_trainable_weights if "moving" in w.path)

@@ -74,7 +74,7 @@ def run_cli(argv: list[str]) -> dict:
 
 @pytest.mark.real_assets
 def test_ray_extraction_writes_the_cache_entry_training_reads(photos, dog_model, tmp_path, monkeypatch):
-    from tlcore.inference.batch import extract_to_cache
+    from tlcore.training.extraction import extract_to_cache
     from tlcore.training.trainer import run_training
 
     config = dog_config(photos, dog_model)

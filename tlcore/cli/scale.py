@@ -49,14 +49,14 @@ def ray_address(args) -> str | None:
 def cmd_extract(args) -> dict:
     from tlcore.cli.common import config_from_args, quiet_keras
     from tlcore.data import resolve_source
-    from tlcore.inference.batch import check_engine
+    from tlcore.runners.ray_data import check_engine
 
     config = config_from_args(args)
     check_engine(args.engine, args.workers)
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):
         resolve_source(source)  # cheap checks first, before TensorFlow loads
     quiet_keras()
-    from tlcore.inference.batch import extract_to_cache
+    from tlcore.training.extraction import extract_to_cache
 
     report = extract_to_cache(config, args.engine, args.workers, ray_address(args))
     return report.to_dict()
@@ -72,7 +72,8 @@ def predict_folders(args) -> dict:
         StudioError: no output file given, no run model, no image found, Ray unreachable.
     """
     from tlcore.cli.common import quiet_keras
-    from tlcore.inference.batch import check_engine, predict_images
+    from tlcore.inference.batch import predict_images
+    from tlcore.runners.ray_data import check_engine
     from tlcore.runs.store import require_run_model
 
     if not args.output:

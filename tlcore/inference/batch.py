@@ -1,24 +1,17 @@
-"""Feature extraction and batch prediction over many images: in this process, or with Ray Data.
+"""Batch prediction over many images: in this process, or with Ray Data.
 
-Both engines compute the same thing. ``local`` runs in this process (decoding in
+Both engines compute the same rows. ``local`` runs in this process (decoding in
 threads overlapped with the model). ``ray`` spreads the images over a pool of Ray Data
-actors (``map_batches`` with a callable class): each actor loads the model once, takes
-one GPU when the cluster has them, decodes and runs its batches; this process gathers
-the results in order.
-
-Extraction writes exactly the feature-cache entry training reads
-(:func:`tlcore.training.features.cached_features`: same key, same image set, same layout), so
-``python -m tlcore extract --engine ray`` followed by ``train`` skips the backbone.
-Ray pays a fixed cost per job (worker processes, TensorFlow import, one model load
-per worker): it is for folders too big for one machine, not for a few hundred images.
+actors (``map_batches`` with a callable class, see :mod:`tlcore.runners.ray_data`):
+each actor loads the run's model once, takes one GPU when the cluster has them,
+decodes and predicts its batches; this process gathers the rows in order. Ray pays a
+fixed cost per job (worker processes, TensorFlow import, one model load per worker):
+it is for folders too big for one machine, not for a few hundred images.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,206 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from tlcore import data as data_lib
-from tlcore.config import RunConfig
-from tlcore.errors import StudioError, first_line
+from tlcore.errors import StudioError
 from tlcore.runners.cluster import connect_ray, worker_environment
+from tlcore.runners.ray_data import actor_pool, check_engine, quiet_ray_data, ray_batches, ray_dataset
 from tlcore.runs.store import require_run_model
 
-ENGINES = ("local", "ray")
-BATCH_SIZE = 64  # images per model call, as tlcore.training.trainer extracts them
-
-
-def check_engine(engine: str, workers: int) -> None:
-    """Raises ``StudioError`` for an unknown engine or a worker count below 1."""
-    if engine not in ENGINES:
-        raise StudioError(f"Unknown engine. Expected one of {list(ENGINES)}. Received: --engine {engine}.")
-    if workers < 1:
-        raise StudioError(f"Expected at least 1 worker. Received: --workers {workers}.")
-
-
-# ----------------------------------------------------------------------------- the feature cache
-
-
-def feature_cache_file(cache_key: str, digests: list[str]) -> Path:
-    """The cache file :func:`tlcore.training.features.cached_features` reads for these images and this key."""
-    set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
-    return data_lib.cache_dir() / "features" / cache_key / f"{set_hash}.npz"
-
-
-def write_feature_cache(path: Path, digests: list[str], features: np.ndarray) -> None:
-    """Writes a cache entry atomically, in the layout training reads (``digests``, ``features``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    np.savez(temporary, digests=np.array(digests), features=features)
-    os.replace(temporary, path)
-
-
-def dataset_items(config: RunConfig) -> list:
-    """The images whose features training caches: train then validation, split as training splits."""
-    dataset = data_lib.load_dataset(config.data, seed=config.train.seed)
-    return dataset.train + dataset.val
-
-
-def feature_model(config: RunConfig):
-    """``(backbone, classifier)`` built as training builds them (same seed, same preprocessing)."""
-    import keras
-
-    from tlcore.model.backbones import load_backbone
-    from tlcore.model.classifier import build_classifier
-
-    keras.utils.set_random_seed(config.train.seed)
-    backbone = load_backbone(config.model, seed=config.train.seed)
-    return backbone, build_classifier(backbone, 2, config.model)  # the head plays no part in features
-
-
-@dataclass
-class ExtractionReport:
-    """What an extraction did: the CLI prints the first four fields.
-
-    Attributes:
-        images: images whose features are now in the cache.
-        seconds: wall time, model loading and Ray start-up included.
-        engine: ``"local"`` or ``"ray"``.
-        workers: parallel model copies (1 for local).
-        from_cache: the entry was already there; nothing was computed.
-        cache_file: the entry training will read.
-    """
-
-    images: int
-    seconds: float
-    engine: str
-    workers: int
-    from_cache: bool = False
-    cache_file: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("images", "seconds", "engine", "workers", "from_cache", "cache_file")}
-
-
-def extract_to_cache(
-    config: RunConfig, engine: str = "local", workers: int = 1, address: str | None = None, log=None
-) -> ExtractionReport:
-    """Fills the feature cache that training on ``config`` reads.
-
-    Args:
-        config: the run settings (data, backbone, seed) training will use.
-        engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actors).
-        workers: Ray actors, each with its own model copy (ignored by ``local``).
-        address: the Ray cluster (see :func:`tlcore.runners.connect_ray`).
-        log: receives ``"extract"`` progress records.
-
-    Raises:
-        StudioError: bad data, an unknown engine, an image that cannot be decoded, or
-            Ray cannot be reached.
-    """
-    check_engine(engine, workers)
-    started = time.perf_counter()
-    items = dataset_items(config)
-    from tlcore.training.features import cached_features, feature_cache_key
-
-    backbone, classifier = feature_model(config)
-    path = feature_cache_file(feature_cache_key(backbone), [item.digest for item in items])
-    from_cache = path.is_file()
-    if engine == "local" or from_cache:
-        _, from_cache = cached_features(classifier, backbone, items, log)
-    else:
-        features = extract_features_ray(config, [item.path for item in items], workers, address, log)
-        write_feature_cache(path, [item.digest for item in items], features)
-    seconds = time.perf_counter() - started
-    used = workers if engine == "ray" else 1
-    return ExtractionReport(len(items), round(seconds, 3), engine, used, from_cache, str(path))
-
-
-# ----------------------------------------------------------------------------- Ray Data
-
-
-class FeatureExtractor:
-    """A Ray Data actor: the backbone of ``config``, loaded once, applied to batches of paths."""
-
-    def __init__(self, config: RunConfig, environment: dict):
-        os.environ.update(environment)
-        import tensorflow as tf
-
-        from tlcore.model.classifier import backbone_part, preprocess_part
-
-        backbone, classifier = feature_model(config)
-        self.image_size = backbone.image_size
-        preprocess, model = preprocess_part(classifier), backbone_part(classifier)
-        self.forward = tf.function(lambda images: model(preprocess(images), training=False), reduce_retracing=True)
-
-    def __call__(self, batch: dict) -> dict:
-        images = np.stack(list(data_lib.iter_decoded([str(p) for p in batch["path"]], self.image_size)))
-        return {"index": batch["index"], "features": self.forward(images).numpy()}
-
-
-def ray_dataset(paths: list[str], batch_size: int = BATCH_SIZE):
-    """Paths as a Ray dataset of ``{"index", "path"}`` rows, one block per batch."""
-    import ray
-
-    # Absolute paths: a worker's current folder may differ from this process's.
-    rows = [{"index": index, "path": os.path.abspath(path)} for index, path in enumerate(paths)]
-    return ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
-
-
-def actor_pool(workers: int) -> dict:
-    """``map_batches`` arguments for ``workers`` actors, each with a GPU when the cluster has them."""
-    import ray
-
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    return {"compute": ray.data.ActorPoolStrategy(size=workers), "num_cpus": 1, "num_gpus": gpus}
-
-
-def quiet_ray_data() -> None:
-    """No progress bars or info logs on the CLI's streams."""
-    import logging
-
-    import ray
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-
-
-def extract_features_ray(
-    config: RunConfig, paths: list[str], workers: int = 2, address: str | None = None, log=None
-) -> np.ndarray:
-    """Backbone features of ``paths`` from ``workers`` Ray Data actors, in the order of ``paths``.
-
-    Raises:
-        StudioError: Ray cannot be reached, or an image cannot be decoded (named).
-    """
-    connect_ray(address, num_cpus=max(os.cpu_count() or 1, workers))
-    quiet_ray_data()
-    dataset = ray_dataset(paths).map_batches(
-        FeatureExtractor,
-        fn_constructor_args=(config, worker_environment()),
-        batch_size=BATCH_SIZE,
-        batch_format="numpy",
-        **actor_pool(workers),
-    )
-    features, steps = None, math.ceil(len(paths) / BATCH_SIZE)
-    for step, batch in enumerate(_ray_batches(dataset)):
-        if features is None:
-            features = np.empty((len(paths), *batch["features"].shape[1:]), np.float32)
-        features[batch["index"]] = batch["features"]
-        if log is not None:
-            log.append("extract", step=step + 1, steps=steps)
-    return features if features is not None else np.zeros((0,), np.float32)
-
-
-def _ray_batches(dataset):
-    """Batches as Ray Data produces them; a failed worker becomes one line that names the cause."""
-    try:
-        yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
-    except StudioError:
-        raise
-    except Exception as error:  # noqa: BLE001  - Ray wraps the worker's error in its own types
-        cause = getattr(error, "cause", None) or error
-        raise StudioError(f"A Ray worker failed: {first_line(cause)}") from None
-
-
-# ----------------------------------------------------------------------------- batch prediction
+BATCH_SIZE = 64  # images per model call
 
 
 @dataclass
@@ -363,7 +162,7 @@ def predict_rows_ray(run_dir: str | Path, paths: list[str], workers: int = 2, ad
     """:func:`predict_batch` rows for ``paths`` from ``workers`` Ray Data actors, in input order."""
     connect_ray(address, num_cpus=max(os.cpu_count() or 1, workers))
     quiet_ray_data()
-    dataset = ray_dataset(paths).map_batches(
+    dataset = ray_dataset(paths, BATCH_SIZE).map_batches(
         Predictor,
         fn_constructor_args=(str(Path(run_dir).resolve()), worker_environment()),
         batch_size=BATCH_SIZE,
@@ -371,7 +170,7 @@ def predict_rows_ray(run_dir: str | Path, paths: list[str], workers: int = 2, ad
         **actor_pool(workers),
     )
     rows: list = [None] * len(paths)
-    for batch in _ray_batches(dataset):
+    for batch in ray_batches(dataset):
         for index, label, probability, reason in zip(
             batch["index"], batch["label"], batch["probability"], batch["reason"]
         ):

@@ -3,9 +3,10 @@
 A head on frozen backbone features trains in milliseconds, so k-fold, sweeps and
 curves cost seconds on a CPU. One module per analysis:
 
-- ``features``: the dataset's pooled backbone features (from the on-disk cache), the
+- ``feature_set``: the dataset's pooled backbone features (from the on-disk cache), the
   start of every analysis.
-- ``heads``: the tiny classifiers trained on them (k-fold out-of-sample probabilities).
+- ``probes``: the tiny classifiers (linear probes) trained on them (k-fold out-of-sample
+  probabilities); the studio's own Keras head is :mod:`tlcore.training.head`.
 - ``lr_finder``: fastai's learning-rate finder (exponential sweep, "valley").
 - ``label_issues``: suspect labels by confident learning (cleanlab).
 - ``overlay``: the user's "relabel"/"exclude" decisions, applied when a dataset is loaded.
@@ -13,7 +14,7 @@ curves cost seconds on a CPU. One module per analysis:
 - ``learning_curve``: accuracy against training-set size, with a projection.
 - ``embedding``: a 2-D map of the features (t-SNE).
 - ``calibration``: reliability diagram, expected calibration error, temperature scaling.
-- ``charts``: the Plotly figures of all of these.
+- ``figures``: the Plotly figures of all of these.
 
 Nothing is imported here: ``tlcore.data`` imports ``overlay`` while it loads, and
 the other modules load TensorFlow or scikit-learn.

@@ -274,7 +274,7 @@ class Leakage:
 
 def leakage(feature_set, pairs: pd.DataFrame) -> Leakage:
     """Which validation images leak from training (same photo), and the accuracy they inflate."""
-    from tlcore.insight.heads import fit_predict
+    from tlcore.insight.probes import fit_predict
 
     leaked = leaked_paths(pairs)
     predictions = fit_predict(

@@ -18,7 +18,7 @@ def project_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from tlcore.insight.heads import one_thread
+    from tlcore.insight.probes import one_thread
 
     count = len(features)
     if count < 3:

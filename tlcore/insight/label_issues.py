@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tlcore.insight.heads import out_of_fold_probabilities
+from tlcore.insight.probes import out_of_fold_probabilities
 
 COLUMNS = ["path", "split", "given", "suggested", "score", "agreement", "flagged", "digest"]
 SPLITS = 3  # k-fold repeated with this many different splits
@@ -106,7 +106,7 @@ def review_labels(feature_set, folds: int = 5, seed: int = 0, splits: int = SPLI
         ValueError: fewer than 2 images in some class, ``folds`` < 2 or ``splits`` < 1.
     """
     from tlcore.insight.calibration import cross_fitted
-    from tlcore.insight.heads import fold_count
+    from tlcore.insight.probes import fold_count
 
     if splits < 1:
         raise ValueError(f"Expected at least 1 fold split. Received: splits={splits}.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tlcore.insight.heads import fit_predict
+from tlcore.insight.probes import fit_predict
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 REPEATS = 5

@@ -263,7 +263,7 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
     head.fit(maps[: len(labels)], labels, batch_size=train.batch_size, epochs=head_epochs, verbose=0)
     model_lib.apply_freeze_plan(
         model_lib.backbone_part(classifier),
-        model_lib.fine_tune_plan(backbone, train),
+        model_lib.phase_freeze_plans(backbone, config.model, train)[1],
         backbone.block_pattern,
         backbone.pretrained,
     )

@@ -50,7 +50,6 @@ __all__ = [
     "describe_backbone",
     "describe_freeze_plan",
     "describe_phases",
-    "fine_tune_plan",
     "fine_tune_schedule",
     "head_part",
     "is_batchnorm",
@@ -59,6 +58,7 @@ __all__ = [
     "layer_table",
     "make_optimizer",
     "parameter_totals",
+    "phase_freeze_plans",
     "phase_plan",
     "plan_totals",
     "preprocess_part",
@@ -69,21 +69,37 @@ HEAD_NAME = "head"
 PREPROCESS_NAME = "preprocess"
 
 
+def head_layers(num_classes: int, hidden_units: int = 0, dropout_rate: float | None = 0.2) -> list:
+    """The head's layers after the pooling, in order: the one definition of the head.
+
+    :func:`build_head` and the head engine (:class:`tlcore.training.head.HeadEngine`)
+    both build them; the engine's weights go into the classifier by layer name.
+
+    Args:
+        num_classes: units of the softmax layer ``predictions``.
+        hidden_units: units of an optional ReLU layer ``hidden`` (0 = none).
+        dropout_rate: dropout before ``predictions`` (0 = none); ``None`` keeps the layer
+            whatever the rate (the engine applies its own there, the rate a variable).
+    """
+    layers = []
+    if hidden_units:
+        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="hidden"))
+    if dropout_rate is None or dropout_rate:
+        layers.append(keras.layers.Dropout(dropout_rate or 0.0, name="dropout"))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
+    return layers
+
+
 def build_head(
     feature_shape: tuple, num_classes: int, pooling: str = "avg", hidden_units: int = 0, dropout_rate: float = 0.2
 ):
-    """The new classification head, as its own model (trainable on cached features)."""
+    """The new classification head, as its own model: the pooling layer ``pool``, then :func:`head_layers`."""
     pool = {
         "avg": keras.layers.GlobalAveragePooling2D(name="pool"),
         "max": keras.layers.GlobalMaxPooling2D(name="pool"),
         "flatten": keras.layers.Flatten(name="pool"),
     }[pooling]
-    layers = [keras.Input(feature_shape), pool]
-    if hidden_units:
-        layers.append(keras.layers.Dense(hidden_units, activation="relu", name="hidden"))
-    if dropout_rate:
-        layers.append(keras.layers.Dropout(dropout_rate, name="dropout"))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
+    layers = [keras.Input(feature_shape), pool, *head_layers(num_classes, hidden_units, dropout_rate)]
     return keras.Sequential(layers, name=HEAD_NAME)
 
 
@@ -184,16 +200,22 @@ def _plan_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> 
         return set(names)
     if plan.mode == "top":
         weighted = _weighted_layers(backbone_model)
-        return {layer.name for layer in weighted[len(weighted) - plan.value :]} if plan.value else set()
+        # max(0, …): "top 10" of 8 weighted layers is all 8 (a negative start would slice the last 2)
+        return {layer.name for layer in weighted[max(0, len(weighted) - plan.value) :]} if plan.value else set()
     if plan.mode == "layers":
         unknown = sorted(set(plan.value) - set(names))
         if unknown:
             raise StudioError(f"Unknown layers in the freeze plan: {unknown[:5]}. Expected names from the layer table.")
         return set(plan.value)
-    return set(names[_start_index(names, plan.value, block_pattern) :])
+    return set(names[start_index(names, plan.value, block_pattern) :])
 
 
-def _start_index(names: list[str], layer_or_block: str, block_pattern: str | None) -> int:
+def start_index(names: list[str], layer_or_block: str, block_pattern: str | None) -> int:
+    """The index in ``names`` where a layer or block starts (a plan's "from" point).
+
+    Raises:
+        StudioError: no layer or block has that name; the message lists the last blocks.
+    """
     if layer_or_block in names:
         return names.index(layer_or_block)
     blocks = assign_blocks(names, block_pattern)
@@ -286,14 +308,18 @@ def plan_totals(backbone, plan: FreezePlan, num_classes: int, model_config: Mode
     }
 
 
-def fine_tune_plan(backbone: Backbone, train_config: TrainConfig) -> FreezePlan:
-    """The freeze plan of phase 2: from ``train_config.unfreeze_from``, or the last block.
+def phase_freeze_plans(
+    backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig
+) -> tuple[FreezePlan, FreezePlan]:
+    """``(phase 1's, phase 2's)`` freeze plan: the one place they are worked out.
 
-    The one place phase 2's plan is worked out: the training job, the phase table and
-    the learning-rate finder all call it.
+    Phase 1 (the head) keeps the model's freeze plan; phase 2 (fine-tune) unfreezes the
+    backbone from ``train_config.unfreeze_from``, or from its last block. The training
+    job applies them, the Train page's phase table (:func:`phase_plan`) counts them, and
+    the activation cut and the learning-rate finder start from them.
     """
     start = train_config.unfreeze_from or last_block(backbone.model, backbone.block_pattern)
-    return FreezePlan("from", start)
+    return model_config.freeze, FreezePlan("from", start)
 
 
 def phase_plan(
@@ -301,9 +327,9 @@ def phase_plan(
 ) -> list[PhasePlan]:
     """What each training phase trains, by the rules the training job applies.
 
-    Phase 1 uses the model's freeze plan; phase 2 (fine-tune) unfreezes the backbone
-    from :func:`fine_tune_plan`. In a pretrained backbone BatchNormalization layers stay
-    frozen in both (see :func:`build_classifier`), so they are not counted.
+    Each phase's plan comes from :func:`phase_freeze_plans`, as the training job's does.
+    In a pretrained backbone BatchNormalization layers stay frozen in both (see
+    :func:`build_classifier`), so they are not counted.
 
     Returns:
         Two :class:`~tlcore.model.choices.PhasePlan`; a phase with 0 epochs is
@@ -317,14 +343,15 @@ def phase_plan(
         trainable = plan_totals(backbone, plan, num_classes, model_config)["trainable"]
         return PhasePlan(number, name, epochs, learning_rate, plan, freeze_plan_label(plan), trainable)
 
+    head_plan, fine_tune_plan = phase_freeze_plans(backbone, model_config, train_config)
     return [
-        phase(1, "head", train_config.epochs, train_config.learning_rate, model_config.freeze),
+        phase(1, "head", train_config.epochs, train_config.learning_rate, head_plan),
         phase(
             2,
             "fine-tune",
             train_config.fine_tune_epochs,
             train_config.effective_fine_tune_learning_rate,
-            fine_tune_plan(backbone, train_config),
+            fine_tune_plan,
         ),
     ]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import Backbone, assign_blocks
-from tlcore.model.classifier import _start_index, backbone_part, fine_tune_plan, head_part, trainable_names
+from tlcore.model.classifier import backbone_part, head_part, phase_freeze_plans, start_index, trainable_names
 
 # Layers that behave differently in training: below the cut they would make the cached
 # activations differ from what the full path computes every epoch.
@@ -66,13 +66,14 @@ def activation_cut(backbone: Backbone, model_config: ModelConfig, train_config: 
         return ActivationCut(reason="the feature cache is switched off")
     model = backbone.model
     names = [layer.name for layer in model.layers]
-    start = _start_index(names, fine_tune_plan(backbone, train_config).value, backbone.block_pattern)
+    head_plan, fine_tune_plan = phase_freeze_plans(backbone, model_config, train_config)
+    start = start_index(names, fine_tune_plan.value, backbone.block_pattern)
     lower = model.layers[:start]
     random = [layer.name for layer in lower if _random_in_training(layer)]
     if random:
         return ActivationCut(reason=f"layers below the unfreeze point are random in training ({', '.join(random[:3])})")
     if train_config.epochs:
-        phase_one = trainable_names(model, model_config.freeze, backbone.block_pattern, backbone.pretrained)
+        phase_one = trainable_names(model, head_plan, backbone.block_pattern, backbone.pretrained)
         trained = [layer.name for layer in lower if layer.name in phase_one]
         if trained:
             return ActivationCut(reason=f"phase 1 trains layers below the unfreeze point ({', '.join(trained[:3])})")

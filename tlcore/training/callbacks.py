@@ -9,7 +9,7 @@ import time
 import keras
 
 from tlcore.jobs import ProgressLog
-from tlcore.metrics import KeptWeights
+from tlcore.training.kept import KeptWeights
 
 
 class ProgressCallback(keras.callbacks.Callback):

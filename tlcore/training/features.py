@@ -8,6 +8,10 @@ keyed by everything that determines them; any head, split or learning rate reuse
 Fine-tuning from a block keeps the layers below it frozen too: their output at the cut
 (the activations phase 2 starts from) is kept the same way, beside the features file, so
 phase 2 trains only the top part (:func:`cut_activations`).
+
+This module is the one owner of the cache file: its key, name, layout, write and read
+(:func:`feature_cache_file`, :func:`write_feature_cache`, :func:`read_feature_cache`);
+extraction with Ray (:mod:`tlcore.training.extraction`) writes through it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import re
 import threading
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -84,9 +89,44 @@ def _run_over_images(classifier, network, items: list, image_size: int, log, bat
     return [np.concatenate(parts) for parts in zip(*outputs)]
 
 
-def _cache_path(backbone: Backbone, digests: list[str]):
+# ----------------------------------------------------------------------------- the cache file format
+
+
+def feature_cache_file(backbone: Backbone, digests: list[str]) -> Path:
+    """The cache file of these images' features: keyed by :func:`feature_cache_key` and the image set.
+
+    The set of image contents (sha256 digests, order ignored), so any split of the same
+    images reuses the file.
+    """
     set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
     return data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+
+
+def write_feature_cache(path: Path, digests: list[str], array: np.ndarray) -> None:
+    """Writes a cache entry atomically: a reader sees the whole file or none.
+
+    Layout: ``digests`` (one per row) and ``features`` (the rows; activations at a cut
+    use the same layout).
+
+    Raises:
+        OSError: the cache folder cannot be written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    np.savez(temporary, digests=np.array(digests), features=array)
+    os.replace(temporary, path)
+
+
+def read_feature_cache(path: Path, digests: list[str]) -> np.ndarray | None:
+    """The rows of ``digests`` in that order from a cache entry; ``None`` when missing or damaged."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            index = {digest: i for i, digest in enumerate(stored["digests"])}
+            return stored["features"][[index[d] for d in digests]]
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged or partial file is rebuilt
 
 
 def cached_features(
@@ -115,14 +155,10 @@ def cached_features(
         ``(features in the order of items, True if they came from the cache)``.
     """
     digests = [item.digest for item in items]
-    path = _cache_path(backbone, digests)
-    if path.is_file():
-        try:
-            with np.load(path) as stored:
-                index = {digest: i for i, digest in enumerate(stored["digests"])}
-                return stored["features"][[index[d] for d in digests]], True
-        except (OSError, KeyError, ValueError):
-            pass  # a damaged cache file is rebuilt below
+    path = feature_cache_file(backbone, digests)
+    features = read_feature_cache(path, digests)
+    if features is not None:
+        return features, True
     if cut is not None and cut.cached:
         activations, features = _extract_both(classifier, backbone, items, cut, log)
     else:
@@ -134,17 +170,14 @@ def cached_features(
 
 
 def _write_in_background(path, digests: list[str], array: np.ndarray) -> threading.Thread:
-    writer = threading.Thread(target=_write_cache, args=(path, digests, array), name="feature-cache-write")
+    writer = threading.Thread(target=_write_if_possible, args=(path, digests, array), name="feature-cache-write")
     writer.start()  # not a daemon: a CLI process waits for the file before it exits
     return writer
 
 
-def _write_cache(path, digests: list[str], features: np.ndarray) -> None:
+def _write_if_possible(path, digests: list[str], array: np.ndarray) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp.npz")
-        np.savez(temporary, digests=np.array(digests), features=features)  # activations too: same format
-        os.replace(temporary, path)
+        write_feature_cache(path, digests, array)
     except OSError:
         pass  # a cache that cannot be written only costs the next run an extraction
 
@@ -167,7 +200,7 @@ def pooled_features(classifier, backbone: Backbone, items: list, log: ProgressLo
     """
     pool = model_lib.head_part(classifier).get_layer("pool")
     digests = [item.digest for item in items]
-    key = (str(_cache_path(backbone, digests)), type(pool).__name__)
+    key = (str(feature_cache_file(backbone, digests)), type(pool).__name__)
     memo = _POOLED.get(key)
     if memo is not None and all(d in memo[0] for d in digests):
         return memo[1][[memo[0][d] for d in digests]], True
@@ -188,7 +221,7 @@ _ACTIVATIONS = BoundedCache("cut activations", max_items=8, max_bytes=ACTIVATION
 
 def _activation_path(backbone: Backbone, digests: list[str], cut: cut_lib.ActivationCut):
     """The activations file: beside the features file of the same images, named after the cut."""
-    path = _cache_path(backbone, digests)
+    path = feature_cache_file(backbone, digests)
     return path.with_name(f"{path.stem}.cut-{re.sub(r'[^A-Za-z0-9_.-]', '_', cut.name)}.npz")
 
 
@@ -209,23 +242,12 @@ def cut_activations(
     memo = _ACTIVATIONS.get(str(path))
     if memo is not None and all(d in memo[0] for d in digests):
         return memo[1][[memo[0][d] for d in digests]], True
-    activations = _read_cache(path, digests)
+    activations = read_feature_cache(path, digests)
     if activations is not None:
         _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
         return activations, True
     activations, _ = _extract_both(classifier, backbone, items, cut, log)
     return activations, False
-
-
-def _read_cache(path, digests: list[str]) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as stored:
-            index = {digest: i for i, digest in enumerate(stored["digests"])}
-            return stored["features"][[index[d] for d in digests]]
-    except (OSError, KeyError, ValueError):
-        return None  # a damaged or partial file is rebuilt
 
 
 def _extract_both(classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log):

@@ -68,7 +68,7 @@ class HeadFit:
         history: one dict per epoch: loss, accuracy, val_loss, val_accuracy, seconds.
         best_epoch: 1-based epoch of the lowest validation loss (``None`` if none was finite).
         best_val_loss: that loss.
-        weights: the head's weights at that epoch, in the order of the head's ``get_weights``.
+        weights: the head's weights at that epoch by layer name (``{"predictions": [kernel, bias]}``).
         val_probabilities: class probabilities of the validation features at that epoch.
         early_stopped: early stopping ended the run.
         stopped: a stop request ended the run.
@@ -77,7 +77,7 @@ class HeadFit:
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     best_val_loss: float = math.inf
-    weights: list | None = None
+    weights: dict | None = None
     val_probabilities: np.ndarray | None = None
     early_stopped: bool = False
     stopped: bool = False
@@ -85,6 +85,10 @@ class HeadFit:
 
 class HeadEngine:
     """The head's layers, optimizer and compiled epoch for one shape; reusable, not thread-safe.
+
+    The layers are the classifier's own definition (:func:`tlcore.model.classifier.head_layers`),
+    so what the engine trains is what the classifier predicts with: :meth:`weights` are
+    keyed by layer name and go into the classifier's head by name.
 
     Args:
         feature_size: length of a pooled feature vector.
@@ -94,15 +98,16 @@ class HeadEngine:
     """
 
     def __init__(self, feature_size: int, num_classes: int, hidden_units: int, optimizer: str):
-        self.layers = []
-        if hidden_units:
-            self.layers.append(keras.layers.Dense(hidden_units, activation="relu", name="hidden"))
-        self.layers.append(keras.layers.Dense(num_classes, activation="softmax", name="predictions"))
-        width = feature_size
+        self.key = (feature_size, num_classes, hidden_units, optimizer)
+        # dropout_rate=None keeps the dropout layer's place: _forward applies dropout there
+        # with the rate as a variable, one graph for every rate (0 included).
+        self.layers = model_lib.head_layers(num_classes, hidden_units, dropout_rate=None)
+        shape = (None, feature_size)
         for layer in self.layers:
-            layer.build((None, width))
-            width = layer.units
-        self.variables = [weight for layer in self.layers for weight in layer.trainable_weights]
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.weighted = [layer for layer in self.layers if layer.weights]
+        self.variables = [weight for layer in self.weighted for weight in layer.trainable_weights]
         self.optimizer = model_lib.make_optimizer(optimizer, 1e-3)
         self.optimizer.build(self.variables)
         self.dropout_rate = tf.Variable(0.0, trainable=False, dtype=tf.float32)
@@ -114,13 +119,14 @@ class HeadEngine:
 
     def _forward(self, features, training: bool):
         hidden = features
-        for layer in self.layers[:-1]:
-            hidden = layer(hidden)
-        if training:  # the dropout layer's place in tlcore.model.classifier.build_head: before the last Dense
-            # tf.nn's dropout, as Keras' own uses, but with the rate as a variable: one graph for all rates.
-            seed = tf.cast(self.seeds.next(), tf.int32)
-            hidden = tf.nn.experimental.stateless_dropout(hidden, rate=self.dropout_rate, seed=seed)
-        return self.layers[-1](hidden)
+        for layer in self.layers:
+            if not isinstance(layer, keras.layers.Dropout):
+                hidden = layer(hidden)
+            elif training:
+                # tf.nn's dropout, as Keras' own uses, but with the rate as a variable: one graph for all rates.
+                seed = tf.cast(self.seeds.next(), tf.int32)
+                hidden = tf.nn.experimental.stateless_dropout(hidden, rate=self.dropout_rate, seed=seed)
+        return hidden
 
     def _epoch(self, features, labels, val_features, val_labels, batch_size):
         """Every batch of one epoch in a seeded new order, then the validation pass."""
@@ -156,7 +162,7 @@ class HeadEngine:
         The first call of a traced function also pays for graph optimisation, so it is
         run on zeros here; the next :func:`fit_head` resets every state it touched.
         """
-        width = self.layers[0].kernel.shape[0]
+        width = self.key[0]
         zeros = [tf.zeros((count, width)) for count in (num_train, num_val)]
         labels = [tf.zeros((count,), tf.int32) for count in (num_train, num_val)]
         self.epoch(zeros[0], labels[0], zeros[1], labels[1], tf.constant(max(1, num_train), tf.int32))
@@ -165,7 +171,7 @@ class HeadEngine:
     def reset(self, settings: HeadSettings) -> None:
         """Fresh seeded weights, an empty optimizer state and the run's rates."""
         initializer_seed = settings.seed
-        for layer in self.layers:
+        for layer in self.weighted:
             initializer = keras.initializers.GlorotUniform(seed=initializer_seed)
             layer.kernel.assign(initializer(layer.kernel.shape))
             layer.bias.assign(np.zeros(layer.bias.shape, np.float32))
@@ -177,8 +183,9 @@ class HeadEngine:
         self.label_smoothing.assign(settings.label_smoothing)
         self.seeds.state.assign(np.array([settings.seed, 0], dtype=self.seeds.state.dtype))
 
-    def weights(self) -> list[np.ndarray]:
-        return [np.array(weight) for layer in self.layers for weight in (layer.kernel, layer.bias)]
+    def weights(self) -> dict[str, list[np.ndarray]]:
+        """The head's weights by layer name (``hidden``, ``predictions``), each as ``get_weights`` gives them."""
+        return {layer.name: [np.array(weight) for weight in layer.weights] for layer in self.weighted}
 
 
 def _correct(labels, probabilities):
@@ -211,15 +218,7 @@ def acquire_engine(feature_size: int, num_classes: int, hidden_units: int, optim
 
 
 def release_engine(engine: HeadEngine) -> None:
-    width = engine.layers[0].kernel.shape[0]
-    key = (width, engine.layers[-1].units, engine.layers[0].units if len(engine.layers) > 1 else 0)
-    key += (_optimizer_name(engine.optimizer),)
-    _FREE.put((key, id(engine)), engine)
-
-
-def _optimizer_name(optimizer) -> str:
-    names = {"SGD": "sgd", "Adam": "adam", "AdamW": "adamw", "RMSprop": "rmsprop"}
-    return names[type(optimizer).__name__]
+    _FREE.put((engine.key, id(engine)), engine)
 
 
 # ----------------------------------------------------------------------------- one training run

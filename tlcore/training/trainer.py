@@ -25,13 +25,14 @@ from tlcore.caches import BoundedCache, size_of
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.inference.input_check import write_reference
 from tlcore.jobs import ProgressLog, history_frame
-from tlcore.metrics import KeptWeights, PhaseOutcome, evaluate_probabilities, kept_reason
+from tlcore.metrics import evaluate_probabilities
 from tlcore.model import classifier as model_lib
 from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import Backbone, load_backbone
 from tlcore.training.callbacks import KeepBest, ProgressCallback
 from tlcore.training.features import cached_features, cut_activations, pooled_features
 from tlcore.training.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
+from tlcore.training.kept import KeptWeights, PhaseOutcome, kept_reason
 from tlcore.training.strategy import (
     ReplicaStatisticsSync,
     check_batch_size,
@@ -211,11 +212,10 @@ class Trainer:
         return on_epoch
 
     def _keep_head(self, fit: HeadFit) -> None:
-        """Puts the engine's kept weights into the classifier's head and records the phase."""
+        """Puts the engine's kept weights into the classifier's head (by layer name) and records the phase."""
         head = model_lib.head_part(self.classifier)
-        dense = [layer for layer in head.layers if layer.weights]
-        for layer, start in zip(dense, range(0, len(fit.weights), 2)):
-            layer.set_weights(fit.weights[start : start + 2])
+        for name, weights in fit.weights.items():
+            head.get_layer(name).set_weights(weights)
         if self.settings.fine_tune_epochs:  # a fine-tuning that does worse falls back to these
             self.kept.weights = self.classifier.get_weights()
         self.head_probabilities = fit.val_probabilities
@@ -251,7 +251,7 @@ class Trainer:
         and only the top part trains: the same result as pushing every image through the
         whole backbone every epoch, several times faster.
         """
-        plan = model_lib.fine_tune_plan(self.backbone, self.settings)
+        plan = model_lib.phase_freeze_plans(self.backbone, self.config.model, self.settings)[1]
         model_lib.apply_freeze_plan(
             model_lib.backbone_part(self.classifier), plan, self.backbone.block_pattern, self.backbone.pretrained
         )

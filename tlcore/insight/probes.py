@@ -1,4 +1,4 @@
-"""Tiny classifiers on pooled features: what every analysis trains, thousands of times if need be.
+"""Probes: tiny classifiers on pooled features that every analysis trains, thousands of times if need be.
 
 A scikit-learn ``LogisticRegression`` stands in for the Keras head (a Dense softmax on
 the same pooled features, i.e. the same model family). On the real ants/bees photos
@@ -25,8 +25,8 @@ def one_thread():
     return threadpool_limits(limits=1)
 
 
-def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, regularization: float = 1.0):
-    """A logistic-regression head fitted on features; see :func:`predict_head`."""
+def fit_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, regularization: float = 1.0):
+    """A logistic-regression head fitted on features; see :func:`predict_probe`."""
     from sklearn.linear_model import LogisticRegression
 
     classifier = LogisticRegression(C=regularization, max_iter=MAX_ITERATIONS)
@@ -36,7 +36,7 @@ def fit_head(train_x: np.ndarray, train_y: np.ndarray, num_classes: int, regular
     return classifier
 
 
-def predict_head(classifier, x: np.ndarray) -> np.ndarray:
+def predict_probe(classifier, x: np.ndarray) -> np.ndarray:
     """``(n, num_classes)`` probabilities; classes the head never saw get probability 0."""
     probabilities = np.zeros((len(x), classifier.num_classes_), dtype=np.float64)
     probabilities[:, classifier.classes_] = classifier.predict_proba(x)
@@ -45,7 +45,7 @@ def predict_head(classifier, x: np.ndarray) -> np.ndarray:
 
 def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int) -> np.ndarray:
     """Fits a head on ``train`` and returns its probabilities on ``test_x``."""
-    return predict_head(fit_head(train_x, train_y, num_classes), test_x)
+    return predict_probe(fit_probe(train_x, train_y, num_classes), test_x)
 
 
 def fold_count(labels: np.ndarray, folds: int) -> int:
