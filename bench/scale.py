@@ -61,7 +61,7 @@ def small_copy(train_dir: Path, root: Path, per_class: int = 4) -> Path:
 
 
 def decode_rate(config: RunConfig) -> float:
-    from tlcore.data import decode_all
+    from tlcore.data.pipeline import decode_all
     from tlcore.inference.batch import dataset_items
 
     paths = [item.path for item in dataset_items(config)]
@@ -84,7 +84,7 @@ def job_seconds(registry, config: RunConfig, store) -> float:
 def training_overhead() -> tuple[float, float]:
     from tests.helpers import make_colour_dataset
     from tlcore.jobs import JobRegistry
-    from tlcore.runners import RayJobRegistry
+    from tlcore.runners.ray_registry import RayJobRegistry
     from tlcore.runs.store import RunStore
 
     folder = make_colour_dataset(Path(tempfile.mkdtemp(prefix="bench-colours-")))
@@ -116,7 +116,7 @@ def main() -> None:
     tiny = RunConfig(DataConfig(str(small_copy(photos / "train", Path(tempfile.mkdtemp()))), val_split=0.25), model)
     from tlcore.cli.common import quiet_keras
     from tlcore.inference.batch import dataset_items
-    from tlcore.runners import connect_ray
+    from tlcore.runners.cluster import connect_ray
 
     quiet_keras()
     images = len(dataset_items(config))

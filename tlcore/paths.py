@@ -153,7 +153,7 @@ def dataset_fence(root: str | Path, owner: str | None = None):
     (the current folder holds ``workspace/`` and ``runs/`` by default).
 
     Returns:
-        ``fence(path) -> reason or None`` for ``tlcore.data.scan_folder``.
+        ``fence(path) -> reason or None`` for ``tlcore.data.scan.scan_folder``.
     """
     root = _resolved(root)
     own = studio_dirs(owner)

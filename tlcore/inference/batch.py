@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore import data as data_lib
 from tlcore.config import RunConfig
+from tlcore.data.common import IMAGE_SUFFIXES, is_ignored
+from tlcore.data.images import decode_image
+from tlcore.data.pipeline import iter_decoded, load_dataset
 from tlcore.errors import StudioError, first_line
+from tlcore.paths import cache_dir
 from tlcore.runners.cluster import connect_ray, worker_environment
 from tlcore.runs.store import require_run_model
 
@@ -50,7 +53,7 @@ def check_engine(engine: str, workers: int) -> None:
 def feature_cache_file(cache_key: str, digests: list[str]) -> Path:
     """The cache file :func:`tlcore.training.features.cached_features` reads for these images and this key."""
     set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
-    return data_lib.cache_dir() / "features" / cache_key / f"{set_hash}.npz"
+    return cache_dir() / "features" / cache_key / f"{set_hash}.npz"
 
 
 def write_feature_cache(path: Path, digests: list[str], features: np.ndarray) -> None:
@@ -63,7 +66,7 @@ def write_feature_cache(path: Path, digests: list[str], features: np.ndarray) ->
 
 def dataset_items(config: RunConfig) -> list:
     """The images whose features training caches: train then validation, split as training splits."""
-    dataset = data_lib.load_dataset(config.data, seed=config.train.seed)
+    dataset = load_dataset(config.data, seed=config.train.seed)
     return dataset.train + dataset.val
 
 
@@ -112,7 +115,7 @@ def extract_to_cache(
         config: the run settings (data, backbone, seed) training will use.
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actors).
         workers: Ray actors, each with its own model copy (ignored by ``local``).
-        address: the Ray cluster (see :func:`tlcore.runners.connect_ray`).
+        address: the Ray cluster (see :func:`tlcore.runners.cluster.connect_ray`).
         log: receives ``"extract"`` progress records.
 
     Raises:
@@ -155,7 +158,7 @@ class FeatureExtractor:
         self.forward = tf.function(lambda images: model(preprocess(images), training=False), reduce_retracing=True)
 
     def __call__(self, batch: dict) -> dict:
-        images = np.stack(list(data_lib.iter_decoded([str(p) for p in batch["path"]], self.image_size)))
+        images = np.stack(list(iter_decoded([str(p) for p in batch["path"]], self.image_size)))
         return {"index": batch["index"], "features": self.forward(images).numpy()}
 
 
@@ -264,7 +267,7 @@ def collect_images(sources: list[str]) -> tuple[list[str], list[dict]]:
         path = Path(source)
         if path.is_dir():
             for root, directories, files in os.walk(path):
-                directories[:] = sorted(d for d in directories if not data_lib.is_ignored(d))
+                directories[:] = sorted(d for d in directories if not is_ignored(d))
                 for name in sorted(files):
                     _sort_file(Path(root) / name, paths, skipped)
         elif path.is_file():
@@ -275,9 +278,9 @@ def collect_images(sources: list[str]) -> tuple[list[str], list[dict]]:
 
 
 def _sort_file(path: Path, paths: list, skipped: list, named: bool = False) -> None:
-    if data_lib.is_ignored(path.name) or (path.name.startswith(".") and not named):
+    if is_ignored(path.name) or (path.name.startswith(".") and not named):
         return
-    if path.suffix.lower() in data_lib.IMAGE_SUFFIXES or named:
+    if path.suffix.lower() in IMAGE_SUFFIXES or named:
         paths.append(str(path))
     else:
         skipped.append({"path": str(path), "reason": f"not an image file ({path.suffix or 'no extension'})"})
@@ -300,7 +303,7 @@ def predict_batch(model, labels: list[str], paths: list[str]) -> list[dict]:
 
 def _decode_or_reason(path: str, size: int):
     try:
-        return data_lib.decode_image(path, size)
+        return decode_image(path, size)
     except (StudioError, OSError) as error:
         return str(error)
 

@@ -20,50 +20,9 @@ import pandas as pd
 
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
-from tlcore.model.backbones import Backbone, assign_blocks, block_names
-from tlcore.model.choices import (
-    HIDDEN_UNITS_CHOICES,
-    IMAGE_SIZE_CHOICES,
-    POOLING_CHOICES,
-    PhasePlan,
-    default_freeze_plan,
-    describe_backbone,
-    describe_freeze_plan,
-    describe_phases,
-    freeze_plan_label,
-)
+from tlcore.model.backbones import Backbone, assign_blocks
+from tlcore.model.choices import PhasePlan, freeze_plan_label
 from tlcore.model.saved_layer import Preprocess
-
-__all__ = [
-    "HIDDEN_UNITS_CHOICES",
-    "IMAGE_SIZE_CHOICES",
-    "POOLING_CHOICES",
-    "PhasePlan",
-    "Preprocess",
-    "apply_freeze_plan",
-    "backbone_part",
-    "block_names",
-    "build_classifier",
-    "build_head",
-    "compile_classifier",
-    "default_freeze_plan",
-    "describe_backbone",
-    "describe_freeze_plan",
-    "describe_phases",
-    "fine_tune_plan",
-    "fine_tune_schedule",
-    "head_part",
-    "is_batchnorm",
-    "is_fully_frozen",
-    "last_block",
-    "layer_table",
-    "make_optimizer",
-    "parameter_totals",
-    "phase_plan",
-    "plan_totals",
-    "preprocess_part",
-    "trainable_names",
-]
 
 HEAD_NAME = "head"
 PREPROCESS_NAME = "preprocess"
