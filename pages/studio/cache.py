@@ -11,7 +11,8 @@ import streamlit as st
 
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import ModelConfig
-from tlcore.runs.store import RunStore, runs_root
+from tlcore.paths import runs_dir
+from tlcore.runs.store import RunStore
 
 
 def store() -> RunStore:
@@ -19,7 +20,7 @@ def store() -> RunStore:
     from pages.studio.identity import local_server, shared_tokens
 
     owner = st.session_state.get("session_id")
-    return RunStore(runs_root(), owner=owner, operator=local_server(), shared=shared_tokens())
+    return RunStore(runs_dir(), owner=owner, operator=local_server(), shared=shared_tokens())
 
 
 def scan(source: str, skip_placeholders: bool, stamp: float):

@@ -140,7 +140,7 @@ batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
 job = shared.current_job("text")
 running = job is not None and job.active
 if st.button("Start fine-tuning", disabled=running):
-    from tlcore.runs.store import runs_root
+    from tlcore.paths import runs_dir
     from tlcore.text.finetuning import read_text_files, start_finetune
 
     try:
@@ -148,7 +148,7 @@ if st.button("Start fine-tuning", disabled=running):
         config = TextConfig(
             checked_source(), int(sequence_length), int(epochs), int(batch), float(lr), int(lora), sample_prompt=prompt
         )
-        shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_root()))
+        shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_dir()))
         st.rerun()
     except StudioError as error:
         shared.show_error(error)

@@ -346,11 +346,6 @@ def _rounded(value, digits: int):
     return round(value, digits) if isinstance(value, float) else value
 
 
-def runs_root() -> Path:
-    """``$TLCORE_RUNS_DIR`` (default ``./runs``): where the dashboard keeps runs."""
-    return Path(os.environ.get("TLCORE_RUNS_DIR") or "runs")
-
-
 TABLE_COLUMNS = [
     "run_id",
     "status",
