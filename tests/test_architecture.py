@@ -25,7 +25,9 @@ def test_tlcore_never_imports_streamlit():
 
 def test_registry_config_data_and_charts_load_without_tensorflow():
     code = (
-        "import sys, json; import tlcore.model.backbones, tlcore.config, tlcore.data, tlcore.charts, tlcore.metrics, tlcore.cli.main;"
+        "import sys, json; import tlcore.model.backbones, tlcore.config, tlcore.charts, tlcore.metrics, tlcore.cli.main;"
+        "import tlcore.data.archives, tlcore.data.common, tlcore.data.demo, tlcore.data.images, tlcore.data.pipeline;"
+        "import tlcore.data.scan, tlcore.data.sources;"
         "import tlcore.model.preprocessing, tlcore.model.choices;"
         "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)))"
     )

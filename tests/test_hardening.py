@@ -63,12 +63,12 @@ def test_scan_of_any_folder_tree_accounts_for_every_file_and_never_crashes(tmp_p
 
 SCAN_MEMORY = """
 import json, sys
-import tlcore.data as data
+from tlcore.data.scan import scan_folder
 def status(field):  # kB; VmHWM is this process's peak (ru_maxrss would include the parent's)
     line = next(line for line in open("/proc/self/status") if line.startswith(field + ":"))
     return int(line.split()[1]) * 1024
 before = status("VmRSS")
-scan = data.scan_folder(sys.argv[1])
+scan = scan_folder(sys.argv[1])
 print(json.dumps({"growth": status("VmHWM") - before, "counts": scan.counts, "skipped": len(scan.skipped)}))
 """
 

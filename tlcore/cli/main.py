@@ -20,7 +20,7 @@ from tlcore.cli.common import (
     quiet_keras,
     removed_on_bad_input,
 )
-from tlcore.errors import StudioError
+from tlcore.errors import StudioError, unexpected
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001  - never a traceback for the user
-        print(f"error: unexpected {type(error).__name__}: {one_line(error)} (please report this)", file=sys.stderr)
+        print(f"error: {unexpected(error)}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0
