@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from tlcore.caches import BoundedCache
 from tlcore.errors import first_line, job_failure
 from tlcore.jobs import Job, JobRegistry, ProgressLog, fail
 from tlcore.runners.cluster import JobResources, connect_ray, worker_environment
@@ -133,16 +134,18 @@ class RayJobRegistry(JobRegistry):
             ray.kill(host)
 
 
-_REMOTE_CLASSES: dict = {}
+_REMOTE_CLASSES = BoundedCache("Ray actor classes", max_items=1)
 
 
 def _remote_host_class():
     """:class:`JobHost` as a Ray actor class, made once (Ray exports a class at each ``ray.remote``)."""
-    if "host" not in _REMOTE_CLASSES:
+
+    def make():
         import ray
 
-        _REMOTE_CLASSES["host"] = ray.remote(JobHost)
-    return _REMOTE_CLASSES["host"]
+        return ray.remote(JobHost)
+
+    return _REMOTE_CLASSES.get_or_create("host", make)
 
 
 class _Follower:
