@@ -51,15 +51,15 @@ import tensorflow as tf  # noqa: E402
 from frozen_training import same_files, seed_style  # noqa: E402  (bench/: the seeds' pipeline, written once)
 from PIL import Image, ImageOps  # noqa: E402
 
-from tlcore import data as data_lib  # noqa: E402
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tlcore.data.images import open_image, resize, to_rgb  # noqa: E402
+from tlcore.data.pipeline import load_dataset  # noqa: E402
 from tlcore.model.backbones import load_backbone  # noqa: E402
 from tlcore.training.head import HeadSettings, train_head  # noqa: E402
 from tlcore.training.trainer import run_training  # noqa: E402
 
 EPOCHS = 20
-DEFAULT_DECODING = "pillow-draft2x-sharp"  # what tlcore.data.decode_image does: every head variant runs on it
+DEFAULT_DECODING = "pillow-draft2x-sharp"  # what tlcore.data.images.decode_image does: every head variant runs on it
 HEADS = {
     "e10-p5-best": dict(epochs=10, patience=5),
     "e20-p5-best": dict(epochs=20, patience=5),
@@ -148,10 +148,10 @@ def studio_run(root: Path, model_config: ModelConfig, seed: int) -> float:
 def study(name: str, root: Path, model_config: ModelConfig, seeds: list[int], skip_baseline: bool) -> list:
     backbone = load_backbone(model_config)
     size = backbone.image_size
-    dataset = data_lib.load_dataset(DataConfig(str(root / "train"), val_dir=str(root / "val")))
+    dataset = load_dataset(DataConfig(str(root / "train"), val_dir=str(root / "val")))
     skipped = sum(len(scan.skipped) for scan in dataset.scans)
     root = same_files(dataset, Path(tempfile.mkdtemp(prefix=f"study-{name}-")))
-    dataset = data_lib.load_dataset(DataConfig(str(root / "train"), val_dir=str(root / "val")))
+    dataset = load_dataset(DataConfig(str(root / "train"), val_dir=str(root / "val")))
     classes = len(dataset.classes)
     paths = {split: [item.path for item in getattr(dataset, split)] for split in ("train", "val")}
     labels = {split: np.array(dataset.label_ids(getattr(dataset, split)), np.int32) for split in ("train", "val")}

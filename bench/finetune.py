@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from frozen_training import plain_classifier, plain_datasets, same_files, spread  # noqa: E402  (the seeds' pipeline)
 
-from tlcore import data as data_lib  # noqa: E402
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tlcore.data.pipeline import load_dataset  # noqa: E402
 from tlcore.jobs import ProgressLog  # noqa: E402
 from tlcore.model.backbones import load_backbone  # noqa: E402
 from tlcore.training.trainer import Trainer  # noqa: E402
@@ -106,7 +106,7 @@ def main() -> None:
     results = {}
     for name in args.sets.split(","):
         train_dir, val_dir = (shared / "data" / part for part in SETS[name])
-        dataset = data_lib.load_dataset(DataConfig(str(train_dir), val_dir=str(val_dir)))
+        dataset = load_dataset(DataConfig(str(train_dir), val_dir=str(val_dir)))
         root = same_files(dataset, Path(tempfile.mkdtemp(prefix=f"bench-finetune-{name}-")))
         data_config = DataConfig(str(root / "train"), val_dir=str(root / "val"))
         print(

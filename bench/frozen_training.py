@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tlcore import data as data_lib  # noqa: E402
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from tlcore.data.pipeline import decode_all, image_dataset, load_dataset  # noqa: E402
 from tlcore.inference.predict import load_batch, predict_top_k  # noqa: E402
 from tlcore.jobs import ProgressLog  # noqa: E402
 from tlcore.model import classifier as model_lib  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> None:
     floor_cold, cold_seconds = statistics.median(floors), statistics.median(colds)
     backbone, config = setup(shared)
     model_config, size = config.model, backbone.image_size
-    dataset = data_lib.load_dataset(config.data)
+    dataset = load_dataset(config.data)
     paths = [item.path for item in dataset.train + dataset.val]
     cold = run_training(config, backbone=backbone)  # fills the feature cache for the warm runs
     warm = [timed(lambda: run_training(config, backbone=backbone)) for _ in range(5)]
@@ -142,11 +142,11 @@ def setup(shared: Path):
 def first_call(shared: Path, which: str) -> float:
     """In this (fresh) process: the floor's or the cold run's first call, in seconds."""
     backbone, config = setup(shared)
-    dataset = data_lib.load_dataset(config.data)  # the scan memo is warm for the cold run
+    dataset = load_dataset(config.data)  # the scan memo is warm for the cold run
     if which == "cold":
         return timed(lambda: run_training(config, backbone=backbone))[0]
     paths = [item.path for item in dataset.train + dataset.val]  # decoded beforehand, not timed
-    images = data_lib.decode_all(paths, backbone.image_size).astype("float32")
+    images = decode_all(paths, backbone.image_size).astype("float32")
     images = keras.applications.mobilenet_v2.preprocess_input(images)
     return timed(lambda: backbone.model.predict(images, batch_size=64, verbose=0))[0]
 
@@ -230,7 +230,7 @@ def callback_overhead(backbone, dataset, size: int, epochs: int = 2) -> float:
         backbone, len(dataset.classes), ModelConfig(freeze=FreezePlan("from", "block_16"))
     )
     labels = dataset.label_ids(dataset.train)
-    images = data_lib.image_dataset(dataset.train, labels, size, 32, shuffle=True, seed=1)
+    images = image_dataset(dataset.train, labels, size, 32, shuffle=True, seed=1)
     model_lib.compile_classifier(classifier, "adam", 1e-4)
     classifier.fit(images, epochs=1, verbose=0)  # warm up: decode cache and tracing
     plain, with_callback = [], []

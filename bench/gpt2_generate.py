@@ -7,11 +7,11 @@ Both sides have the gpt2_base_en / GPT2Config() architecture with random weights
 compute is the real model's; no download), greedy decoding of N new tokens from the same
 prompt, batch 1 and 4, in one process, one after the other.
 
-Generation, ours: four calls of `tlcore.text.generate` with the same settings, as four
+Generation, ours: four calls of `tlcore.text.generation.generate` with the same settings, as four
 clicks of Generate; "first" is the first call (tracing/XLA compilation included); the
 ratios use the third call. The calls of all settings are interleaved (round 1 of each,
-then round 2, ...), so a burst of load from elsewhere on the machine hits all of them. float32 and int8 (`tlcore.text.quantize`), each with XLA off and on; the
-rows marked * are what `tlcore.text.use_xla` picks. Theirs: `model.generate` three times,
+then round 2, ...), so a burst of load from elsewhere on the machine hits all of them. float32 and int8 (`tlcore.text.models.quantize`), each with XLA off and on; the
+rows marked * are what `tlcore.text.generation.use_xla` picks. Theirs: `model.generate` three times,
 float32 and with torch's dynamic int8 quantization (`torch.ao.quantization.quantize_dynamic`).
 
 Training (`--skip-training` to leave out): tokens/s of fitting GPT-2 124M on batches of
@@ -53,23 +53,24 @@ def require_bench_packages() -> None:
 def our_model(tokenizer_dir: Path, quantization: str):
     import keras
 
-    from tlcore import text
+    from tlcore.text.models import build_gpt2, build_tokenizer, quantize
 
     keras.config.disable_interactive_logging()
-    tokenizer = text.build_tokenizer(tokenizer_dir / "encoder.json", tokenizer_dir / "vocab.bpe")
-    model = text.build_gpt2(tokenizer)
-    return text.quantize(model, quantization)
+    tokenizer = build_tokenizer(tokenizer_dir / "encoder.json", tokenizer_dir / "vocab.bpe")
+    model = build_gpt2(tokenizer)
+    return quantize(model, quantization)
 
 
 def ours(model, new_tokens: int, batch: int, jit_compile: bool):
-    """One click of Generate: a call of tlcore.text.generate -> (seconds, tokens/s)."""
-    from tlcore import text
+    """One click of Generate: a call of tlcore.text.generation.generate -> (seconds, tokens/s)."""
+    from tlcore.text.generation import generate
+    from tlcore.text.sampling import SamplerConfig
 
     prompt_tokens = len(model.preprocessor.tokenizer(PROMPT))
-    settings = text.SamplerConfig(sampler="greedy", max_length=1 + prompt_tokens + new_tokens)
+    settings = SamplerConfig(sampler="greedy", max_length=1 + prompt_tokens + new_tokens)
 
     def call():
-        generation = text.generate(model, [PROMPT] * batch, settings, jit_compile=jit_compile)
+        generation = generate(model, [PROMPT] * batch, settings, jit_compile=jit_compile)
         return generation.seconds, generation.tokens_per_second
 
     return call
@@ -164,7 +165,7 @@ def generation_rows(tokenizer_dir: Path, new_tokens: int) -> list[tuple]:
     The machine may be shared: interleaving (round 1 of every setting, then round 2, ...)
     spreads a burst of outside load over all settings instead of one.
     """
-    from tlcore import text
+    from tlcore.text.generation import use_xla
 
     models = {quantization: our_model(tokenizer_dir, quantization) for quantization in ("none", "int8")}
     prompt_ids = [int(i) for i in models["none"].preprocessor.tokenizer(PROMPT)]
@@ -174,7 +175,7 @@ def generation_rows(tokenizer_dir: Path, new_tokens: int) -> list[tuple]:
         calls = {}
         for quantization, model in models.items():
             for jit in (False, True):
-                chosen = "*" if text.use_xla(quantization, batch) == jit else " "
+                chosen = "*" if use_xla(quantization, batch) == jit else " "
                 weights = "float32" if quantization == "none" else "int8"
                 calls[f"{chosen}tlcore {weights}, XLA {'on' if jit else 'off'}"] = ours(model, new_tokens, batch, jit)
         for name, model in their_models.items():
@@ -196,7 +197,9 @@ def warm(rows, batch: int, prefix: str) -> float:
 
 def print_generation(rows, new_tokens: int) -> None:
     print(f"\nGPT-2 124M, random weights, greedy, {new_tokens} new tokens, {os.cpu_count()} CPU cores")
-    print("(* = the XLA setting tlcore.text.generate picks; ratios use the third call with the same settings)\n")
+    print(
+        "(* = the XLA setting tlcore.text.generation.generate picks; ratios use the third call with the same settings)\n"
+    )
     print(f"| {'implementation':34s} | batch | first call s | first tok/s | third call tok/s | best warm tok/s |")
     print(f"| {'-' * 34} | ----: | -----------: | ----------: | ---------------: | --------------: |")
     for name, batch, first_seconds, first, third, best in rows:

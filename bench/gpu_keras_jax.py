@@ -84,11 +84,11 @@ def summary(values: list[float]) -> dict:
 
 def prepare(images_root: Path, size: int, out: Path) -> None:
     """Decodes train/ and val/ of ``images_root`` with the studio's scan and decoder into ``out``."""
-    from tlcore import data as data_lib
     from tlcore.config import DataConfig
     from tlcore.data.images import decode_image
+    from tlcore.data.pipeline import load_dataset
 
-    dataset = data_lib.load_dataset(DataConfig(str(images_root / "train"), val_dir=str(images_root / "val")))
+    dataset = load_dataset(DataConfig(str(images_root / "train"), val_dir=str(images_root / "val")))
     arrays = {}
     for split in ("train", "val"):
         items = getattr(dataset, split)

@@ -61,7 +61,7 @@ def small_copy(train_dir: Path, root: Path, per_class: int = 4) -> Path:
 
 
 def decode_rate(config: RunConfig) -> float:
-    from tlcore.data import decode_all
+    from tlcore.data.pipeline import decode_all
     from tlcore.training.extraction import dataset_items
 
     paths = [item.path for item in dataset_items(config)]
@@ -84,7 +84,7 @@ def job_seconds(registry, config: RunConfig, store) -> float:
 def training_overhead() -> tuple[float, float]:
     from tests.helpers import make_colour_dataset
     from tlcore.jobs import JobRegistry
-    from tlcore.runners import RayJobRegistry
+    from tlcore.runners.ray_registry import RayJobRegistry
     from tlcore.runs.store import RunStore
 
     folder = make_colour_dataset(Path(tempfile.mkdtemp(prefix="bench-colours-")))
@@ -115,7 +115,7 @@ def main() -> None:
     config = RunConfig(DataConfig(str(photos / "train"), str(photos / "val")), model, TrainConfig(seed=1))
     tiny = RunConfig(DataConfig(str(small_copy(photos / "train", Path(tempfile.mkdtemp()))), val_split=0.25), model)
     from tlcore.cli.common import quiet_keras
-    from tlcore.runners import connect_ray
+    from tlcore.runners.cluster import connect_ray
     from tlcore.training.extraction import dataset_items
 
     quiet_keras()

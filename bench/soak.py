@@ -201,7 +201,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tlcore-soak-") as folder:
         os.environ.setdefault("TLCORE_CACHE_DIR", str(Path(folder) / "cache"))
-        from tlcore.data import make_demo_dataset
+        from tlcore.data.demo import make_demo_dataset
         from tlcore.runs.store import RunStore
 
         data_dir = make_demo_dataset(per_class=24, image_size=64)

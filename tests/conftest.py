@@ -82,7 +82,7 @@ def own_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """The real demo dataset, generated once for the session."""
-    from tlcore.data import make_demo_dataset
+    from tlcore.data.demo import make_demo_dataset
 
     with own_cache(tmp_path_factory):
         return make_demo_dataset()
@@ -110,7 +110,7 @@ def trained_run(tmp_path_factory, colour_dataset):
 @pytest.fixture(scope="session")
 def tiny_gpt2_preset(tmp_path_factory, gpt2_tokenizer_dir) -> Path:
     """A tiny GPT-2 (2 layers, 32 wide) with the real GPT-2 tokenizer, saved as a local preset."""
-    from tlcore.text import build_gpt2, build_tokenizer
+    from tlcore.text.models import build_gpt2, build_tokenizer
 
     tokenizer = build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
     model = build_gpt2(

@@ -25,7 +25,9 @@ def test_tlcore_never_imports_streamlit():
 
 def test_registry_config_data_and_charts_load_without_tensorflow():
     code = (
-        "import sys, json; import tlcore.model.backbones, tlcore.config, tlcore.data, tlcore.charts, tlcore.metrics, tlcore.cli.main;"
+        "import sys, json; import tlcore.model.backbones, tlcore.config, tlcore.charts, tlcore.metrics, tlcore.cli.main;"
+        "import tlcore.data.archives, tlcore.data.common, tlcore.data.demo, tlcore.data.images, tlcore.data.pipeline;"
+        "import tlcore.data.scan, tlcore.data.sources;"
         "import tlcore.model.preprocessing, tlcore.model.choices;"
         "print(json.dumps(sorted(m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules)))"
     )
@@ -202,3 +204,66 @@ def test_no_tlcore_module_or_function_is_too_long():
         f"over {MAX_MODULE_LINES} lines per module / {MAX_FUNCTION_LINES} per function "
         f"(split them, don't extend KNOWN_OVER): {new}"
     )
+
+
+# ----------------------------------------------------------------------------- no shims (issue 23)
+#
+# A re-export or a module ``__getattr__`` makes a name appear to live where it does not:
+# a reader following an import lands in a list of names instead of the code. Every name
+# is imported from the module that defines it; a package's __init__ defines its own names
+# or nothing.
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Names a module binds at its top level itself (functions, classes, assignments), not by importing."""
+    names, stack = set(), list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            stack += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            stack += [statement for handler in getattr(node, "handlers", []) for statement in handler.body]
+    return names
+
+
+def reexported_imports() -> list[str]:
+    """``file:line: from tlcore.x import name`` for each name imported from a module that does not define it."""
+    modules = tlcore_modules()
+    defined = {module: _defined_names(ast.parse(path.read_text())) for module, path in modules.items()}
+    found = []
+    sources = [p for folder in ("tlcore", "pages", "ui", "tests", "bench") for p in (ROOT / folder).rglob("*.py")]
+    for path in sorted(sources + list(ROOT.glob("*.py"))):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or node.module not in modules:
+                continue
+            for alias in node.names:
+                if alias.name not in defined[node.module] and f"{node.module}.{alias.name}" not in modules:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_every_tlcore_name_is_imported_from_the_module_that_defines_it():
+    assert reexported_imports() == [], "import these from the module that defines them (no re-exports)"
+
+
+def test_no_tlcore_module_has_a_module_getattr_or_an_export_list_of_imported_names():
+    offenders = []
+    for module, path in tlcore_modules().items():
+        tree = ast.parse(path.read_text())
+        defined = _defined_names(tree)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+                offenders.append(f"{module}: module-level __getattr__ (a forwarding shim)")
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                listed = {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
+                offenders += [f"{module}: __all__ re-exports {name}" for name in sorted(listed - defined)]
+    assert offenders == []
+
+
+def test_the_data_package_init_is_only_its_docstring():
+    tree = ast.parse((ROOT / "tlcore" / "data" / "__init__.py").read_text())
+    assert ast.get_docstring(tree) and len(tree.body) == 1, "tlcore/data/__init__.py re-exports nothing"

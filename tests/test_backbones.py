@@ -10,7 +10,7 @@ import pytest
 
 from tlcore.config import ModelConfig
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
-from tlcore.model import backbones
+from tlcore.model import backbones, preprocessing
 from tlcore.model.backbones import BACKBONES, assign_blocks, load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_every_registry_backbone_builds_with_random_weights_and_has_blocks(name)
     assert len(backbone.model.output.shape) == 4
     blocks = assign_blocks([layer.name for layer in backbone.model.layers], spec.block_pattern)
     assert len(set(blocks)) >= 4, f"{name} should split into several blocks, got {sorted(set(blocks))}"
-    assert backbones.preprocess_function(backbone.preprocess) is not None
+    assert preprocessing.preprocess_function(backbone.preprocess) is not None
     assert backbone.pretrained is False
 
 
@@ -169,7 +169,7 @@ def test_shared_pretrained_model_becomes_a_mobilenet_backbone(dog_model):
 def test_preprocessing_table_says_what_each_name_does():
     from tlcore.model.preprocessing import PREPROCESSING, describe_preprocessing, preprocess_function
 
-    assert backbones.PREPROCESSING is PREPROCESSING  # still importable from the registry
+    assert preprocessing.PREPROCESSING is PREPROCESSING  # still importable from the registry
     assert describe_preprocessing("mobilenet_v2") == "mobilenet_v2 (scale to [-1, 1])"
     pixels = np.array([0.0, 127.5, 255.0])
     np.testing.assert_allclose(preprocess_function("mobilenet_v2")(pixels.copy()), [-1.0, 0.0, 1.0])
@@ -179,7 +179,7 @@ def test_preprocessing_table_says_what_each_name_does():
 
 
 def test_every_registry_entry_names_a_known_preprocessing():
-    assert all(spec.preprocess in backbones.PREPROCESSING for spec in BACKBONES.values())
+    assert all(spec.preprocess in preprocessing.PREPROCESSING for spec in BACKBONES.values())
     # SmallCNN is not a MobileNetV2: it borrows only the [-1, 1] scaling.
     assert BACKBONES["SmallCNN"].preprocess == "mobilenet_v2" and not BACKBONES["SmallCNN"].imagenet_top
 

@@ -115,7 +115,7 @@ def test_demo_flow_data_model_train_chart_predict(server, browser, tmp_path):
     nav(page, "Predict")
     import random
 
-    from tlcore.data import draw_shape
+    from tlcore.data.demo import draw_shape
 
     image = tmp_path / "my triangle.png"
     draw_shape("triangle", 96, random.Random(7)).save(image)

@@ -30,7 +30,7 @@ SHARED_RUN, OTHER_RUN, CLI_RUN = (
 
 def place_run(source, runs_root, run_id, owner):
     """A copy of a finished run as the dashboard's training leaves it for ``owner`` (``None``: the CLI)."""
-    from tlcore.runs.store import ACCESS_FILE
+    from tlcore.runs.access import ACCESS_FILE
 
     target = runs_root / run_id
     shutil.copytree(source.path, target, ignore=shutil.ignore_patterns(ACCESS_FILE, "calibration.json"))
@@ -41,7 +41,7 @@ def place_run(source, runs_root, run_id, owner):
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, trained_run):
-    from tlcore import data
+    from tlcore.data.scan import scan_folder
     from tlcore.insight import calibration, overlay
     from tlcore.runs.store import read_run
 
@@ -68,7 +68,7 @@ def studio(tmp_path_factory, trained_run):
     with pytest.MonkeyPatch.context() as patch:  # Alice's label decision, kept in her own workspace folder
         for key, value in env.items():
             patch.setenv(key, value)
-        first = data.scan_folder(shared_photos, min_images_per_class=1).items[0]
+        first = scan_folder(shared_photos, min_images_per_class=1).items[0]
         overlay.record([str(shared_photos)], first.path, first.digest, "exclude", owner=OWNERS["alice"])
     with streamlit_server(work, env, launcher=("serve.py",)) as (url, _):  # as `make serve` starts it
         yield url, work, shared_photos, built

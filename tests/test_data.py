@@ -14,9 +14,15 @@ import pytest
 from PIL import Image
 
 from tests.helpers import colour_image, make_colour_dataset
-from tlcore import data
 from tlcore.config import DataConfig
+from tlcore.data.archives import extract_zip
+from tlcore.data.common import Limits
+from tlcore.data.images import decode_image, is_placeholder, placeholder_reason
+from tlcore.data.pipeline import image_dataset, load_dataset, split_items
+from tlcore.data.scan import scan_folder
+from tlcore.data.sources import download_dataset, resolve_source, save_class_images
 from tlcore.errors import StudioError
+from tlcore.paths import cache_dir
 
 
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -63,7 +69,7 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_scan_lists_every_unusable_file_with_its_reason(messy_dataset):
-    scan = data.scan_folder(messy_dataset)
+    scan = scan_folder(messy_dataset)
     reasons = {Path(s.path).name: s.reason for s in scan.skipped}
     assert "truncated" in reasons["truncated.jpg"]
     assert "empty" in reasons["empty.jpg"]
@@ -78,7 +84,7 @@ def test_scan_lists_every_unusable_file_with_its_reason(messy_dataset):
 
 
 def test_nested_folders_and_unicode_names_count_for_their_class(messy_dataset):
-    scan = data.scan_folder(messy_dataset)
+    scan = scan_folder(messy_dataset)
     assert scan.counts == {"blue": 7, "red": 6}
     assert any(item.path.endswith("bleu été.png") for item in scan.items)
 
@@ -87,7 +93,7 @@ def test_scan_warns_about_small_empty_and_imbalanced_classes(tmp_path):
     root = make_colour_dataset(tmp_path / "d", per_class=12, classes=("red",))
     make_colour_dataset(tmp_path / "d", per_class=3, classes=("blue",))
     (tmp_path / "d" / "green").mkdir()
-    warnings = " ".join(data.scan_folder(root).warnings)
+    warnings = " ".join(scan_folder(root).warnings)
     assert "'blue' has only 3 images" in warnings
     assert "'green' has no usable images" in warnings
     assert "imbalanced" in warnings
@@ -96,13 +102,13 @@ def test_scan_warns_about_small_empty_and_imbalanced_classes(tmp_path):
 def test_a_folder_without_class_folders_says_what_layout_is_expected(tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
     with pytest.raises(StudioError, match="one sub-folder per class"):
-        data.scan_folder(tmp_path)
+        scan_folder(tmp_path)
 
 
 def test_one_class_is_refused_for_training(tmp_path):
     root = make_colour_dataset(tmp_path / "one", classes=("red",))
     with pytest.raises(StudioError, match="at least 2 classes"):
-        data.load_dataset(DataConfig(str(root)))
+        load_dataset(DataConfig(str(root)))
 
 
 LEFT, RIGHT = (30, 120, 200), (250, 200, 20)
@@ -137,7 +143,7 @@ def test_every_image_mode_decodes_to_its_rgb_colours(tmp_path, mode, left, right
     assert image.mode == mode or (mode == "I;16" and image.mode.startswith("I;16"))
     suffix = ".jpg" if mode == "CMYK" else ".gif" if mode == "P" else ".png"
     image.save(tmp_path / f"image{suffix}", **({"quality": 95} if mode == "CMYK" else {}))
-    array = data.decode_image(tmp_path / f"image{suffix}", 32)
+    array = decode_image(tmp_path / f"image{suffix}", 32)
     assert array.shape == (32, 32, 3) and array.dtype == np.uint8
     # Away from the seam (bilinear resizing blends the middle columns):
     np.testing.assert_allclose(array[:, :12].reshape(-1, 3).mean(axis=0), left, atol=8)
@@ -147,13 +153,13 @@ def test_every_image_mode_decodes_to_its_rgb_colours(tmp_path, mode, left, right
 def test_sixteen_bit_png_keeps_its_contrast(tmp_path):
     gradient = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
     Image.fromarray(gradient).save(tmp_path / "deep.png")
-    array = data.decode_image(tmp_path / "deep.png")
+    array = decode_image(tmp_path / "deep.png")
     assert array[:, 0].mean() < 10 and array[:, -1].mean() > 245
 
 
 def test_transparent_pixels_become_white_not_black(tmp_path):
     Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(tmp_path / "clear.png")
-    assert data.decode_image(tmp_path / "clear.png").min() == 255
+    assert decode_image(tmp_path / "clear.png").min() == 255
 
 
 def test_exif_rotated_photo_comes_out_upright(tmp_path):
@@ -164,7 +170,7 @@ def test_exif_rotated_photo_comes_out_upright(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     (tmp_path / "rotated.jpg").write_bytes(jpeg_bytes(stored, exif=exif.tobytes(), quality=95))
-    upright = data.decode_image(tmp_path / "rotated.jpg")
+    upright = decode_image(tmp_path / "rotated.jpg")
     assert upright.shape == (60, 30, 3)
     assert upright[:25, :, 0].mean() > 200 and upright[35:, :, 2].mean() > 200
 
@@ -174,7 +180,7 @@ def test_draft_decoding_matches_full_decoding(tmp_path):
     big = Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)).resize((1600, 1200))
     smooth = big.resize((40, 30)).resize((1600, 1200), Image.BICUBIC)
     (tmp_path / "big.jpg").write_bytes(jpeg_bytes(smooth, quality=95))
-    fast = data.decode_image(tmp_path / "big.jpg", 160).astype(float)
+    fast = decode_image(tmp_path / "big.jpg", 160).astype(float)
     full = np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB").resize((160, 160), Image.BILINEAR)).astype(float)
     assert np.abs(fast - full).mean() < 2.0
 
@@ -189,7 +195,7 @@ def test_resizing_is_tensorflows_bilinear_without_antialiasing(tmp_path):
     for shape in ((593, 611, 3), (97, 120, 3)):
         pixels = rng.integers(0, 256, shape, dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / "detail.png")
-        ours = data.decode_image(tmp_path / "detail.png", 160).astype(float)
+        ours = decode_image(tmp_path / "detail.png", 160).astype(float)
         reference = tf.image.resize(pixels, (160, 160), method="bilinear", antialias=False).numpy()
         assert np.abs(ours - reference).max() < 1.01  # 8-bit rounding (Pillow rounds its fixed-point sums)
         antialiased = tf.image.resize(pixels, (160, 160), method="bilinear", antialias=True).numpy()
@@ -200,7 +206,7 @@ def test_resizing_is_tensorflows_bilinear_without_antialiasing(tmp_path):
 def test_decompression_bomb_header_is_refused_before_decoding(tmp_path):
     (tmp_path / "bomb.png").write_bytes(png_claiming(40000, 40000))
     with pytest.raises(StudioError, match="pixel"):
-        data.decode_image(tmp_path / "bomb.png")
+        decode_image(tmp_path / "bomb.png")
 
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "LIMITS.md"
@@ -233,11 +239,11 @@ def test_the_pixel_limit_refuses_an_image_pillow_would_decode(tmp_path, sixty_me
     (tmp_path / "big.png").write_bytes(sixty_megapixel_png)
     for source in (tmp_path / "big.png", sixty_megapixel_png):
         with pytest.raises(StudioError) as caught:
-            data.decode_image(source)
+            decode_image(source)
         assert str(caught.value) == expected
     make_colour_dataset(tmp_path / "set", per_class=2, classes=("red", "blue"))
     (tmp_path / "set" / "red" / "big.png").write_bytes(sixty_megapixel_png)
-    reasons = {Path(s.path).name: s.reason for s in data.scan_folder(tmp_path / "set").skipped}
+    reasons = {Path(s.path).name: s.reason for s in scan_folder(tmp_path / "set").skipped}
     assert reasons == {"big.png": expected}
 
 
@@ -248,22 +254,22 @@ def test_the_file_size_limit_refuses_a_63_megabyte_image(tmp_path):
     assert Image.open(path).size == (64, 64)  # Pillow alone opens it
     expected = documented_message("one image file")
     with pytest.raises(StudioError) as caught:
-        data.decode_image(path)
+        decode_image(path)
     assert str(caught.value) == expected
     make_colour_dataset(tmp_path / "set", per_class=2, classes=("red", "blue"))
     path.rename(tmp_path / "set" / "red" / "padded.png")
-    reasons = {Path(s.path).name: s.reason for s in data.scan_folder(tmp_path / "set").skipped}
+    reasons = {Path(s.path).name: s.reason for s in scan_folder(tmp_path / "set").skipped}
     assert reasons == {"padded.png": expected}
 
 
 def test_split_is_stratified_and_reproducible(colour_dataset):
-    scan = data.scan_folder(colour_dataset)
-    train, val = data.split_items(scan.items, 0.25, seed=3)
-    again_train, again_val = data.split_items(scan.items, 0.25, seed=3)
+    scan = scan_folder(colour_dataset)
+    train, val = split_items(scan.items, 0.25, seed=3)
+    again_train, again_val = split_items(scan.items, 0.25, seed=3)
     assert [i.path for i in val] == [i.path for i in again_val]
     assert {label: sum(i.label == label for i in val) for label in scan.classes} == {"blue": 3, "green": 3, "red": 3}
     assert not {i.path for i in train} & {i.path for i in val}
-    other_train, other_val = data.split_items(scan.items, 0.25, seed=4)
+    other_train, other_val = split_items(scan.items, 0.25, seed=4)
     assert [i.path for i in val] != [i.path for i in other_val]
 
 
@@ -271,7 +277,7 @@ def test_explicit_validation_folder_must_not_have_unknown_classes(tmp_path):
     train = make_colour_dataset(tmp_path / "train", classes=("red", "blue"))
     val = make_colour_dataset(tmp_path / "val", per_class=2, classes=("red", "green"))
     with pytest.raises(StudioError, match="green"):
-        data.load_dataset(DataConfig(str(train), val_dir=str(val)))
+        load_dataset(DataConfig(str(train), val_dir=str(val)))
 
 
 # ----------------------------------------------------------------------------- zips
@@ -299,7 +305,7 @@ def test_zip_with_wrapper_folder_and_mac_junk_extracts_to_the_class_folders(tmp_
             "photos/.DS_Store": b"junk",
         },
     )
-    root = data.extract_zip(archive, tmp_path / "out")
+    root = extract_zip(archive, tmp_path / "out")
     assert sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
     assert not (tmp_path / "out" / "__MACOSX").exists()
 
@@ -318,7 +324,7 @@ def test_hostile_zips_are_refused_and_nothing_lands_outside(tmp_path, entries, s
     archive = write_zip(tmp_path / "hostile.zip", entries, symlinks)
     target = tmp_path / "work" / "out"
     with pytest.raises(StudioError, match=fragment):
-        data.extract_zip(archive, target)
+        extract_zip(archive, target)
     assert not (tmp_path / "work" / "evil.png").exists() and not (tmp_path / "evil.png").exists()
     assert not target.exists()
 
@@ -327,7 +333,7 @@ def test_zip_over_the_size_limit_is_refused(tmp_path):
     payload = np.random.default_rng(0).bytes(300_000)
     archive = write_zip(tmp_path / "big.zip", {"a/1.bin": payload, "b/2.bin": payload})
     with pytest.raises(StudioError, match="GB limit|limit"):
-        data.extract_zip(archive, tmp_path / "out", data.Limits(max_zip_bytes=400_000))
+        extract_zip(archive, tmp_path / "out", Limits(max_zip_bytes=400_000))
 
 
 def test_a_zip_with_more_than_50000_entries_is_refused_before_extracting(tmp_path):
@@ -335,7 +341,7 @@ def test_a_zip_with_more_than_50000_entries_is_refused_before_extracting(tmp_pat
         for index in range(50_001):
             archive.writestr(f"c/{index}", b"")
     with pytest.raises(StudioError) as caught:
-        data.extract_zip(tmp_path / "many.zip", tmp_path / "out")
+        extract_zip(tmp_path / "many.zip", tmp_path / "out")
     assert str(caught.value) == documented_message("zip: entries")
     assert not (tmp_path / "out").exists()
 
@@ -350,7 +356,7 @@ def test_a_zip_whose_header_understates_an_entry_is_refused(tmp_path):
     archive.write_bytes(bytes(raw))
     assert zipfile.ZipFile(archive).getinfo("cats/a.png").file_size == 1000
     with pytest.raises(StudioError, match="could not be extracted"):
-        data.extract_zip(archive, tmp_path / "out")
+        extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -360,7 +366,7 @@ def test_the_bounded_copy_stops_an_entry_that_inflates_past_its_declared_size(tm
     archive = write_zip(tmp_path / "liar.zip", {"cats/a.png": b"x" * 100, "dogs/b.png": b"y" * 100})
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info, *args, **kwargs: io.BytesIO(bytes(3 * 2**20)))
     with pytest.raises(StudioError) as caught:
-        data.extract_zip(archive, tmp_path / "out")
+        extract_zip(archive, tmp_path / "out")
     assert str(caught.value) == "The zip entry 'cats/a.png' expands beyond its declared size; the zip is refused."
     assert not (tmp_path / "out").exists()
 
@@ -368,15 +374,15 @@ def test_the_bounded_copy_stops_an_entry_that_inflates_past_its_declared_size(tm
 def test_not_a_zip_is_reported(tmp_path):
     (tmp_path / "fake.zip").write_text("not a zip")
     with pytest.raises(StudioError, match="not a readable zip"):
-        data.extract_zip(tmp_path / "fake.zip", tmp_path / "out")
+        extract_zip(tmp_path / "fake.zip", tmp_path / "out")
 
 
 def test_zip_source_is_extracted_once_into_the_cache(tmp_path):
     png = _png(Image.new("RGB", (32, 32), (255, 0, 0)))
     archive = write_zip(tmp_path / "d.zip", {"cats/a.png": png, "dogs/b.png": png})
-    first = data.resolve_source(archive)
-    assert data.resolve_source(archive) == first
-    assert str(first).startswith(str(data.cache_dir()))
+    first = resolve_source(archive)
+    assert resolve_source(archive) == first
+    assert str(first).startswith(str(cache_dir()))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -384,16 +390,16 @@ def test_zip_source_is_extracted_once_into_the_cache(tmp_path):
 
 def test_class_uploads_become_a_dataset_folder(tmp_path):
     png = _png(colour_image((0, 255, 0), 32, random.Random(0)))
-    root = data.save_class_images(
+    root = save_class_images(
         tmp_path / "built", {"ripe fruit": [("../../x.png", png), ("b.png", png)], "leaf": [("c.png", png)]}
     )
-    scan = data.scan_folder(root)
+    scan = scan_folder(root)
     assert scan.counts == {"leaf": 1, "ripe fruit": 2}
     assert all(Path(item.path).resolve().is_relative_to(root.resolve()) for item in scan.items)
 
 
 def test_demo_dataset_is_generated_offline_with_three_balanced_classes(demo_dataset):
-    scan = data.scan_folder(demo_dataset)
+    scan = scan_folder(demo_dataset)
     assert scan.classes == ["circle", "square", "triangle"]
     assert set(scan.counts.values()) == {200}
     assert not scan.skipped and not scan.warnings
@@ -401,13 +407,13 @@ def test_demo_dataset_is_generated_offline_with_three_balanced_classes(demo_data
 
 def test_unknown_downloadable_dataset_lists_the_known_ones():
     with pytest.raises(StudioError, match="hymenoptera"):
-        data.download_dataset("imagenet-full")
+        download_dataset("imagenet-full")
 
 
 def test_pipeline_batches_images_and_labels(colour_dataset):
-    scan = data.scan_folder(colour_dataset)
+    scan = scan_folder(colour_dataset)
     labels = np.arange(len(scan.items)) % 3
-    dataset = data.image_dataset(scan.items, labels, 24, 8, shuffle=True, augment=True, seed=1)
+    dataset = image_dataset(scan.items, labels, 24, 8, shuffle=True, augment=True, seed=1)
     batches = list(dataset)
     assert sum(int(x.shape[0]) for x, _ in batches) == len(scan.items)
     images, batch_labels = batches[0]
@@ -416,15 +422,15 @@ def test_pipeline_batches_images_and_labels(colour_dataset):
 
 
 def test_augmentation_changes_every_image_and_differs_between_epochs(colour_dataset):
-    items = data.scan_folder(colour_dataset).items[:16]
+    items = scan_folder(colour_dataset).items[:16]
     labels = np.arange(len(items)) % 3
 
     def epoch(dataset):
         batches = list(dataset)
         return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
 
-    plain, plain_labels = epoch(data.image_dataset(items, labels, 24, 8))
-    augmented = data.image_dataset(items, labels, 24, 8, augment=True, seed=1)
+    plain, plain_labels = epoch(image_dataset(items, labels, 24, 8))
+    augmented = image_dataset(items, labels, 24, 8, augment=True, seed=1)
     first, first_labels = epoch(augmented)
     second, _ = epoch(augmented)
     assert first.shape == plain.shape and list(first_labels) == list(plain_labels) == list(labels)
@@ -436,31 +442,31 @@ def test_augmentation_changes_every_image_and_differs_between_epochs(colour_data
 
 def test_placeholder_detector_is_public_for_uploads():
     blank = _png(Image.new("RGB", (64, 64), (240, 240, 240)))
-    reason = data.placeholder_reason(blank)
+    reason = placeholder_reason(blank)
     assert reason == "looks like a blank or placeholder graphic, not a photo (1 colour, 100% one colour)"
-    assert data.is_placeholder(blank) and data.is_placeholder(Image.open(io.BytesIO(blank)))
+    assert is_placeholder(blank) and is_placeholder(Image.open(io.BytesIO(blank)))
     photo = _png(colour_image((200, 40, 40), 64, random.Random(0)))
-    assert data.placeholder_reason(photo) is None and not data.is_placeholder(Image.open(io.BytesIO(photo)))
+    assert placeholder_reason(photo) is None and not is_placeholder(Image.open(io.BytesIO(photo)))
 
 
 @pytest.mark.real_assets
 def test_shared_placeholder_gif_is_skipped_with_a_reason(hymenoptera):
-    scan = data.scan_folder(hymenoptera / "train")
+    scan = scan_folder(hymenoptera / "train")
     skipped = {Path(s.path).name: s.reason for s in scan.skipped}
     assert list(skipped) == ["imageNotFound.gif"]
     assert "placeholder" in skipped["imageNotFound.gif"]
     assert scan.counts == {"ants": 123, "bees": 121}
     assert any(item.path.endswith("formica.jpeg") for item in scan.items)
-    kept = data.scan_folder(hymenoptera / "train", skip_placeholders=False)
+    kept = scan_folder(hymenoptera / "train", skip_placeholders=False)
     assert kept.counts["ants"] == 124
     # The Predict page can ask the same detector about an upload (issue 9).
     gif = next((hymenoptera / "train").rglob("imageNotFound.gif")).read_bytes()
-    assert data.is_placeholder(gif) and data.placeholder_reason(gif) in skipped["imageNotFound.gif"]
-    assert not data.is_placeholder(next((hymenoptera / "train").rglob("formica.jpeg")).read_bytes())
+    assert is_placeholder(gif) and placeholder_reason(gif) in skipped["imageNotFound.gif"]
+    assert not is_placeholder(next((hymenoptera / "train").rglob("formica.jpeg")).read_bytes())
 
 
 def test_an_upload_is_written_once_under_its_content_digest(tmp_path):
-    from tlcore.data import save_upload
+    from tlcore.data.sources import save_upload
 
     first = save_upload(tmp_path, "model.h5", b"version one")
     written = first.stat().st_mtime_ns

@@ -18,7 +18,12 @@ from PIL import Image
 from tests.helpers import colour_image, make_colour_dataset
 from tests.test_cli import tlcore
 from tests.test_data import documented_message, jpeg_bytes, png_claiming, write_zip
-from tlcore import data, paths
+from tlcore import paths
+from tlcore.data.archives import extract_zip
+from tlcore.data.common import is_ignored
+from tlcore.data.demo import DEMO_DATASET, make_demo_dataset
+from tlcore.data.scan import scan_folder
+from tlcore.data.sources import resolve_source
 from tlcore.errors import StudioError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +49,13 @@ def test_scan_of_any_folder_tree_accounts_for_every_file_and_never_crashes(tmp_p
         except OSError:
             continue  # a name the file system refuses (e.g. '.' or '..')
     try:
-        scan = data.scan_folder(root)
+        scan = scan_folder(root)
     except StudioError as error:
         assert "class" in str(error)  # no class folders: a clear message
         return
     seen = {item.path for item in scan.items} | {s.path for s in scan.skipped}
     for path in written:
-        if path.is_file() and not data._is_ignored(path.name) and not data._is_ignored(path.parent.name):
+        if path.is_file() and not is_ignored(path.name) and not is_ignored(path.parent.name):
             assert str(path) in seen, f"{path} was neither used nor reported"
     assert all(s.reason for s in scan.skipped)
     assert sum(scan.counts.values()) == len(scan.items)
@@ -58,12 +63,12 @@ def test_scan_of_any_folder_tree_accounts_for_every_file_and_never_crashes(tmp_p
 
 SCAN_MEMORY = """
 import json, sys
-import tlcore.data as data
+from tlcore.data.scan import scan_folder
 def status(field):  # kB; VmHWM is this process's peak (ru_maxrss would include the parent's)
     line = next(line for line in open("/proc/self/status") if line.startswith(field + ":"))
     return int(line.split()[1]) * 1024
 before = status("VmRSS")
-scan = data.scan_folder(sys.argv[1])
+scan = scan_folder(sys.argv[1])
 print(json.dumps({"growth": status("VmHWM") - before, "counts": scan.counts, "skipped": len(scan.skipped)}))
 """
 
@@ -103,7 +108,7 @@ def test_a_zip_that_expands_to_gigabytes_is_refused_without_extracting(tmp_path)
                 entry.write(zeros)
     assert bomb.stat().st_size < 20 * 2**20
     with pytest.raises(StudioError) as caught:
-        data.extract_zip(bomb, tmp_path / "out")
+        extract_zip(bomb, tmp_path / "out")
     assert (
         str(caught.value)
         == documented_message("zip: total uncompressed size")
@@ -280,7 +285,7 @@ def refused(path) -> str:
 def test_a_folder_inside_the_data_roots_is_allowed(demo_server):
     allowed, _ = demo_server
     assert paths.check_allowed(allowed / "photos") == (allowed / "photos").resolve()
-    assert data.scan_folder(data.resolve_source(allowed / "photos", restricted=True)).counts == {"blue": 3, "red": 3}
+    assert scan_folder(resolve_source(allowed / "photos", restricted=True)).counts == {"blue": 3, "red": 3}
 
 
 def test_an_absolute_path_outside_the_data_roots_is_refused(demo_server):
@@ -288,7 +293,7 @@ def test_an_absolute_path_outside_the_data_roots_is_refused(demo_server):
     assert str(allowed) in refused(private)  # says what is allowed
     refused("/etc")
     with pytest.raises(StudioError, match="TLCORE_DATA_ROOTS"):
-        data.resolve_source(private, restricted=True)
+        resolve_source(private, restricted=True)
 
 
 def test_dot_dot_cannot_climb_out_of_the_data_roots(demo_server):
@@ -316,13 +321,13 @@ def test_the_visitors_own_folders_are_always_allowed(demo_server, tmp_path):
     upload = paths.owner_dir(owner) / "uploads" / "photos.zip"
     upload.parent.mkdir(parents=True)
     assert paths.check_allowed(upload, owner) == upload.resolve()
-    assert paths.check_allowed(data.make_demo_dataset(per_class=1, image_size=16))
+    assert paths.check_allowed(make_demo_dataset(per_class=1, image_size=16))
     images = {f"{name}/a.png": _png(colour_image(rgb, 32, random.Random(0))) for name, rgb in COLOURS.items()}
     write_zip(upload, images)
-    extracted = data.resolve_source(upload, restricted=True, owner=owner)  # lands in the cache
-    scanned = data.scan_folder(extracted, min_images_per_class=1, fence=paths.dataset_fence(extracted, owner))
+    extracted = resolve_source(upload, restricted=True, owner=owner)  # lands in the cache
+    scanned = scan_folder(extracted, min_images_per_class=1, fence=paths.dataset_fence(extracted, owner))
     assert scanned.counts == {"blue": 1, "red": 1}
-    assert paths.check_allowed(data.resolve_source(data.DEMO_DATASET, restricted=True))
+    assert paths.check_allowed(resolve_source(DEMO_DATASET, restricted=True))
 
 
 def test_unset_data_roots_allow_home_and_the_current_folder_only(tmp_path, monkeypatch):

@@ -90,10 +90,10 @@ def test_a_warm_retrain_reuses_features_backbone_and_engine(colour_dataset):
 
 def engine_and_classifier_probabilities(result):
     """The engine's validation probabilities (the run's metrics) and the saved classifier's on the same images."""
-    from tlcore import data as data_lib
+    from tlcore.data.images import decode_image
 
     val = result.val_items
-    images = np.stack([data_lib.decode_image(item.path, result.model.input_shape[1]) for item in val])
+    images = np.stack([decode_image(item.path, result.model.input_shape[1]) for item in val])
     return result.val_probabilities, result.model.predict(images.astype("float32"), verbose=0)
 
 

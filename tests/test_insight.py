@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tlcore.data import ImageItem
+from tlcore.data.scan import ImageItem
 from tlcore.insight import calibration, duplicates, learning_curve, lr_finder, overlay
 from tlcore.insight import figures as charts
 from tlcore.insight.feature_set import FeatureSet, pool
@@ -398,7 +398,8 @@ def test_overlay_relabels_and_excludes_when_the_dataset_is_loaded_and_never_touc
     workspace, colour_dataset, tmp_path
 ):
     from tlcore.config import DataConfig
-    from tlcore.data import load_dataset, scan_folder
+    from tlcore.data.pipeline import load_dataset
+    from tlcore.data.scan import scan_folder
 
     data = tmp_path / "colours"
     shutil.copytree(colour_dataset, data)

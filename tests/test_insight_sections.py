@@ -62,7 +62,7 @@ def test_suspect_labels_section_lists_the_flip_and_relabel_stores_an_overlay(fli
 
 def test_label_decisions_work_on_an_uploaded_zip_too(flipped_colours, tmp_path):
     """A zip is read from the folder it is extracted to: the decision must be kept for that folder."""
-    from tlcore.data import load_dataset
+    from tlcore.data.pipeline import load_dataset
 
     root, moved = flipped_colours
     archive = shutil.make_archive(str(tmp_path / "colours"), "zip", root)

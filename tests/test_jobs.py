@@ -1,4 +1,5 @@
 import gc
+import os
 import threading
 import time
 import weakref
@@ -78,10 +79,28 @@ def test_a_failing_job_keeps_its_message_and_the_registry_keeps_working():
 
     failed = wait(registry.start("a", "train", "t", bad_input))
     assert failed.status == "failed" and failed.error.startswith("Dataset not found")
+    assert failed.log.last("traceback") is None  # the user's to fix: no traceback
     crashed = wait(registry.start("a", "train", "t", bug))
     assert crashed.status == "failed" and "Unexpected KeyError" in crashed.error
     assert crashed.log.last("traceback") is not None  # kept for the logs, never shown as the message
     assert wait(registry.start("a", "train", "t", lambda job: 42)).result == 42
+
+
+def test_a_bug_is_worded_one_way_by_both_runners_and_the_cli(monkeypatch, capsys, tmp_path):
+    """One owner for the failure path: the thread runner, the Ray worker's host and the CLI say the same."""
+    from tlcore.cli import main as cli
+    from tlcore.runners.host import JobHost
+
+    def bug(*args):
+        raise KeyError("oops")
+
+    worded = "Unexpected KeyError: 'oops'. Please report this."
+    assert wait(JobRegistry().start("a", "train", "t", bug)).error == worded
+    hosted = JobHost({"job_id": "j", "owner": "a", "kind": "train", "title": "t"}, {}, os.getcwd()).run(bug)
+    assert hosted["message"] == worded and "KeyError" in hosted["traceback"]
+    monkeypatch.setitem(cli.COMMANDS, "inspect", bug)
+    assert cli.main(["inspect", "--data", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {worded}"
 
 
 def test_wait_returns_when_the_job_ends_or_the_time_is_up():

@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+from tlcore.config import POOLING_CHOICES, FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
+from tlcore.model import backbones as backbones_lib
+from tlcore.model import choices
 from tlcore.model import classifier as model_lib
 from tlcore.model.backbones import load_backbone
 from tlcore.model.choices import image_size_choices, weights_choices
@@ -204,10 +206,10 @@ def test_backbone_part_is_found_by_role_not_position(mobilenet):
 
 
 def test_block_names_are_the_unfreeze_choices(mobilenet, tmp_path):
-    names = model_lib.block_names(mobilenet)
+    names = backbones_lib.block_names(mobilenet)
     assert names[0] == "stem" and names[-1] == "block_16" and len(names) == 17
     unknown = load_backbone(ModelConfig(_unknown_family_file(tmp_path / "plain.keras")))
-    assert model_lib.block_names(unknown) == []
+    assert backbones_lib.block_names(unknown) == []
 
 
 def _unknown_family_file(path):
@@ -239,7 +241,7 @@ def test_phase_plan_counts_what_each_phase_trains(mobilenet):
     )[1]
     assert earlier.trains == "from block_15" and earlier.trainable_parameters > fine_tune.trainable_parameters
     skipped = model_lib.phase_plan(mobilenet, model_config, TrainConfig(epochs=3), 3)
-    assert skipped[1].skipped and model_lib.describe_phases(skipped).endswith("phase 2: skipped (0 epochs)")
+    assert skipped[1].skipped and choices.describe_phases(skipped).endswith("phase 2: skipped (0 epochs)")
     with pytest.raises(StudioError, match="No layer or block named 'block_99'"):
         model_lib.phase_plan(mobilenet, model_config, TrainConfig(fine_tune_epochs=1, unfreeze_from="block_99"), 3)
 
@@ -267,14 +269,14 @@ def test_phase_plan_on_the_real_pretrained_mobilenet(dog_model):
     model_config = ModelConfig(str(dog_model), cut_layer="mobilenetv2_1.00_160")
     backbone = load_backbone(model_config)
     phases = model_lib.phase_plan(backbone, model_config, TrainConfig(epochs=5, fine_tune_epochs=5), 2)
-    assert model_lib.describe_phases(phases) == (
+    assert choices.describe_phases(phases) == (
         "phase 1: head, 2,562 parameters · phase 2: from block_16, 881,602 parameters"
     )
     assert phases[0].trainable_parameters == 1280 * 2 + 2
     # block_16 (expand, depthwise, project) and Conv_1 without their BatchNorm, plus the head.
     convolutions = 160 * 960 + 3 * 3 * 960 + 960 * 320 + 320 * 1280
     assert phases[1].trainable_parameters == convolutions + 1280 * 2 + 2
-    assert model_lib.block_names(backbone)[-1] == "block_16"
+    assert backbones_lib.block_names(backbone)[-1] == "block_16"
 
 
 # ----------------------------------------------------------------------------- words and choices
@@ -282,15 +284,13 @@ def test_phase_plan_on_the_real_pretrained_mobilenet(dog_model):
 
 def test_backbone_and_freeze_plan_descriptions_say_what_they_mean():
     own = ModelConfig("/uploads/dog_breed_mobilenetv2_160.h5")
-    assert (
-        model_lib.describe_backbone(own) == "your model file dog_breed_mobilenetv2_160.h5 (pretrained weights inside)"
-    )
-    assert model_lib.describe_backbone(ModelConfig("MobileNetV2")) == "MobileNetV2, ImageNet weights"
-    assert "random weights" in model_lib.describe_backbone(ModelConfig("SmallCNN", weights="none"))
-    assert model_lib.describe_backbone(ModelConfig("VGG16", weights="/w/vgg.weights.h5")) == (
+    assert choices.describe_backbone(own) == "your model file dog_breed_mobilenetv2_160.h5 (pretrained weights inside)"
+    assert choices.describe_backbone(ModelConfig("MobileNetV2")) == "MobileNetV2, ImageNet weights"
+    assert "random weights" in choices.describe_backbone(ModelConfig("SmallCNN", weights="none"))
+    assert choices.describe_backbone(ModelConfig("VGG16", weights="/w/vgg.weights.h5")) == (
         "VGG16, weights from vgg.weights.h5"
     )
-    describe = model_lib.describe_freeze_plan
+    describe = choices.describe_freeze_plan
     assert describe(FreezePlan("all")) == "all backbone layers frozen: only the new head trains"
     assert describe(FreezePlan("from", "block_16")).startswith("unfrozen from block_16")
     assert "every backbone layer trains" in describe(FreezePlan("none"))
@@ -302,10 +302,10 @@ def test_backbone_and_freeze_plan_descriptions_say_what_they_mean():
 def test_default_freeze_plan_and_choice_lists():
     from tlcore.model.backbones import BACKBONES
 
-    assert model_lib.default_freeze_plan(pretrained=True) == FreezePlan("all")
-    assert model_lib.default_freeze_plan(pretrained=False) == FreezePlan("none")
-    assert model_lib.POOLING_CHOICES == ("avg", "max", "flatten")
-    assert model_lib.HIDDEN_UNITS_CHOICES[0] == 0
+    assert choices.default_freeze_plan(pretrained=True) == FreezePlan("all")
+    assert choices.default_freeze_plan(pretrained=False) == FreezePlan("none")
+    assert POOLING_CHOICES == ("avg", "max", "flatten")
+    assert choices.HIDDEN_UNITS_CHOICES[0] == 0
     assert image_size_choices(BACKBONES["Xception"])[0] == 96  # nothing below its minimum of 71
     assert 299 in image_size_choices(BACKBONES["Xception"]) and 224 in image_size_choices(BACKBONES["MobileNetV2"])
     assert weights_choices(BACKBONES["SmallCNN"]) == ["none"]

@@ -18,7 +18,10 @@ from tests.test_ray import ray_cluster  # noqa: F401  (module fixture: a real lo
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tlcore.errors import JobBusyError, StudioError
 from tlcore.jobs import JobRegistry, ProgressLog, history_frame
-from tlcore.runners import JobHost, JobResources, RayJobRegistry, registry_from_env, runner_from_env
+from tlcore.runners import registry_from_env, runner_from_env
+from tlcore.runners.cluster import JobResources
+from tlcore.runners.host import JobHost
+from tlcore.runners.ray_registry import RayJobRegistry
 
 
 def test_the_thread_runner_stays_the_default():

@@ -156,7 +156,7 @@ def test_saved_validation_probabilities_read_back_per_label(trained_run):
 def test_table_names_the_weights_in_words_and_rounds_numbers(trained_run, tmp_path):
     table = runs.RunStore(trained_run.path.parent).table()
     row = table[table["run_id"] == trained_run.run_id].iloc[0]
-    assert row["backbone"] == "SmallCNN (random weights)"
+    assert row["backbone"] == "SmallCNN, random weights (trains from scratch)"
     assert row["val_accuracy"] == round(trained_run.metrics["val_accuracy"], 3)
     assert row["train_seconds"] == round(trained_run.metrics["train_seconds"], 1)
 
@@ -166,7 +166,7 @@ def test_a_model_file_backbone_is_not_labelled_with_weights_none(tmp_path):
     config.model.backbone, config.model.weights = "/data/models/dog_breed_mobilenetv2_160.h5", "none"
     path = runs.RunStore(tmp_path).create(config, name="own")
     label = runs.read_run(path).backbone_label
-    assert label == "dog_breed_mobilenetv2_160.h5 (your model file)"
+    assert label == "your model file dog_breed_mobilenetv2_160.h5 (pretrained weights inside)"
 
 
 def test_text_runs_get_a_folder_from_the_same_store(tmp_path):

@@ -99,10 +99,11 @@ def test_a_visitor_reads_their_own_folder_and_never_anothers_or_the_studios(serv
 
 
 def test_a_scan_of_a_folder_that_holds_the_studios_folders_leaves_them_out(server):
-    from tlcore import data, paths
+    from tlcore import paths
+    from tlcore.data.scan import scan_folder
 
     project, _, _, _ = server
-    scan = data.scan_folder(project, min_images_per_class=1, fence=paths.dataset_fence(project, BOB))
+    scan = scan_folder(project, min_images_per_class=1, fence=paths.dataset_fence(project, BOB))
     assert scan.classes == ["photos"] and len(scan.items) == 6  # the project folder's own images only
     assert {item.label for item in scan.items} == {"photos"}
     refused = {Path(s.path).name: s.reason for s in scan.skipped}
@@ -111,7 +112,8 @@ def test_a_scan_of_a_folder_that_holds_the_studios_folders_leaves_them_out(serve
 
 
 def test_links_inside_a_dataset_are_followed_only_where_the_visitor_may_read(server):
-    from tlcore import data, paths
+    from tlcore import paths
+    from tlcore.data.scan import scan_folder
 
     project, built, photos, outside = server
     (photos / "red" / "stolen.png").symlink_to(outside / "red" / "red_0.png")
@@ -119,23 +121,23 @@ def test_links_inside_a_dataset_are_followed_only_where_the_visitor_may_read(ser
     (photos / "red" / "near.png").symlink_to(photos / "blue" / "blue_0.png")
     (photos / "green").symlink_to(outside / "blue", target_is_directory=True)
     (photos / "blue" / "deeper").symlink_to(outside, target_is_directory=True)
-    scan = data.scan_folder(photos, min_images_per_class=1, fence=paths.dataset_fence(photos, BOB))
+    scan = scan_folder(photos, min_images_per_class=1, fence=paths.dataset_fence(photos, BOB))
     reasons = {Path(s.path).name: s.reason for s in scan.skipped}
     assert "outside the folders this studio may read" in reasons["stolen.png"]
     assert str((outside / "red" / "red_0.png").resolve()) in reasons["stolen.png"]
     assert "folder the studio keeps for its visitors" in reasons["theirs.png"]
     assert "outside the folders" in reasons["green"] and "not followed" in reasons["deeper"]
     assert scan.classes == ["blue", "red"] and scan.counts == {"blue": 3, "red": 4}  # near.png stays: inside
-    cli = data.scan_folder(photos, min_images_per_class=1)  # the CLI: a local user's own links are followed
+    cli = scan_folder(photos, min_images_per_class=1)  # the CLI: a local user's own links are followed
     assert cli.counts == {"blue": 3, "green": 3, "red": 6}
 
 
 def test_label_decisions_are_kept_per_visitor(server):
-    from tlcore import data
+    from tlcore.data.scan import scan_folder
     from tlcore.insight import overlay
 
     _, _, photos, _ = server
-    scan = data.scan_folder(photos, min_images_per_class=1)
+    scan = scan_folder(photos, min_images_per_class=1)
     item = scan.items[0]
     overlay.record([str(photos)], item.path, item.digest, "exclude", owner=ALICE)
     assert len(overlay.apply_stored_overlay(scan, ALICE).items) == len(scan.items) - 1
@@ -147,17 +149,18 @@ def test_label_decisions_are_kept_per_visitor(server):
 
 
 def test_training_applies_the_owners_decisions_through_the_fence(server):
-    from tlcore import data
     from tlcore.config import DataConfig
+    from tlcore.data.pipeline import load_dataset
+    from tlcore.data.scan import scan_folder
     from tlcore.insight import overlay
 
     _, _, photos, outside = server
     (photos / "red" / "stolen.png").symlink_to(outside / "red" / "red_0.png")
-    item = data.scan_folder(photos, min_images_per_class=1).items[0]
+    item = scan_folder(photos, min_images_per_class=1).items[0]
     overlay.record([str(photos)], item.path, item.digest, "exclude", owner=ALICE)
     sizes = {
-        owner: len(data.load_dataset(DataConfig(str(photos), val_split=0.34, owner=owner)).train)
-        + len(data.load_dataset(DataConfig(str(photos), val_split=0.34, owner=owner)).val)
+        owner: len(load_dataset(DataConfig(str(photos), val_split=0.34, owner=owner)).train)
+        + len(load_dataset(DataConfig(str(photos), val_split=0.34, owner=owner)).val)
         for owner in (ALICE, BOB, None)
     }
     assert sizes == {ALICE: 5, BOB: 6, None: 7}  # Alice's exclusion is hers; the link only outside the fence
@@ -216,7 +219,7 @@ def test_downloads_a_visitor_names_need_a_local_server_or_the_operators_yes(serv
 
 def test_pasted_text_counts_toward_the_20_megabyte_limit():
     from tlcore.errors import StudioError
-    from tlcore.text import read_text_files
+    from tlcore.text.finetuning import read_text_files
 
     with pytest.raises(StudioError, match="The pasted text total 21.0 MB; the limit is 20 MB"):
         read_text_files([], pasted="x" * (21 * 2**20))

@@ -8,8 +8,29 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import assert_clean_failure, tlcore
-from tlcore import charts, text
+from tlcore import charts
 from tlcore.errors import StudioError
+from tlcore.text.finetuning import (
+    DEFAULT_LEARNING_RATE,
+    TextConfig,
+    chunk_text,
+    comparison_notes,
+    finetune,
+    read_text_files,
+    trainable_parameter_names,
+)
+from tlcore.text.generation import generate, use_xla
+from tlcore.text.models import (
+    build_gpt2,
+    build_tokenizer,
+    context_length,
+    forget_model,
+    load_gpt2,
+    quantization_of,
+    quantize,
+)
+from tlcore.text.quality import compare_quantized
+from tlcore.text.sampling import SAMPLERS, SamplerConfig
 
 pytestmark = pytest.mark.real_assets  # the real GPT-2 tokenizer from ../shared
 
@@ -64,37 +85,35 @@ argue gently about whose turn it is to buy the next round.
 
 @pytest.fixture
 def model(tiny_gpt2_preset):
-    text.forget_model(str(tiny_gpt2_preset))
-    return text.load_gpt2(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
+    return load_gpt2(str(tiny_gpt2_preset))
 
 
 def test_the_real_tokenizer_round_trips_text(gpt2_tokenizer_dir):
-    tokenizer = text.build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
+    tokenizer = build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
     assert tokenizer.vocabulary_size() == 50257
     assert [int(i) for i in tokenizer("Hello world")] == [15496, 995]  # GPT-2's published ids
     assert tokenizer.detokenize(tokenizer("Transfer learning, naïvely ✓")) == "Transfer learning, naïvely ✓"
 
 
 def test_a_local_preset_loads_once_per_process(tiny_gpt2_preset, model):
-    assert text.load_gpt2(str(tiny_gpt2_preset)) is model
-    assert text.context_length(model) == 64
+    assert load_gpt2(str(tiny_gpt2_preset)) is model
+    assert context_length(model) == 64
 
 
-@pytest.mark.parametrize("sampler", text.SAMPLERS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_continues_the_prompt(model, sampler):
-    generation = text.generate(
-        model, ["The quick brown", "Once upon"], text.SamplerConfig(sampler=sampler, max_length=16)
-    )
+    generation = generate(model, ["The quick brown", "Once upon"], SamplerConfig(sampler=sampler, max_length=16))
     assert [t.startswith(p) for t, p in zip(generation.texts, ["The quick brown", "Once upon"])] == [True, True]
     assert generation.new_tokens > 0 and generation.tokens_per_second > 0
 
 
 def test_a_seed_makes_sampling_reproducible(model):
-    settings = text.SamplerConfig(sampler="random", max_length=20, seed=7)
-    first = text.generate(model, "The quick brown", settings).texts
-    assert text.generate(model, "The quick brown", settings).texts == first
+    settings = SamplerConfig(sampler="random", max_length=20, seed=7)
+    first = generate(model, "The quick brown", settings).texts
+    assert generate(model, "The quick brown", settings).texts == first
     different = [
-        text.generate(model, "The quick brown", text.SamplerConfig(sampler="random", max_length=20, seed=s)).texts
+        generate(model, "The quick brown", SamplerConfig(sampler="random", max_length=20, seed=s)).texts
         for s in (8, 9, 10)
     ]
     assert any(d != first for d in different)
@@ -103,59 +122,59 @@ def test_a_seed_makes_sampling_reproducible(model):
 @pytest.mark.parametrize(
     "prompt, settings, fragment",
     [
-        ("", text.SamplerConfig(), "prompt is empty"),
-        ("   \n\t ", text.SamplerConfig(), "prompt is empty"),
-        ("word " * 10_001, text.SamplerConfig(), "characters; the limit"),
-        ("word " * 80, text.SamplerConfig(max_length=64), "context is 64"),
-        ("hello there", text.SamplerConfig(max_length=0), "max_length"),
-        ("hello there", text.SamplerConfig(max_length=10**6), "max_length"),
-        ("hello there friend", text.SamplerConfig(max_length=2), "no room"),
-        ("hello", text.SamplerConfig(sampler="nucleus"), "Unknown sampler"),
-        ("hello", text.SamplerConfig(temperature=0), "temperature"),
+        ("", SamplerConfig(), "prompt is empty"),
+        ("   \n\t ", SamplerConfig(), "prompt is empty"),
+        ("word " * 10_001, SamplerConfig(), "characters; the limit"),
+        ("word " * 80, SamplerConfig(max_length=64), "context is 64"),
+        ("hello there", SamplerConfig(max_length=0), "max_length"),
+        ("hello there", SamplerConfig(max_length=10**6), "max_length"),
+        ("hello there friend", SamplerConfig(max_length=2), "no room"),
+        ("hello", SamplerConfig(sampler="nucleus"), "Unknown sampler"),
+        ("hello", SamplerConfig(temperature=0), "temperature"),
     ],
 )
 def test_bad_prompts_and_settings_are_explained(model, prompt, settings, fragment):
     with pytest.raises(StudioError, match=fragment):
-        text.generate(model, prompt, settings)
+        generate(model, prompt, settings)
 
 
 def test_unknown_model_and_failed_download_say_what_to_do(monkeypatch):
     with pytest.raises(StudioError, match="Unknown model 'gpt9'.*gpt2_base_en"):
-        text.load_gpt2("gpt9")
+        load_gpt2("gpt9")
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
     with pytest.raises(StudioError, match="Could not download 'gpt2_base_en'.*point to that folder") as raised:
-        text.load_gpt2("gpt2_base_en")
+        load_gpt2("gpt2_base_en")
     message = str(raised.value)
     assert "cannot reach the download server" in message and "Local preset folder" in message
     assert "host=" not in message and "Errno" not in message  # a sentence, not a raw urllib3 fragment
     with pytest.raises(StudioError, match="Could not download 'hf://"):
-        text.load_gpt2("hf://openai-community/gpt2")
+        load_gpt2("hf://openai-community/gpt2")
 
 
 def test_fine_tuning_on_repeated_text_makes_greedy_generation_reproduce_it(model, tmp_path):
     from tlcore.jobs import ProgressLog
 
     log = ProgressLog()
-    config = text.TextConfig(
+    config = TextConfig(
         model="tiny", sequence_length=32, epochs=40, batch_size=4, learning_rate=3e-3, sample_prompt="The cat"
     )
-    metrics = text.finetune(config, REPEATED, tmp_path / "run", log=log, model=model)
+    metrics = finetune(config, REPEATED, tmp_path / "run", log=log, model=model)
     assert metrics["loss_after"] < metrics["loss_before"] / 4
     assert metrics["after"].startswith("The cat sat on the mat. The cat sat on the mat.")
     assert not metrics["before"].startswith("The cat sat on the mat.")
     assert len(log.records(kind="epoch")) == 40 and log.last("status")["status"] == "done"
-    reloaded = text.load_gpt2(str(tmp_path / "run" / "preset"))
-    greedy = text.generate(reloaded, "The cat", text.SamplerConfig(sampler="greedy", max_length=20)).texts[0]
+    reloaded = load_gpt2(str(tmp_path / "run" / "preset"))
+    greedy = generate(reloaded, "The cat", SamplerConfig(sampler="greedy", max_length=20)).texts[0]
     assert greedy.startswith("The cat sat on the mat.")
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert history[0].endswith("perplexity") and len(history) == 41
 
 
 def test_lora_trains_only_the_adapters(tiny_gpt2_preset, tmp_path):
-    text.forget_model(str(tiny_gpt2_preset))
-    model = text.load_gpt2(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
+    model = load_gpt2(str(tiny_gpt2_preset))
     frozen_before = {w.path: w.numpy().copy() for w in model.backbone.weights}
-    config = text.TextConfig(
+    config = TextConfig(
         model="tiny",
         sequence_length=32,
         epochs=3,
@@ -164,8 +183,8 @@ def test_lora_trains_only_the_adapters(tiny_gpt2_preset, tmp_path):
         lora_rank=4,
         sample_prompt="The cat",
     )
-    text.finetune(config, REPEATED, tmp_path / "lora", model=model)
-    trainable = text.trainable_parameter_names(model)
+    finetune(config, REPEATED, tmp_path / "lora", model=model)
+    trainable = trainable_parameter_names(model)
     assert trainable and all("lora" in name for name in trainable)
     changed = [path for path, value in frozen_before.items() if not (_value(model, path) == value).all()]
     assert changed == []  # every original weight is untouched; only the new adapters moved
@@ -173,7 +192,7 @@ def test_lora_trains_only_the_adapters(tiny_gpt2_preset, tmp_path):
     lora_b = [w.numpy() for w in model.backbone.weights if "lora_kernel_b" in w.path]
     assert lora_b and all(abs(value).max() > 0 for value in lora_b)
     assert (tmp_path / "lora" / "adapter.lora.h5").is_file()
-    text.forget_model(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
 
 
 def _value(model, path):
@@ -183,14 +202,14 @@ def _value(model, path):
 def test_stop_request_ends_text_fine_tuning_early(tiny_gpt2_preset, tmp_path):
     from tlcore.jobs import ProgressLog
 
-    text.forget_model(str(tiny_gpt2_preset))
-    model = text.load_gpt2(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
+    model = load_gpt2(str(tiny_gpt2_preset))
     log, stop = ProgressLog(), threading.Event()
-    config = text.TextConfig(
+    config = TextConfig(
         model="tiny", sequence_length=32, epochs=500, batch_size=1, learning_rate=1e-3, sample_prompt="The cat"
     )
     worker = threading.Thread(
-        target=lambda: text.finetune(config, REPEATED, tmp_path / "stopped", log=log, stop=stop, model=model)
+        target=lambda: finetune(config, REPEATED, tmp_path / "stopped", log=log, stop=stop, model=model)
     )
     worker.start()
     while not log.records(kind="batch") and worker.is_alive():
@@ -199,14 +218,14 @@ def test_stop_request_ends_text_fine_tuning_early(tiny_gpt2_preset, tmp_path):
     worker.join(timeout=120)
     metrics = json.loads((tmp_path / "stopped" / "metrics.json").read_text())
     assert metrics["stopped_early_by_user"] and metrics["epochs_run"] < 500
-    text.forget_model(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
 
 
 def test_no_text_or_binary_text_is_refused():
     with pytest.raises(StudioError, match="no text to train on"):
-        text.chunk_text(None, "  \n ", 32)
+        chunk_text(None, "  \n ", 32)
     with pytest.raises(StudioError, match="not UTF-8 text"):
-        text.read_text_files([("photo.txt", b"\xff\xd8\xff\xe0 binary")])
+        read_text_files([("photo.txt", b"\xff\xd8\xff\xe0 binary")])
 
 
 def test_cli_generate_and_finetune_text(tiny_gpt2_preset, tmp_path):
@@ -267,15 +286,15 @@ def test_cli_text_bad_input_exits_2(tiny_gpt2_preset, tmp_path, args, fragment):
 
 
 def test_top_k_with_k_1_is_greedy(model):
-    greedy = text.generate(model, "The quick brown", text.SamplerConfig(sampler="greedy", max_length=24)).texts
+    greedy = generate(model, "The quick brown", SamplerConfig(sampler="greedy", max_length=24)).texts
     for seed in (1, 2):
-        top_1 = text.SamplerConfig(sampler="top_k", k=1, temperature=1.7, max_length=24, seed=seed)
-        assert text.generate(model, "The quick brown", top_1).texts == greedy
+        top_1 = SamplerConfig(sampler="top_k", k=1, temperature=1.7, max_length=24, seed=seed)
+        assert generate(model, "The quick brown", top_1).texts == greedy
 
 
 def test_greedy_is_deterministic_whatever_the_seed(model):
     texts = {
-        tuple(text.generate(model, "Once upon", text.SamplerConfig(sampler="greedy", max_length=24, seed=s)).texts)
+        tuple(generate(model, "Once upon", SamplerConfig(sampler="greedy", max_length=24, seed=s)).texts)
         for s in (0, 1, 2)
     }
     assert len(texts) == 1
@@ -283,7 +302,7 @@ def test_greedy_is_deterministic_whatever_the_seed(model):
 
 def test_random_sampling_changes_with_the_seed_and_repeats_with_it(model):
     def sample(seed):
-        return text.generate(model, "Once upon", text.SamplerConfig(sampler="random", max_length=24, seed=seed)).texts
+        return generate(model, "Once upon", SamplerConfig(sampler="random", max_length=24, seed=seed)).texts
 
     assert sample(3) == sample(3)
     assert len({tuple(sample(seed)) for seed in (3, 4, 5)}) == 3
@@ -293,55 +312,55 @@ def test_random_sampling_changes_with_the_seed_and_repeats_with_it(model):
 
 
 def test_the_second_click_reuses_the_compiled_generate_function(model):
-    settings = text.SamplerConfig(sampler="top_k", max_length=20, seed=1)
-    first = text.generate(model, "The quick brown", settings)
-    again = text.generate(model, "The quick brown", settings)
-    other_seed = text.generate(model, "The quick brown", text.SamplerConfig(sampler="top_k", max_length=20, seed=2))
+    settings = SamplerConfig(sampler="top_k", max_length=20, seed=1)
+    first = generate(model, "The quick brown", settings)
+    again = generate(model, "The quick brown", settings)
+    other_seed = generate(model, "The quick brown", SamplerConfig(sampler="top_k", max_length=20, seed=2))
     assert first.compiled and not again.compiled and not other_seed.compiled  # the seed is not baked in
     assert again.texts == first.texts
-    assert text.generate(model, "The quick brown", text.SamplerConfig(sampler="top_k", k=5, max_length=20)).compiled
+    assert generate(model, "The quick brown", SamplerConfig(sampler="top_k", k=5, max_length=20)).compiled
 
 
 def test_new_tokens_are_counted_not_re_tokenized(model):
     prompt_tokens = len(model.preprocessor.tokenizer("The quick brown"))
     for sampler in ("beam", "greedy", "random"):
-        generation = text.generate(model, "The quick brown", text.SamplerConfig(sampler=sampler, max_length=16))
+        generation = generate(model, "The quick brown", SamplerConfig(sampler=sampler, max_length=16))
         # max_length holds the start token, the prompt and the new tokens
         assert 0 < generation.new_tokens <= 16 - 1 - prompt_tokens, (sampler, generation.new_tokens)
 
 
 def test_int8_is_cached_apart_and_leaves_the_float32_model_alone(tiny_gpt2_preset, model):
-    fast = text.load_gpt2(str(tiny_gpt2_preset), "int8")
-    assert fast is not model and text.load_gpt2(str(tiny_gpt2_preset), "int8") is fast
-    assert text.quantization_of(fast) == "int8" and text.quantization_of(model) == "none"
-    assert text.load_gpt2(str(tiny_gpt2_preset)) is model
-    generation = text.generate(fast, "The quick brown", text.SamplerConfig(sampler="greedy", max_length=16))
+    fast = load_gpt2(str(tiny_gpt2_preset), "int8")
+    assert fast is not model and load_gpt2(str(tiny_gpt2_preset), "int8") is fast
+    assert quantization_of(fast) == "int8" and quantization_of(model) == "none"
+    assert load_gpt2(str(tiny_gpt2_preset)) is model
+    generation = generate(fast, "The quick brown", SamplerConfig(sampler="greedy", max_length=16))
     assert generation.texts[0].startswith("The quick brown") and generation.new_tokens > 0
     with pytest.raises(StudioError, match="already quantized"):
-        text.quantize(fast, "int8")
+        quantize(fast, "int8")
     with pytest.raises(StudioError, match="Unknown quantization.*int4"):
-        text.load_gpt2(str(tiny_gpt2_preset), "int4")
-    text.forget_model(str(tiny_gpt2_preset))
+        load_gpt2(str(tiny_gpt2_preset), "int4")
+    forget_model(str(tiny_gpt2_preset))
 
 
 def test_the_xla_choice_is_one_measured_table():
-    assert text.use_xla("int8", 1) and text.use_xla("int8", 4)  # int8 without XLA is slower than float32
-    assert text.use_xla("none", 4)
+    assert use_xla("int8", 1) and use_xla("int8", 4)  # int8 without XLA is slower than float32
+    assert use_xla("none", 4)
 
 
 def test_int8_costs_little_on_a_small_gpt2_fine_tuned_on_prose(gpt2_tokenizer_dir, tmp_path):
-    tokenizer = text.build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
+    tokenizer = build_tokenizer(gpt2_tokenizer_dir / "encoder.json", gpt2_tokenizer_dir / "vocab.bpe")
     paragraphs = PROSE.strip().split("\n\n")
     train, held_out = "\n\n".join(paragraphs[:-2]), "\n\n".join(paragraphs[-2:])
-    small = text.build_gpt2(
+    small = build_gpt2(
         tokenizer, num_layers=2, num_heads=4, hidden_dim=128, intermediate_dim=512, max_sequence_length=128
     )
-    config = text.TextConfig(model="small", sequence_length=64, epochs=12, batch_size=8, learning_rate=2e-3)
-    metrics = text.finetune(config, train, tmp_path / "run", model=small)
-    reference = text.load_gpt2(str(tmp_path / "run" / "preset"))
-    quantized = text.load_gpt2(str(tmp_path / "run" / "preset"), "int8")
+    config = TextConfig(model="small", sequence_length=64, epochs=12, batch_size=8, learning_rate=2e-3)
+    metrics = finetune(config, train, tmp_path / "run", model=small)
+    reference = load_gpt2(str(tmp_path / "run" / "preset"))
+    quantized = load_gpt2(str(tmp_path / "run" / "preset"), "int8")
     prompts = ["The baker", "In the autumn", "The river", "Every morning"]
-    quality = text.compare_quantized(reference, quantized, held_out, prompts)
+    quality = compare_quantized(reference, quantized, held_out, prompts)
     print("\nint8 vs float32 on held-out prose:", json.dumps(quality, indent=2))
     assert (
         quality["loss_float32"] < metrics["loss_before"] - 1.5
@@ -356,8 +375,8 @@ def test_int8_costs_little_on_a_small_gpt2_fine_tuned_on_prose(gpt2_tokenizer_di
 
 def test_lora_with_its_default_learning_rate_learns(tiny_gpt2_preset, tmp_path):
     def lora_run(learning_rate, name):
-        text.forget_model(str(tiny_gpt2_preset))
-        config = text.TextConfig(
+        forget_model(str(tiny_gpt2_preset))
+        config = TextConfig(
             model="tiny",
             sequence_length=32,
             epochs=3,
@@ -365,32 +384,32 @@ def test_lora_with_its_default_learning_rate_learns(tiny_gpt2_preset, tmp_path):
             learning_rate=learning_rate,
             sample_prompt="The cat",
         )
-        return text.finetune(config, REPEATED, tmp_path / name, model=text.load_gpt2(str(tiny_gpt2_preset)))
+        return finetune(config, REPEATED, tmp_path / name, model=load_gpt2(str(tiny_gpt2_preset)))
 
-    assert text.TextConfig(lora_rank=4).effective_learning_rate == text.DEFAULT_LEARNING_RATE["lora"]
+    assert TextConfig(lora_rank=4).effective_learning_rate == DEFAULT_LEARNING_RATE["lora"]
     old_default = lora_run(5e-5, "old")  # what the page used to start with: nothing moved
     assert old_default["before"] == old_default["after"]
     assert f"{old_default['loss_after']:.2f}" == f"{old_default['loss_before']:.2f}"
     default = lora_run(None, "default")
-    assert default["config"]["learning_rate"] == text.DEFAULT_LEARNING_RATE["lora"]
+    assert default["config"]["learning_rate"] == DEFAULT_LEARNING_RATE["lora"]
     # The tiny model's frozen 32-wide embeddings cap what adapters can do; still a visible move.
     assert default["loss_after"] < default["loss_before"] - 0.03
     assert default["after"] != default["before"]
-    text.forget_model(str(tiny_gpt2_preset))
+    forget_model(str(tiny_gpt2_preset))
 
 
 def test_a_sequence_longer_than_the_context_is_explained(model, tmp_path):
-    config = text.TextConfig(model="tiny", sequence_length=128, epochs=1)
+    config = TextConfig(model="tiny", sequence_length=128, epochs=1)
     with pytest.raises(StudioError, match="at most the model's context of 64 tokens"):
-        text.finetune(config, REPEATED, tmp_path / "long", model=model)
+        finetune(config, REPEATED, tmp_path / "long", model=model)
 
 
 def test_surprising_before_and_after_texts_are_explained():
-    (only_prompt,) = text.comparison_notes("The cat", "The cat was", "The cat", 10.4, 3.0)
+    (only_prompt,) = comparison_notes("The cat", "The cat was", "The cat", 10.4, 3.0)
     assert "end-of-text" in only_prompt
-    (unchanged,) = text.comparison_notes("The cat", "The cat was", "The cat was", 10.45, 10.45)
+    (unchanged,) = comparison_notes("The cat", "The cat was", "The cat was", 10.45, 10.45)
     assert "did not change" in unchanged and "10.45" in unchanged
-    assert text.comparison_notes("The cat", "The cat was", "The cat sat", 10.4, 3.0) == []
+    assert comparison_notes("The cat", "The cat was", "The cat sat", 10.4, 3.0) == []
 
 
 def test_perplexity_axis_ticks_are_plain_numbers():
@@ -422,7 +441,7 @@ def text_page(tmp_path, monkeypatch, tiny_gpt2_preset):
     monkeypatch.setenv("TLCORE_DATA_ROOTS", str(Path(tiny_gpt2_preset).parent))
     monkeypatch.chdir(ROOT)
     st.cache_resource.clear()
-    text.forget_model(str(tiny_gpt2_preset))  # a fresh model: nothing compiled yet
+    forget_model(str(tiny_gpt2_preset))  # a fresh model: nothing compiled yet
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/text/generate.py").run()
@@ -497,9 +516,9 @@ def test_page_offline_download_error_is_a_sentence(text_page, monkeypatch):
 
 def test_page_lora_learning_rate_default_follows_the_mode(text_page):
     assert _widget(text_page.select_slider, "LoRA rank (0 = all weights)").value == 4
-    assert _widget(text_page.select_slider, "Learning rate").value == text.DEFAULT_LEARNING_RATE["lora"]
+    assert _widget(text_page.select_slider, "Learning rate").value == DEFAULT_LEARNING_RATE["lora"]
     _widget(text_page.select_slider, "LoRA rank (0 = all weights)").set_value(0).run()
-    assert _widget(text_page.select_slider, "Learning rate").value == text.DEFAULT_LEARNING_RATE["full"]
+    assert _widget(text_page.select_slider, "Learning rate").value == DEFAULT_LEARNING_RATE["full"]
 
 
 def test_page_lora_fine_tune_with_defaults_learns_and_draws_a_readable_axis(text_page):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlcore import data as data_lib
 from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.data.pipeline import image_dataset, load_dataset
 from tlcore.jobs import HISTORY_COLUMNS, ProgressLog
 from tlcore.model import classifier as model_lib
 from tlcore.model.backbones import load_backbone
@@ -78,12 +78,12 @@ def test_feature_cache_path_matches_the_ordinary_path(colour_dataset):
     assert fast.metrics["val_accuracy"] >= 0.85 and slow.metrics["val_accuracy"] >= 0.85
     # The features the fast path trained on (read back from its cache) are the ones the
     # image path computes: same decoding, preprocessing and backbone, to float precision.
-    dataset = data_lib.load_dataset(config.data, seed=config.train.seed)
+    dataset = load_dataset(config.data, seed=config.train.seed)
     backbone = load_backbone(config.model, seed=config.train.seed)
     classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
     cached, from_cache = cached_features(classifier, backbone, dataset.train + dataset.val)
     assert from_cache
-    images = data_lib.image_dataset(dataset.train + dataset.val, np.zeros(len(cached)), backbone.image_size, 16)
+    images = image_dataset(dataset.train + dataset.val, np.zeros(len(cached)), backbone.image_size, 16)
     part, preprocess = model_lib.backbone_part(classifier), model_lib.preprocess_part(classifier)
     through_images = np.concatenate([part(preprocess(x), training=False).numpy() for x, _ in images])
     np.testing.assert_allclose(cached, through_images, atol=1e-5)

@@ -100,22 +100,40 @@ class BoundedCache:
     def put(self, key: Hashable, value: Any) -> Any:
         """Keeps ``value`` under ``key`` (replacing any), evicting the least recently used."""
         size = self._sizer(value)
-        evicted: list[tuple[Hashable, Any]] = []
         with self._lock:
-            old = self._entries.pop(key, _MISSING)
-            if old is not _MISSING:
-                self._bytes -= old[1]
-                if old[0] is not value:
-                    evicted.append((key, old[0]))
-            if self.max_bytes is None or size <= self.max_bytes:
-                self._entries[key] = (value, size)
-                self._bytes += size
-            while len(self._entries) > self.max_items or (self.max_bytes is not None and self._bytes > self.max_bytes):
-                old_key, (old_value, old_size) = self._entries.popitem(last=False)
-                self._bytes -= old_size
-                evicted.append((old_key, old_value))
+            evicted = self._replace(key, value, size)
         self._release(evicted)
         return value
+
+    def update(self, key: Hashable, change: Callable[[Any], Any]) -> Any:
+        """Replaces ``key``'s value by ``change(current)`` (``None`` when absent) atomically; returns it.
+
+        ``change`` runs under the lock, so two threads changing one key both count: keep
+        it cheap (a small list or dict; never loading a model).
+        """
+        with self._lock:
+            current = self._entries.get(key, (None, 0))[0]
+            value = change(current)
+            evicted = self._replace(key, value, self._sizer(value))
+        self._release(evicted)
+        return value
+
+    def _replace(self, key: Hashable, value: Any, size: int) -> list[tuple[Hashable, Any]]:
+        # Under the lock: keeps value under key (most recent), then evicts down to the bounds.
+        evicted: list[tuple[Hashable, Any]] = []
+        old = self._entries.pop(key, _MISSING)
+        if old is not _MISSING:
+            self._bytes -= old[1]
+            if old[0] is not value:
+                evicted.append((key, old[0]))
+        if self.max_bytes is None or size <= self.max_bytes:
+            self._entries[key] = (value, size)
+            self._bytes += size
+        while len(self._entries) > self.max_items or (self.max_bytes is not None and self._bytes > self.max_bytes):
+            old_key, (old_value, old_size) = self._entries.popitem(last=False)
+            self._bytes -= old_size
+            evicted.append((old_key, old_value))
+        return evicted
 
     def get_or_create(self, key: Hashable, create: Callable[[], Any]) -> Any:
         """The value under ``key``; ``create()`` builds and keeps it when missing.

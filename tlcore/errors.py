@@ -2,7 +2,10 @@
 
 Every error raised for bad input says what was expected, what was received and what
 to do. Pages show them with ``st.error``; the CLI prints one line and exits with 2.
+Anything else is a bug, and :func:`unexpected` is the one way it is worded.
 """
+
+import traceback
 
 
 class StudioError(ValueError):
@@ -30,3 +33,26 @@ def first_line(error: BaseException, limit: int = 500) -> str:
     text = str(error).strip()
     line = text.splitlines()[0].strip() if text else type(error).__name__
     return line[:limit]
+
+
+def unexpected(error: BaseException) -> str:
+    """What a user reads about an error no check anticipated (a bug): its type, its first line, a request.
+
+    The one wording of the job runners, the CLI and the pages' last-resort handler.
+    """
+    return f"Unexpected {type(error).__name__}: {first_line(error)}. Please report this."
+
+
+def job_failure(error: BaseException) -> tuple[str, str | None]:
+    """How a job that raised ``error`` failed: the message its user reads, and a traceback for the log.
+
+    Bad input and unreadable files (``ValueError``, which :class:`StudioError` is, and
+    ``OSError``) are the user's to fix: their own message says what to do, no traceback.
+    Anything else is a bug: :func:`unexpected` and the traceback (for the report).
+
+    Returns:
+        ``(message, traceback)``; the traceback is ``None`` for an expected error.
+    """
+    if isinstance(error, ValueError | OSError):
+        return str(error), None
+    return unexpected(error), "".join(traceback.format_exception(error))

@@ -22,13 +22,12 @@ import functools
 import os
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tlcore.errors import JobBusyError, StudioError, first_line
+from tlcore.errors import JobBusyError, StudioError, job_failure
 
 DEFAULT_MAX_JOBS = 2
 # Finished jobs kept: each visitor's last few, and at most this many over the whole
@@ -181,6 +180,17 @@ def summary_of(result: Any) -> Any:
     return result
 
 
+def fail(job: Job, message: str, trace: str | None = None) -> None:
+    """Marks ``job`` failed with ``message``; a bug's traceback goes to its log, for the report.
+
+    The one failure path of both runners (see :func:`tlcore.errors.job_failure`).
+    """
+    job.error = message
+    if trace:
+        job.log.append("traceback", text=trace)
+    job.status = "failed"
+
+
 class JobRegistry:
     """All jobs of this process; thread-safe.
 
@@ -255,13 +265,8 @@ class JobRegistry:
         try:
             job.result = summary_of(target(job))
             job.status = "stopped" if job.stop.is_set() else "done"
-        except (StudioError, ValueError, OSError) as error:
-            job.error = str(error)
-            job.status = "failed"
         except Exception as error:  # noqa: BLE001  - reported to the user, never raised into Streamlit
-            job.error = f"Unexpected {type(error).__name__}: {first_line(error)}. Please report this."
-            job.log.append("traceback", text=traceback.format_exc())
-            job.status = "failed"
+            fail(job, *job_failure(error))
         finally:
             job.finished = time.time()
             job.log.append("status", status=job.status, error=job.error)

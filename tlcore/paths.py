@@ -18,24 +18,23 @@ decides two conveniences: allowing a folder from the Data page for the session
 
 from __future__ import annotations
 
-import collections
 import ipaddress
 import os
 import re
-import threading
 from pathlib import Path
 
+from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError
 
 DATA_ROOTS_VARIABLE = "TLCORE_DATA_ROOTS"
 SHARED_VARIABLE = "TLCORE_SHARED"
 DOWNLOADS_VARIABLE = "TLCORE_ALLOW_DOWNLOADS"
 OWNER_ID = re.compile(r"[0-9a-f]{8,64}")
-# Folders allowed from the page, per owner, until the server stops: bounded, oldest owners first out.
+# Folders allowed from the page, per owner, until the server stops: bounded, the least
+# recently active owners first out.
 MAX_EXTRA_OWNERS = 256
 MAX_EXTRA_ROOTS = 32
-_EXTRA_ROOTS: collections.OrderedDict[str, list[Path]] = collections.OrderedDict()
-_EXTRA_LOCK = threading.Lock()
+_EXTRA_ROOTS = BoundedCache("folders allowed from the page", max_items=MAX_EXTRA_OWNERS)
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 OUTSIDE = "outside the folders this studio may read"
 PRIVATE = "a folder the studio keeps for its visitors (uploads, runs, caches), not readable here"
@@ -153,7 +152,7 @@ def dataset_fence(root: str | Path, owner: str | None = None):
     (the current folder holds ``workspace/`` and ``runs/`` by default).
 
     Returns:
-        ``fence(path) -> reason or None`` for ``tlcore.data.scan_folder``.
+        ``fence(path) -> reason or None`` for ``tlcore.data.scan.scan_folder``.
     """
     root = _resolved(root)
     own = studio_dirs(owner)
@@ -269,8 +268,7 @@ def extra_roots(owner: str | None) -> list[Path]:
     """The folders ``owner`` allowed for this server's lifetime (:func:`allow_folder`)."""
     if not owner:
         return []
-    with _EXTRA_LOCK:
-        return list(_EXTRA_ROOTS.get(owner, ()))
+    return list(_EXTRA_ROOTS.get(owner, ()))
 
 
 def readable_roots(owner: str | None) -> list[Path]:
@@ -313,10 +311,7 @@ def allow_folder(owner: str, path: str | Path, local: bool) -> Path:
     reason = refusal(resolved, owner)
     if reason is not None and reason != OUTSIDE:
         raise StudioError(f"{path} is {reason}; it cannot be allowed.")
-    with _EXTRA_LOCK:
-        roots = _EXTRA_ROOTS.pop(owner, [])
-        roots = ([root for root in roots if root != resolved] + [resolved])[-MAX_EXTRA_ROOTS:]
-        _EXTRA_ROOTS[owner] = roots
-        while len(_EXTRA_ROOTS) > MAX_EXTRA_OWNERS:
-            _EXTRA_ROOTS.popitem(last=False)
+    _EXTRA_ROOTS.update(
+        owner, lambda roots: ([r for r in roots or () if r != resolved] + [resolved])[-MAX_EXTRA_ROOTS:]
+    )
     return resolved

@@ -7,7 +7,9 @@ import streamlit as st
 from pages.studio import shared
 from pages.studio.identity import local_server
 from tlcore import charts
-from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
+from tlcore.data.demo import DEMO_DATASET
+from tlcore.data.images import thumbnail
+from tlcore.data.sources import DOWNLOADABLE, save_class_images, save_upload
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
@@ -78,7 +80,7 @@ elif source_kind == SOURCES[3]:
 elif source_kind == SOURCES[4]:
     name = st.selectbox("Dataset", list(DOWNLOADABLE), format_func=lambda n: f"{n} — {DOWNLOADABLE[n].description}")
     if st.button("Download"):
-        from tlcore.data import download_dataset
+        from tlcore.data.sources import download_dataset
 
         try:
             with st.spinner(f"Downloading {name}…"):

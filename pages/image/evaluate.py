@@ -6,7 +6,7 @@ import streamlit as st
 from pages.studio import shared
 from tlcore import charts
 from tlcore import metrics as evaluation
-from tlcore.data import thumbnail
+from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 
 st.title("Evaluate")

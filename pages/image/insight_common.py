@@ -16,7 +16,7 @@ from pages.studio import shared
 from pages.studio.job_panel import start_task, task_outcome
 from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
-from tlcore.data import thumbnail
+from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 
 # The dataset's pooled features per setup, folders and label decisions: one bounded tlcore
@@ -79,7 +79,7 @@ def roots(config: RunConfig) -> list[str | None]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _folder(source: str, stamp: float) -> str:
-    from tlcore.data import resolve_source
+    from tlcore.data.sources import resolve_source
 
     try:
         return str(resolve_source(source))

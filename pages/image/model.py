@@ -3,7 +3,7 @@ import streamlit as st
 from pages.studio import shared
 from tlcore.config import POOLING_CHOICES, FreezePlan
 from tlcore.errors import StudioError
-from tlcore.model.backbones import BACKBONES, PREPROCESSING
+from tlcore.model.backbones import BACKBONES
 from tlcore.model.choices import (
     HIDDEN_UNITS_CHOICES,
     WEIGHTS_LABELS,
@@ -12,6 +12,7 @@ from tlcore.model.choices import (
     image_size_choices,
     weights_choices,
 )
+from tlcore.model.preprocessing import PREPROCESSING
 
 st.title("Model")
 model = shared.config("model")

@@ -2,7 +2,7 @@ import streamlit as st
 
 from pages.studio import shared
 from tlcore import charts
-from tlcore.data import thumbnail
+from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
 

@@ -11,7 +11,8 @@ import streamlit as st
 
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import ModelConfig
-from tlcore.runs.store import RunStore, runs_root
+from tlcore.paths import runs_dir
+from tlcore.runs.store import RunStore
 
 
 def store() -> RunStore:
@@ -19,7 +20,7 @@ def store() -> RunStore:
     from pages.studio.identity import local_server, shared_tokens
 
     owner = st.session_state.get("session_id")
-    return RunStore(runs_root(), owner=owner, operator=local_server(), shared=shared_tokens())
+    return RunStore(runs_dir(), owner=owner, operator=local_server(), shared=shared_tokens())
 
 
 def scan(source: str, skip_placeholders: bool, stamp: float):
@@ -33,10 +34,11 @@ def _scan(source: str, skip_placeholders: bool, stamp: float, owner: str | None)
     changes when the folder does: part of the cache key, so images added on disk are seen; an
     ``_``-prefixed name would not be hashed). The owner is part of the key: what one visitor may
     read is not what another may."""
-    from tlcore.data import resolve_source, scan_folder
+    from tlcore.data.scan import scan_folder
+    from tlcore.data.sources import resolve_source
     from tlcore.paths import dataset_fence
 
-    # As training reads it (tlcore.data.load_dataset): a visitor's through the fence; without an
+    # As training reads it (tlcore.data.pipeline.load_dataset): a visitor's through the fence; without an
     # identity (a section rendered on its own) as the CLI does.
     root = resolve_source(source, restricted=owner is not None, owner=owner)
     fence = dataset_fence(root, owner) if owner is not None else None
@@ -81,7 +83,7 @@ def model_file_info(path: str) -> dict:
     """``{"layers": cut candidates, "image_size": its own input size or None}`` of a model file.
 
     Read once per file content, not on every rerun: uploads are content-addressed (see
-    ``tlcore.data.save_upload``), and size and modification time are part of the key.
+    ``tlcore.data.sources.save_upload``), and size and modification time are part of the key.
     """
     stat = Path(path).stat()
     return _model_file_info(str(path), stat.st_size, stat.st_mtime_ns)

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from tlcore.data import DOWNLOADABLE
+from tlcore.data.sources import DOWNLOADABLE
 from tlcore.model.backbones import BACKBONES
 
 st.title("Transfer-learning studio")

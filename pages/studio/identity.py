@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore import paths, sessions
-from tlcore.data import workspace_dir
 from tlcore.errors import StudioError
+from tlcore.paths import workspace_dir
 
 MAX_SHARED_LINKS = 20
 

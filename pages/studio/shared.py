@@ -29,9 +29,11 @@ from pages.studio.cache import (
 from pages.studio.identity import facts, identify, persist_setup, setup_in_use, setups
 from pages.studio.keras_state import keep_keras_state
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.data import DEMO_DATASET, save_upload, workspace_dir
+from tlcore.data.demo import DEMO_DATASET
+from tlcore.data.sources import save_upload
 from tlcore.errors import StudioError, first_line
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
+from tlcore.paths import workspace_dir
 
 __all__ = [
     "backbone",
@@ -80,7 +82,7 @@ def session_dir() -> Path:
 def saved_upload(kind: str, upload) -> str:
     """Where an uploaded file is kept in this browser's folder (``kind``: "models", "uploads"…).
 
-    Written once per upload (``tlcore.data.save_upload`` is content-addressed); later reruns
+    Written once per upload (``tlcore.data.sources.save_upload`` is content-addressed); later reruns
     find the path by the upload's id without reading or hashing its bytes again.
     """
     saved = st.session_state.setdefault("saved_uploads", {})

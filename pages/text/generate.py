@@ -6,7 +6,9 @@ from pages.studio.job_panel import job_panel, start_task, task_outcome
 from pages.text.results import finished, quoted
 from tlcore import charts
 from tlcore.errors import StudioError
-from tlcore.text import DEFAULT_LEARNING_RATE, PRESETS, SAMPLERS, SamplerConfig, TextConfig
+from tlcore.text.finetuning import DEFAULT_LEARNING_RATE, TextConfig
+from tlcore.text.models import PRESETS
+from tlcore.text.sampling import SAMPLERS, SamplerConfig
 
 SPEEDS = {"standard (float32)": "none", "fast (int8)": "int8"}
 
@@ -78,7 +80,8 @@ def generate_all(source: str, quantization: str, prompt: str, settings: list):
     """The job's work: one text per sampler setting (the model comes from tlcore's one bounded cache)."""
 
     def work(job):
-        from tlcore.text import generate, load_gpt2
+        from tlcore.text.generation import generate
+        from tlcore.text.models import load_gpt2
 
         job.log.append("step", step=0, steps=len(settings) + 1)
         model = load_gpt2(source, quantization)
@@ -137,22 +140,22 @@ batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
 job = shared.current_job("text")
 running = job is not None and job.active
 if st.button("Start fine-tuning", disabled=running):
-    from tlcore.runs.store import runs_root
-    from tlcore.text import read_text_files, start_finetune
+    from tlcore.paths import runs_dir
+    from tlcore.text.finetuning import read_text_files, start_finetune
 
     try:
         corpus = read_text_files([(f.name, f.getvalue()) for f in uploads or []], pasted=pasted)
         config = TextConfig(
             checked_source(), int(sequence_length), int(epochs), int(batch), float(lr), int(lora), sample_prompt=prompt
         )
-        shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_root()))
+        shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_dir()))
         st.rerun()
     except StudioError as error:
         shared.show_error(error)
 
 
 def figure(job):
-    from tlcore.text import perplexity_frame
+    from tlcore.text.finetuning import perplexity_frame
 
     return charts.text_finetune_figure(perplexity_frame(job.log))
 

@@ -3,7 +3,7 @@
 ``train --config`` trains exactly what a saved run trained; a flag typed beside it
 replaces one field. To know which flags were typed, the train parser's flags default
 to "absent" (``argparse.SUPPRESS``) and their real defaults travel in
-``args.run_flag_defaults`` (:func:`tlcore.cli.main.config_from_args` reads both).
+``args.run_flag_defaults`` (:func:`tlcore.cli.common.config_from_args` reads both).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _list_of(kind):
 
 
 def cmd_sweep(args) -> dict:
-    from tlcore.data import resolve_source
+    from tlcore.data.sources import resolve_source
     from tlcore.training.sweep import SweepGrid
 
     out = Path(args.out)

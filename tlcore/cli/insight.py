@@ -42,7 +42,7 @@ def add_parsers(commands) -> None:
 
 def prepared_config(args):
     """The run config, with the cheap checks done before TensorFlow loads."""
-    from tlcore.data import resolve_source
+    from tlcore.data.sources import resolve_source
 
     config = config_from_args(args)
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):

@@ -20,7 +20,7 @@ from tlcore.cli.common import (
     quiet_keras,
     removed_on_bad_input,
 )
-from tlcore.errors import StudioError
+from tlcore.errors import StudioError, unexpected
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,13 +99,14 @@ def _extensions() -> list:
 
 
 def cmd_inspect(args) -> dict:
-    from tlcore.data import resolve_source, scan_folder
+    from tlcore.data.scan import scan_folder
+    from tlcore.data.sources import resolve_source
 
     return scan_folder(resolve_source(args.data), skip_placeholders=not args.keep_placeholders).to_dict()
 
 
 def cmd_train(args) -> dict:
-    from tlcore.data import resolve_source
+    from tlcore.data.sources import resolve_source
 
     out = new_run_folder(args.out)
     config = config_from_args(args)
@@ -146,7 +147,7 @@ def cmd_predict(args) -> list | dict:
 
 
 def cmd_generate(args) -> dict:
-    from tlcore.text import SamplerConfig
+    from tlcore.text.sampling import SamplerConfig
 
     settings = SamplerConfig(
         args.sampler, args.top_k, args.top_p, args.num_beams, args.temperature, args.max_length, args.seed
@@ -160,7 +161,8 @@ def cmd_generate(args) -> dict:
             f"Unknown quantization. Expected one of ['none', 'int8']. Received: --quantize {args.quantize}."
         )
     quiet_keras()
-    from tlcore.text import generate, load_gpt2
+    from tlcore.text.generation import generate
+    from tlcore.text.models import load_gpt2
 
     generation = generate(load_gpt2(args.model, args.quantize), args.prompt, settings)
     return {
@@ -172,7 +174,7 @@ def cmd_generate(args) -> dict:
 
 
 def cmd_finetune_text(args) -> dict:
-    from tlcore.text import TextConfig, read_text_files
+    from tlcore.text.finetuning import TextConfig, read_text_files
 
     out = new_run_folder(args.out)
     files = []
@@ -187,7 +189,7 @@ def cmd_finetune_text(args) -> dict:
     )
     config.validate()
     quiet_keras()
-    from tlcore.text import finetune
+    from tlcore.text.finetuning import finetune
 
     with removed_on_bad_input(out):
         return {"run_dir": str(out), **finetune(config, text, out)}
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001  - never a traceback for the user
-        print(f"error: unexpected {type(error).__name__}: {one_line(error)} (please report this)", file=sys.stderr)
+        print(f"error: {unexpected(error)}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, default=str))
     return 0

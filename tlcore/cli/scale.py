@@ -41,14 +41,14 @@ def add_parsers(commands) -> None:
 def ray_address(args) -> str | None:
     import os
 
-    from tlcore.runners import ADDRESS_VARIABLE
+    from tlcore.runners.cluster import ADDRESS_VARIABLE
 
     return args.ray_address or os.environ.get(ADDRESS_VARIABLE, "").strip() or None
 
 
 def cmd_extract(args) -> dict:
     from tlcore.cli.common import config_from_args, quiet_keras
-    from tlcore.data import resolve_source
+    from tlcore.data.sources import resolve_source
     from tlcore.runners.ray_data import check_engine
 
     config = config_from_args(args)

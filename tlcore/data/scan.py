@@ -7,13 +7,13 @@ skipped and listed with the reason; nothing is dropped silently.
 from __future__ import annotations
 
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlcore.caches import BoundedCache
 from tlcore.data.common import DEFAULT_LIMITS, IMAGE_SUFFIXES, Limits, is_ignored, short_reason
 from tlcore.data.images import check_image_file
 from tlcore.errors import StudioError
@@ -189,8 +189,8 @@ def _walk_files(folder: Path, fence: Callable[[Path], str | None]) -> Iterator[t
             yield path, (_link_words(path, reason) if reason else None)
 
 
-_CHECKED: dict[tuple, tuple[bool, str]] = {}
-_CHECKED_LOCK = threading.Lock()
+# (usable, reason) per (path, size, modification time, limits, placeholder choice).
+_CHECKED = BoundedCache("image-file verdicts", max_items=200_000)
 
 
 def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tuple[bool, str]:
@@ -201,9 +201,9 @@ def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tup
     except OSError as error:
         return False, f"could not be read ({short_reason(error)})"
     key = (str(path), stat_result.st_size, stat_result.st_mtime_ns, limits, skip_placeholders)
-    with _CHECKED_LOCK:
-        if key in _CHECKED:
-            return _CHECKED[key]
+    known = _CHECKED.get(key)
+    if known is not None:
+        return known
     try:
         outcome = (True, check_image_file(path, limits, skip_placeholders))
     except StudioError as error:
@@ -212,11 +212,7 @@ def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tup
         outcome = (False, f"could not be read ({short_reason(error)})")
     except Exception as error:  # noqa: BLE001  - one odd file must never abort the whole scan
         outcome = (False, f"could not be checked ({type(error).__name__}: {short_reason(error)})")
-    with _CHECKED_LOCK:
-        if len(_CHECKED) > 200_000:
-            _CHECKED.clear()
-        _CHECKED[key] = outcome
-    return outcome
+    return _CHECKED.put(key, outcome)
 
 
 def dataset_warnings(counts: dict[str, int], min_images_per_class: int) -> list[str]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore import data as data_lib
+from tlcore.data.common import IMAGE_SUFFIXES, is_ignored
+from tlcore.data.images import decode_image
 from tlcore.errors import StudioError
 from tlcore.runners.cluster import connect_ray, worker_environment
 from tlcore.runners.ray_data import actor_pool, check_engine, quiet_ray_data, ray_batches, ray_dataset
@@ -63,7 +64,7 @@ def collect_images(sources: list[str]) -> tuple[list[str], list[dict]]:
         path = Path(source)
         if path.is_dir():
             for root, directories, files in os.walk(path):
-                directories[:] = sorted(d for d in directories if not data_lib.is_ignored(d))
+                directories[:] = sorted(d for d in directories if not is_ignored(d))
                 for name in sorted(files):
                     _sort_file(Path(root) / name, paths, skipped)
         elif path.is_file():
@@ -74,9 +75,9 @@ def collect_images(sources: list[str]) -> tuple[list[str], list[dict]]:
 
 
 def _sort_file(path: Path, paths: list, skipped: list, named: bool = False) -> None:
-    if data_lib.is_ignored(path.name) or (path.name.startswith(".") and not named):
+    if is_ignored(path.name) or (path.name.startswith(".") and not named):
         return
-    if path.suffix.lower() in data_lib.IMAGE_SUFFIXES or named:
+    if path.suffix.lower() in IMAGE_SUFFIXES or named:
         paths.append(str(path))
     else:
         skipped.append({"path": str(path), "reason": f"not an image file ({path.suffix or 'no extension'})"})
@@ -99,7 +100,7 @@ def predict_batch(model, labels: list[str], paths: list[str]) -> list[dict]:
 
 def _decode_or_reason(path: str, size: int):
     try:
-        return data_lib.decode_image(path, size)
+        return decode_image(path, size)
     except (StudioError, OSError) as error:
         return str(error)
 

@@ -5,7 +5,7 @@ on a transparent background comes out "cats 91 %". Two checks, each measured aga
 run's own training images, say so instead:
 
 - pixels: a drawing, flat graphic or placeholder (the dataset scan's detector,
-  :func:`tlcore.data.graphic_reason`) when the training images were photos; an image
+  :func:`tlcore.data.images.graphic_reason`) when the training images were photos; an image
   smaller than every training image.
 - features: the image's distance to its nearest training image in the backbone's
   feature space (cosine distance of the spatially averaged feature map), against the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore import data as data_lib
+from tlcore.data.images import graphic_reason, open_image
 from tlcore.errors import StudioError
 from tlcore.words import plural
 
@@ -93,7 +93,7 @@ def _write_reference(trainer, items: list) -> Path:
     chosen = np.sort(rng.choice(len(items), min(SAMPLE_SIZE, len(items)), replace=False))
     features = _training_features(trainer, chosen)
     sample = [items[i].path for i in chosen]
-    sides = [min(data_lib.open_image(path).size) for path in sample]
+    sides = [min(open_image(path).size) for path in sample]
     flat = [_is_flat(path) for path in sample[:PIXEL_SAMPLE]]
     reference = reference_from_features(features, min(sides), float(np.mean(flat)))
     path = Path(trainer.run_dir) / REFERENCE_FILE
@@ -125,7 +125,7 @@ def _training_features(trainer, chosen: np.ndarray) -> np.ndarray:
 
 def _is_flat(path) -> bool:
     try:
-        return data_lib.graphic_reason(path) is not None
+        return graphic_reason(path) is not None
     except StudioError:
         return False
 
@@ -205,14 +205,14 @@ def nearest_distances(reference: InputReference, features: np.ndarray) -> np.nda
 
 
 def _pixel_reason(image, reference: InputReference | None) -> str | None:
-    opened = data_lib.open_image(image) if not hasattr(image, "size") else image
+    opened = open_image(image) if not hasattr(image, "size") else image
     side = min(opened.size)
     if reference is not None and side < reference.min_side:
         return (
             f"is only {plural(side, 'pixel')} on its short side, smaller than every training image "
             f"(the smallest had {reference.min_side})"
         )
-    reason = data_lib.graphic_reason(image)
+    reason = graphic_reason(image)
     if reason and (reference is None or reference.flat_fraction == 0 or "placeholder" in reason):
         return reason  # a drawing is only odd when the training images were photos
     return None

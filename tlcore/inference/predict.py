@@ -8,8 +8,8 @@ import weakref
 import numpy as np
 from PIL import Image
 
-from tlcore import data as data_lib
 from tlcore.caches import BoundedCache
+from tlcore.data.images import decode_image
 from tlcore.errors import StudioError, WeightsUnavailableError
 
 
@@ -19,7 +19,7 @@ def _input_size(model) -> int:
 
 def load_batch(images: list, size: int) -> np.ndarray:
     """Decodes paths, bytes or PIL images exactly as training did (RGB, upright, resized)."""
-    return np.stack([data_lib.decode_image(image, size) for image in images]).astype("float32")
+    return np.stack([decode_image(image, size) for image in images]).astype("float32")
 
 
 TTA_CHOICES = ("none", "flip")
@@ -207,7 +207,7 @@ def overlay_heatmap(image, heatmap: np.ndarray, size: int | None = None, alpha: 
             input, is stretched back to the image's shape.
         alpha: weight of the heatmap colours.
     """
-    base = Image.fromarray(data_lib.decode_image(image))
+    base = Image.fromarray(decode_image(image))
     if size:
         scale = size / max(base.size)
         base = base.resize((max(1, round(base.width * scale)), max(1, round(base.height * scale))), Image.BILINEAR)

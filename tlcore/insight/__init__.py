@@ -16,6 +16,6 @@ curves cost seconds on a CPU. One module per analysis:
 - ``calibration``: reliability diagram, expected calibration error, temperature scaling.
 - ``figures``: the Plotly figures of all of these.
 
-Nothing is imported here: ``tlcore.data`` imports ``overlay`` while it loads, and
+Nothing is imported here: ``tlcore.data.pipeline`` imports ``overlay`` while it loads, and
 the other modules load TensorFlow or scikit-learn.
 """

@@ -37,11 +37,12 @@ Measured here with the shared MobileNetV2 (``dog_breed_mobilenetv2_160.h5``):
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from tlcore.caches import BoundedCache
 
 FENCE_SPREAD = 4.0  # robust standard deviations below the median of log(1 − NN similarity)
 SAME_PHOTO_PIXELS = 0.98  # correlation of 32x32 grey thumbnails from which two files are one photo
@@ -51,7 +52,7 @@ BLOCK_ROWS = 1024  # similarity rows computed at a time: memory stays O(block x 
 SIGNATURE_CACHE = 8192  # pixel signatures kept between calls (4 KB each: 32 MB at most)
 COLUMNS = ["a", "b", "similarity", "pixels", "kind", "where", "a_label", "b_label"]
 SAME, SIMILAR = "same photo", "similar photo"
-_signatures: OrderedDict = OrderedDict()
+_SIGNATURES = BoundedCache("pixel signatures", max_items=SIGNATURE_CACHE, max_bytes=SIGNATURE_CACHE * PIXEL_SIDE**2 * 4)
 
 
 def normalized(features: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -123,19 +124,20 @@ def similarity_thresholds(unit: np.ndarray, labels: np.ndarray, spread: float = 
 
 def pixel_signature(path: str, side: int = PIXEL_SIDE) -> np.ndarray | None:
     """A photo's ``side x side`` grey thumbnail, centred and unit-length; ``None`` if unreadable or flat."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    key = (path, stat.st_mtime_ns, stat.st_size, side)  # a file changed since is read again
+    return _SIGNATURES.get_or_create(key, lambda: _read_signature(path, side))
+
+
+def _read_signature(path: str, side: int) -> np.ndarray | None:
     from PIL import Image, ImageOps
 
     from tlcore.data.images import open_image, to_rgb
     from tlcore.errors import StudioError
 
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    key = (path, stat.st_mtime_ns, stat.st_size)  # a file changed since is read again
-    if key in _signatures:
-        _signatures.move_to_end(key)
-        return _signatures[key]
     try:
         image = open_image(path)
         if image.format == "JPEG":
@@ -146,11 +148,7 @@ def pixel_signature(path: str, side: int = PIXEL_SIDE) -> np.ndarray | None:
         return None
     values = values - values.mean()
     norm = float(np.linalg.norm(values))
-    signature = None if norm < 1e-3 * len(values) else values / norm  # a flat image has no pattern to compare
-    _signatures[key] = signature
-    while len(_signatures) > SIGNATURE_CACHE:
-        _signatures.popitem(last=False)
-    return signature
+    return None if norm < 1e-3 * len(values) else values / norm  # a flat image has no pattern to compare
 
 
 def pixel_correlation(path_a: str, path_b: str) -> float:

@@ -82,18 +82,18 @@ def dataset_features(config, log=None, *, backbone=None, dataset=None) -> Featur
         log: a :class:`~tlcore.jobs.ProgressLog` for extraction progress, or ``None``.
         backbone: a loaded :class:`~tlcore.model.backbones.Backbone` (the dashboard caches one);
             loaded from ``config.model`` otherwise.
-        dataset: a loaded :class:`~tlcore.data.Dataset`; loaded from ``config.data`` otherwise
+        dataset: a loaded :class:`~tlcore.data.pipeline.Dataset`; loaded from ``config.data`` otherwise
             (with the user's relabel/exclude overlay applied).
 
     Returns:
         A :class:`FeatureSet`, rows in the dataset's item order.
     """
-    from tlcore import data as data_lib
+    from tlcore.data.pipeline import load_dataset
     from tlcore.model.backbones import load_backbone
     from tlcore.training.features import cached_features
 
     started = time.perf_counter()
-    dataset = dataset or data_lib.load_dataset(config.data, seed=config.train.seed)
+    dataset = dataset or load_dataset(config.data, seed=config.train.seed)
     backbone = backbone or load_backbone(config.model, seed=config.train.seed)
     extractor = feature_extractor(backbone)
     feature_maps, from_cache = cached_features(extractor, backbone, dataset.train + dataset.val, log)

@@ -244,14 +244,14 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
     """
     import keras
 
-    from tlcore import data as data_lib
+    from tlcore.data.pipeline import image_dataset, load_dataset
     from tlcore.model import classifier as model_lib
     from tlcore.model.backbones import load_backbone
     from tlcore.training.features import cached_features
 
     started = time.perf_counter()
     train = config.train
-    dataset = data_lib.load_dataset(config.data, seed=train.seed)
+    dataset = load_dataset(config.data, seed=train.seed)
     backbone = load_backbone(config.model, seed=train.seed)
     keras.utils.set_random_seed(train.seed)
     classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
@@ -268,7 +268,7 @@ def find_fine_tune_lr(config, num_it: int = FINE_TUNE_STEPS, head_epochs: int = 
         backbone.pretrained,
     )
     model_lib.compile_classifier(classifier, train.optimizer, FINE_TUNE_START_LR)  # recompile: trainable changed
-    images = data_lib.image_dataset(
+    images = image_dataset(
         dataset.train, dataset.label_ids(dataset.train), backbone.image_size, train.batch_size,
         shuffle=True, augment=train.augment, seed=train.seed,
     ).repeat()  # fmt: skip

@@ -8,7 +8,7 @@ loaded (``tlcore.data.pipeline.load_dataset`` calls :func:`apply_stored_overlay`
 A decision names the file by its path inside the dataset folder and remembers the
 file's content digest: a file that changed since is no longer covered.
 
-No TensorFlow and no other tlcore data module is imported here (``tlcore.data`` imports this).
+No TensorFlow and no other tlcore data module is imported here (``tlcore.data.pipeline`` imports this).
 """
 
 from __future__ import annotations

@@ -17,26 +17,7 @@ from typing import Any
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
 from tlcore.model.file_trial import check_weights_file
 from tlcore.model.files import MODEL_FILE_SUFFIXES, file_digest, is_model_file_name
-from tlcore.model.preprocessing import PREPROCESSING, preprocess_function
 from tlcore.paths import keras_models_dir
-
-__all__ = [
-    "BACKBONES",
-    "PREPROCESSING",
-    "Backbone",
-    "BackboneSpec",
-    "ImageNetClassifier",
-    "assign_blocks",
-    "block_names",
-    "cut_model",
-    "feature_layers",
-    "get_spec",
-    "guess_family",
-    "keras_models_dir",
-    "load_backbone",
-    "load_imagenet_classifier",
-    "preprocess_function",
-]
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.config import POOLING_CHOICES, FreezePlan, ModelConfig
+from tlcore.config import FreezePlan, ModelConfig
 from tlcore.model.backbones import BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
-
-__all__ = [
-    "HIDDEN_UNITS_CHOICES",
-    "IMAGE_SIZE_CHOICES",
-    "POOLING_CHOICES",
-    "WEIGHTS_LABELS",
-    "PhasePlan",
-    "backbone_settings",
-    "default_freeze_plan",
-    "describe_backbone",
-    "describe_freeze_plan",
-    "describe_phases",
-    "freeze_plan_label",
-    "image_size_choices",
-    "weights_choices",
-]
 
 # Sizes of the optional hidden dense layer in the head (0 = no hidden layer).
 HIDDEN_UNITS_CHOICES = (0, 64, 128, 256, 512)

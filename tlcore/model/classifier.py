@@ -18,52 +18,12 @@ import keras
 import numpy as np
 import pandas as pd
 
+from tlcore.caches import BoundedCache
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
-from tlcore.model.backbones import Backbone, assign_blocks, block_names
-from tlcore.model.choices import (
-    HIDDEN_UNITS_CHOICES,
-    IMAGE_SIZE_CHOICES,
-    POOLING_CHOICES,
-    PhasePlan,
-    default_freeze_plan,
-    describe_backbone,
-    describe_freeze_plan,
-    describe_phases,
-    freeze_plan_label,
-)
+from tlcore.model.backbones import Backbone, assign_blocks
+from tlcore.model.choices import PhasePlan, freeze_plan_label
 from tlcore.model.saved_layer import Preprocess
-
-__all__ = [
-    "HIDDEN_UNITS_CHOICES",
-    "IMAGE_SIZE_CHOICES",
-    "POOLING_CHOICES",
-    "PhasePlan",
-    "Preprocess",
-    "apply_freeze_plan",
-    "backbone_part",
-    "block_names",
-    "build_classifier",
-    "build_head",
-    "compile_classifier",
-    "default_freeze_plan",
-    "describe_backbone",
-    "describe_freeze_plan",
-    "describe_phases",
-    "fine_tune_schedule",
-    "head_part",
-    "is_batchnorm",
-    "is_fully_frozen",
-    "last_block",
-    "layer_table",
-    "make_optimizer",
-    "parameter_totals",
-    "phase_freeze_plans",
-    "phase_plan",
-    "plan_totals",
-    "preprocess_part",
-    "trainable_names",
-]
 
 HEAD_NAME = "head"
 PREPROCESS_NAME = "preprocess"
@@ -382,7 +342,7 @@ def make_optimizer(name: str, learning_rate, rate_multipliers: dict[int, float] 
     return base(learning_rate, **options)
 
 
-_MULTIPLIED: dict[type, type] = {}
+_MULTIPLIED = BoundedCache("optimizer classes with rate multipliers", max_items=len(_OPTIMIZERS))
 
 
 def _multiplied(base: type) -> type:
@@ -391,25 +351,26 @@ def _multiplied(base: type) -> type:
     Scaling gradients would not do it: Adam's step does not depend on the gradient's
     scale. So the rate itself is scaled where the optimizer applies it, per variable.
     """
-    if base not in _MULTIPLIED:
+    return _MULTIPLIED.get_or_create(base, lambda: _rate_multiplied_class(base))
 
-        class RateMultiplied(base):
-            def __init__(self, *args, rate_multipliers=None, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.rate_multipliers = dict(rate_multipliers or {})
-                self._multipliers = []
 
-            def build(self, variables):
-                super().build(variables)
-                self._multipliers = [float(self.rate_multipliers.get(id(v), 1.0)) for v in variables]
+def _rate_multiplied_class(base: type) -> type:
+    class RateMultiplied(base):
+        def __init__(self, *args, rate_multipliers=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.rate_multipliers = dict(rate_multipliers or {})
+            self._multipliers = []
 
-            def update_step(self, gradient, variable, learning_rate):
-                multiplier = self._multipliers[self._get_variable_index(variable)]
-                super().update_step(gradient, variable, learning_rate * multiplier)
+        def build(self, variables):
+            super().build(variables)
+            self._multipliers = [float(self.rate_multipliers.get(id(v), 1.0)) for v in variables]
 
-        RateMultiplied.__name__ = f"RateMultiplied{base.__name__}"
-        _MULTIPLIED[base] = RateMultiplied
-    return _MULTIPLIED[base]
+        def update_step(self, gradient, variable, learning_rate):
+            multiplier = self._multipliers[self._get_variable_index(variable)]
+            super().update_step(gradient, variable, learning_rate * multiplier)
+
+    RateMultiplied.__name__ = f"RateMultiplied{base.__name__}"
+    return RateMultiplied
 
 
 def fine_tune_schedule(train_config: TrainConfig, steps_per_epoch: int):

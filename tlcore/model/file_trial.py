@@ -21,9 +21,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from tlcore.caches import BoundedCache
 from tlcore.errors import UnsafeModelError, first_line
 from tlcore.model.files import (
     DEFAULT_IMAGE_SIZE,
@@ -167,8 +167,8 @@ def _memory_reason(name: str, limits: ModelFileLimits) -> str:
     )
 
 
-_VERDICTS: dict[tuple, dict] = {}
-_VERDICTS_LOCK = threading.Lock()
+# Verdicts by (file digest, arguments): a long-lived server sees many uploads; the disk keeps the rest.
+_VERDICTS = BoundedCache("model-file verdicts", max_items=256)
 
 
 def check_model_file(
@@ -250,9 +250,9 @@ def _verdict(path: Path, digest: str, args: list[str], limits: ModelFileLimits) 
 
 
 def _cached(key: tuple) -> dict | None:
-    with _VERDICTS_LOCK:
-        if key in _VERDICTS:
-            return _VERDICTS[key]
+    verdict = _VERDICTS.get(key)
+    if verdict is not None:
+        return verdict
     with contextlib.suppress(OSError, ValueError):
         return _remember(key, json.loads(_cache_file(key).read_text()))
     return None
@@ -267,11 +267,7 @@ def _store(key: tuple, verdict: dict) -> None:
 
 
 def _remember(key: tuple, verdict: dict) -> dict:
-    with _VERDICTS_LOCK:
-        if len(_VERDICTS) > 256:  # bounded: a long-lived server sees many uploads
-            _VERDICTS.clear()
-        _VERDICTS[key] = verdict
-    return verdict
+    return _VERDICTS.put(key, verdict)
 
 
 def _cache_file(key: tuple) -> Path:

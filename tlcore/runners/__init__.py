@@ -27,8 +27,7 @@ import os
 
 from tlcore.errors import StudioError
 from tlcore.jobs import JobRegistry
-from tlcore.runners.cluster import ADDRESS_VARIABLE, JobResources, connect_ray, worker_environment
-from tlcore.runners.host import JobHost, RemoteJob
+from tlcore.runners.cluster import ADDRESS_VARIABLE, JobResources
 from tlcore.runners.ray_registry import RayJobRegistry
 
 RUNNER_VARIABLE = "TLCORE_JOB_RUNNER"
@@ -66,18 +65,3 @@ def registry_from_env(max_concurrent: int, environ=None) -> JobRegistry:
         return JobRegistry(max_concurrent=max_concurrent)
     address = environ.get(ADDRESS_VARIABLE, "").strip() or None
     return RayJobRegistry(address=address, resources=JobResources.from_env(environ))
-
-
-__all__ = [
-    "ADDRESS_VARIABLE",
-    "RUNNERS",
-    "RUNNER_VARIABLE",
-    "JobHost",
-    "JobResources",
-    "RayJobRegistry",
-    "RemoteJob",
-    "connect_ray",
-    "registry_from_env",
-    "runner_from_env",
-    "worker_environment",
-]

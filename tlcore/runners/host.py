@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
-import threading
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from tlcore.errors import StudioError, first_line
-from tlcore.jobs import ProgressLog, summary_of
-
-
-@dataclasses.dataclass
-class RemoteJob:
-    """The job as its target sees it inside a Ray worker: the same attributes as :class:`~tlcore.jobs.Job`."""
-
-    job_id: str
-    owner: str
-    kind: str
-    title: str
-    log: ProgressLog = dataclasses.field(default_factory=ProgressLog)
-    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    status: str = "running"
-    run_dir: str | None = None
-    epochs: int = 0
-
-    def request_stop(self) -> None:
-        self.stop.set()
-
-    @property
-    def active(self) -> bool:
-        return self.status == "running"
+from tlcore.errors import job_failure
+from tlcore.jobs import Job, summary_of
 
 
 class JobHost:
@@ -47,18 +22,16 @@ class JobHost:
         os.environ.update(environment)
         if os.path.isdir(cwd):
             os.chdir(cwd)  # relative run stores and datasets mean what they meant in the server
-        self.job = RemoteJob(**meta)
+        self.job = Job(**meta)  # the same Job as in the server; its log and stop live in this worker
         self._followed_log, self._generation = self.job.log, 0
 
-    def run(self, target: Callable[[RemoteJob], Any]) -> dict:
-        """Runs ``target(job)``; returns ``{"ok", "result" | "message", "expected", "traceback"}``."""
+    def run(self, target: Callable[[Job], Any]) -> dict:
+        """Runs ``target(job)``; returns ``{"ok", "result"}`` or ``{"ok", "message", "traceback"}``."""
         try:
             return {"ok": True, "result": summary_of(target(self.job))}  # the run folder has the model
-        except (StudioError, ValueError, OSError) as error:
-            return {"ok": False, "expected": True, "message": str(error)}
         except Exception as error:  # noqa: BLE001  - reported to the user through the server
-            message = f"Unexpected {type(error).__name__}: {first_line(error)}. Please report this."
-            return {"ok": False, "expected": False, "message": message, "traceback": traceback.format_exc()}
+            message, trace = job_failure(error)
+            return {"ok": False, "message": message, "traceback": trace}  # no traceback for bad input
 
     def poll(self, start: int, generation: int) -> dict:
         """New records since ``start`` of the log the job writes now, and what the server mirrors."""

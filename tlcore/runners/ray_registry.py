@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import threading
 import time
-import traceback
 from pathlib import Path
 
-from tlcore.errors import StudioError, first_line
-from tlcore.jobs import Job, JobRegistry, ProgressLog
+from tlcore.caches import BoundedCache
+from tlcore.errors import first_line, job_failure
+from tlcore.jobs import Job, JobRegistry, ProgressLog, fail
 from tlcore.runners.cluster import JobResources, connect_ray, worker_environment
 from tlcore.runners.host import JobHost
 from tlcore.runs.store import set_status
@@ -105,16 +105,9 @@ class RayJobRegistry(JobRegistry):
                 job.result = outcome["result"]
                 job.status = "stopped" if job.stop.is_set() else "done"
             else:
-                job.error = outcome["message"]
-                if "traceback" in outcome:
-                    job.log.append("traceback", text=outcome["traceback"])
-                job.status = "failed"
-        except StudioError as error:
-            job.error, job.status = str(error), "failed"
+                fail(job, outcome["message"], outcome.get("traceback"))
         except Exception as error:  # noqa: BLE001  - reported to the user, never raised into Streamlit
-            job.error = f"Unexpected {type(error).__name__}: {first_line(error)}. Please report this."
-            job.log.append("traceback", text=traceback.format_exc())
-            job.status = "failed"
+            fail(job, *job_failure(error))
         finally:
             with self._turn:
                 self._submitted.discard(job.job_id)
@@ -141,16 +134,18 @@ class RayJobRegistry(JobRegistry):
             ray.kill(host)
 
 
-_REMOTE_CLASSES: dict = {}
+_REMOTE_CLASSES = BoundedCache("Ray actor classes", max_items=1)
 
 
 def _remote_host_class():
     """:class:`JobHost` as a Ray actor class, made once (Ray exports a class at each ``ray.remote``)."""
-    if "host" not in _REMOTE_CLASSES:
+
+    def make():
         import ray
 
-        _REMOTE_CLASSES["host"] = ray.remote(JobHost)
-    return _REMOTE_CLASSES["host"]
+        return ray.remote(JobHost)
+
+    return _REMOTE_CLASSES.get_or_create("host", make)
 
 
 class _Follower:
@@ -213,4 +208,4 @@ class _Follower:
         )
         if self.job.run_dir and Path(self.job.run_dir).is_dir():
             set_status(Path(self.job.run_dir), "failed", error=message)
-        return {"ok": False, "expected": True, "message": message}
+        return {"ok": False, "message": message}

@@ -28,6 +28,7 @@ import pandas as pd
 
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
+from tlcore.model.choices import describe_backbone
 from tlcore.runs.access import ACCESS_FILE, SHARE_TOKEN, RunAccess, run_owner, write_json_atomic
 
 STATUS_FILE = "status.json"
@@ -195,16 +196,12 @@ class Run:
 
     @property
     def backbone_label(self) -> str:
-        """The backbone and its weights in words, as the Runs table shows them."""
+        """The backbone and its weights in words (the Model page's words), as the Runs table shows them."""
         if self.kind == "text":
             return f"{Path(str(self.metrics.get('config', {}).get('model') or 'GPT-2')).name} (text)"
         if self.config is None:
             return "?"
-        model = self.config.model
-        if model.is_model_file:
-            return f"{Path(model.backbone).name} (your model file)"
-        words = {"imagenet": "ImageNet weights", "none": "random weights"}
-        return f"{model.backbone} ({words.get(model.weights) or 'weights from ' + Path(model.weights).name})"
+        return describe_backbone(self.config.model)
 
 
 class RunStore(RunAccess):
@@ -344,11 +341,6 @@ def kept_epochs(store: RunStore, run_ids: list[str]) -> dict:
 
 def _rounded(value, digits: int):
     return round(value, digits) if isinstance(value, float) else value
-
-
-def runs_root() -> Path:
-    """``$TLCORE_RUNS_DIR`` (default ``./runs``): where the dashboard keeps runs."""
-    return Path(os.environ.get("TLCORE_RUNS_DIR") or "runs")
 
 
 TABLE_COLUMNS = [

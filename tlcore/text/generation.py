@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError
 from tlcore.text.models import context_length, quantization_of
 from tlcore.text.sampling import SamplerConfig, reseed
@@ -83,10 +84,17 @@ class Generation:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+# Compiled generate functions kept per model: each new k, p, beam count or temperature
+# traces one (with XLA, compiles one), so a model used for days keeps only the recent ones.
+MAX_COMPILED_SETTINGS = 8
+
+
 @dataclass
 class _Compiled:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    functions: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one sampler slot per model
+    functions: BoundedCache = field(
+        default_factory=lambda: BoundedCache("compiled generate functions", max_items=MAX_COMPILED_SETTINGS)
+    )
 
 
 _ATTRIBUTE = "_tlcore_compiled_generate"
@@ -107,7 +115,7 @@ def forget_compiled(model) -> None:
     """Drops a model's compiled generate functions (its layers changed: LoRA, quantization)."""
     state = getattr(model, _ATTRIBUTE, None)
     if state is not None:
-        with state.lock:
+        with state.lock:  # not while a generation runs one of them
             state.functions.clear()
 
 
@@ -115,10 +123,9 @@ def _function_for(model, state: _Compiled, settings: SamplerConfig, jit_compile:
     import tensorflow as tf
 
     key = (settings.graph_key(), jit_compile, quantization_of(model))  # quantizing changes the graph
-    if key not in state.functions:
-        sampler = settings.make_sampler()
-        state.functions[key] = (sampler, tf.function(model.generate_step, jit_compile=jit_compile))
-    return state.functions[key]
+    return state.functions.get_or_create(
+        key, lambda: (settings.make_sampler(), tf.function(model.generate_step, jit_compile=jit_compile))
+    )
 
 
 def generate(

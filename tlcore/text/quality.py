@@ -39,7 +39,7 @@ def compare_quantized(reference, quantized, text: str, prompts: list[str], seque
 
     Args:
         reference: the float32 model.
-        quantized: the same model after :func:`~tlcore.text.quantize`.
+        quantized: the same model after :func:`~tlcore.text.models.quantize`.
         text: held-out text (not trained on).
         prompts: prompts whose greedy continuations are compared.
         sequence_length: tokens per scored piece.

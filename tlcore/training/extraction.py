@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tlcore import data as data_lib
 from tlcore.config import RunConfig
+from tlcore.data.pipeline import iter_decoded, load_dataset
 from tlcore.runners.cluster import connect_ray, worker_environment
 from tlcore.runners.ray_data import actor_pool, check_engine, quiet_ray_data, ray_batches, ray_dataset
 from tlcore.training import features as features_lib
@@ -31,7 +31,7 @@ from tlcore.training import features as features_lib
 
 def dataset_items(config: RunConfig) -> list:
     """The images whose features training caches: train then validation, split as training splits."""
-    dataset = data_lib.load_dataset(config.data, seed=config.train.seed)
+    dataset = load_dataset(config.data, seed=config.train.seed)
     return dataset.train + dataset.val
 
 
@@ -120,7 +120,7 @@ class FeatureExtractor:
         self.forward = tf.function(lambda images: model(preprocess(images), training=False), reduce_retracing=True)
 
     def __call__(self, batch: dict) -> dict:
-        images = np.stack(list(data_lib.iter_decoded([str(p) for p in batch["path"]], self.image_size)))
+        images = np.stack(list(iter_decoded([str(p) for p in batch["path"]], self.image_size)))
         return {"index": batch["index"], "features": self.forward(images).numpy()}
 
 

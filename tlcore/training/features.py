@@ -28,12 +28,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tlcore import data as data_lib
 from tlcore.caches import BoundedCache
+from tlcore.data.images import DECODE_VERSION
+from tlcore.data.pipeline import iter_decoded
 from tlcore.jobs import ProgressLog
 from tlcore.model import classifier as model_lib
 from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import Backbone
+from tlcore.paths import cache_dir
 
 EXTRACTION_BATCH_SIZE = 64
 DECODE_AHEAD_BYTES = 256 << 20  # decoded images kept ready for the backbone
@@ -46,7 +48,7 @@ def feature_cache_key(backbone: Backbone) -> str:
         "weights": backbone.weights_id,
         "preprocess": backbone.preprocess,
         "image_size": backbone.image_size,
-        "decode": data_lib.DECODE_VERSION,
+        "decode": DECODE_VERSION,
         "keras": keras.__version__,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
@@ -78,7 +80,7 @@ def _run_over_images(classifier, network, items: list, image_size: int, log, bat
     window = max(batch_size, DECODE_AHEAD_BYTES // (image_size * image_size * 3))
     steps = -(-len(items) // batch_size)
     outputs = []
-    with contextlib.closing(data_lib.iter_decoded([item.path for item in items], image_size, window=window)) as decoded:
+    with contextlib.closing(iter_decoded([item.path for item in items], image_size, window=window)) as decoded:
         for step in range(steps):
             images = np.stack([next(decoded) for _ in range(min(batch_size, len(items) - step * batch_size))])
             outputs.append([output.numpy() for output in forward(images)])
@@ -99,7 +101,7 @@ def feature_cache_file(backbone: Backbone, digests: list[str]) -> Path:
     images reuses the file.
     """
     set_hash = hashlib.sha256("\n".join(sorted(set(digests))).encode()).hexdigest()[:24]
-    return data_lib.cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
+    return cache_dir() / "features" / feature_cache_key(backbone) / f"{set_hash}.npz"
 
 
 def write_feature_cache(path: Path, digests: list[str], array: np.ndarray) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tlcore import data as data_lib
 from tlcore.config import OPTIMIZER_CHOICES, RunConfig
+from tlcore.data.pipeline import load_dataset
 from tlcore.errors import StudioError
 from tlcore.jobs import ProgressLog
 from tlcore.model import classifier as model_lib
@@ -143,7 +143,7 @@ def run_sweep(
         )
     log = log if log is not None else ProgressLog()
     started = time.perf_counter()
-    dataset = data_lib.load_dataset(config.data, seed=config.train.seed)
+    dataset = load_dataset(config.data, seed=config.train.seed)
     backbone = backbone or shared_backbone(config.model, config.train.seed)
     classifier = model_lib.build_classifier(backbone, len(dataset.classes), config.model)
     pooled, _ = pooled_features(classifier, backbone, dataset.train + dataset.val, log)

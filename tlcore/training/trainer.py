@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tlcore import data as data_lib
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import FreezePlan, RunConfig
+from tlcore.data.pipeline import Dataset, image_dataset, load_dataset
 from tlcore.inference.input_check import write_reference
 from tlcore.jobs import ProgressLog, history_frame
 from tlcore.metrics import evaluate_probabilities
@@ -77,7 +77,7 @@ def run_training(
     stop: threading.Event | None = None,
     strategy=None,
     backbone: Backbone | None = None,
-    dataset: data_lib.Dataset | None = None,
+    dataset: Dataset | None = None,
 ) -> TrainResult:
     """Trains a classifier as ``config`` describes: the head, then optionally fine-tuning.
 
@@ -130,7 +130,7 @@ class Trainer:
         self.cut = cut_lib.ActivationCut(reason="not worked out yet")
         self.top = self.val_activations = None  # phase 2 on cached activations: its model and data
 
-    def prepare(self, backbone: Backbone | None = None, dataset: data_lib.Dataset | None = None) -> None:
+    def prepare(self, backbone: Backbone | None = None, dataset: Dataset | None = None) -> None:
         """Seeds everything, loads the data and builds the classifier in the strategy's scope."""
         if not self._head_engine_only():
             # The head engine seeds itself. Seeding TensorFlow's global generator also
@@ -138,7 +138,7 @@ class Trainer:
             # traced) engine would pay ~0.2 s to set its graph up again.
             keras.utils.set_random_seed(self.settings.seed)
         self.log.append("status", status="loading data")
-        self.dataset = dataset or data_lib.load_dataset(self.config.data, seed=self.settings.seed)
+        self.dataset = dataset or load_dataset(self.config.data, seed=self.settings.seed)
         self.labels = {split: self.dataset.label_ids(getattr(self.dataset, split)) for split in ("train", "val")}
         self.log.append("status", status="building model")
         with self.strategy.scope():
@@ -358,7 +358,7 @@ class Trainer:
             items, size, batch_size = getattr(self.dataset, split), self.backbone.image_size, self.settings.batch_size
             training = split == "train"
             options = {"shuffle": training, "augment": training and self.settings.augment, "seed": self.settings.seed}
-            pipeline = data_lib.image_dataset(items, self.labels[split], size, batch_size, **options)
+            pipeline = image_dataset(items, self.labels[split], size, batch_size, **options)
             if self.replicas > 1:
                 pipeline = even_batches(pipeline.unbatch(), len(items), batch_size, self.replicas)
                 pipeline = pipeline.prefetch(tf.data.AUTOTUNE)
