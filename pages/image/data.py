@@ -4,13 +4,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.identity import local_server
 from tlcore import charts
 from tlcore.data import DEMO_DATASET, DOWNLOADABLE, save_class_images, save_upload, thumbnail
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
+from ui import shared
+from ui.identity import local_server
 
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
@@ -147,7 +147,7 @@ if val_scan and set(val_scan.classes) != set(scan.classes):
 
 if len(usable) >= 2:
     with st.expander("Check the labels: suspect labels, near-duplicates and leaks into validation"):
-        from pages.image.insight_data import label_issues_section, near_duplicates_section
+        from ui.insight.data_sections import label_issues_section, near_duplicates_section
 
         label_issues_section(shared.run_config())
         near_duplicates_section(shared.run_config())

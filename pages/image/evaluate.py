@@ -3,11 +3,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from pages.studio import shared
 from tlcore import charts
 from tlcore import metrics as evaluation
 from tlcore.data import thumbnail
 from tlcore.errors import StudioError
+from ui import shared
 
 st.title("Evaluate")
 run = shared.pick_run()
@@ -78,7 +78,7 @@ else:
             st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")
 
 with st.expander("Why: calibration, feature map, validation images leaked from training"):
-    from pages.image.insight_evaluate import calibration_section, embedding_section, leakage_section
+    from ui.insight.evaluate_sections import calibration_section, embedding_section, leakage_section
 
     calibration_section(run)
     embedding_section(run.config, run)

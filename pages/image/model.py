@@ -1,6 +1,5 @@
 import streamlit as st
 
-from pages.studio import shared
 from tlcore.config import POOLING_CHOICES, FreezePlan
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES, PREPROCESSING
@@ -12,6 +11,7 @@ from tlcore.model.choices import (
     image_size_choices,
     weights_choices,
 )
+from ui import shared
 
 st.title("Model")
 model = shared.config("model")
@@ -109,7 +109,7 @@ except StudioError as error:
         shared.update("model", weights="none", freeze=FreezePlan("none"))
     st.stop()
 
-from pages.image.freeze import freeze_editor  # noqa: E402  (TensorFlow loads here)
+from ui.freeze import freeze_editor  # noqa: E402  (TensorFlow loads here)
 
 freeze_editor(model, backbone)
 st.page_link("pages/image/train.py", label="Next: train", icon=":material/monitoring:")

@@ -1,8 +1,6 @@
 import pandas as pd
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.job_panel import job_panel
 from tlcore import charts
 from tlcore.config import (
     BATCH_SIZE_CHOICES,
@@ -16,6 +14,8 @@ from tlcore.config import (
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
 from tlcore.model.choices import describe_backbone, describe_freeze_plan
+from ui import shared
+from ui.job_panel import job_panel
 
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
@@ -167,8 +167,8 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
         )
 
 with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
-    from pages.image.insight_train import learning_curve_section, lr_finder_section
-    from pages.image.sweep_section import sweep_section
+    from ui.insight.train_sections import learning_curve_section, lr_finder_section
+    from ui.sweep_section import sweep_section
 
     lr_finder_section(shared.run_config())
     sweep_section(data, model, train)
@@ -182,7 +182,7 @@ if job is None:
 
 
 def finished(current) -> None:
-    from pages.image.results import show_result
+    from ui.train_result import show_result
 
     show_result(current)
 

@@ -1,12 +1,12 @@
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.identity import downloads_allowed
-from pages.studio.job_panel import job_panel, start_task, task_outcome
-from pages.text.results import finished, quoted
 from tlcore import charts
 from tlcore.errors import StudioError
 from tlcore.text import DEFAULT_LEARNING_RATE, PRESETS, SAMPLERS, SamplerConfig, TextConfig
+from ui import shared
+from ui.identity import downloads_allowed
+from ui.job_panel import job_panel, start_task, task_outcome
+from ui.text_result import finished, quoted
 
 SPEEDS = {"standard (float32)": "none", "fast (int8)": "int8"}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
-from pages.studio import shared
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 from tlcore.insight import figures as charts
+from ui import shared
+from ui.insight import common
 
 MAX_SELECTED = 12
 

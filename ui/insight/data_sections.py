@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
-from pages.studio import shared
 from tlcore.config import RunConfig
+from ui import shared
+from ui.insight import common
 
 
 def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3) -> None:

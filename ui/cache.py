@@ -16,7 +16,7 @@ from tlcore.runs.store import RunStore, runs_root
 
 def store() -> RunStore:
     """The run store as this visitor may see it: their runs, published runs, runs shared with them."""
-    from pages.studio.identity import local_server, shared_tokens
+    from ui.identity import local_server, shared_tokens
 
     owner = st.session_state.get("session_id")
     return RunStore(runs_root(), owner=owner, operator=local_server(), shared=shared_tokens())

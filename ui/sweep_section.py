@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.studio.job_panel import start_task, task_outcome, task_running
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
+from ui.job_panel import start_task, task_outcome, task_running
 
 LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DROPOUTS = (0.0, 0.2, 0.5)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
 from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, RunConfig, nearest_choice
 from tlcore.insight import figures as charts
+from ui.insight import common
 
 PHASES = {
     "head": ("Head (on cached features, about a second)", "learning_rate", LEARNING_RATE_CHOICES),
