@@ -128,7 +128,7 @@ def evaluate_script(run):
     from ui.insight.evaluate_sections import calibration_section, embedding_section
 
     calibration_section(run)
-    embedding_section(run.config, run)
+    embedding_section(run)
 
 
 def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monkeypatch, tmp_path):

@@ -136,7 +136,7 @@ def input_reference(run):
 
 def finished_runs(shared: bool = True):
     """The finished runs this visitor may see (``shared``: with runs opened through a share link)."""
-    return [run for run in store().list(shared) if run.status in ("done", "stopped") and run.has_model]
+    return [run for run in store().list(shared) if run.finished]
 
 
 READ_ONLY_WORDS = {"shared": "shared with you, read-only", "published": "published, read-only"}
