@@ -20,6 +20,7 @@ from tlcore.errors import StudioError, first_line
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 from ui.cache import (
     backbone,
+    fine_tune_epoch_seconds,
     finished_runs,
     folder_stamp,
     input_reference,
@@ -35,6 +36,7 @@ from ui.keras_state import keep_keras_state
 
 __all__ = [
     "backbone",
+    "fine_tune_epoch_seconds",
     "finished_runs",
     "folder_stamp",
     "input_reference",
