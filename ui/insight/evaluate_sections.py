@@ -53,10 +53,9 @@ def calibration_section(run) -> None:
             else:
                 st.rerun()
         return
-    mood = "over-confident" if report.temperature > 1 else "under-confident"
     st.success(report.describe())
     st.caption(
-        f"A temperature of {report.temperature:.2f} means the model is {mood}: dividing its logits by T "
+        f"A temperature of {report.temperature:.2f} means the model is {report.confidence}: dividing its logits by T "
         "makes a 90 % confident prediction right about 90 % of the time."
     )
     if saved is not None:
