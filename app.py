@@ -7,12 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.sidebar import sidebar
+from ui import shared
+from ui.sidebar import sidebar
 
 st.set_page_config(
     page_title="Transfer-learning studio",
-    page_icon=str(Path(__file__).parent / "pages" / "studio" / "favicon.png"),
+    page_icon=str(Path(__file__).parent / "ui" / "favicon.png"),
     layout="wide",
 )
 

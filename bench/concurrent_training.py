@@ -11,7 +11,7 @@ Python process, nothing watching. Both use the same feature/dataset cache folder
 Prints, per repeat (served, then plain, alternating), the epoch seconds summed from
 history.csv over all jobs (all epochs, and epochs >= 2, i.e. without tracing), and the median
 ratio served / plain (target: <= 1.3; the dashboard should cost little on top of the training). Before the Keras clean-up fix (see
-pages/studio/shared.py keep_keras_state) two served SmallCNN jobs took 100-117 s for epoch 1
+ui/shared.py keep_keras_state) two served SmallCNN jobs took 100-117 s for epoch 1
 and ~19 s per later epoch, against ~1-2 s.
 """
 

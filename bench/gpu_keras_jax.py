@@ -255,7 +255,7 @@ def fit_epochs(model, x, y, validation, epochs: int, batch_size: int) -> tuple[l
 
 
 def measure_fine_tune(parts, data: dict, args) -> None:
-    from tlcore.model.classifier import apply_freeze_plan, backbone_part, fine_tune_plan, head_part
+    from tlcore.model.classifier import apply_freeze_plan, backbone_part, head_part, phase_freeze_plans
     from tlcore.model.cut import bottom_part, top_part
 
     backbone, classifier, model_config, train_config, cut = parts
@@ -288,7 +288,12 @@ def measure_fine_tune(parts, data: dict, args) -> None:
     head.optimizer.build(head.trainable_variables)
     head_optimizer = [v.numpy() for v in head.optimizer.variables]
 
-    apply_freeze_plan(backbone_part(classifier), fine_tune_plan(backbone, train_config), backbone.block_pattern, True)
+    apply_freeze_plan(
+        backbone_part(classifier),
+        phase_freeze_plans(backbone, model_config, train_config)[1],
+        backbone.block_pattern,
+        True,
+    )
     top = top_part(classifier, cut)
     # Inputs as the classifier's float32 Input takes them; the cast is outside the timed fits.
     x_train_f, x_val_f = x_train.astype("float32"), x_val.astype("float32")

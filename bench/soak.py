@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODELS_KEPT = 4  # pages/studio/cache.py run_model: st.cache_resource(max_entries=4)
+MODELS_KEPT = 4  # ui/cache.py run_model: st.cache_resource(max_entries=4)
 
 
 def rss_mb() -> float:

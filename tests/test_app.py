@@ -343,7 +343,7 @@ def test_a_second_job_in_the_same_session_is_refused_while_one_runs():
     at.run()
     next(b for b in at.button if b.label == "Start training").click().run()
     job = at.session_state["job_id"]
-    registry = __import__("pages.studio.shared", fromlist=["registry"]).registry()
+    registry = __import__("ui.shared", fromlist=["registry"]).registry()
     with pytest.raises(Exception, match="already have a job running"):
         start_training(
             registry,
@@ -410,7 +410,7 @@ def test_text_page_fine_tunes_with_a_live_chart(tiny_gpt2_preset):
 def _stopped_while_queued():
     from types import SimpleNamespace
 
-    from pages.image.results import show_run
+    from ui.train_result import show_run
 
     show_run(SimpleNamespace(status="stopped", kind="train", result=None, run_dir=None), "Stopped")
 

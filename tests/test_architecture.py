@@ -267,3 +267,154 @@ def test_no_tlcore_module_has_a_module_getattr_or_an_export_list_of_imported_nam
 def test_the_data_package_init_is_only_its_docstring():
     tree = ast.parse((ROOT / "tlcore" / "data" / "__init__.py").read_text())
     assert ast.get_docstring(tree) and len(tree.body) == 1, "tlcore/data/__init__.py re-exports nothing"
+
+
+# ----------------------------------------------------------------------------- pages and ui
+#
+# pages/ holds only page scripts that app.py routes with st.Page (Streamlit's st.navigation
+# layout: the entrypoint is the router and frame, page scripts are run by it); what pages
+# share lives in ui/. Layers: app.py and pages → ui → tlcore, never back.
+
+# What a page (or the router) may import besides ui and tlcore: the page toolkit and the standard library.
+PAGE_LIBRARIES = {"streamlit", "plotly", "pandas"}
+
+
+def _imported_names(path: Path) -> list[str]:
+    """Dotted names a file imports, at module level and inside functions (relative imports as ``.name``)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def routed_pages(app: Path = ROOT / "app.py") -> set[str]:
+    """The page files app.py passes to ``st.Page`` (string literals, as st.navigation runs them)."""
+    routed = set()
+    for node in ast.walk(ast.parse(app.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Page" and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                routed.add(first.value)
+    return routed
+
+
+def page_files(root: Path = ROOT) -> set[str]:
+    return {path.relative_to(root).as_posix() for path in (root / "pages").rglob("*.py")}
+
+
+def test_every_file_in_pages_is_a_page_that_app_routes():
+    pages = page_files()
+    assert pages, "no page scripts found under pages/"
+    helpers = sorted(pages - routed_pages())
+    assert helpers == [], f"{helpers} are in pages/ but app.py does not route them: move shared code to ui/"
+    missing = sorted(routed_pages() - pages)
+    assert missing == [], f"app.py routes {missing}, which do not exist"
+
+
+def page_import_offenders(root: Path = ROOT) -> list[str]:
+    """``"pages/x.py: numpy"`` for every import of app.py or a page outside ui, tlcore, the page toolkit and stdlib."""
+    allowed = {"ui", "tlcore"} | PAGE_LIBRARIES | set(sys.stdlib_module_names)
+    offenders = []
+    for path in sorted([root / "app.py", *(root / "pages").rglob("*.py")]):
+        for name in _imported_names(path):
+            if name.startswith(".") or name.split(".")[0] not in allowed:
+                offenders.append(f"{path.relative_to(root).as_posix()}: {name}")
+    return offenders
+
+
+def test_pages_and_the_router_import_only_ui_tlcore_and_the_page_toolkit():
+    assert page_import_offenders() == [], "a page reads widgets, calls ui/tlcore and renders; rules go to tlcore"
+
+
+def test_tlcore_never_imports_ui_or_pages():
+    offenders = [
+        f"{path.relative_to(ROOT).as_posix()}: {name}"
+        for path in sorted((ROOT / "tlcore").rglob("*.py"))
+        for name in _imported_names(path)
+        if name.split(".")[0] in ("ui", "pages", "app")
+    ]
+    assert offenders == []
+
+
+def test_ui_never_imports_a_page():
+    offenders = [
+        f"{path.relative_to(ROOT).as_posix()}: {name}"
+        for path in sorted((ROOT / "ui").rglob("*.py"))
+        for name in _imported_names(path)
+        if name.split(".")[0] in ("pages", "app")
+    ]
+    assert offenders == []
+
+
+def test_the_page_guards_see_a_helper_in_pages_and_a_forbidden_import(tmp_path):
+    (tmp_path / "pages" / "image").mkdir(parents=True)
+    (tmp_path / "app.py").write_text('import streamlit as st\nst.navigation([st.Page("pages/image/data.py")])\n')
+    (tmp_path / "pages" / "image" / "data.py").write_text(
+        "import numpy as np\ndef f():\n    from pages.image import x\n"
+    )
+    (tmp_path / "pages" / "image" / "helper.py").write_text("from ui import shared\nimport os\n")
+    assert page_files(tmp_path) - routed_pages(tmp_path / "app.py") == {"pages/image/helper.py"}
+    assert page_import_offenders(tmp_path) == ["pages/image/data.py: numpy", "pages/image/data.py: pages.image"]
+
+
+def section_signatures(path: Path = ROOT / "ui" / "insight" / "evaluate_sections.py") -> dict[str, list[str]]:
+    """``{section: its parameter names}`` for every public ``*_section`` function of a sections module."""
+    return {
+        node.name: [arg.arg for arg in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, ast.FunctionDef) and node.name.endswith("_section") and not node.name.startswith("_")
+    }
+
+
+def test_every_evaluate_section_takes_the_run_alone():
+    # One signature: adding an analysis is one tlcore/insight module + one section the page calls with its run.
+    sections = section_signatures()
+    assert sections and {name: ["run"] for name in sections} == sections
+
+
+def missing_module_attributes(root: Path = ROOT) -> list[str]:
+    """``file:line: alias.name`` where ``alias`` is an imported tlcore module that has no ``name``.
+
+    A module imported whole (``from tlcore.model import classifier as model_lib``) and read
+    as ``model_lib.describe_backbone`` fails only when that line runs, after a name moved to
+    another module; this finds it from the source. A name the file binds again (an argument,
+    an assignment) is not an alias there and is left out.
+    """
+    modules = tlcore_modules()
+    bound = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        bound[module] = _defined_names(tree) | {
+            (alias.asname or alias.name).split(".")[0]
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+    found = []
+    sources = [p for folder in ("tlcore", "pages", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")]
+    for path in sorted(sources + list(root.glob("*.py"))):
+        tree = ast.parse(path.read_text())
+        aliases, rebound = {}, set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in modules:
+                        aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                rebound.add(node.id)
+            elif isinstance(node, ast.arg):
+                rebound.add(node.arg)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                module = aliases.get(node.value.id)
+                if module and node.value.id not in rebound and node.attr not in bound[module]:
+                    if f"{module}.{node.attr}" not in modules:
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_every_name_read_through_a_tlcore_module_exists_there():
+    assert missing_module_attributes() == [], "these names moved: import them from the module that defines them"

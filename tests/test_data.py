@@ -477,3 +477,50 @@ def test_an_upload_is_written_once_under_its_content_digest(tmp_path):
     assert other != first and other.name == first.name == "model.h5"
     assert first.read_bytes() == b"version one" and other.read_bytes() == b"version two"
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["model.h5", "model.h5"]  # no temp files
+
+
+# ----------------------------------------------------------------------------- the Data page's summary
+
+
+def _scan(root: str, labels: list[str], classes: list[str], skipped=()):
+    from tlcore.data.scan import DatasetScan, ImageItem, Skipped
+
+    items = [ImageItem(f"{root}/{label}/{index}.jpg", label, f"d{index}") for index, label in enumerate(labels)]
+    return DatasetScan(root, classes, items, [Skipped(f"{root}/{path}", reason) for path, reason in skipped])
+
+
+def test_the_data_summary_counts_what_training_uses_after_label_decisions():
+    from tlcore.data.summary import summarize
+
+    train = _scan("/d/train", ["ant"] * 5 + ["bee"] * 4, ["ant", "bee", "wasp"])  # wasp: an empty folder
+    val = _scan("/d/val", ["ant", "bee", "bee"], ["ant", "bee"])
+    decided = _scan("/d/train", ["ant"] * 4 + ["bee"] * 3, ["ant", "bee", "wasp"])  # 2 images excluded
+    summary = summarize([train, val], [decided, val])
+    assert (summary.images, summary.classes, summary.excluded) == (10, 2, 2)
+    assert summary.trainable
+    assert summary.describe() == "10 images · 2 classes (2 excluded by your label decisions)"
+    assert summarize([train], [train]).describe() == "9 images · 2 classes"
+    one_class = summarize([train], [_scan("/d/train", ["ant"] * 5, ["ant", "bee"])])
+    assert one_class.classes == 1 and not one_class.trainable
+
+
+def test_the_data_page_lists_skipped_files_by_relative_path_and_a_few_samples_per_class():
+    from tlcore.data.summary import class_mismatch, samples, skipped_table
+
+    train = _scan("/d/train", ["ant", "bee", "ant", "ant"], ["ant", "bee", "wasp"], [("ant/x.gif", "blank")])
+    table = skipped_table(train)
+    assert table.to_dict("records") == [{"file": "ant/x.gif", "reason": "blank"}]
+    picked = samples(train, per_class=2)
+    assert list(picked) == ["ant", "bee"]  # no empty class
+    assert [item.path for item in picked["ant"]] == ["/d/train/ant/0.jpg", "/d/train/ant/2.jpg"]
+    assert class_mismatch(train, None) is None
+    assert class_mismatch(train, _scan("/d/val", ["bee"], ["bee", "ant", "wasp"])) is None  # order does not matter
+    assert "differ from the training classes" in class_mismatch(train, _scan("/d/val", ["ant"], ["ant", "moth"]))
+
+
+def test_the_train_page_estimates_with_the_split_the_run_will_use():
+    from tlcore.data.summary import split_sizes
+
+    assert split_sizes(245, 153, 0.2) == (245, 153)  # a validation folder: its own images
+    assert split_sizes(100, None, 0.2) == (80, 20)
+    assert split_sizes(9, None, 0.25) == (7, 2)

@@ -62,3 +62,23 @@ def test_evaluate_probabilities_is_keras_cross_entropy_and_accuracy():
     assert evaluation.evaluate_probabilities(np.array([[1.0, 0.0]]), np.array([1]))["val_loss"] == pytest.approx(
         -np.log(1e-7)
     )
+
+
+def test_evaluate_predictions_predicts_the_most_probable_class_and_keeps_the_measured_loss():
+    paths = [f"img{i}.jpg" for i in range(6)]
+    report = evaluation.evaluate_predictions(paths, LABELS, PROBABILITIES, CLASSES)
+    # The diagonal is what argmax got right: 2 cats, 1 dog, 1 fox; the mistakes table agrees.
+    assert np.diag(report.confusion.to_numpy()).tolist() == [2, 1, 1]
+    assert report.per_class.set_index("class").loc["dog", "recall"] == pytest.approx(0.5)
+    assert report.mistakes["path"].tolist() == ["img4.jpg", "img1.jpg"]
+    computed = evaluation.evaluate_probabilities(PROBABILITIES, LABELS)["val_loss"]
+    assert report.val_loss == pytest.approx(computed)  # new predictions (test-time augmentation): their own loss
+    # A run's saved predictions show the loss Keras measured for them, not a recomputation.
+    assert evaluation.evaluate_predictions(paths, LABELS, PROBABILITIES, CLASSES, val_loss=0.25).val_loss == 0.25
+
+
+def test_predicted_labels_name_the_most_probable_class_of_each_image():
+    # What the feature map colours as a run's prediction for its validation images.
+    paths = [f"img{i}.jpg" for i in range(6)]
+    predicted = evaluation.predicted_labels(paths, PROBABILITIES, CLASSES)
+    assert predicted == dict(zip(paths, ["cat", "dog", "cat", "dog", "fox", "fox"]))

@@ -167,3 +167,14 @@ def test_cli_sweep_and_train_from_a_saved_config(colour_dataset, tmp_path):
     assert saved["train"]["learning_rate"] == 0.1 and saved["train"]["epochs"] == 2
     missing = tlcore("train", "--out", tmp_path / "d")
     assert missing.returncode == 2 and "--config" in missing.stderr
+
+
+def test_the_sweep_offers_its_default_grid_and_only_optimizers_the_trainer_knows():
+    from tlcore.config import OPTIMIZER_CHOICES
+    from tlcore.training.sweep import GRID_OPTIONS, SweepGrid
+
+    default = SweepGrid()
+    for name, values in vars(default).items():
+        assert set(values) <= set(GRID_OPTIONS[name]), name  # a default the page does not offer breaks its multiselect
+    assert set(GRID_OPTIONS["optimizers"]) == set(OPTIMIZER_CHOICES)
+    SweepGrid(*(list(GRID_OPTIONS[name]) for name in vars(default))).validate()  # every offered value is valid

@@ -504,3 +504,40 @@ def test_a_refusal_says_which_number_decided_it():
     worse_likelihood = dataclasses.replace(report, ece_gain_low=0.1, nll_after=report.nll_before + 0.05)
     assert not worse_likelihood.helps and "log-loss gets worse" in worse_likelihood.describe()
     assert "resampling" in dataclasses.replace(report, ece_gain_low=-0.01).describe()
+
+
+# ----------------------------------------------------------------------------- what the sections show
+
+
+def test_a_learning_rate_suggestion_goes_to_its_phases_setting_at_an_offered_value():
+    from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES
+
+    assert lr_finder.LRFinderResult(2.4e-3, phase="head").setting() == ("learning_rate", 3e-3)
+    assert 3e-3 in LEARNING_RATE_CHOICES
+    fine = lr_finder.LRFinderResult(2.4e-5, phase="fine-tune").setting()
+    assert fine == ("fine_tune_learning_rate", 3e-5) and fine[1] in FINE_TUNE_LEARNING_RATE_CHOICES
+    assert lr_finder.LRFinderResult(None, phase="head", reason="too short").setting() is None
+
+
+def test_calibration_says_which_way_the_model_is_wrong_about_its_confidence():
+    def report(temperature):
+        return calibration.CalibrationReport(temperature, 0.1, 0.05, 0.5, 0.4, pd.DataFrame(), pd.DataFrame(), 100)
+
+    assert report(1.8).confidence == "over-confident"
+    assert report(0.7).confidence == "under-confident"
+
+
+def test_relabel_offers_the_suggested_class_or_another_when_the_heads_agree_with_the_label():
+    from tlcore.insight.label_issues import LabelReview
+
+    ranked = pd.DataFrame({"given": ["cat", "dog", "fox", "dog"]})
+    review = LabelReview(ranked, np.zeros((4, 3)), folds=5)
+    assert review.relabel_target("cat", "fox") == "fox"
+    assert review.relabel_target("cat", "cat") == "dog"  # the first other class, never the label it has
+    assert review.relabel_target("dog", "dog") == "cat"
+
+
+def test_a_duplicate_pair_shows_the_score_that_decided_it_first_and_an_unreadable_file_in_words():
+    assert duplicates.pair_scores(duplicates.SAME, 0.9912, 0.9987) == "pixels 0.999 · features 0.991"
+    assert duplicates.pair_scores(duplicates.SIMILAR, 0.95, 0.41) == "features 0.950 · pixels 0.410"
+    assert duplicates.pair_scores(duplicates.SIMILAR, 0.95, float("nan")) == "features 0.950 · pixels unreadable"

@@ -37,7 +37,7 @@ def colour_config(root):
 
 
 def label_script(config):
-    from pages.image.insight_data import label_issues_section
+    from ui.insight.data_sections import label_issues_section
 
     label_issues_section(config)
 
@@ -78,7 +78,7 @@ def test_label_decisions_work_on_an_uploaded_zip_too(flipped_colours, tmp_path):
 
 
 def duplicates_script(config):
-    from pages.image.insight_data import near_duplicates_section
+    from ui.insight.data_sections import near_duplicates_section
 
     near_duplicates_section(config)
 
@@ -101,7 +101,7 @@ def test_near_duplicates_section_is_silent_without_copies_and_shows_a_planted_on
 
 
 def train_script(config):
-    from pages.image.insight_train import learning_curve_section, lr_finder_section
+    from ui.insight.train_sections import learning_curve_section, lr_finder_section
 
     lr_finder_section(config)
     learning_curve_section(config)
@@ -125,10 +125,10 @@ def test_lr_finder_use_this_sets_the_learning_rate_and_the_curve_draws(flipped_c
 
 
 def evaluate_script(run):
-    from pages.image.insight_evaluate import calibration_section, embedding_section
+    from ui.insight.evaluate_sections import calibration_section, embedding_section
 
     calibration_section(run)
-    embedding_section(run.config, run)
+    embedding_section(run)
 
 
 def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monkeypatch, tmp_path):
@@ -158,7 +158,7 @@ def test_calibration_and_feature_map_sections_on_a_trained_run(trained_run, monk
 
 
 def calibration_script(run):
-    from pages.image.insight_evaluate import calibration_section
+    from ui.insight.evaluate_sections import calibration_section
 
     calibration_section(run)
 
@@ -193,9 +193,9 @@ def sweep_script(best):
     import pandas as pd
     import streamlit as st
 
-    from pages.image.sweep_section import sweep_section
     from tlcore.config import DataConfig, ModelConfig, TrainConfig
     from tlcore.training.sweep import SweepResult
+    from ui.sweep_section import sweep_section
 
     if "forms" not in st.session_state:
         st.session_state.forms = (DataConfig(), ModelConfig(hidden_units=0, dropout_rate=0.2), TrainConfig())

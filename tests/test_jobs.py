@@ -176,9 +176,9 @@ def analysis_script(data_dir: str, owner: str):
 
     import streamlit as st
 
-    from pages.image import insight_common
     from tests.test_jobs import RELEASE
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from ui.insight import common as insight_common
 
     st.session_state.setdefault("session_id", owner)  # two browser tabs of one visitor share their identity
     config = RunConfig(
@@ -220,7 +220,7 @@ def _wait_for(predicate, seconds=120):
 
 
 def test_an_analysis_is_a_job_one_at_a_time_per_visitor(colour_dataset, tmp_path, monkeypatch):
-    from pages.studio import shared
+    from ui import shared
 
     _studio(monkeypatch, tmp_path, cap=2)
     first_tab, second_tab = _session(colour_dataset, "alice"), _session(colour_dataset, "alice")
@@ -245,9 +245,9 @@ def test_an_analysis_finished_after_a_reload_shows_its_result_there(colour_datas
     The job is started as the section starts it (slot and all) and ends with no page
     following it, as after a reload; a new session of the same browser must show it, once.
     """
-    from pages.image import insight_common
-    from pages.studio import shared
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from ui import shared
+    from ui.insight import common as insight_common
 
     _studio(monkeypatch, tmp_path, cap=2)
     config = RunConfig(
@@ -269,7 +269,7 @@ def test_an_analysis_finished_after_a_reload_shows_its_result_there(colour_datas
 
 
 def test_an_analysis_counts_against_the_studio_cap(colour_dataset, tmp_path, monkeypatch):
-    from pages.studio import shared
+    from ui import shared
 
     _studio(monkeypatch, tmp_path, cap=1)
     registry = shared.registry()
@@ -316,8 +316,8 @@ def test_the_busy_message_is_the_one_docs_limits_shows():
 def sweep_script(data_dir: str):
     import streamlit as st
 
-    from pages.image.sweep_section import sweep_section
     from tlcore.config import DataConfig, FreezePlan, ModelConfig, TrainConfig
+    from ui.sweep_section import sweep_section
 
     st.session_state.setdefault("session_id", "sweeper")
     model = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("all"))
@@ -327,7 +327,7 @@ def sweep_script(data_dir: str):
 def test_a_sweep_is_a_job_of_the_registry(colour_dataset, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from pages.studio import shared
+    from ui import shared
 
     _studio(monkeypatch, tmp_path, cap=2)
     tab = AppTest.from_function(sweep_script, args=(str(colour_dataset),), default_timeout=300).run()

@@ -312,6 +312,42 @@ def test_default_freeze_plan_and_choice_lists():
     assert weights_choices(BACKBONES["MobileNetV2"]) == ["imagenet", "none"]
 
 
+def test_the_model_pages_choices_come_from_the_registry_and_say_what_they_mean():
+    from tlcore.model.backbones import BACKBONES
+    from tlcore.model.choices import (
+        IMAGE_SIZE_CHOICES,
+        cut_layer_index,
+        cut_layer_setting,
+        image_size_value,
+        model_file_size_choices,
+        model_file_size_label,
+        preprocess_choices,
+        preprocess_label,
+        weights_choice,
+    )
+    from tlcore.model.preprocessing import PREPROCESSING
+
+    # Weights: a path to a weights file is the "file" choice; the two words are themselves.
+    assert [weights_choice(w) for w in ("imagenet", "none", "/u/mnv2_notop.h5")] == ["imagenet", "none", "file"]
+    # A registry backbone shows a size it accepts; VGG16's 299 does not stay for SmallCNN.
+    assert image_size_value(BACKBONES["Xception"], 64) == 299  # under its minimum of 71: its default
+    assert image_size_value(BACKBONES["MobileNetV2"], 96) == 96
+    # A fixed-size model file offers only its own size; a flexible one every size; a stale value stays listed.
+    assert model_file_size_choices(160, None) == [None]
+    assert model_file_size_choices(160, 224) == [None, 224]
+    assert model_file_size_choices(None, None) == [None, *IMAGE_SIZE_CHOICES]
+    assert model_file_size_label(None, 160) == "the model's own (160 px)"
+    assert model_file_size_label(None, None) == "224 (default)" and model_file_size_label(96, None) == "96"
+    # Preprocessing: guessed unless one of the named functions is chosen.
+    assert preprocess_choices() == [None, *PREPROCESSING]
+    assert preprocess_label(None) == "(guess from the layer names)" and preprocess_label("vgg16") == "vgg16"
+    # Cutting at the last layer keeps the whole model: no cut_layer setting.
+    layers = ["conv1", "block_16_project", "out_relu"]
+    assert cut_layer_index(layers, None) == 2 and cut_layer_index(layers, "conv1") == 0
+    assert cut_layer_index(layers, "gone") == 2  # a layer of another model file
+    assert cut_layer_setting(layers, "out_relu") is None and cut_layer_setting(layers, "conv1") == "conv1"
+
+
 def test_a_new_backbone_brings_its_own_size_weights_and_preprocessing():
     from tlcore.model.choices import backbone_settings
 
@@ -337,3 +373,37 @@ def test_counts_are_written_in_the_singular_for_one():
         "1 class",
     )
     assert "has only 1 image (fewer than 5)" in dataset_warnings({"a": 1, "b": 9}, 5)[0]
+
+
+def test_the_train_pages_phase_table_says_each_phases_rate_schedule_and_time():
+    from types import SimpleNamespace
+
+    from tlcore.model.choices import PhasePlan, epoch_timing, phase_rows
+
+    phases = [
+        PhasePlan(1, "head", 10, 1e-3, FreezePlan("all"), "head", 2562),
+        PhasePlan(2, "fine-tune", 5, 1e-5, FreezePlan("from", "block_16"), "from block_16", 881602),
+    ]
+    measured = {
+        "cached": 1.25,
+        "full": 9.5,
+        "cut": SimpleNamespace(cached=True, reason="", name="block_15_add"),
+        "possible_cut": SimpleNamespace(cached=True, reason="", name="block_15_add"),
+    }
+    timing = epoch_timing(measured)
+    assert timing == {"cached": 1.25, "full": 9.5, "reason": "", "cut": "block_15_add", "uses_cut": True}
+    train = TrainConfig(fine_tune_schedule="cosine", fine_tune_rate_decay=0.5)
+    head, fine = phase_rows(phases, train, timing)
+    assert (head["phase"], head["learning rate"], head["time per epoch"]) == ("1 · head", "0.001", "")
+    assert head["trainable parameters"] == "2,562"
+    assert fine["learning rate"] == "1e-05, cosine; each lower block ×0.5"
+    assert fine["time per epoch"] == "≈ 1.2 s (cached below block_15_add; full path ≈ 10 s)"
+    # Augmentation changes every image: the full path, and why.
+    full = {**timing, "uses_cut": False, "reason": "augmentation changes every image"}
+    assert phase_rows(phases, TrainConfig(), full)[1]["time per epoch"] == (
+        "≈ 9.5 s (full path: augmentation changes every image)"
+    )
+    skipped = PhasePlan(2, "fine-tune", 0, 1e-5, FreezePlan("all"), "head", 0)
+    row = phase_rows([skipped], TrainConfig(), timing)[0]
+    assert row["phase"] == "2 · fine-tune (skipped: 0 epochs)" and row["time per epoch"] == ""
+    assert phase_rows(phases, TrainConfig())[1]["learning rate"] == "1e-05"  # constant, same rate for every block

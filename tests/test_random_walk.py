@@ -191,7 +191,7 @@ class StudioWalk(RuleBasedStateMachine):
         return sessions.SetupStore(workspace_dir() / "sessions").load(self.owner)
 
     def jobs(self) -> list:
-        from pages.studio import shared
+        from ui import shared
 
         return shared.registry().for_owner(self.owner)
 

@@ -139,7 +139,7 @@ def test_ray_jobs_run_in_workers_queue_stop_and_fail_when_killed(ray_cluster, co
 
 def test_a_ray_job_from_the_train_page_shows_its_live_chart_and_stops(ray_cluster, colour_dataset, monkeypatch):  # noqa: F811
     """The Train page, unchanged, on the Ray runner (TLCORE_JOB_RUNNER=ray)."""
-    from pages.studio import shared
+    from ui import shared
 
     monkeypatch.setenv("TLCORE_JOB_RUNNER", "ray")
     ray_registry = RayJobRegistry(poll_seconds=0.2)

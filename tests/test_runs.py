@@ -90,6 +90,24 @@ def test_a_run_written_by_a_worker_on_another_node_stays_running(tmp_path):
     assert listed == {"remote": "running", "local": "incomplete"}
 
 
+def test_only_ended_runs_with_a_saved_model_are_offered_to_evaluate_predict_and_download(tmp_path):
+    store = runs.RunStore(tmp_path / "runs")
+    for name, status, model in [
+        ("done", "done", True),
+        ("stopped", "stopped", True),  # stopped by the user: it kept the best weights so far
+        ("nomodel", "done", False),
+        ("training", "running", True),  # still writing its model
+        ("failed", "failed", True),
+    ]:
+        path = store.create(RunConfig(), name=name)
+        runs.set_status(path, status)
+        (path / "metrics.json").write_text(json.dumps({"val_accuracy": 0.9}))
+        if model:
+            (path / "model.keras").write_bytes(b"model")
+    finished = sorted(run.run_id.split("-")[-2] for run in store.list() if run.finished)
+    assert finished == ["done", "stopped"]
+
+
 def test_failed_run_records_the_error(tmp_path):
     config = RunConfig()
     config.data.data_dir = str(tmp_path / "missing")

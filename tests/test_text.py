@@ -539,3 +539,40 @@ def test_page_lora_fine_tune_with_defaults_learns_and_draws_a_readable_axis(text
     assert len(quotes) == 2 and quotes[0] != quotes[1]  # Before and After differ
     figure = json.loads(text_page.get("plotly_chart")[-1].proto.spec)
     assert figure["layout"]["yaxis2"]["type"] == "log" and "k" not in "".join(figure["layout"]["yaxis2"]["ticktext"])
+
+
+# ----------------------------------------------------------------------------- what the Text page offers
+
+
+def test_samples_side_by_side_differ_by_seed_and_a_deterministic_sampler_gives_one():
+    from tlcore.text.sampling import SamplerConfig
+
+    top_k = SamplerConfig("top_k", seed=42).side_by_side(3)
+    assert [setting.seed for setting in top_k] == [42, 43, 44]
+    assert {setting.sampler for setting in top_k} == {"top_k"}
+    assert SamplerConfig("beam", seed=42).side_by_side(3) == [SamplerConfig("beam", seed=42)]
+
+
+def test_the_text_pages_choices_hold_their_defaults_and_name_every_speed():
+    from tlcore.text.finetuning import DEFAULT_LEARNING_RATE, LEARNING_RATE_CHOICES, LORA_RANK_CHOICES
+    from tlcore.text.models import QUANTIZATIONS, SPEED_LABELS
+
+    assert set(DEFAULT_LEARNING_RATE.values()) <= set(LEARNING_RATE_CHOICES)  # a slider's value must be offered
+    assert LORA_RANK_CHOICES[0] == 0  # 0: every weight trains
+    assert set(SPEED_LABELS) == set(QUANTIZATIONS)
+
+
+def test_a_generate_job_writes_one_text_per_setting_and_stops_between_texts(tiny_gpt2_preset, model):
+    import threading
+
+    from tlcore.jobs import ProgressLog
+    from tlcore.text.generation import generate_samples
+    from tlcore.text.sampling import SamplerConfig
+
+    settings = SamplerConfig("top_k", k=5, max_length=12, seed=1).side_by_side(2)
+    log, stop = ProgressLog(), threading.Event()
+    outputs = generate_samples(str(tiny_gpt2_preset), "none", "Transfer learning is", settings, log, stop)
+    assert len(outputs) == 2 and all(output.texts[0].startswith("Transfer learning is") for output in outputs)
+    assert [record["step"] for record in log.records(kind="step")] == [0, 1, 2]
+    stop.set()  # Stop pressed: no text is started after it
+    assert generate_samples(str(tiny_gpt2_preset), "none", "Transfer learning is", settings, ProgressLog(), stop) == []

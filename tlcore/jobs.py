@@ -144,7 +144,7 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     thread: threading.Thread | None = None
-    slot: str | None = None  # the page section that follows a short job (see pages/studio/job_panel.py)
+    slot: str | None = None  # the page section that follows a short job (see ui/job_panel.py)
     delivered: bool = False  # a page has shown its result or error
 
     def request_stop(self) -> None:

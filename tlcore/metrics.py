@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -68,6 +70,11 @@ def misclassified(paths: list[str], labels: np.ndarray, probabilities: np.ndarra
     return frame.sort_values("confidence", ascending=False, ignore_index=True)
 
 
+def predicted_labels(paths: list[str], probabilities: np.ndarray, classes: list[str]) -> dict[str, str]:
+    """``{image path: predicted class name}``: the most probable class of each image."""
+    return {path: classes[index] for path, index in zip(paths, np.argmax(probabilities, axis=1))}
+
+
 def summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Accuracy, and top-2 accuracy when there are more than two classes."""
     labels = np.asarray(labels)
@@ -76,3 +83,46 @@ def summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     if probabilities.shape[1] > 2:
         result["top2_accuracy"] = float(np.mean((ranked[:, :2] == labels[:, None]).any(axis=1)))
     return result
+
+
+@dataclass
+class Evaluation:
+    """What the Evaluate page shows of one set of predictions.
+
+    Attributes:
+        summary: accuracy, image count and, past two classes, top-2 accuracy (see :func:`summary`).
+        val_loss: the validation loss of these predictions.
+        confusion: counts, true class by predicted class.
+        per_class: precision, recall, F1 and support per class.
+        mistakes: every wrong prediction, most confidently wrong first.
+    """
+
+    summary: dict
+    val_loss: float
+    confusion: pd.DataFrame
+    per_class: pd.DataFrame
+    mistakes: pd.DataFrame
+
+
+def evaluate_predictions(
+    paths: list[str], labels: np.ndarray, probabilities: np.ndarray, classes: list[str], val_loss: float | None = None
+) -> Evaluation:
+    """Every table of the Evaluate page from class probabilities; the predicted class is the most probable one.
+
+    Args:
+        paths: the images, in the order of ``labels`` and ``probabilities``.
+        labels: the true class index of each image.
+        probabilities: one row of class probabilities per image.
+        classes: the class names, by index.
+        val_loss: the loss Keras measured for these very predictions (a run's saved ones);
+            ``None`` computes it from ``probabilities`` (new predictions, e.g. with test-time
+            augmentation).
+    """
+    predicted = np.argmax(probabilities, axis=1)
+    return Evaluation(
+        summary=summary(labels, probabilities),
+        val_loss=evaluate_probabilities(probabilities, labels)["val_loss"] if val_loss is None else float(val_loss),
+        confusion=confusion_matrix(labels, predicted, classes),
+        per_class=per_class_metrics(labels, predicted, classes),
+        mistakes=misclassified(paths, labels, probabilities, classes),
+    )

@@ -1,18 +1,17 @@
-import os
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.identity import local_server
 from tlcore import charts
 from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.images import thumbnail
 from tlcore.data.sources import DOWNLOADABLE, save_class_images, save_upload
+from tlcore.data.summary import class_count, class_mismatch, samples, skipped_table, summarize
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
+from ui import shared
+from ui.identity import local_server
 
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
@@ -109,15 +108,12 @@ except StudioError as error:
     st.stop()
 
 # Every number below is what training will use: the label decisions kept in the workspace applied.
-on_disk = len(scan.items) + (len(val_scan.items) if val_scan else 0)
+found = [scan] + ([val_scan] if val_scan else [])
 owner = data.owner
 scan, val_scan = apply_stored_overlay(scan, owner), apply_stored_overlay(val_scan, owner) if val_scan else None
-usable = {label: count for label, count in scan.counts.items() if count}
-if len(usable) >= 2:
-    total = len(scan.items) + (len(val_scan.items) if val_scan else 0)
-    set_aside = on_disk - total
-    aside = f" ({set_aside} excluded by your label decisions)" if set_aside else ""
-    shared.facts().update(data_summary=f"{total} images · {len(usable)} classes{aside}", num_classes=len(usable))
+summary = summarize(found, [scan] + ([val_scan] if val_scan else []))
+if summary.trainable:
+    shared.facts().update(data_summary=summary.describe(), num_classes=summary.classes)
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
     st.success(f"Current dataset: {shared.facts()['data_summary']}.", icon=":material/check_circle:")
 else:
@@ -129,35 +125,33 @@ for column, (title, part) in zip(st.columns(len(parts)), parts):
         st.subheader(f"{title} set" if val_scan else "Images")
         cols = st.columns(3)
         cols[0].metric("Images", len(part.items))
-        cols[1].metric("Classes", sum(1 for count in part.counts.values() if count))
+        cols[1].metric("Classes", class_count(part))
         cols[2].metric("Skipped files", len(part.skipped))
         st.plotly_chart(charts.counts_figure(part.counts), width="stretch", key=f"counts_{title}")
         st.markdown("**Health report**")
         for warning in part.warnings:
             st.warning(shared.escape_markdown(warning))
         if part.skipped:
-            frame = pd.DataFrame({"file": [s.path for s in part.skipped], "reason": [s.reason for s in part.skipped]})
-            frame["file"] = [os.path.relpath(path, part.root) for path in frame["file"]]
+            frame = skipped_table(part)
             if len(frame) <= 20:
                 st.table(frame)
             else:
                 st.dataframe(frame, hide_index=True, width="stretch")
         if not part.warnings and not part.skipped:
             st.write("No problems found: every file is a usable image and the classes are balanced.")
-if val_scan and set(val_scan.classes) != set(scan.classes):
-    st.warning(f"The validation folder's classes {val_scan.classes} differ from the training classes {scan.classes}.")
+mismatch = class_mismatch(scan, val_scan)
+if mismatch:
+    st.warning(mismatch)
 
-if len(usable) >= 2:
+if summary.trainable:
     with st.expander("Check the labels: suspect labels, near-duplicates and leaks into validation"):
-        from pages.image.insight_data import label_issues_section, near_duplicates_section
+        from ui.insight.data_sections import label_issues_section, near_duplicates_section
 
         label_issues_section(shared.run_config())
         near_duplicates_section(shared.run_config())
 
 st.subheader("Samples")
-for label in scan.classes:
-    items = [item for item in scan.items if item.label == label][:8]
-    if items:
-        st.markdown(f"**{shared.escape_markdown(label)}** · {scan.counts[label]} images")
-        captions = [Path(item.path).name[:18] for item in items]
-        st.image([thumbnail(item.path, 128) for item in items], width=96, caption=captions)
+for label, items in samples(scan, per_class=8).items():
+    st.markdown(f"**{shared.escape_markdown(label)}** · {scan.counts[label]} images")
+    captions = [Path(item.path).name[:18] for item in items]
+    st.image([thumbnail(item.path, 128) for item in items], width=96, caption=captions)

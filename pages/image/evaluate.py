@@ -1,13 +1,12 @@
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from pages.studio import shared
 from tlcore import charts
 from tlcore import metrics as evaluation
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
+from ui import shared
 
 st.title("Evaluate")
 run = shared.pick_run()
@@ -20,8 +19,7 @@ paths, labels, probabilities = run.val_probabilities()
 if not paths:
     st.warning("This run has no saved validation predictions.")
     st.stop()
-classes = run.labels
-val_loss = run.metrics.get("val_loss", float("nan"))
+val_loss = run.metrics.get("val_loss", float("nan"))  # as Keras measured it for these saved predictions
 tta = st.toggle(
     "Average each image with its mirror image (test-time augmentation)",
     key="evaluate_tta",
@@ -34,13 +32,12 @@ if tta:
     except StudioError as error:
         shared.show_error(error, "A validation image could not be read again; it may have been moved or deleted.")
         st.stop()
-    val_loss = evaluation.evaluate_probabilities(probabilities, labels)["val_loss"]
-predicted = np.argmax(probabilities, axis=1)
-
-summary = evaluation.summary(labels, probabilities)
+    val_loss = None  # new predictions: their own loss
+report = evaluation.evaluate_predictions(paths, labels, probabilities, run.labels, val_loss)
+summary = report.summary
 cols = st.columns(4)
 cols[0].metric("Validation accuracy", f"{summary['accuracy']:.1%}")
-cols[1].metric("Validation loss", f"{val_loss:.3f}")
+cols[1].metric("Validation loss", f"{report.val_loss:.3f}")
 cols[2].metric("Validation images", summary["count"])
 if "top2_accuracy" in summary:
     cols[3].metric("Top-2 accuracy", f"{summary['top2_accuracy']:.1%}")
@@ -51,17 +48,17 @@ st.caption(
 
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(charts.confusion_figure(evaluation.confusion_matrix(labels, predicted, classes)), width="stretch")
+    st.plotly_chart(charts.confusion_figure(report.confusion), width="stretch")
 with right:
     st.markdown("**Per class**")
     st.dataframe(
-        evaluation.per_class_metrics(labels, predicted, classes),
+        report.per_class,
         column_config={name: st.column_config.NumberColumn(format="%.2f") for name in ("precision", "recall", "f1")},
         hide_index=True,
         width="stretch",
     )
 
-wrong = evaluation.misclassified(paths, labels, probabilities, classes)
+wrong = report.mistakes
 st.subheader(f"Misclassified ({len(wrong)})")
 if wrong.empty:
     st.write("Every validation image is classified correctly.")
@@ -78,8 +75,8 @@ else:
             st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")
 
 with st.expander("Why: calibration, feature map, validation images leaked from training"):
-    from pages.image.insight_evaluate import calibration_section, embedding_section, leakage_section
+    from ui.insight.evaluate_sections import calibration_section, embedding_section, leakage_section
 
     calibration_section(run)
-    embedding_section(run.config, run)
+    embedding_section(run)
     leakage_section(run)

@@ -1,6 +1,5 @@
 import streamlit as st
 
-from pages.studio import shared
 from tlcore.config import POOLING_CHOICES, FreezePlan
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
@@ -8,11 +7,19 @@ from tlcore.model.choices import (
     HIDDEN_UNITS_CHOICES,
     WEIGHTS_LABELS,
     backbone_settings,
+    cut_layer_index,
+    cut_layer_setting,
     default_freeze_plan,
     image_size_choices,
+    image_size_value,
+    model_file_size_choices,
+    model_file_size_label,
+    preprocess_choices,
+    preprocess_label,
+    weights_choice,
     weights_choices,
 )
-from tlcore.model.preprocessing import PREPROCESSING
+from ui import shared
 
 st.title("Model")
 model = shared.config("model")
@@ -40,37 +47,29 @@ with left:
         except (StudioError, OSError) as error:
             shared.show_error(error, "Upload another model file above, or choose a **Backbone** from the list.")
             st.stop()
-        options = ["(guess from the layer names)"] + list(PREPROCESSING)
+        options = preprocess_choices()
         index = options.index(model.preprocess) if model.preprocess in options else 0
-        picked = st.selectbox("Preprocessing the model expects", options, index=index)
-        model.preprocess = None if picked == options[0] else picked
-        own = info["image_size"]
-        # A fixed-size model offers only its own size; a stale other value stays visible to change.
-        sizes = [None] + ([] if own else image_size_choices(BACKBONES["MobileNetV2"]))
-        sizes += [model.image_size] if model.image_size not in sizes else []
+        model.preprocess = st.selectbox(
+            "Preprocessing the model expects", options, index=index, format_func=preprocess_label
+        )
+        own, layers = info["image_size"], info["layers"]
+        sizes = model_file_size_choices(own, model.image_size)
         model.image_size = st.selectbox(
-            SIZE,
-            sizes,
-            index=sizes.index(model.image_size),
-            format_func=lambda size: (
-                f"the model's own ({own} px)" if size is None and own else str(size or "224 (default)")
-            ),
+            SIZE, sizes, index=sizes.index(model.image_size), format_func=lambda size: model_file_size_label(size, own)
         )
         cut = st.selectbox(
             "Cut the model at (its output becomes the feature map)",
-            info["layers"],
-            index=info["layers"].index(model.cut_layer)
-            if model.cut_layer in info["layers"]
-            else len(info["layers"]) - 1,
+            layers,
+            index=cut_layer_index(layers, model.cut_layer),
         )
-        model.cut_layer = None if cut == info["layers"][-1] else cut
+        model.cut_layer = cut_layer_setting(layers, cut)
         controls = "**Input size**, **Cut the model at** or **Preprocessing**"
     else:
         spec = BACKBONES[choice]
         if choice != model.backbone:  # a new backbone: its size, weights and preprocessing come from it
             shared.update("model", **backbone_settings(choice))
         options = weights_choices(spec, local_file=True)
-        kind = model.weights if model.weights in ("imagenet", "none") else "file"
+        kind = weights_choice(model.weights)
         # A keyed radio whose value the page sets only when the setup changed elsewhere (another
         # backbone, "use random weights", another tab): with ``index=`` from the setup, a choice
         # whose first run failed (ImageNet offline) made the radio and the setup swap values
@@ -91,9 +90,8 @@ with left:
                 weights = model.weights
         if weights != model.weights:
             shared.update("model", weights=weights, freeze=default_freeze_plan(weights != "none"))
-        sizes = image_size_choices(spec)
-        value = model.image_size if model.image_size in sizes else spec.default_size
-        model.image_size = st.select_slider(SIZE, sizes, value=value,
+        value = image_size_value(spec, model.image_size)
+        model.image_size = st.select_slider(SIZE, image_size_choices(spec), value=value,
                                             help="Smaller is faster; ImageNet weights were trained at the default.")  # fmt: skip
         controls = "**Weights** or **Input size**"
 with right:
@@ -110,7 +108,7 @@ except StudioError as error:
         shared.update("model", weights="none", freeze=FreezePlan("none"))
     st.stop()
 
-from pages.image.freeze import freeze_editor  # noqa: E402  (TensorFlow loads here)
+from ui.freeze import freeze_editor  # noqa: E402  (TensorFlow loads here)
 
 freeze_editor(model, backbone)
 st.page_link("pages/image/train.py", label="Next: train", icon=":material/monitoring:")

@@ -1,10 +1,10 @@
 import streamlit as st
 
-from pages.studio import shared
 from tlcore import charts
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
+from ui import shared
 
 st.title("Predict")
 runs = shared.finished_runs()

@@ -2,13 +2,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.job_panel import start_task, task_outcome
 from tlcore import charts
 from tlcore.charts import short_run_names
 from tlcore.errors import StudioError
 from tlcore.runs.snippets import SNIPPET_FORMATS, snippet
 from tlcore.runs.store import kept_epochs
+from ui import shared
+from ui.job_panel import start_task, task_outcome
 
 st.title("Runs")
 store = shared.store()

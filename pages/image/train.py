@@ -1,8 +1,6 @@
 import pandas as pd
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.job_panel import job_panel
 from tlcore import charts
 from tlcore.config import (
     BATCH_SIZE_CHOICES,
@@ -13,9 +11,12 @@ from tlcore.config import (
     OPTIMIZER_CHOICES,
     nearest_choice,
 )
+from tlcore.data.summary import split_sizes
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
-from tlcore.model.choices import describe_backbone, describe_freeze_plan
+from tlcore.model.choices import describe_backbone, describe_freeze_plan, phase_rows
+from ui import shared
+from ui.job_panel import job_panel
 
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
@@ -96,51 +97,16 @@ if start:  # before the table and the tools below: the click reruns the page at 
         shared.show_error(error, "Fix the setting above and start again.")
 
 
-@st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
-def _epoch_seconds(backbone_key: str, model_json: str, train_json: str, num_train: int, num_val: int) -> dict:
-    from tlcore.config import RunConfig
-    from tlcore.model.cut import phase_two_epoch_seconds
-
-    config = RunConfig.from_json(model_json)  # model and train sections of one config
-    model_config, train_config = config.model, RunConfig.from_json(train_json).train
-    timing = phase_two_epoch_seconds(shared.backbone(model_config), model_config, train_config, num_train, num_val)
-    return {"cached": timing["cached"], "full": timing["full"], "reason": timing["cut"].reason,
-            "cut": timing["possible_cut"].name, "uses_cut": timing["cut"].cached}  # fmt: skip
-
-
 def _image_counts() -> tuple[int, int]:
     """Training and validation images the run will use (as scanned; the split as configured)."""
 
     def counts(source: str) -> int:
         return sum(shared.scan(source, data.skip_placeholders, shared.folder_stamp(source)).counts.values())
 
-    total = counts(data.data_dir)
-    if data.val_dir:
-        return total, counts(data.val_dir)
-    return total - round(total * data.val_split), round(total * data.val_split)
-
-
-def _rate_text(plan) -> str:
-    if plan.number == 1:
-        return f"{plan.learning_rate:g}"
-    text = f"{plan.learning_rate:g}" + (
-        "" if train.fine_tune_schedule == "constant" else f", {train.fine_tune_schedule}"
-    )
-    if train.fine_tune_rate_decay < 1:
-        text += f"; each lower block ×{train.fine_tune_rate_decay:g}"
-    return text
-
-
-def _time_text(plan, timing: dict | None) -> str:
-    if plan.number == 1 or timing is None or plan.skipped:
-        return ""
-    if timing["uses_cut"]:
-        return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"
-    return f"≈ {timing['full']:.1f} s (full path: {timing['reason']})"
+    return split_sizes(counts(data.data_dir), counts(data.val_dir) if data.val_dir else None, data.val_split)
 
 
 if backbone is not None:  # after the widgets, so the table shows this run's choices
-    from tlcore.config import RunConfig
     from tlcore.model.classifier import phase_plan
 
     try:
@@ -151,14 +117,10 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
     timing = None
     if train.fine_tune_epochs:
         try:
-            timing = _epoch_seconds(model.backbone_key(), RunConfig(model=model).to_json(),
-                                    RunConfig(train=train).to_json(), *_image_counts())  # fmt: skip
+            timing = shared.fine_tune_epoch_seconds(model, train, *_image_counts())
         except (StudioError, ValueError) as error:
             st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
-    rows = [{"phase": f"{p.number} · {p.phase}" + ("" if p.epochs else " (skipped: 0 epochs)"), "trains": p.trains,
-             "trainable parameters": f"{p.trainable_parameters:,}", "epochs": p.epochs,
-             "learning rate": _rate_text(p), "time per epoch": _time_text(p, timing)} for p in phases]  # fmt: skip
-    st.table(pd.DataFrame(rows).set_index("phase"))
+    st.table(pd.DataFrame(phase_rows(phases, train, timing)).set_index("phase"))
     if timing is not None and train.augment and timing["cached"] is not None:
         st.caption(
             f"Augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
@@ -167,8 +129,8 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
         )
 
 with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
-    from pages.image.insight_train import learning_curve_section, lr_finder_section
-    from pages.image.sweep_section import sweep_section
+    from ui.insight.train_sections import learning_curve_section, lr_finder_section
+    from ui.sweep_section import sweep_section
 
     lr_finder_section(shared.run_config())
     sweep_section(data, model, train)
@@ -182,7 +144,7 @@ if job is None:
 
 
 def finished(current) -> None:
-    from pages.image.results import show_result
+    from ui.train_result import show_result
 
     show_result(current)
 

@@ -1,17 +1,21 @@
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.identity import downloads_allowed
-from pages.studio.job_panel import job_panel, start_task, task_outcome
-from pages.text.results import finished, quoted
 from tlcore import charts
 from tlcore.errors import StudioError
-from tlcore.text.finetuning import DEFAULT_LEARNING_RATE, TextConfig
-from tlcore.text.models import PRESETS
+from tlcore.text.finetuning import (
+    BATCH_SIZE_CHOICES,
+    DEFAULT_LEARNING_RATE,
+    LEARNING_RATE_CHOICES,
+    LORA_RANK_CHOICES,
+    SEQUENCE_LENGTH_CHOICES,
+    TextConfig,
+)
+from tlcore.text.models import PRESETS, QUANTIZATIONS, SPEED_LABELS
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
-
-SPEEDS = {"standard (float32)": "none", "fast (int8)": "int8"}
-
+from ui import shared
+from ui.identity import downloads_allowed
+from ui.job_panel import job_panel, start_task, task_outcome
+from ui.text_result import finished, quoted
 
 st.title("Text (GPT-2)")
 st.caption(
@@ -43,9 +47,10 @@ def checked_source() -> str:
     return check_model_source(model_source, shared.store(), shared.session_id(), downloads)
 
 
-speed = st.radio(
+quantization = st.radio(
     "Speed",
-    list(SPEEDS),
+    QUANTIZATIONS,
+    format_func=SPEED_LABELS.get,
     horizontal=True,
     help="fast (int8) stores the weights as 8-bit integers and compiles with XLA: about 1.5x the tokens/s on a "
     "CPU for a small loss in quality (see the README). The first click with new settings compiles; later clicks "
@@ -73,37 +78,19 @@ with st.expander("Sampler", expanded=True):
         disabled=deterministic,
         help="Greedy and beam search always give the same text for a prompt, so they show one sample.",
     )
-    samples = 1 if deterministic else int(samples)
-
-
-def generate_all(source: str, quantization: str, prompt: str, settings: list):
-    """The job's work: one text per sampler setting (the model comes from tlcore's one bounded cache)."""
-
-    def work(job):
-        from tlcore.text.generation import generate
-        from tlcore.text.models import load_gpt2
-
-        job.log.append("step", step=0, steps=len(settings) + 1)
-        model = load_gpt2(source, quantization)
-        outputs = []
-        for index, setting in enumerate(settings):
-            if job.stop.is_set():
-                break
-            job.log.append("step", step=index + 1, steps=len(settings) + 1)
-            outputs.append(generate(model, prompt, setting))
-        return outputs
-
-    return work
 
 
 if st.button("Generate", type="primary"):
+    from tlcore.text.generation import generate_samples
+
     try:
-        settings = [
-            SamplerConfig(sampler, int(k), float(p), int(beams), float(temperature), int(max_length), int(seed) + index)
-            for index in range(samples)
-        ]
+        setting = SamplerConfig(sampler, int(k), float(p), int(beams), float(temperature), int(max_length), int(seed))
+        source, settings = checked_source(), setting.side_by_side(int(samples))
         start_task(
-            "generate", "generate", "Generating text", generate_all(checked_source(), SPEEDS[speed], prompt, settings)
+            "generate",
+            "generate",
+            "Generating text",
+            lambda job: generate_samples(source, quantization, prompt, settings, job.log, job.stop),
         )
     except StudioError as error:
         shared.show_error(error)
@@ -126,17 +113,17 @@ uploads = st.file_uploader("Text files (.txt, .md)", type=["txt", "md"], accept_
 pasted = st.text_area("…or paste text", height=120)
 cols = st.columns(5)
 epochs = cols[0].number_input("Epochs", 1, 200, 3)
-lora = cols[3].select_slider("LoRA rank (0 = all weights)", [0, 2, 4, 8, 16], value=4)
+lora = cols[3].select_slider("LoRA rank (0 = all weights)", LORA_RANK_CHOICES, value=4)
 lr = cols[1].select_slider(
     "Learning rate",
-    [1e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+    LEARNING_RATE_CHOICES,
     value=DEFAULT_LEARNING_RATE["lora" if lora else "full"],
     format_func=lambda r: f"{r:g}",
     help="LoRA adapters start at zero and need a larger step (default 1e-2) than fine-tuning every weight "
     "(default 5e-5).",
 )
-sequence_length = cols[2].select_slider("Sequence length", [32, 64, 128, 256, 512], value=128)
-batch = cols[4].select_slider("Batch size", [1, 2, 4, 8, 16], value=4)
+sequence_length = cols[2].select_slider("Sequence length", SEQUENCE_LENGTH_CHOICES, value=128)
+batch = cols[4].select_slider("Batch size", BATCH_SIZE_CHOICES, value=4)
 job = shared.current_job("text")
 running = job is not None and job.active
 if st.button("Start fine-tuning", disabled=running):

@@ -19,6 +19,8 @@ from tlcore.data.images import check_image_file
 from tlcore.errors import StudioError
 from tlcore.words import plural
 
+MIN_CLASSES = 2  # a classifier needs at least two classes with images
+
 
 @dataclass(frozen=True)
 class ImageItem:
@@ -226,8 +228,8 @@ def dataset_warnings(counts: dict[str, int], min_images_per_class: int) -> list[
             warnings.append(
                 f"Class '{label}' has only {plural(count, 'image')} (fewer than {min_images_per_class}); add more."
             )
-    if len(usable) < 2:
-        warnings.append("Fewer than 2 classes have images; a classifier needs at least 2.")
+    if len(usable) < MIN_CLASSES:
+        warnings.append(f"Fewer than {MIN_CLASSES} classes have images; a classifier needs at least {MIN_CLASSES}.")
     elif max(usable.values()) >= 3 * min(usable.values()):
         big = max(usable, key=usable.get)
         small = min(usable, key=usable.get)

@@ -125,6 +125,11 @@ class CalibrationReport:
         """True when cross-fitted scaling lowers the ECE beyond noise without worsening the likelihood."""
         return self.ece_gain_low > 0 and self.nll_after <= self.nll_before
 
+    @property
+    def confidence(self) -> str:
+        """``"over-confident"`` (T > 1: dividing the logits by T softens them) or ``"under-confident"``."""
+        return "over-confident" if self.temperature > 1 else "under-confident"
+
     def describe(self) -> str:
         """Whether temperature scaling helps, in words, with the cross-fitted numbers."""
         numbers = (

@@ -305,3 +305,14 @@ def accuracy_without(paths: list[str], labels: np.ndarray, probabilities: np.nda
         "val_accuracy_without_leaks": float(correct[clean].mean()) if clean.any() else None,
         "leaked": int((~clean).sum()),
     }
+
+
+def pair_scores(kind: str, similarity: float, pixels: float) -> str:
+    """A pair's two scores in words, the one that decided its kind first (pixels for the same photo).
+
+    A pixel score of ``nan`` (a file could not be read again) reads "unreadable".
+    """
+    pixel_text = "unreadable" if np.isnan(pixels) else f"{pixels:.3f}"
+    if kind == SAME:
+        return f"pixels {pixel_text} · features {similarity:.3f}"
+    return f"features {similarity:.3f} · pixels {pixel_text}"

@@ -73,6 +73,12 @@ class LabelReview:
         """The flagged rows, most doubtful (highest ``score``) first."""
         return self.ranked[self.ranked["flagged"]]
 
+    def relabel_target(self, given: str, suggested: str) -> str:
+        """The class "relabel" offers for an image: the suggested one, or another class when that is the given one."""
+        if suggested != given:
+            return suggested
+        return next(label for label in sorted(set(self.ranked["given"])) if label != given)
+
     def describe(self) -> str:
         """How many were flagged, and how sure that can be, in words."""
         found = len(self.issues())

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, nearest_choice
+
 START_LR, END_LR, NUM_IT = 1e-7, 10.0, 100
 FINE_TUNE_STEPS = 75
 # Fine-tuning rates live between 1e-6 and 1e-3: a sweep over 1e-6..1e-1 spends its steps there
@@ -42,6 +44,11 @@ SMOOTHING = 0.98
 DIVERGENCE = 4.0
 MIN_STEPS = round(1 / (1 - SMOOTHING))  # the smoothing's window: 50 steps
 NOISE_MULTIPLE = 2.0
+# The setting a sweep's suggestion is for, per phase, and the values that setting offers.
+PHASE_SETTINGS = {
+    "head": ("learning_rate", LEARNING_RATE_CHOICES),
+    "fine-tune": ("fine_tune_learning_rate", FINE_TUNE_LEARNING_RATE_CHOICES),
+}
 
 
 @dataclass
@@ -65,6 +72,13 @@ class LRFinderResult:
     phase: str = "head"
     seconds: float = 0.0
     reason: str = ""
+
+    def setting(self) -> tuple[str, float] | None:
+        """``(TrainConfig field, the offered value nearest the suggestion)`` for its phase; ``None`` without one."""
+        if self.suggested_lr is None:
+            return None
+        field_name, choices = PHASE_SETTINGS[self.phase]
+        return field_name, nearest_choice(self.suggested_lr, choices)
 
     def to_dict(self) -> dict:
         return {

@@ -341,6 +341,10 @@ def cut_model(model, cut_layer: str | None):
     return keras.Model(model.inputs, layer.output, name=f"cut_{cut_layer}")
 
 
+# A model file that takes any input size is fed this size unless the setup names one.
+MODEL_FILE_DEFAULT_SIZE = 224
+
+
 def _load_from_model_file(model_config) -> Backbone:
     from tlcore.model.file_trial import load_model_file
 
@@ -350,7 +354,7 @@ def _load_from_model_file(model_config) -> Backbone:
     input_shape = cut.input_shape
     size = input_shape[1]
     if size is None:
-        size = model_config.image_size or 224
+        size = model_config.image_size or MODEL_FILE_DEFAULT_SIZE
     elif model_config.image_size not in (None, size):
         raise StudioError(
             f"{path.name} takes {size}x{size} inputs. Expected image_size={size} or none (the model's own). "

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.config import FreezePlan, ModelConfig
-from tlcore.model.backbones import BackboneSpec, get_spec
+from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+from tlcore.model.backbones import MODEL_FILE_DEFAULT_SIZE, BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
+from tlcore.model.preprocessing import PREPROCESSING
 
 # Sizes of the optional hidden dense layer in the head (0 = no hidden layer).
 HIDDEN_UNITS_CHOICES = (0, 64, 128, 256, 512)
@@ -28,6 +29,58 @@ WEIGHTS_LABELS = {
 def image_size_choices(spec: BackboneSpec) -> list[int]:
     """The input sizes a registry backbone accepts, with its default among them."""
     return sorted({size for size in IMAGE_SIZE_CHOICES if size >= spec.min_size} | {spec.default_size})
+
+
+def image_size_value(spec: BackboneSpec, current: int | None) -> int:
+    """The size a registry backbone's size control shows: ``current`` when the backbone
+    accepts it, else the backbone's default (a value left by another backbone does not stay)."""
+    return current if current in image_size_choices(spec) else spec.default_size
+
+
+def model_file_size_choices(own_size: int | None, current: int | None) -> list[int | None]:
+    """The input sizes offered for a model file; ``None`` is "the model's own".
+
+    A model built for one size takes only that one; a model that takes any size
+    is offered every size in :data:`IMAGE_SIZE_CHOICES` (``None``: 224, the default).
+    A ``current`` value not among them stays listed, so it shows and can be changed.
+
+    Args:
+        own_size: the input size the model file declares, ``None`` when it takes any.
+        current: the model setting's ``image_size``.
+    """
+    sizes = [None] + ([] if own_size else list(IMAGE_SIZE_CHOICES))
+    return sizes + ([current] if current not in sizes else [])
+
+
+def model_file_size_label(size: int | None, own_size: int | None) -> str:
+    """How a model-file size choice reads: ``"the model's own (160 px)"``, ``"224 (default)"``, ``"96"``."""
+    if size is None:
+        return f"the model's own ({own_size} px)" if own_size else f"{MODEL_FILE_DEFAULT_SIZE} (default)"
+    return str(size)
+
+
+def preprocess_choices() -> list[str | None]:
+    """The preprocessing a model file may expect: ``None`` (guessed from its layer names), then every named one."""
+    return [None, *PREPROCESSING]
+
+
+def preprocess_label(name: str | None) -> str:
+    return "(guess from the layer names)" if name is None else name
+
+
+def cut_layer_index(layers: list[str], cut_layer: str | None) -> int:
+    """Where the cut-layer choice stands: at ``cut_layer``, else at the last layer (the whole model, no cut)."""
+    return layers.index(cut_layer) if cut_layer in layers else len(layers) - 1
+
+
+def cut_layer_setting(layers: list[str], chosen: str) -> str | None:
+    """The ``cut_layer`` setting for a chosen layer: ``None`` for the last one (the whole model is the backbone)."""
+    return None if chosen == layers[-1] else chosen
+
+
+def weights_choice(weights: str) -> str:
+    """Which of :func:`weights_choices` a ``weights`` setting is: ``"imagenet"``, ``"none"`` or ``"file"`` (a path)."""
+    return weights if weights in ("imagenet", "none") else "file"
 
 
 def weights_choices(spec: BackboneSpec, local_file: bool = False) -> list[str]:
@@ -171,3 +224,60 @@ def describe_phases(phases: list[PhasePlan]) -> str:
         else:
             parts.append(f"phase {plan.number}: {plan.trains}, {plan.trainable_parameters:,} parameters")
     return " · ".join(parts)
+
+
+def epoch_timing(measured: dict) -> dict:
+    """What the phase table needs of :func:`tlcore.model.cut.phase_two_epoch_seconds`, as plain values.
+
+    Returns:
+        ``{"cached": seconds on cached activations or None, "full": seconds through the
+        whole backbone, "reason": why the full path is used, "cut": the layer activations
+        would be cached below, "uses_cut": whether these settings use the cache}``.
+    """
+    return {
+        "cached": measured["cached"],
+        "full": measured["full"],
+        "reason": measured["cut"].reason,
+        "cut": measured["possible_cut"].name,
+        "uses_cut": measured["cut"].cached,
+    }
+
+
+def phase_rows(phases: list[PhasePlan], train_config: TrainConfig, timing: dict | None = None) -> list[dict]:
+    """The Train page's phase table: one row per phase, in words.
+
+    Args:
+        phases: the plan (:func:`tlcore.model.classifier.phase_plan`).
+        train_config: the training settings (the fine-tune schedule and per-block rate decay).
+        timing: a fine-tune epoch's estimate (:func:`epoch_timing`), or ``None`` for none.
+    """
+    return [
+        {
+            "phase": f"{plan.number} · {plan.phase}" + ("" if plan.epochs else " (skipped: 0 epochs)"),
+            "trains": plan.trains,
+            "trainable parameters": f"{plan.trainable_parameters:,}",
+            "epochs": plan.epochs,
+            "learning rate": _rate_text(plan, train_config),
+            "time per epoch": _time_text(plan, timing),
+        }
+        for plan in phases
+    ]
+
+
+def _rate_text(plan: PhasePlan, train_config: TrainConfig) -> str:
+    text = f"{plan.learning_rate:g}"
+    if plan.number == 1:
+        return text
+    if train_config.fine_tune_schedule != "constant":
+        text += f", {train_config.fine_tune_schedule}"
+    if train_config.fine_tune_rate_decay < 1:
+        text += f"; each lower block ×{train_config.fine_tune_rate_decay:g}"
+    return text
+
+
+def _time_text(plan: PhasePlan, timing: dict | None) -> str:
+    if plan.number == 1 or timing is None or plan.skipped:
+        return ""
+    if timing["uses_cut"]:
+        return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"
+    return f"≈ {timing['full']:.1f} s (full path: {timing['reason']})"

@@ -1,9 +1,8 @@
 """The run store: one folder per training run, readable even when a run died midway.
 
-Layout of ``runs/<run_id>/``: ``access.json`` (who owns it, its share token),
-``config.json`` and ``status.json`` (written first), then ``history.csv``,
-``labels.txt``, ``model.keras``, ``val_predictions.csv``, ``tensorboard/`` and, last,
-``metrics.json``. A run whose process died before the end keeps ``status.json`` at
+Layout of ``runs/<run_id>/``: ``access.json`` (who owns it, its share token), ``config.json`` and
+``status.json`` (written first), then ``history.csv``, ``labels.txt``, ``model.keras``, ``val_predictions.csv``,
+``tensorboard/`` and, last, ``metrics.json``. A run whose process died before the end keeps ``status.json`` at
 "running" with a dead pid, and is listed as incomplete.
 
 Who may do what: a store acts for an identity (``RunStore(root)``: the operator, every
@@ -85,10 +84,8 @@ class Run:
         labels: class labels.
         error: the failure message of a failed run.
         owner: the owner id of the visitor who made it; ``None``: the operator's (published).
-        access: what the identity that read it may do: ``"owner"``, ``"operator"`` (read and
-            change), ``"published"`` or ``"shared"`` (read only).
-        kind: ``"image"`` (a classifier) or ``"text"`` (a GPT-2 fine-tune, which has
-            no ``config.json``: its settings are in ``metrics.json``).
+        access: what its reader may do: ``"owner"``, ``"operator"`` (read, change), ``"published"``, ``"shared"`` (read).
+        kind: ``"image"`` (a classifier) or ``"text"`` (a GPT-2 fine-tune: settings in ``metrics.json``, no config.json).
     """
 
     run_id: str
@@ -126,6 +123,10 @@ class Run:
     @property
     def has_model(self) -> bool:
         return (self.path / "model.keras").is_file()
+
+    @property
+    def finished(self) -> bool:  # ended with a model to use (a stopped run kept its best weights so far)
+        return self.status in ("done", "stopped") and self.has_model
 
     def load_model(self):
         """The trained classifier, loaded with ``safe_mode=True``."""

@@ -27,6 +27,11 @@ from tlcore.text.sampling import SamplerConfig
 # LoRA adapters start at zero (lora_b) and move only the attention's query/value
 # projections, so they need a much larger step than fine-tuning every weight.
 DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 1e-2}
+# The values the Text page offers (each default above is among the learning rates).
+LEARNING_RATE_CHOICES = (1e-5, 3e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+LORA_RANK_CHOICES = (0, 2, 4, 8, 16)  # 0: every weight trains
+SEQUENCE_LENGTH_CHOICES = (32, 64, 128, 256, 512)
+BATCH_SIZE_CHOICES = (1, 2, 4, 8, 16)
 # Training without XLA, measured with bench/gpt2_generate.py (GPT-2 124M, batches of
 # 4 x 128 tokens, 2 shared CPU cores), warm tokens/s without / with XLA: 79 / 129 in one
 # run, 142 / 82 in another; compiling costs ~130 s up front (first epoch 173 s with XLA,

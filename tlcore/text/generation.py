@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError
-from tlcore.text.models import context_length, quantization_of
+from tlcore.text.models import context_length, load_gpt2, quantization_of
 from tlcore.text.sampling import SamplerConfig, reseed
 
 MAX_PROMPT_CHARACTERS = 20_000
@@ -174,3 +174,28 @@ def _run(model, function, prompts: list[str], max_length: int) -> tuple[list[str
     texts = preprocessor.generate_postprocess(outputs)
     texts = [texts] if isinstance(texts, str) else [str(t) for t in texts]
     return texts, new_tokens
+
+
+def generate_samples(source: str, quantization: str, prompt: str, settings: list[SamplerConfig], log, stop) -> list:
+    """A generate job's work: the model (from the one bounded cache), then one text per setting.
+
+    Args:
+        source: a checked model source (preset, ``hf://`` handle or local preset folder).
+        quantization: ``"none"`` or ``"int8"``.
+        prompt: the prompt.
+        settings: one sampler setting per text (see :meth:`SamplerConfig.side_by_side`).
+        log: the job's progress log: a step per loaded model and per text.
+        stop: the job's stop event: texts not started yet are skipped.
+
+    Returns:
+        The :class:`Generation` of each text written before a stop.
+    """
+    log.append("step", step=0, steps=len(settings) + 1)
+    model = load_gpt2(source, quantization)
+    outputs = []
+    for index, setting in enumerate(settings):
+        if stop.is_set():
+            break
+        log.append("step", step=index + 1, steps=len(settings) + 1)
+        outputs.append(generate(model, prompt, setting))
+    return outputs

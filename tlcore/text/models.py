@@ -16,6 +16,7 @@ from tlcore.errors import StudioError, first_line
 
 PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
 QUANTIZATIONS = ("none", "int8")
+SPEED_LABELS = {"none": "standard (float32)", "int8": "fast (int8)"}  # the Text page's "Speed" for each
 
 _MODELS = BoundedCache("GPT-2 models", max_items=2, max_bytes=8 * 2**30)
 

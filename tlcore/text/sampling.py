@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tlcore.errors import StudioError
 
@@ -55,6 +55,13 @@ class SamplerConfig:
     def deterministic(self) -> bool:
         """True when the seed cannot change the output (greedy, beam)."""
         return self.sampler in DETERMINISTIC_SAMPLERS
+
+    def side_by_side(self, samples: int) -> list[SamplerConfig]:
+        """Settings for ``samples`` texts side by side: one seed each (``seed``, ``seed + 1``…);
+        one setting for a deterministic sampler, whose samples would be copies."""
+        if self.deterministic:
+            return [self]
+        return [replace(self, seed=self.seed + index) for index in range(samples)]
 
     def graph_key(self) -> tuple:
         """The settings baked into a compiled generate function: everything but the seed.

@@ -36,6 +36,13 @@ SWEEP_COLUMNS = [
     "seconds",
 ]
 SETTING_FIELDS = ("learning_rate", "dropout_rate", "hidden_units", "optimizer")
+# The values offered for each list of a :class:`SweepGrid` (the Train page's sweep); its defaults are among them.
+GRID_OPTIONS = {
+    "learning_rates": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+    "dropout_rates": (0.0, 0.2, 0.5),
+    "hidden_units": (0, 128, 256, 512),
+    "optimizers": ("adam", "adamw", "sgd", "rmsprop"),
+}
 
 
 @dataclass

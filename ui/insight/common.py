@@ -12,12 +12,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.job_panel import start_task, task_outcome
 from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
+from ui import shared
+from ui.job_panel import start_task, task_outcome
 
 # The dataset's pooled features per setup, folders and label decisions: one bounded tlcore
 # cache (not st.cache_data) so an analysis job's thread can use it too, and one copy is kept.

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
-from tlcore.config import FINE_TUNE_LEARNING_RATE_CHOICES, LEARNING_RATE_CHOICES, RunConfig, nearest_choice
+from tlcore.config import RunConfig
 from tlcore.insight import figures as charts
+from ui.insight import common
 
 PHASES = {
-    "head": ("Head (on cached features, about a second)", "learning_rate", LEARNING_RATE_CHOICES),
-    "fine-tune": ("Fine-tune (on images, 75 steps: a minute or two)", "fine_tune_learning_rate",
-                  FINE_TUNE_LEARNING_RATE_CHOICES),
-}  # fmt: skip
+    "head": "Head (on cached features, about a second)",
+    "fine-tune": "Fine-tune (on images, 75 steps: a minute or two)",
+}
 
 
 def lr_finder_section(config: RunConfig, on_use=None) -> None:
@@ -32,7 +31,7 @@ def lr_finder_section(config: RunConfig, on_use=None) -> None:
         "weights. The suggestion is fastai's 'valley': well down the longest fall of the loss; none when the sweep "
         "is too short or its loss does not clearly fall."
     )
-    phase = st.radio("Sweep", list(PHASES), format_func=lambda key: PHASES[key][0], horizontal=True, key="lr_phase")
+    phase = st.radio("Sweep", list(PHASES), format_func=PHASES.get, horizontal=True, key="lr_phase")
     result = common.analysis(
         "lr_finder",
         config,
@@ -53,8 +52,7 @@ def lr_finder_section(config: RunConfig, on_use=None) -> None:
     if result.suggested_lr is None:
         st.warning(f"No suggestion: {result.reason} ({steps})", icon=":material/help:")
         return
-    _, field, choices = PHASES[result.phase]
-    value = nearest_choice(result.suggested_lr, choices)
+    field, value = result.setting()
     st.caption(f"Suggested ({result.method}): **{result.suggested_lr:.2g}**; the nearest setting is {value:g}. {steps}")
     if st.button(f"Use {value:g} for the {result.phase} phase", key="lr_use"):
         if on_use is not None:

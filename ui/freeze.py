@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from pages.studio import shared
 from tlcore.config import FreezePlan
 from tlcore.errors import StudioError
 from tlcore.model.choices import describe_freeze_plan
 from tlcore.model.classifier import layer_table, plan_totals, trainable_names
+from ui import shared
 
 
 def set_plan(model, plan: FreezePlan) -> None:

@@ -2,7 +2,7 @@
 
 Heavy modules (TensorFlow through tlcore.model.classifier, training, predict) are imported inside
 the functions that need them, so pages that don't need them render without loading it.
-Cached tlcore calls live in pages/studio/cache.py.
+Cached tlcore calls live in ui/cache.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.studio.cache import (
+from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tlcore.data.demo import DEMO_DATASET
+from tlcore.data.sources import save_upload
+from tlcore.errors import StudioError, first_line
+from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
+from tlcore.paths import workspace_dir
+from ui.cache import (
     backbone,
+    fine_tune_epoch_seconds,
     finished_runs,
     folder_stamp,
     input_reference,
@@ -26,17 +33,12 @@ from pages.studio.cache import (
     store,
     tta_probabilities,
 )
-from pages.studio.identity import facts, identify, persist_setup, setup_in_use, setups
-from pages.studio.keras_state import keep_keras_state
-from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tlcore.data.demo import DEMO_DATASET
-from tlcore.data.sources import save_upload
-from tlcore.errors import StudioError, first_line
-from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
-from tlcore.paths import workspace_dir
+from ui.identity import facts, identify, persist_setup, setup_in_use, setups
+from ui.keras_state import keep_keras_state
 
 __all__ = [
     "backbone",
+    "fine_tune_epoch_seconds",
     "finished_runs",
     "folder_stamp",
     "input_reference",

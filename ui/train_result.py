@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages.studio import shared
+from ui import shared
 
 
 def show_result(job) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.studio import shared
-from pages.studio.identity import cookie_script
 from tlcore.jobs import job_progress
+from ui import shared
+from ui.identity import cookie_script
 
 
 def sidebar(area: str = "image") -> None:

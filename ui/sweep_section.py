@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.studio.job_panel import start_task, task_outcome, task_running
 from tlcore.config import RunConfig
 from tlcore.errors import StudioError
-
-LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-DROPOUTS = (0.0, 0.2, 0.5)
-HIDDEN_UNITS = (0, 128, 256, 512)
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+from ui.job_panel import start_task, task_outcome, task_running
 
 
 def _start(config: RunConfig, grid) -> bool:
@@ -42,14 +37,16 @@ def sweep_section(data, model, train) -> None:
         if model.freeze.mode != "all":
             st.caption("A sweep needs the whole backbone frozen (Model page: freeze all).")
             return
-        cols = st.columns(4)
-        rates = cols[0].multiselect("Learning rates", LEARNING_RATES, [1e-4, 1e-3, 1e-2], format_func="{:g}".format)
-        dropouts = cols[1].multiselect("Dropout", DROPOUTS, list(DROPOUTS))
-        units = cols[2].multiselect("Hidden units", HIDDEN_UNITS, [0, 256])
-        optimizers = cols[3].multiselect("Optimizers", OPTIMIZERS, ["adam"])
-        if st.button("Run sweep", disabled=task_running("sweep")):
-            from tlcore.training.sweep import SweepGrid
+        from tlcore.training.sweep import GRID_OPTIONS, SweepGrid
 
+        cols, default = st.columns(4), SweepGrid()
+        rates = cols[0].multiselect(
+            "Learning rates", GRID_OPTIONS["learning_rates"], default.learning_rates, format_func="{:g}".format
+        )
+        dropouts = cols[1].multiselect("Dropout", GRID_OPTIONS["dropout_rates"], default.dropout_rates)
+        units = cols[2].multiselect("Hidden units", GRID_OPTIONS["hidden_units"], default.hidden_units)
+        optimizers = cols[3].multiselect("Optimizers", GRID_OPTIONS["optimizers"], default.optimizers)
+        if st.button("Run sweep", disabled=task_running("sweep")):
             try:
                 grid = SweepGrid(list(rates), list(dropouts), list(units), list(optimizers)).validate()
                 config = RunConfig.from_dict(RunConfig(data, model, train).to_dict())

@@ -18,9 +18,9 @@ from typing import Any
 
 import streamlit as st
 
-from pages.studio import shared
 from tlcore.errors import JobBusyError, StudioError
 from tlcore.jobs import job_progress, task_progress
+from ui import shared
 
 
 def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_chart") -> None:

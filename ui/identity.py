@@ -161,6 +161,6 @@ def _adopt(setup: sessions.Setup) -> None:
 
 
 def _shared():
-    from pages.studio import shared  # shared re-exports this module's functions
+    from ui import shared  # shared re-exports this module's functions
 
     return shared

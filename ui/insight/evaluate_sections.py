@@ -1,14 +1,18 @@
-"""Evaluate-page sections: calibration (temperature scaling) and the embedding map."""
+"""Evaluate-page sections: calibration (temperature scaling), the feature map, leaks into validation.
+
+Every section takes ``(run)``, the finished run the page evaluates: adding an analysis is
+one module in ``tlcore/insight`` and one ``..._section(run)`` here, called by pages/image/evaluate.py.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
-from pages.studio import shared
-from tlcore.config import RunConfig
 from tlcore.errors import StudioError
 from tlcore.insight import figures as charts
+from tlcore.metrics import predicted_labels
+from ui import shared
+from ui.insight import common
 
 MAX_SELECTED = 12
 
@@ -49,10 +53,9 @@ def calibration_section(run) -> None:
             else:
                 st.rerun()
         return
-    mood = "over-confident" if report.temperature > 1 else "under-confident"
     st.success(report.describe())
     st.caption(
-        f"A temperature of {report.temperature:.2f} means the model is {mood}: dividing its logits by T "
+        f"A temperature of {report.temperature:.2f} means the model is {report.confidence}: dividing its logits by T "
         "makes a 90 % confident prediction right about 90 % of the time."
     )
     if saved is not None:
@@ -73,19 +76,22 @@ def calibration_section(run) -> None:
         shared.show_error(error)
 
 
-def embedding_section(config: RunConfig, run=None) -> None:
-    """A 2-D map of the features (t-SNE): colour by class, mistake or suspect label; select to see images.
+def embedding_section(run) -> None:
+    """A 2-D map of the run's dataset features (t-SNE): colour by class, mistake or suspect label; select to see images.
 
     Plotly's hover shows text only, so the hover names the file, its class and the
     prediction; click or lasso points to see their thumbnails below the map.
 
     Args:
-        config: the dataset and backbone to map (a run's ``run.config``, or the current setup).
-        run: a finished run; its validation predictions decide "mistake" for those
-            images (out-of-sample k-fold predictions are used for the rest).
+        run: a finished run: its config names the dataset and backbone to map, and its
+            validation predictions decide "mistake" for those images (out-of-sample k-fold
+            predictions are used for the rest).
     """
     from tlcore.insight.embedding import embedding_map
 
+    config = run.config
+    if config is None:  # an unreadable config.json: no dataset to map
+        return
     st.subheader("Feature map")
     colour = st.radio(
         "Colour by", list(charts.COLOUR_BY), format_func=charts.COLOUR_BY.get, horizontal=True, key="map_colour"
@@ -95,7 +101,7 @@ def embedding_section(config: RunConfig, run=None) -> None:
         config,
         "Draw the feature map",
         "Projecting the features (t-SNE)…",
-        lambda found: embedding_map(found, predictions=_run_predictions(run), seed=config.train.seed),
+        lambda found: embedding_map(found, predictions=_predicted(run), seed=config.train.seed),
         key="embedding",
     )
     if frame is None:
@@ -121,11 +127,9 @@ def embedding_section(config: RunConfig, run=None) -> None:
             common.show_image(path, f"{common.name(path)}  \n{row['label']} → {row['predicted']}", 160)
 
 
-def _run_predictions(run) -> dict | None:
-    if run is None:
-        return None
+def _predicted(run) -> dict[str, str]:
     paths, _, probabilities = run.val_probabilities()
-    return {path: run.labels[index] for path, index in zip(paths, probabilities.argmax(axis=1))}
+    return predicted_labels(paths, probabilities, run.labels)
 
 
 def leakage_section(run) -> None:

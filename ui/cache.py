@@ -17,7 +17,7 @@ from tlcore.runs.store import RunStore
 
 def store() -> RunStore:
     """The run store as this visitor may see it: their runs, published runs, runs shared with them."""
-    from pages.studio.identity import local_server, shared_tokens
+    from ui.identity import local_server, shared_tokens
 
     owner = st.session_state.get("session_id")
     return RunStore(runs_dir(), owner=owner, operator=local_server(), shared=shared_tokens())
@@ -97,6 +97,25 @@ def backbone(model: ModelConfig):
     return _loaded(_BACKBONES, key, lambda: load_backbone(ModelConfig.from_backbone_key(key)), "Loading the backbone…")
 
 
+def fine_tune_epoch_seconds(model: ModelConfig, train, num_train: int, num_val: int) -> dict:
+    """What a fine-tune epoch should take on this server (:func:`tlcore.model.choices.epoch_timing`),
+    measured once per backbone, settings and image counts."""
+    from tlcore.config import RunConfig
+
+    settings = RunConfig(model=model, train=train).to_json()
+    return _epoch_seconds(model.backbone_key(), settings, num_train, num_val)
+
+
+@st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
+def _epoch_seconds(backbone_key: str, settings: str, num_train: int, num_val: int) -> dict:
+    from tlcore.config import RunConfig
+    from tlcore.model.choices import epoch_timing
+    from tlcore.model.cut import phase_two_epoch_seconds
+
+    config = RunConfig.from_json(settings)
+    return epoch_timing(phase_two_epoch_seconds(backbone(config.model), config.model, config.train, num_train, num_val))
+
+
 def run_model(run_path: str, mtime: float):
     """A run's model, loaded again only when its file changes (``mtime`` is part of the key)."""
     from tlcore.runs.store import read_run
@@ -138,7 +157,7 @@ def input_reference(run):
 
 def finished_runs(shared: bool = True):
     """The finished runs this visitor may see (``shared``: with runs opened through a share link)."""
-    return [run for run in store().list(shared) if run.status in ("done", "stopped") and run.has_model]
+    return [run for run in store().list(shared) if run.finished]
 
 
 READ_ONLY_WORDS = {"shared": "shared with you, read-only", "published": "published, read-only"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.image import insight_common as common
-from pages.studio import shared
 from tlcore.config import RunConfig
+from ui import shared
+from ui.insight import common
 
 
 def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3) -> None:
@@ -46,15 +46,14 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
         return
     st.caption("Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give "
                "its label.")  # fmt: skip
-    classes = sorted(set(review.ranked["given"]))
     grid = st.columns(columns)
     for index, row in enumerate(issues.head(max_rows).itertuples()):
         with grid[index % columns]:
-            _suspect_card(config, row, classes, index)
+            _suspect_card(config, row, review.relabel_target(row.given, row.suggested), index)
     st.caption("Relabelled or excluded? Train again to see the effect.")
 
 
-def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> None:
+def _suspect_card(config: RunConfig, row, target: str, index: int) -> None:
     common.show_image(
         row.path,
         f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
@@ -69,7 +68,6 @@ def _suspect_card(config: RunConfig, row, classes: list[str], index: int) -> Non
             st.rerun()
         return
     left, right = st.columns(2)
-    target = row.suggested if row.suggested != row.given else next(c for c in classes if c != row.given)
     if left.button(f"Relabel as {target}", key=f"relabel_{index}"):
         common.decide(config, row.path, row.digest, "relabel", target)
         st.rerun()
@@ -155,13 +153,9 @@ def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
 
 
 def _pair_row(config: RunConfig, found, row, key: str) -> None:
-    pixels = "unreadable" if row.pixels != row.pixels else f"{row.pixels:.3f}"  # nan: a file could not be read
-    scores = (
-        f"pixels {pixels} · features {row.similarity:.3f}"
-        if row.kind == "same photo"
-        else f"features {row.similarity:.3f} · pixels {pixels}"
-    )
-    st.markdown(f"**{row.kind}** · {row.where} · {scores}")
+    from tlcore.insight import duplicates
+
+    st.markdown(f"**{row.kind}** · {row.where} · {duplicates.pair_scores(row.kind, row.similarity, row.pixels)}")
     left, right, actions = st.columns([2, 2, 1])
     with left:
         common.show_image(row.a, f"{common.name(row.a)} · {shared.escape_markdown(row.a_label)}")
