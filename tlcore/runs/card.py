@@ -175,7 +175,7 @@ def wilson_interval(accuracy: float, count: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def saved_card(run: Run) -> str | None:
-    """The card written with the run's last export (with its training counts), if any."""
+def run_card(run: Run) -> str:
+    """The card written with the run's last export (it has the training counts), else one made now."""
     path = Path(run.path) / "exports" / "MODEL_CARD.md"
-    return path.read_text() if path.is_file() else None
+    return path.read_text() if path.is_file() else model_card(run)

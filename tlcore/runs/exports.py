@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from tlcore.errors import StudioError
 from tlcore.runs.formats import FORMATS, ExportFormat, export_format
@@ -45,6 +46,14 @@ def export_report(run: Run) -> dict:
     except (OSError, ValueError):
         return {}
     return {name: report[name] for name in FORMATS if name in report}  # table order, unknown rows dropped
+
+
+def profile_table(report: dict) -> pd.DataFrame:
+    """The report as the Runs page shows it: one row per format, failed ones with their reason."""
+    columns = ["format", "runtime", "size_mb", "top1_agreement", "max_prob_diff", "checked_images"]
+    columns += ["load_seconds", "latency_ms", "images_per_second", "error"]
+    rows = [{**entry, "format": FORMATS[name].label} for name, entry in report.items()]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 def export_formats(run: Run, names=None, job=None) -> dict:
