@@ -332,3 +332,13 @@ def test_a_run_knows_its_models_input_size_when_the_setting_left_it_to_the_model
     set_size = RunConfig.from_dict({"model": {"backbone": "MobileNetV2", "image_size": 96}})
     (path / "config.json").write_text(set_size.to_json())
     assert runs.read_run(path).image_size == 96
+
+
+@pytest.mark.real_assets
+def test_ants_bees_exports_meet_the_agreement_and_size_targets(photo_run):
+    report = exports.export_formats(photo_run, ["onnx", "litert", "litert-int8"])
+    assert all("error" not in entry for entry in report.values()), report
+    assert report["onnx"]["checked_images"] == 153  # every validation photo
+    assert report["onnx"]["top1_agreement"] >= 0.995 and report["litert"]["top1_agreement"] >= 0.995
+    assert report["litert-int8"]["top1_agreement"] >= 0.98
+    assert report["litert-int8"]["size_mb"] <= 0.3 * report["litert"]["size_mb"]
