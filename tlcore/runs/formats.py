@@ -63,7 +63,7 @@ class ExportFormat:
         return self.local_name.format(run_id=run_id) or Path(self.files[0]).name
 
 
-def _keras_export(model, target: Path, calibration) -> None:
+def _saved_model_export(model, target: Path, calibration) -> None:
     model.export(str(target), format="tf_saved_model", verbose=False)
 
 
@@ -181,7 +181,7 @@ FORMATS: dict[str, ExportFormat] = {
             "saved_model",
             "SavedModel",
             ("exports/saved_model",),
-            _keras_export,
+            _saved_model_export,
             "TensorFlow",
             _load_saved_model,
             snippets.SAVED_MODEL,
