@@ -79,19 +79,17 @@ def _litert_export(model, target: Path, calibration, quantization: str) -> None:
     import tensorflow as tf
 
     # TFLite builtins only: a plain interpreter (a phone, ai-edge-litert) runs it without the Flex delegate.
-    options: dict = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    target_spec: dict = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    options: dict = {"target_spec": target_spec}
+    if quantization != "float32":
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range int8 weights
     if quantization == "float16":
-        options = {"optimizations": [tf.lite.Optimize.DEFAULT], "target_spec": {"supported_types": [tf.float16]}}
-    elif quantization == "dynamic":
-        options["optimizations"] = [tf.lite.Optimize.DEFAULT]
+        target_spec["supported_types"] = [tf.float16]
     elif quantization == "int8":
         # Weights and activations int8, ranges measured on the run's own training images;
         # inputs and outputs stay float32 (a quantize/dequantize op each end), so the same code runs it.
-        options = {
-            "optimizations": [tf.lite.Optimize.DEFAULT],
-            "representative_dataset": lambda: ([image[None]] for image in calibration),
-            "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-        }
+        target_spec["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
     model.export(str(target), format="litert", verbose=False, **options)
 
 
