@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tlcore.runs.store import Run
 
 UNKNOWN = "unknown"
+FREEZE_WORDS = {"all": "every layer frozen (a fixed feature extractor)", "none": "every layer trained"}
 
 
 def model_card(run: Run, report: dict | None = None, train_counts: dict | None = None) -> str:
@@ -69,7 +70,8 @@ def _data(run: Run, train_counts: dict | None) -> str:
     else:
         source = f"`{data.data_dir}`, {data.val_split:.0%} of each class held out for validation (seeded split)"
     skipped = run.metrics.get("skipped_files", UNKNOWN)
-    return "## Data\n\n" + f"Source: {source}. Files skipped as unreadable: {skipped}.\n\n" + "\n".join(rows)
+    words = f"Source: {source}. Files skipped (unreadable, or blank/placeholder images): {skipped}."
+    return "## Data\n\n" + words + "\n\n" + "\n".join(rows)
 
 
 def _training(run: Run) -> str:
@@ -77,14 +79,19 @@ def _training(run: Run) -> str:
     if run.config is not None:
         model, train = run.config.model, run.config.train
         head = f"a new head (dropout {model.dropout_rate}, hidden units {model.hidden_units or 'none'})"
-        plan = model.freeze.mode if model.freeze.value is None else f"{model.freeze.mode} {model.freeze.value}"
-        lines.append(f"Trained: {head}, and the backbone layers its freeze plan ({plan}) leaves trainable.")
-        lines.append(f"Epochs: head {train.epochs}, fine-tuning {train.fine_tune_epochs}; seed {train.seed}.")
+        plan = FREEZE_WORDS.get(model.freeze.mode) or f"{model.freeze.mode} {model.freeze.value}"
+        tuned = f", then fine-tuned from {train.unfreeze_from}" if train.fine_tune_epochs else ""
+        lines.append(f"Trained: {head}; backbone: {plan}{tuned}.")
+        ran = run.metrics.get("epochs_run", UNKNOWN)
+        lines.append(
+            f"Epochs: up to {train.epochs} head, {train.fine_tune_epochs} fine-tuning; {ran} run; seed {train.seed}."
+        )
     parameters = run.metrics.get("parameters")
     if isinstance(parameters, dict):
         lines.append("Parameters: " + ", ".join(f"{key} {value:,}" for key, value in parameters.items()) + ".")
     epoch = run.kept_epoch
-    lines.append(f"Kept epoch: {epoch if epoch is not None else UNKNOWN}. Why: {run.kept_weights or UNKNOWN}.")
+    why = run.kept_weights.rstrip(".") or UNKNOWN
+    lines.append(f"Kept epoch: {epoch if epoch is not None else UNKNOWN}. Why: {why}.")
     return "## Backbone and training\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
