@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import colour_image
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+from tlcore.runs.formats import FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -462,9 +463,9 @@ def test_every_image_page_after_a_run_sends_its_tables_as_they_are(arrow_fallbac
     assert legends and not any(run_id in str(name) for name in legends), legends
     assert any(str(name).startswith("SmallCNN ") for name in legends), legends
     downloads = [element.proto.label for element in at.get("download_button")]
-    assert {"predict_keras.py", "predict_saved_model.py", "predict_tflite.py"} <= set(downloads), downloads
+    assert {f"predict_{name}.py" for name in FORMATS} <= set(downloads), downloads
     codes = [element.value for element in at.code]
-    assert "tf.lite.Interpreter" in codes[-1] and "tf.lite" not in codes[0]
+    assert "ai_edge_litert" in codes[-1] and "onnxruntime" in codes[2] and "Interpreter" not in codes[0]
 
 
 def test_a_failed_text_job_stays_on_the_text_page(tmp_path):

@@ -377,3 +377,21 @@ def test_two_tabs_of_one_browser_share_changes_and_jobs(browser, colour_dataset)
     assert "none yet" not in sidebar_lines(first)[2]
     button(first, "Stop").click().run()
     wait_for(second, lambda at: not at.session_state["job_id"] or "Stop" not in [b.label for b in at.button])
+
+
+def test_the_runs_page_shows_each_export_checked_with_its_zip_and_the_model_card(trained_run):
+    import os
+
+    from tlcore.runs.exports import export_formats
+    from tlcore.runs.store import read_run
+
+    copy = Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id
+    shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("exports"))
+    export_formats(read_run(copy), ["keras", "onnx"])
+    at = app("pages/image/runs.py")
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    profile = next(frame.value for frame in at.dataframe if "top1_agreement" in frame.value.columns)
+    assert profile["format"].tolist() == ["Keras", "ONNX"] and profile["top1_agreement"].tolist() == [1.0, 1.0]
+    downloads = {element.proto.label for element in at.get("download_button")}
+    assert {"Keras (.zip)", "ONNX (.zip)"} <= downloads and "OpenVINO (.zip)" not in downloads
+    assert any(m.value.startswith(f"# Model card: {trained_run.run_id}") for m in at.markdown)

@@ -576,16 +576,18 @@ def test_newcomer_flow_end_to_end(browser, hymenoptera, dog_model, tmp_path):
             # Runs: the table, exports, downloads and the snippet run outside the studio.
             nav(page, "Runs")
             expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible()
-            page.get_by_role("button", name="Prepare SavedModel + TFLite").click()
-            expect(page.get_by_text(re.compile("Exports agree with the Keras model"))).to_be_visible(timeout=300_000)
+            page.get_by_role("button", name="Export and check every format").click()
+            expect(page.get_by_text(re.compile("formats exported and checked against the Keras model"))).to_be_visible(
+                timeout=600_000
+            )
             wait_idle(page)
-            for name in ("SavedModel (.zip)", "model_float.tflite", "model_dynamic_range.tflite"):
+            for name in ("SavedModel (.zip)", "ONNX (.zip)", "OpenVINO (.zip)", "LiteRT full int8 (.zip)"):
                 expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()  # the exports' downloads
-            for tab in ("Keras (.keras)", "SavedModel", "TFLite"):
+            for tab in ("Keras", "SavedModel", "ONNX", "OpenVINO", "LiteRT full int8"):
                 page.get_by_role("tab", name=tab).click()
                 expect(page.locator('[data-testid="stCode"]').filter(visible=True).first).to_contain_text("load_image")
             shot(page, "e2e-10-runs")
-            page.get_by_role("tab", name="Keras (.keras)").click()
+            page.get_by_role("tab", name="Keras", exact=True).click()
             outside = tmp_path / "outside"
             outside.mkdir()
             for button in ("model.keras", "labels.txt"):

@@ -218,3 +218,30 @@ def test_cli_finetune_text_with_lora_takes_the_lora_learning_rate(tiny_gpt2_pres
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["config"]["learning_rate"] == 1e-2
+
+
+def test_export_prints_json_per_format_with_the_contract_fields(trained_run):
+    completed = tlcore("export", "--run", trained_run.path, "--format", "onnx", "--format", "litert-int8")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    entries = json.loads(completed.stdout)
+    assert [entry["format"] for entry in entries] == ["onnx", "litert-int8"]
+    for entry in entries:
+        assert {
+            "format",
+            "file",
+            "size_mb",
+            "top1_agreement",
+            "max_prob_diff",
+            "latency_ms",
+            "images_per_second",
+        } <= set(entry), entry
+        assert (trained_run.path / entry["file"]).is_file()
+    assert entries[0]["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["--format", "coreml"], "Unknown export format. Expected one of"), ([], "Name a format with --format")],
+)
+def test_export_bad_format_exits_2_with_one_line(trained_run, args, fragment):
+    assert_clean_failure(tlcore("export", "--run", trained_run.path, *args), fragment)

@@ -1,5 +1,8 @@
 """Inference snippets a user downloads with a run: plain Python that needs no tlcore.
 
+One template per export format (:data:`tlcore.runs.formats.FORMATS` names which);
+``{model_file}`` is the file or folder beside the script, ``{size}`` the input size.
+
 Each snippet decodes an image the way the studio does (upright by EXIF, any mode to
 RGB with alpha on white, 16-bit scaled, JPEG draft decoding, bilinear sampling without
 antialiasing), so it agrees with the dashboard's prediction. tests/test_snippets.py runs every snippet in
@@ -9,8 +12,10 @@ a fresh folder outside the repository and compares its top-1 with the studio's.
 from __future__ import annotations
 
 import textwrap
+from typing import TYPE_CHECKING
 
-SNIPPET_FORMATS = ("keras", "saved_model", "tflite")
+if TYPE_CHECKING:
+    from tlcore.runs.formats import ExportFormat
 
 _LOAD_IMAGE = '''
 import numpy as np
@@ -39,7 +44,7 @@ def load_image(path, size):
     return np.asarray(image, dtype=np.float32)[None]  # a batch of one, pixels 0..255
 '''
 
-_KERAS = """
+KERAS = """
 import sys
 
 import keras
@@ -67,25 +72,49 @@ probabilities = model.predict(load_image(sys.argv[1], {size}), verbose=0)[0]
 print(labels[probabilities.argmax()], float(probabilities.max()))
 """
 
-_SAVED_MODEL = """
+SAVED_MODEL = """
 import sys
 
 import tensorflow as tf
 
-model = tf.saved_model.load("saved_model")  # the folder the SavedModel .zip unzips to
+model = tf.saved_model.load("{model_file}")  # the folder the .zip unzips to
 labels = open("labels.txt").read().splitlines()
 probabilities = model.serve(tf.constant(load_image(sys.argv[1], {size}))).numpy()[0]
 print(labels[probabilities.argmax()], float(probabilities.max()))
 """
 
-_TFLITE = """
+ONNX = """
 import sys
 
-import tensorflow as tf  # or: from ai_edge_litert.interpreter import Interpreter
+import onnxruntime  # pip install onnxruntime
 
-interpreter = tf.lite.Interpreter(model_path="{tflite_file}")
+session = onnxruntime.InferenceSession("{model_file}", providers=["CPUExecutionProvider"])
+labels = open("labels.txt").read().splitlines()
+probabilities = session.run(None, {{session.get_inputs()[0].name: load_image(sys.argv[1], {size})}})[0][0]
+print(labels[probabilities.argmax()], float(probabilities.max()))
+"""
+
+OPENVINO = """
+import sys
+
+import openvino  # pip install openvino
+
+# model.bin (the weights) must sit beside model.xml. f32: the precision the export was checked in.
+model = openvino.Core().compile_model("{model_file}", "CPU", {{"INFERENCE_PRECISION_HINT": "f32"}})
+labels = open("labels.txt").read().splitlines()
+probabilities = model(load_image(sys.argv[1], {size}))[0][0]
+print(labels[probabilities.argmax()], float(probabilities.max()))
+"""
+
+LITERT = """
+import sys
+
+from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert (or tf.lite.Interpreter)
+
+interpreter = Interpreter(model_path="{model_file}")
 interpreter.allocate_tensors()
 labels = open("labels.txt").read().splitlines()
+# Float32 in and out, also for the int8 files (they quantize inside).
 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], load_image(sys.argv[1], {size}))
 interpreter.invoke()
 probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
@@ -93,26 +122,19 @@ print(labels[probabilities.argmax()], float(probabilities.max()))
 """
 
 
-def snippet(kind: str, run_id: str, image_size: int) -> str:
+def snippet(export_format: ExportFormat, run_id: str, image_size: int) -> str:
     """A runnable script that classifies the image given as its first argument.
 
     Args:
-        kind: ``"keras"`` (``<run_id>.keras``), ``"saved_model"`` (the ``saved_model``
-            folder its .zip unzips to) or ``"tflite"`` (``model_float.tflite``).
-        run_id: the run, whose downloads the script expects beside it with
-            ``labels.txt``.
+        export_format: a row of :data:`tlcore.runs.formats.FORMATS`; the script expects
+            its file (:meth:`~tlcore.runs.formats.ExportFormat.model_file`) beside it
+            with ``labels.txt``, as its download unzips.
+        run_id: the run.
         image_size: the model's input size.
 
     Returns:
         The script's text; run it as ``python predict.py photo.jpg``.
     """
-    templates = {"keras": _KERAS, "saved_model": _SAVED_MODEL, "tflite": _TFLITE}
-    if kind not in templates:
-        raise ValueError(f"Unknown snippet format. Expected one of {list(SNIPPET_FORMATS)}. Received: {kind!r}.")
-    body = templates[kind].format(
-        model_file=f"{run_id}.keras",
-        tflite_file="model_float.tflite",
-        size=int(image_size),
-    )
-    head = f'"""Classify one image with run {run_id}: python predict.py photo.jpg"""\n'
+    body = export_format.snippet.format(model_file=export_format.model_file(run_id), size=int(image_size))
+    head = f'"""Classify one image with run {run_id} ({export_format.label}): python predict.py photo.jpg"""\n'
     return head + textwrap.dedent(_LOAD_IMAGE) + textwrap.dedent(body)

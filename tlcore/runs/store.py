@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import zipfile
 from dataclasses import dataclass, field
@@ -153,24 +152,6 @@ class Run:
             return [], np.zeros((0,), int), np.zeros((0, len(self.labels)))
         probabilities = frame[[PROBABILITY_COLUMN.format(label=label) for label in self.labels]].to_numpy()
         return frame["path"].tolist(), frame["true_index"].to_numpy(), probabilities
-
-    def export_downloads(self) -> dict[str, tuple[str, bytes]]:
-        """The exports made so far, ready to download: ``{label: (file name, bytes)}``.
-
-        The SavedModel folder is zipped once (again only when it changed); it unzips to
-        ``saved_model/``, the folder the SavedModel snippet loads.
-        """
-        exports, downloads = self.path / "exports", {}
-        saved = exports / "saved_model"
-        if saved.is_dir():
-            archive = exports / "saved_model.zip"
-            if not archive.is_file() or archive.stat().st_mtime < saved.stat().st_mtime:
-                shutil.make_archive(str(exports / "saved_model"), "zip", root_dir=exports, base_dir="saved_model")
-            downloads["SavedModel (.zip)"] = (f"{self.run_id}-saved_model.zip", archive.read_bytes())
-        for name in ("model_float.tflite", "model_dynamic_range.tflite"):
-            if (exports / name).is_file():
-                downloads[name] = (name, (exports / name).read_bytes())
-        return downloads
 
     @property
     def kept_weights(self) -> str:

@@ -1,0 +1,225 @@
+"""THE table of export formats: format → files, exporter, runtime, snippet, download name.
+
+Adding a format is one row of :data:`FORMATS` plus its exporter and runtime loader (two
+small functions below) and its snippet template in :mod:`tlcore.runs.snippets`; the
+exports, the downloads, the snippets, the model card, the CLI and the Runs page all read
+this table. Like Ultralytics' ``export_formats()``, without its flag unpacking.
+
+Every exporter goes through Keras' own ``model.export(format=…)``; every runtime loader
+opens the export the way a deployment would (onnxruntime, OpenVINO, the LiteRT
+interpreter) and returns ``predict(batch) -> probabilities``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tlcore.runs import snippets
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format.
+
+    Attributes:
+        name: what ``--format`` and the report call it.
+        label: its name in words (Runs page).
+        files: what the export is, relative to the run folder (the first is what the
+            runtime opens; a folder or an OpenVINO ``.xml`` brings the rest along).
+        export: ``export(model, target, calibration)`` writes ``files[0]``;
+            ``calibration`` is a batch of training images (only full int8 uses it).
+            ``None``: the run's own ``model.keras``, nothing to export.
+        runtime: the package that runs it, in words.
+        load: ``load(path) -> predict(batch) -> probabilities``, in that runtime.
+        snippet: the template of its self-contained ``predict.py``.
+        requires: modules the exporter and runtime import (a missing one is named).
+        calibrated: the exporter needs ``calibration`` (the run's training images).
+        local_name: what the file is called beside the snippet (``{run_id}`` filled in);
+            empty: the name of ``files[0]``.
+    """
+
+    name: str
+    label: str
+    files: tuple[str, ...]
+    export: Callable | None
+    runtime: str
+    load: Callable
+    snippet: str
+    requires: tuple[str, ...] = ()
+    calibrated: bool = False
+    local_name: str = ""
+
+    def download_name(self, run_id: str) -> str:
+        """The zip a user downloads, named after its format (several would look alike otherwise)."""
+        return f"{run_id}-{self.name}.zip"
+
+    def model_file(self, run_id: str) -> str:
+        """The file (or folder) the snippet opens, beside it once unzipped."""
+        return self.local_name.format(run_id=run_id) or Path(self.files[0]).name
+
+
+def _saved_model_export(model, target: Path, calibration) -> None:
+    model.export(str(target), format="tf_saved_model", verbose=False)
+
+
+def _onnx_export(model, target: Path, calibration) -> None:
+    model.export(str(target), format="onnx", verbose=False)
+
+
+def _openvino_export(model, target: Path, calibration) -> None:
+    model.export(str(target), format="openvino", verbose=False)
+
+
+def _litert_export(model, target: Path, calibration, quantization: str) -> None:
+    import tensorflow as tf
+
+    # TFLite builtins only: a plain interpreter (a phone, ai-edge-litert) runs it without the Flex delegate.
+    target_spec: dict = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}
+    options: dict = {"target_spec": target_spec}
+    if quantization != "float32":
+        options["optimizations"] = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range int8 weights
+    if quantization == "float16":
+        target_spec["supported_types"] = [tf.float16]
+    elif quantization == "int8":
+        # Weights and activations int8, ranges measured on the run's own training images;
+        # inputs and outputs stay float32 (a quantize/dequantize op each end), so the same code runs it.
+        target_spec["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
+    model.export(str(target), format="litert", verbose=False, **options)
+
+
+def _load_keras(path: Path):
+    from tlcore.inference.predict import predict_probabilities
+    from tlcore.model.file_trial import load_saved_model
+
+    model = load_saved_model(path)
+    return functools.partial(predict_probabilities, model)
+
+
+def _load_saved_model(path: Path):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return loaded.serve(tf.constant(batch)).numpy()  # ``loaded`` is held here: its variables die with it
+
+    return predict
+
+
+def _load_onnx(path: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch.astype(np.float32)})[0]
+
+
+def _load_openvino(path: Path):
+    import openvino
+
+    # f32: OpenVINO may otherwise run a float model in bf16 on CPUs that have it (a 1-2 % probability change).
+    compiled = openvino.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return lambda batch: np.asarray(compiled(batch.astype(np.float32))[0])
+
+
+def _load_litert(path: Path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    input_index = interpreter.get_input_details()[0]["index"]
+    output_index = interpreter.get_output_details()[0]["index"]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        for image in batch:  # one image at a time, as a phone runs it
+            interpreter.set_tensor(input_index, image[None].astype(np.float32))
+            interpreter.invoke()
+            outputs.append(interpreter.get_tensor(output_index)[0].copy())
+        return np.stack(outputs)
+
+    return predict
+
+
+def _litert(name: str, label: str, file: str, quantization: str) -> ExportFormat:
+    return ExportFormat(
+        name,
+        label,
+        (f"exports/{file}",),
+        functools.partial(_litert_export, quantization=quantization),
+        "LiteRT interpreter (ai-edge-litert)",
+        _load_litert,
+        snippets.LITERT,
+        ("tensorflow", "ai_edge_litert"),
+        calibrated=quantization == "int8",
+    )
+
+
+FORMATS: dict[str, ExportFormat] = {
+    row.name: row
+    for row in (
+        ExportFormat(
+            "keras",
+            "Keras",
+            ("model.keras",),
+            None,
+            "Keras (compiled forward)",
+            _load_keras,
+            snippets.KERAS,
+            ("keras",),
+            local_name="{run_id}.keras",
+        ),
+        ExportFormat(
+            "saved_model",
+            "SavedModel",
+            ("exports/saved_model",),
+            _saved_model_export,
+            "TensorFlow",
+            _load_saved_model,
+            snippets.SAVED_MODEL,
+            ("tensorflow",),
+        ),
+        ExportFormat(
+            "onnx",
+            "ONNX",
+            ("exports/model.onnx",),
+            _onnx_export,
+            "onnxruntime",
+            _load_onnx,
+            snippets.ONNX,
+            ("tf2onnx", "onnx", "onnxruntime"),
+        ),
+        ExportFormat(
+            "openvino",
+            "OpenVINO",
+            ("exports/openvino/model.xml", "exports/openvino/model.bin"),
+            _openvino_export,
+            "OpenVINO",
+            _load_openvino,
+            snippets.OPENVINO,
+            ("openvino",),
+        ),
+        _litert("litert", "LiteRT float32", "model_float.tflite", "float32"),
+        _litert("litert-fp16", "LiteRT float16", "model_float16.tflite", "float16"),
+        _litert("litert-dynamic", "LiteRT dynamic-range int8", "model_dynamic_range.tflite", "dynamic"),
+        _litert("litert-int8", "LiteRT full int8", "model_int8.tflite", "int8"),
+    )
+}
+EXPORTED = tuple(name for name, row in FORMATS.items() if row.export is not None)
+
+
+def export_format(name: str) -> ExportFormat:
+    """The row of ``name``.
+
+    Raises:
+        ValueError: an unknown format (the message lists the known ones).
+    """
+    if name not in FORMATS:
+        raise ValueError(f"Unknown export format. Expected one of {list(FORMATS)}. Received: {name!r}.")
+    return FORMATS[name]
