@@ -494,8 +494,7 @@ def test_a_failed_text_job_stays_on_the_text_page(tmp_path):
     at.switch_page("pages/image/runs.py")
     at.run()
     runs, text_runs = at.dataframe[0].value, at.dataframe[-1].value
-    assert runs["backbone"].tolist() == [
-        "SmallCNN, random weights (trains from scratch)"
-    ]  # the text run is not an image run
+    # the text run is not an image run
+    assert runs["backbone"].tolist() == ["SmallCNN, random weights (trains from scratch)"]
     assert text_runs["status"].tolist() == ["failed"] and text_runs["backbone"].str.endswith("(text)").all()
     assert at.multiselect[0].value == runs["run_id"].tolist()
