@@ -17,7 +17,7 @@ import streamlit as st
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.sources import save_upload
-from tlcore.errors import StudioError, first_line
+from tlcore.errors import StudioError, unexpected
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 from tlcore.paths import workspace_dir
 from ui.cache import (
@@ -196,8 +196,8 @@ def run_page(navigation) -> None:
     except Exception as error:  # noqa: BLE001  - shown to the user, logged for the report
         logging.getLogger("tlcore.dashboard").exception("uncaught error on page %s", navigation.title)
         st.error(
-            escape_markdown(f"Unexpected {type(error).__name__}: {first_line(error)}")
+            escape_markdown(unexpected(error))
             + "\n\nYour settings are kept. Change the last setting or reload the page; "
-            "if it happens again, please report it (the server log has the details).",
+            "the server log has the details for a report.",
             icon=":material/error:",
         )

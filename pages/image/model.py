@@ -19,6 +19,7 @@ from tlcore.model.choices import (
     weights_choice,
     weights_choices,
 )
+from tlcore.model.files import MODEL_FILE_SUFFIXES
 from ui import shared
 
 st.title("Model")
@@ -31,7 +32,9 @@ left, right = st.columns(2)
 with left:
     choice = st.selectbox("Backbone", choices, index=choices.index(current) if current in choices else 0)
     if choice == OWN:
-        upload = st.file_uploader("Keras model file (.keras or .h5)", type=["keras", "h5", "hdf5"])
+        upload = st.file_uploader(
+            "Keras model file (.keras or .h5)", type=[suffix[1:] for suffix in MODEL_FILE_SUFFIXES]
+        )
         if upload is not None:
             path = shared.saved_upload("models", upload)
             if path != model.backbone:  # a new model: its size, preprocessing and cut come from it
