@@ -63,3 +63,20 @@ def tally_rows(tally: dict, labels: list[str]) -> list[dict]:
         {"label": f"{label} · {counts[label]}", "probability": counts[label] / total if total else 0.0}
         for label in order
     ]
+
+
+PUBLIC_URL_VARIABLE = "TLCORE_PUBLIC_URL"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0")
+
+
+def public_base(page_url: str | None) -> str:
+    """The address phones reach this server at: ``$TLCORE_PUBLIC_URL`` when the operator set it
+    (behind a proxy, or a presenter on ``localhost``), else the address the presenter's page was opened at."""
+    import os
+
+    return os.environ.get(PUBLIC_URL_VARIABLE) or page_url or "http://localhost:8501/"
+
+
+def is_loopback(url: str) -> bool:
+    """True when ``url`` names this machine only: a phone cannot open it."""
+    return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
