@@ -2,12 +2,12 @@
 (issue 22). Nothing of the studio is reachable from here: no navigation, sidebar, runs or downloads."""
 
 import hashlib
-import secrets
 
 import streamlit as st
 
 from pages.studio.cache import run_model
 from pages.studio.shared import escape_markdown
+from tlcore import sessions
 from tlcore.errors import StudioError
 from tlcore.present import audience, rooms, screen
 
@@ -17,7 +17,15 @@ st.html(
     "[data-testid='stToolbar'],[data-testid='stDecoration']{display:none}"
     ".block-container{padding:1rem 0.8rem}</style>"
 )
-phone = st.session_state.setdefault("phone", secrets.token_hex(8))
+if "phone" not in st.session_state:
+    # The browser's studio cookie names the phone, so a reload does not take a second place in the room.
+    secret = st.context.cookies.get(sessions.COOKIE_NAME)
+    if not sessions.is_secret(secret):
+        secret = sessions.new_secret()
+        cookie = f"{sessions.COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
+        st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
+    st.session_state.phone = sessions.owner_id(secret)
+phone = st.session_state.phone
 token = st.session_state.audience_token  # the link's, kept by app.py for the session
 try:
     room, run = audience.room_run(token)
@@ -26,7 +34,7 @@ except StudioError as error:
     st.info(escape_markdown(error))
     st.stop()
 
-st.markdown(f"### Is it {' or '.join(f'**{label}**' for label in map(escape_markdown, run.labels))}?")
+st.subheader(f"Is it {' or '.join(f'**{label}**' for label in map(escape_markdown, run.labels))}?", anchor=False)
 photo = st.camera_input("Take a photo")
 uploaded = st.file_uploader("Or choose one", type=["jpg", "jpeg", "png", "webp"])
 said = None
