@@ -175,3 +175,17 @@ def test_the_audience_link_carries_only_the_token_and_its_qr_code_encodes_it():
 def test_bars_escape_class_names():
     html = screen.bars_html([{"label": "<script>x</script>", "probability": 0.5}])
     assert "<script>" not in html and "&lt;script&gt;" in html and "50%" in html
+
+
+def test_the_room_messages_are_the_ones_docs_limits_shows(studio):
+    from tests.test_data import documented_message
+
+    state = rooms.RoomState(rooms.RoomLimits())
+    for index in range(40):
+        state.join(f"phone-{index}", now=0.0)
+    with pytest.raises(rooms.RoomLimitError) as full:
+        state.join("one more", now=1.0)
+    assert str(full.value) == documented_message("audience link (Present page): phones at once")
+    with pytest.raises(rooms.RoomClosedError) as closed:
+        audience.answer("x" * 43, "phone", photo("red"), model_of)
+    assert str(closed.value) == documented_message("audience link: revoked or unknown token")
