@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,14 +101,16 @@ async def wait_answer(page, timeout: float) -> None:
         raise RuntimeError((await page.locator("[data-testid=stAlert]").first.inner_text())[:200])
 
 
-async def one_phone(browser, link: str, photo: Path, delay: float, done: asyncio.Event, results: list) -> None:
+async def one_phone(browsers, link: str, photo: Path, delay: float, done: asyncio.Event, results: list) -> None:
     await asyncio.sleep(delay)
+    # Phones are separate browsers: one Chromium's per-host connection pool must not queue them all.
+    browser = min(browsers, key=lambda b: len(b.contexts))
     context = await browser.new_context(**PHONE)
     page = await context.new_page()
     record = {"photo": photo.name}
     try:
         start = time.perf_counter()
-        await page.goto(link)
+        await page.goto(link, wait_until="commit", timeout=60_000)
         await page.get_by_text("Is it").first.wait_for(timeout=60_000)
         record["page_s"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -142,21 +145,37 @@ async def presenter_loop(page, photos: list[Path], done: asyncio.Event, timings:
         await asyncio.sleep(4)
 
 
-async def sampler(pid: int, done: asyncio.Event, samples: list) -> None:
+def health_seconds(url: str) -> float:
+    """Seconds the server takes to answer its health check (its event loop's responsiveness)."""
+    start = time.perf_counter()
+    try:
+        urllib.request.urlopen(f"{url}/_stcore/health", timeout=30).read()
+    except OSError:
+        return float("nan")
+    return time.perf_counter() - start
+
+
+async def sampler(pid: int, url: str, done: asyncio.Event, samples: list) -> None:
     while not done.is_set():
-        samples.append((time.time(), rss_mb(pid), tree_cpu(pid)))
+        health = await asyncio.to_thread(health_seconds, url)
+        samples.append((time.time(), rss_mb(pid), tree_cpu(pid), health))
         await asyncio.sleep(1)
 
 
-async def round_of(browser, presenter, link, server_pid, photos, count, spread, seed) -> dict:
+async def room_line(presenter) -> str:
+    line = presenter.get_by_text("The room ·").first
+    return (await line.inner_text()).strip() if await line.count() else ""
+
+
+async def round_of(browsers, presenter, url, link, server_pid, photos, count, spread, seed) -> dict:
     rng = random.Random(seed)
     done, results, timings, samples = asyncio.Event(), [], [], []
     # The server is this process's child: the driver is this process's tree without the server's.
     driver_start, wall_start = tree_cpu(os.getpid()) - tree_cpu(server_pid), time.time()
-    tasks = [asyncio.create_task(sampler(server_pid, done, samples))]
+    tasks = [asyncio.create_task(sampler(server_pid, url, done, samples))]
     presenting = asyncio.create_task(presenter_loop(presenter, photos, done, timings))
     phones = [
-        asyncio.create_task(one_phone(browser, link, rng.choice(photos), rng.uniform(0, spread), done, results))
+        asyncio.create_task(one_phone(browsers, link, rng.choice(photos), rng.uniform(0, spread), done, results))
         for _ in range(count)
     ]
     while len(results) < count:
@@ -168,7 +187,8 @@ async def round_of(browser, presenter, link, server_pid, photos, count, spread, 
     wall = time.time() - wall_start
     answers = [r["answer_s"] for r in results if "answer_s" in r]
     tenth = sorted(r["at"] for r in results if "at" in r)[min(9, max(0, len(answers) - 1))] if answers else None
-    after_ten = [rss for at, rss, _ in samples if tenth and at >= tenth]
+    after_ten = [rss for at, rss, _, _ in samples if tenth and at >= tenth] or [samples[-1][1]]
+    health = [h for *_, h in samples if h == h]
     return {
         "phones": count,
         "answers": len(answers),
@@ -186,6 +206,8 @@ async def round_of(browser, presenter, link, server_pid, photos, count, spread, 
             "end": samples[-1][1],
             "peak": max(s[1] for s in samples),
         },
+        "server_health_p95_s": percentile(health, 0.95),
+        "room_line": await room_line(presenter),
         "server_cpu_cores": (samples[-1][2] - samples[0][2]) / max(1e-9, samples[-1][0] - samples[0][0]),
         "driver_cpu_cores": (tree_cpu(os.getpid()) - tree_cpu(server_pid) - driver_start) / wall,
         "wall_s": wall,
@@ -207,7 +229,13 @@ async def main_async(args) -> None:
         env = {"TLCORE_SHARED": "1", "TLCORE_DATA_ROOTS": str(shared / "data"), "TF_CPP_MIN_LOG_LEVEL": "3"}
         with streamlit_server(work, env, launcher=("serve.py",)) as (url, server):
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                launch = playwright.chromium.launch
+                browser = await launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                phones = max(int(n) for n in args.phones.split(","))
+                browsers = [
+                    await launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                    for _ in range(-(-phones // args.per_browser))
+                ]
                 context = await browser.new_context(viewport={"width": 1600, "height": 1000})
                 await context.add_cookies([{"name": sessions.COOKIE_NAME, "value": secret, "url": url}])
                 presenter = await context.new_page()
@@ -217,11 +245,14 @@ async def main_async(args) -> None:
                 code = presenter.locator('[data-testid="stCode"]').filter(has_text="?present=").first
                 link = (await code.inner_text()).strip()
                 # Warm-up: the model is loaded and its predict function traced once, as before a talk.
-                await one_phone(browser, link, photos[0], 0, _set_event(), [])
+                await one_phone(browsers, link, photos[0], 0, _set_event(), [])
                 for index, count in enumerate(int(n) for n in args.phones.split(",")):
-                    result = await round_of(browser, presenter, link, server.pid, photos, count, args.spread, index)
+                    result = await round_of(
+                        browsers, presenter, url, link, server.pid, photos, count, args.spread, index
+                    )
                     print(json.dumps(result), flush=True)
-                await browser.close()
+                for each in [browser, *browsers]:
+                    await each.close()
 
 
 def _set_event() -> asyncio.Event:
@@ -234,6 +265,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phones", default="10,20,30", help="phones per round, comma separated")
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which a round's phones arrive")
+    parser.add_argument("--per-browser", type=int, default=5, help="phones per Chromium instance")
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared assets folder")
     args = parser.parse_args()
     print(f"# machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start", flush=True)

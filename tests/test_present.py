@@ -112,6 +112,7 @@ def test_the_tally_counts_each_answer_of_the_room(studio):
     snapshot = rooms.room_state(room).snapshot()
     assert snapshot["predictions"] == 3 and sum(snapshot["tally"].values()) == 3
     assert snapshot["phones"] == 3
+    assert 0 < snapshot["seconds_p50"] <= snapshot["seconds_p95"] < 60  # the server's time per answer
 
 
 # ---- photos --------------------------------------------------------------------------------
@@ -189,3 +190,37 @@ def test_the_room_messages_are_the_ones_docs_limits_shows(studio):
     with pytest.raises(rooms.RoomClosedError) as closed:
         audience.answer("x" * 43, "phone", photo("red"), model_of)
     assert str(closed.value) == documented_message("audience link: revoked or unknown token")
+
+
+# ---- the pages (AppTest, through the router) -------------------------------------------------
+
+
+def test_an_audience_link_session_gets_the_audience_page_only(studio):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP
+
+    store, run = studio
+    room = rooms.open_room(store, run)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["present"] = room.token
+    at.run()
+    assert not at.exception and [s.value for s in at.subheader][0].startswith("Is it")
+    assert len(at.sidebar) == 0 and not at.title  # no sidebar, no studio page
+    rooms.revoke_room(store, room)
+    at.run()
+    assert [i.value for i in at.info] == [audience.CLOSED] and not at.subheader
+
+
+def test_the_present_page_offers_only_the_visitors_own_runs(studio, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP
+
+    monkeypatch.setenv("TLCORE_SHARED", "1")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/image/present.py")
+    at.run()
+    assert not at.exception
+    assert "Train a run first" in at.info[0].value  # the copied run is PRESENTER's, not this session's

@@ -75,7 +75,10 @@ def the_room(room) -> None:
     if room is None:
         return
     seen = rooms.room_state(room).snapshot()
-    st.markdown(f"**The room** · phones {seen['phones']} · answers {seen['predictions']}")
+    timing = (
+        f" · {seen['seconds_p50']:.2f} s per answer (p95 {seen['seconds_p95']:.2f} s)" if seen["predictions"] else ""
+    )
+    st.markdown(f"**The room** · phones {seen['phones']} · answers {seen['predictions']}{timing}")
     st.html(screen.bars_html(screen.tally_rows(seen["tally"], run.labels), font_px=28))
     photos = inbox.inbox_photos(owner, run.run_id) if room.collecting or st.session_state.get("room_job") else []
     if photos:

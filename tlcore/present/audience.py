@@ -8,6 +8,7 @@ phone of the server), and nothing else.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,8 +78,9 @@ def answer(
     room, run = room_run(token)
     state = room_state(room, limits)
     state.admit(phone)
+    started = time.perf_counter()
     result = predict_top_k(load_model(run), run.labels, [data], top_k)[0]
-    state.record(result[0]["label"])
+    state.record(result[0]["label"], time.perf_counter() - started)
     kept = False
     if room.collecting and said is not None and room.owner is not None:
         keep_photo(room.owner, run.run_id, run.labels, said, data)

@@ -186,6 +186,7 @@ class RoomState:
         self._phone_recent: dict[str, deque[float]] = {}
         self.tally: Counter = Counter()
         self.predictions = 0
+        self._seconds: deque[float] = deque(maxlen=200)  # the server's time per answer, latest ones
 
     def _forget_idle(self, now: float) -> None:
         while self._phones and next(iter(self._phones.values())) < now - self.limits.idle_seconds:
@@ -236,14 +237,17 @@ class RoomState:
             mine.append(now)
             self._recent.append(now)
 
-    def record(self, label: str) -> None:
-        """Adds one answer to the room's tally."""
+    def record(self, label: str, seconds: float | None = None) -> None:
+        """Adds one answer to the room's tally (and the server's time to make it, when given)."""
         with self._lock:
             self.tally[label] += 1
             self.predictions += 1
+            if seconds is not None:
+                self._seconds.append(seconds)
 
     def snapshot(self, now: float | None = None) -> dict:
-        """``{"phones", "predictions", "last_minute", "tally"}`` for the presenter's screen."""
+        """``{"phones", "predictions", "last_minute", "tally", "seconds_p50", "seconds_p95"}`` for the
+        presenter's screen (the server's time per answer over the latest 200; ``None`` before any)."""
         now = time.time() if now is None else now
         with self._lock:
             self._forget_idle(now)
@@ -252,7 +256,14 @@ class RoomState:
                 "predictions": self.predictions,
                 "last_minute": len(self._recent),
                 "tally": dict(self.tally.most_common()),
+                "seconds_p50": _quantile(self._seconds, 0.5),
+                "seconds_p95": _quantile(self._seconds, 0.95),
             }
+
+
+def _quantile(values, q: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else None
 
 
 def _wait(oldest: float, now: float) -> int:
