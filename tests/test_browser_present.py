@@ -122,7 +122,7 @@ def test_presenter_and_phone_a_revoked_link_stops_working(studio, browser):
     page = presenter(browser, url)
     with shot_on_failure(page, "present-presenter"):
         expect(page.get_by_text(re.compile(r"Validation accuracy \d+% on \d+ images"))).to_be_visible()
-        assert page.locator('[data-testid="stSidebar"]').is_hidden()  # a projector shows no sidebar
+        expect(page.locator('[data-testid="stSidebar"]')).to_be_hidden()  # a projector shows no sidebar
         assert page.locator('[data-testid="stDataFrame"], [data-testid="stForm"]').count() == 0
         upload(page, work / "red.png")
         expect(page.locator(".tl-bars").first).to_contain_text(re.compile(r"(red|green|blue)\s*\d+%"))
