@@ -207,6 +207,9 @@ def test_an_audience_link_session_gets_the_audience_page_only(studio):
     at.run()
     assert not at.exception and [s.value for s in at.subheader][0].startswith("Is it")
     assert len(at.sidebar) == 0 and not at.title  # no sidebar, no studio page
+    at.query_params.clear()  # a rerun without the token (a hand-made client): still the audience page
+    at.run()
+    assert not at.title and [s.value for s in at.subheader][0].startswith("Is it")
     rooms.revoke_room(store, room)
     at.run()
     assert [i.value for i in at.info] == [audience.CLOSED] and not at.subheader
