@@ -64,5 +64,7 @@ if data is not None:
         st.session_state.asked = asked
     reply = st.session_state.reply
     st.html(screen.bars_html(reply.result, font_px=30))
+    if reply.note:
+        st.caption(escape_markdown(f"Your photo was not kept: {reply.note}"))
     if reply.kept:
         st.caption(f"Thank you: your photo went to the presenter as '{escape_markdown(said)}'.")

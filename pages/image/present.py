@@ -1,5 +1,7 @@
 """Present: a projector view of one run, its audience link and QR code, and the room (issue 22)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages.studio import shared
@@ -93,8 +95,11 @@ def room_teaches(room, photos) -> None:
     job = shared.registry().get(st.session_state.get("room_job"))
     if job is not None and job.active:
         st.caption(f"Retraining with the room's photos… {job.title}")
+    elif job is not None and job.status == "failed":
+        shared.show_error(StudioError(job.error or "The retraining failed."))
+        st.session_state.pop("room_job")
     elif job is not None and job.status == "done" and job.run_dir:
-        new = store.get(job.run_dir.rsplit("/", 1)[-1])
+        new = store.get(Path(job.run_dir).name)
         if st.button(f"Present the retrained run ({new.metrics.get('num_train', '?')} training images)"):
             rooms.update_room(store, room, run=new)
             st.session_state.present_next = new.run_id

@@ -22,10 +22,12 @@ CLOSED = "This link is not open: the presenter closed it, or it was never a link
 
 @dataclass
 class Answer:
-    """What a phone is shown: the top classes, and whether the photo was kept for the presenter."""
+    """What a phone is shown: the top classes, whether the photo was kept for the presenter, and why
+    not when it should have been (``note``: e.g. the inbox is full; the answer stands)."""
 
     result: list[dict]
     kept: bool
+    note: str = ""
 
 
 def room_run(token) -> tuple[Room, Run]:
@@ -81,8 +83,10 @@ def answer(
     started = time.perf_counter()
     result = predict_top_k(load_model(run), run.labels, [data], top_k)[0]
     state.record(result[0]["label"], time.perf_counter() - started)
-    kept = False
-    if room.collecting and said is not None and room.owner is not None:
+    if not (room.collecting and said is not None and room.owner is not None):
+        return Answer(result, kept=False)
+    try:
         keep_photo(room.owner, run.run_id, run.labels, said, data)
-        kept = True
-    return Answer(result, kept)
+    except StudioError as error:  # the answer is given all the same
+        return Answer(result, kept=False, note=str(error))
+    return Answer(result, kept=True)
