@@ -56,6 +56,7 @@ bench: $(VENV)/.dev chromium
 	$(PY) bench/frozen_training.py
 	$(PY) bench/dashboard_retrain.py
 	$(PY) bench/soak.py
+	$(PY) bench/audience.py
 	$(PY) bench/finetune.py
 
 # Which decoding/head defaults are at least as accurate as the plain Keras script: 5 seeds,

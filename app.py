@@ -34,6 +34,7 @@ PAGES = {
         st.Page("pages/image/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
         st.Page("pages/image/predict.py", title="Predict", icon=":material/image_search:"),
         st.Page("pages/image/runs.py", title="Runs", icon=":material/history:"),
+        st.Page("pages/image/present.py", title="Present", icon=":material/co_present:"),
     ],
     "Language": [
         st.Page("pages/text/generate.py", title="Text (GPT-2)", icon=":material/edit_note:", url_path="text"),
@@ -41,6 +42,14 @@ PAGES = {
 }
 
 shared.keep_keras_state()
+if st.query_params.get("present") or "audience_token" in st.session_state:
+    # An audience link (issue 22): the phone gets the audience page and nothing else, for the rest
+    # of its session (dropping the query keeps it there). This is the only page navigation knows
+    # in such a session, so no other page, link or ?page= resolves.
+    st.session_state.audience_token = st.query_params.get("present") or st.session_state.audience_token
+    audience = st.navigation([st.Page("pages/image/audience.py", title="Live demo", default=True)], position="hidden")
+    shared.run_page(audience)
+    st.stop()
 navigation = st.navigation(PAGES)
 shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
 setup = shared.setup_in_use()  # first: it picks up what another tab of this browser saved

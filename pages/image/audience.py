@@ -1,0 +1,70 @@
+"""The audience page of a live demo: a phone opens it by its link's token and can only ask the model
+(issue 22). Nothing of the studio is reachable from here: no navigation, sidebar, runs or downloads."""
+
+import hashlib
+
+import streamlit as st
+
+from tlcore import sessions
+from tlcore.errors import StudioError
+from tlcore.present import audience, rooms, screen
+from ui.cache import run_model
+from ui.shared import escape_markdown
+
+# No header (its menu), no sidebar, no toolbar: a phone sees the question and the answer.
+st.html(
+    "<style>[data-testid='stSidebar'],[data-testid='stSidebarCollapsedControl'],[data-testid='stHeader'],"
+    "[data-testid='stToolbar'],[data-testid='stDecoration']{display:none}"
+    ".block-container{padding:1rem 0.8rem}</style>"
+)
+if "phone" not in st.session_state:
+    # The browser's studio cookie names the phone, so a reload does not take a second place in the room.
+    secret = st.context.cookies.get(sessions.COOKIE_NAME)
+    if not sessions.is_secret(secret):
+        secret = sessions.new_secret()
+        cookie = f"{sessions.COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
+        st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
+    st.session_state.phone = sessions.owner_id(secret)
+phone = st.session_state.phone
+token = st.session_state.audience_token  # the link's, kept by app.py for the session
+try:
+    room, run = audience.room_run(token)
+    rooms.room_state(room).join(phone)
+except StudioError as error:
+    st.info(escape_markdown(error))
+    st.stop()
+
+st.subheader(f"Is it {' or '.join(f'**{label}**' for label in map(escape_markdown, run.labels))}?", anchor=False)
+photo = st.camera_input("Take a photo")
+uploaded = st.file_uploader("Or choose one", type=["jpg", "jpeg", "png", "webp"])
+said = None
+if room.collecting:
+    said = st.radio("The presenter collects photos: what is it really?", run.labels, index=None, horizontal=True)
+    st.caption("Choose a class and your photo is kept for the presenter's dataset; choose none and it is not kept.")
+else:
+    st.caption("Your photo is used for the answer only: it is not kept.")
+data = uploaded.getvalue() if uploaded else photo.getvalue() if photo else None
+
+
+def model_of(run):
+    """The run's model, loaded once for every phone of the server (the studio's bounded run-model cache)."""
+    return run_model(str(run.path), (run.path / "model.keras").stat().st_mtime)
+
+
+if data is not None:
+    # A rerun (a class chosen after the photo) must not ask, count and keep the same photo again.
+    asked = (hashlib.sha256(data).hexdigest(), said)
+    if st.session_state.get("asked") != asked:
+        try:
+            st.session_state.reply = audience.answer(token, phone, data, model_of, said)
+        except StudioError as error:
+            st.session_state.pop("reply", None)
+            st.warning(escape_markdown(error))
+            st.stop()
+        st.session_state.asked = asked
+    reply = st.session_state.reply
+    st.html(screen.bars_html(reply.result, font_px=30))
+    if reply.note:
+        st.caption(escape_markdown(f"Your photo was not kept: {reply.note}"))
+    if reply.kept:
+        st.caption(f"Thank you: your photo went to the presenter as '{escape_markdown(said)}'.")

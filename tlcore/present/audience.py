@@ -1,0 +1,93 @@
+"""One audience request, start to end: the link's room, its limits, the answer, the tally, and the
+photo kept only while the presenter collects.
+
+The audience page calls :func:`answer` and nothing else of the studio: it reaches the one run its
+token opens, with the model the caller's shared loader gives (one loaded model per run for every
+phone of the server), and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tlcore.errors import StudioError
+from tlcore.paths import runs_dir
+from tlcore.present.inbox import keep_photo
+from tlcore.present.rooms import Room, RoomClosedError, RoomLimits, find_room, room_state
+from tlcore.runs.store import Run, RunStore
+
+CLOSED = "This link is not open: the presenter closed it, or it was never a link of this studio."
+
+
+@dataclass
+class Answer:
+    """What a phone is shown: the top classes, whether the photo was kept for the presenter, and why
+    not when it should have been (``note``: e.g. the inbox is full; the answer stands)."""
+
+    result: list[dict]
+    kept: bool
+    note: str = ""
+
+
+def room_run(token) -> tuple[Room, Run]:
+    """The open room of ``token`` and its run (looked up again on every request: revoking ends it at once).
+
+    Raises:
+        RoomClosedError: an unknown or revoked token, or its run is gone.
+    """
+    room = find_room(token)
+    if room is None:
+        raise RoomClosedError(CLOSED)
+    try:
+        # The presenter's right to show this run was checked when the room was opened; the
+        # store (as the operator) only finds the folder, a direct child of the runs folder.
+        run = RunStore(runs_dir()).get(room.run_id)
+    except StudioError:
+        raise RoomClosedError(CLOSED) from None
+    if not run.has_model:
+        raise RoomClosedError(CLOSED)
+    return room, run
+
+
+def answer(
+    token,
+    phone: str,
+    data: bytes,
+    load_model: Callable[[Run], object],
+    said: str | None = None,
+    top_k: int = 3,
+    limits: RoomLimits | None = None,
+) -> Answer:
+    """Predicts one audience photo for the room of ``token``.
+
+    Args:
+        token: the link's token.
+        phone: the audience session's id (counts against the room's capacity and rate).
+        data: the photo's bytes.
+        load_model: gives the run's loaded model (shared by every phone: a bounded cache).
+        said: the class the audience member says the photo shows (kept with it while collecting).
+        top_k: how many classes to answer.
+        limits: the room's limits (default :class:`RoomLimits`, used when the room is first counted).
+
+    Raises:
+        RoomClosedError: the link is not open.
+        RoomLimitError: the room is full or asked too often.
+        StudioError: the photo cannot be read (its reason).
+    """
+    from tlcore.inference.predict import predict_top_k
+
+    room, run = room_run(token)
+    state = room_state(room, limits)
+    state.admit(phone)
+    started = time.perf_counter()
+    result = predict_top_k(load_model(run), run.labels, [data], top_k)[0]
+    state.record(result[0]["label"], time.perf_counter() - started)
+    if not (room.collecting and said is not None and room.owner is not None):
+        return Answer(result, kept=False)
+    try:
+        keep_photo(room.owner, run.run_id, run.labels, said, data)
+    except StudioError as error:  # the answer is given all the same
+        return Answer(result, kept=False, note=str(error))
+    return Answer(result, kept=True)
