@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Command modules that add sub-commands: each has ``add_parsers(commands)`` and ``COMMANDS``.
-EXTENSION_MODULES = ("tlcore.cli.insight", "tlcore.cli.scale", "tlcore.cli.head")
+EXTENSION_MODULES = ("tlcore.cli.insight", "tlcore.cli.scale", "tlcore.cli.head", "tlcore.cli.compare")
 
 
 def _extensions() -> list:
