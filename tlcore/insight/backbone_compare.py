@@ -345,3 +345,18 @@ def _dominates(a: CandidateResult, b: CandidateResult) -> bool:
     no_worse = a.accuracy_mean >= b.accuracy_mean and a.latency_ms <= b.latency_ms
     better = a.accuracy_mean > b.accuracy_mean or a.latency_ms < b.latency_ms
     return no_worse and better and not math.isnan(a.accuracy_mean)
+
+
+def candidate_choices(current_backbone: str | None = None) -> list[str]:
+    """What the leaderboard offers: every registry backbone with ImageNet weights (when it has
+    them) and with random weights, plus the model file in use (if any)."""
+    from tlcore.model.backbones import BACKBONES
+    from tlcore.model.files import is_model_file_name
+
+    choices = []
+    for spec in BACKBONES.values():
+        choices += [spec.name] if spec.imagenet_weights else []
+        choices.append(f"{spec.name}:none")
+    if current_backbone and is_model_file_name(current_backbone):
+        choices.insert(0, current_backbone)
+    return choices
