@@ -162,7 +162,12 @@ def candidate_settings(candidate: str) -> dict:
     """
     from tlcore.model.backbones import BACKBONES
     from tlcore.model.choices import backbone_settings
+    from tlcore.model.hub import hub_source, is_hub_name
 
+    if is_hub_name(candidate):  # a KerasHub preset: its own weights, size and image converter
+        hub_source(candidate)
+        fields = {"backbone": candidate, "weights": "none", "cut_layer": None, "preprocess": None, "image_size": None}
+        return {**fields, "freeze": FreezePlan("all")}
     name, _, weights = candidate.partition(":")
     if name in BACKBONES and weights:
         if weights not in ("imagenet", "none") and not Path(weights).is_file():
@@ -352,11 +357,13 @@ def candidate_choices(current_backbone: str | None = None) -> list[str]:
     them) and with random weights, plus the model file in use (if any)."""
     from tlcore.model.backbones import BACKBONES
     from tlcore.model.files import is_model_file_name
+    from tlcore.model.hub import HUB_PRESETS
 
     choices = []
     for spec in BACKBONES.values():
         choices += [spec.name] if spec.imagenet_weights else []
         choices.append(f"{spec.name}:none")
+    choices += [f"hub:{preset}" for preset in HUB_PRESETS]
     if current_backbone and is_model_file_name(current_backbone):
         choices.insert(0, current_backbone)
     return choices
