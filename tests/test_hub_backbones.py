@@ -69,3 +69,12 @@ def test_a_pooled_encoder_vector_or_tokens_become_a_feature_map():
     assert tuple(_as_feature_map(vector, "mean").shape) == (None, 1, 1, 24)
     tokens = keras.Input((5, 8))
     assert tuple(_as_feature_map(tokens, "mean").shape) == (None, 1, 1, 8)
+
+
+def test_training_on_a_kerashub_backbone_is_refused_with_the_reason(tiny_vit, colour_dataset, tmp_path):
+    from tlcore.training.launch import train_run
+
+    config = RunConfig(DataConfig(str(colour_dataset)), ModelConfig(f"hub:{tiny_vit}"), TrainConfig(epochs=1))
+    with pytest.raises(StudioError, match="compared on the leaderboard"):
+        train_run(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "model.keras").exists()

@@ -51,10 +51,12 @@ def _show_leaderboard(board) -> None:
     ranked = board.ranked
     if not ranked:
         return
-    names = [row.backbone for row in ranked]
+    names = [row.backbone for row in ranked if not row.backbone.startswith("hub:")]  # compared, not trained yet
+    if not names:
+        return
     chosen = st.selectbox("Use this backbone", names, format_func=lambda name: name.rsplit("/", 1)[-1])
     if st.button("Use this backbone", type="primary", key="leaderboard_use"):
-        shared.update("model", **ranked[names.index(chosen)].settings)
+        shared.update("model", **next(row.settings for row in ranked if row.backbone == chosen))
 
 
 def depth_section(data, model, train) -> None:

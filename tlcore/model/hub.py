@@ -41,6 +41,16 @@ def is_hub_name(backbone: str) -> bool:
     return backbone.startswith(HUB_PREFIX)
 
 
+def refuse_training(backbone: str) -> None:
+    """Raises a ``StudioError`` for a ``hub:…`` backbone: compared, not trained (see the module docstring)."""
+    if is_hub_name(backbone):
+        raise StudioError(
+            f"{backbone} can be compared on the leaderboard (compare-backbones) but not trained yet: a run trained on "
+            "it could not be loaded back, because the saved-model check does not accept KerasHub layers. "
+            "Choose a registry backbone or a Keras model file to train."
+        )
+
+
 def hub_source(backbone: str) -> str:
     """The preset name, handle or folder behind ``hub:…``.
 
