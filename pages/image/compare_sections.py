@@ -23,7 +23,8 @@ def leaderboard_section(data, model, train) -> None:
 
     with st.expander("Which backbone? Compare them on your data (leaderboard)"):
         options = candidate_choices(model.backbone)
-        default = [name for name in (model.backbone, "SmallCNN:none") if name in options]
+        current = f"{model.backbone}:none" if model.weights == "none" else model.backbone  # the setup as a candidate
+        default = list(dict.fromkeys(name for name in (current, "SmallCNN:none") if name in options))
         picked = st.multiselect("Candidates", options, default, format_func=lambda name: name.rsplit("/", 1)[-1])
         folds = st.slider("Folds (accuracy ± sd across them)", 2, 10, 5)
         if st.button("Compare backbones", disabled=task_running("leaderboard") or not picked):
