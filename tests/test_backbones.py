@@ -21,16 +21,83 @@ def test_registry_has_the_seed_backbones_and_more():
     assert len([s for s in BACKBONES.values() if not s.builder]) >= 6
 
 
+# The blocks each architecture is made of, as its paper and its keras.applications source
+# name them: a new registry row needs a line here (the test below fails without one).
+ARCHITECTURE_BLOCKS = {
+    "MobileNetV2": ["stem"] + [f"block_{n}" for n in range(1, 17)],
+    "EfficientNetB0": ["stem"] + [f"block{n}" for n in range(1, 8)] + ["top"],
+    "EfficientNetV2B0": ["stem"] + [f"block{n}" for n in range(1, 7)] + ["top"],
+    "ResNet50": ["stem", "conv1", "conv2", "conv3", "conv4", "conv5"],
+    "VGG16": ["stem"] + [f"block{n}" for n in range(1, 6)],
+    "DenseNet121": ["stem", "conv1", "conv2", "conv3", "conv4", "conv5"],
+    "Xception": ["stem"] + [f"block{n}" for n in range(1, 15)],
+    "InceptionV3": [f"mixed{n}" for n in range(11)],
+    "SmallCNN": ["stem"] + [f"block{n}" for n in range(1, 5)],
+}
+
+
+def _parents(model) -> dict[str, set[str]]:
+    """Each layer's inputs, by layer name, from the functional graph."""
+    return {
+        layer.name: {parent.operation.name for node in layer._inbound_nodes for parent in node.parent_nodes}
+        for layer in model.layers
+    }
+
+
+def _block_crossings(model, labels: list[str]) -> dict[str, list[str]]:
+    """For each block boundary, the layers of the blocks up to it that later blocks read.
+
+    Where a block really ends, the graph passes through one tensor (that block's
+    output): anything else means a label boundary cuts through a block.
+    """
+    names = [layer.name for layer in model.layers]
+    parents, order = _parents(model), list(dict.fromkeys(labels))
+    crossings = {}
+    for position, block in enumerate(order[:-1]):
+        done = {name for name, label in zip(names, labels) if order.index(label) <= position}
+        crossings[block] = sorted({p for name in names if name not in done for p in parents[name] if p in done})
+    return crossings
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_registry_backbone_builds_with_random_weights_and_has_blocks(name):
+def test_every_registry_backbone_builds_and_its_blocks_are_where_the_architecture_has_them(name):
     spec = BACKBONES[name]
     size = max(spec.min_size, 32)
     backbone = load_backbone(ModelConfig(name, weights="none", image_size=size))
     assert len(backbone.model.output.shape) == 4
-    blocks = assign_blocks([layer.name for layer in backbone.model.layers], spec.block_pattern)
-    assert len(set(blocks)) >= 4, f"{name} should split into several blocks, got {sorted(set(blocks))}"
+    labels = assign_blocks([layer.name for layer in backbone.model.layers], spec.block_pattern)
+    assert list(dict.fromkeys(labels)) == ARCHITECTURE_BLOCKS[name], "blocks in order, each one contiguous"
+    for block, read_later in _block_crossings(backbone.model, labels).items():
+        assert len(read_later) == 1, f"{name}: block {block} should end in one output, later blocks read {read_later}"
+    assert backbones.block_names(backbone) == ARCHITECTURE_BLOCKS[name]
     assert preprocessing.preprocess_function(backbone.preprocess) is not None
     assert backbone.pretrained is False
+
+
+def test_a_block_named_by_its_closing_layer_starts_after_the_previous_one():
+    names = ["conv2d", "max_pooling2d", "mixed0", "conv2d_1", "mixed1", "mixed9_0", "concatenate", "mixed2", "extra"]
+    assert assign_blocks(names, BACKBONES["InceptionV3"].block_pattern) == [
+        "mixed0",
+        "mixed0",
+        "mixed0",
+        "mixed1",
+        "mixed1",
+        "mixed2",
+        "mixed2",
+        "mixed2",
+        "mixed2",
+    ]
+
+
+def test_unfreezing_from_an_inception_block_includes_its_branches():
+    from tlcore.config import FreezePlan
+    from tlcore.model.classifier import trainable_names
+
+    backbone = load_backbone(ModelConfig("InceptionV3", weights="none", image_size=75))
+    names = [layer.name for layer in backbone.model.layers]
+    trainable = trainable_names(backbone.model, FreezePlan("from", "mixed10"), backbone.block_pattern, False)
+    # mixed10's branches start right after mixed9; unfreezing from the layer "mixed10" would train nothing
+    assert set(names[names.index("mixed9") + 1 :]) == trainable
 
 
 def test_block_labels_follow_the_architecture():

@@ -223,3 +223,66 @@ def test_use_the_best_shows_what_changes_and_changes_nothing_without_a_click():
     assert "form: hidden 256 · dropout 0.5 · lr 0.01" in [caption.value for caption in app.caption]
     message = app.success[0].value
     assert "hidden units 0 → 256 (Model page, head)" in message and "dropout 0.2 → 0.5" in message
+
+
+def leaderboard_script():
+    import streamlit as st
+
+    from pages.studio import shared
+    from tlcore.config import FreezePlan
+    from tlcore.insight.backbone_compare import CandidateResult, Leaderboard, candidate_settings
+    from ui.compare_sections import leaderboard_section
+
+    if "leaderboard" not in st.session_state:  # a finished comparison job's result
+        rows = [
+            CandidateResult("MobileNetV2:none", 0.9, 0.02, 0.3, 40.0, 20.0, 2_257_984, 9.0, 224, scores=[0.9] * 3),
+            CandidateResult("SmallCNN:none", 0.7, 0.03, 0.6, 900.0, 1.0, 98_160, 0.4, 64, scores=[0.7] * 3),
+            CandidateResult("NoSuchNet", error="Unknown backbone. Expected one of [...]"),
+        ]
+        for row in rows[:2]:
+            row.settings = candidate_settings(row.backbone)
+        st.session_state.leaderboard = Leaderboard(rows, 12.0, 3, 1)
+        shared.config("model").freeze = FreezePlan("none")
+    model = shared.config("model")
+    leaderboard_section(shared.config("data"), model, shared.config("train"))
+    st.caption(f"model: {model.backbone} · {model.weights} · {model.image_size} · {model.freeze.mode}")
+
+
+def test_the_leaderboard_lists_failures_and_use_this_backbone_sets_the_model_page():
+    app = AppTest.from_function(leaderboard_script, default_timeout=TIMEOUT).run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert table["backbone"].tolist() == ["MobileNetV2:none", "SmallCNN:none", "NoSuchNet"]
+    assert "Unknown backbone" in table.set_index("backbone").loc["NoSuchNet", "error"]
+    assert any("leads SmallCNN:none by 20.0" in caption.value for caption in app.caption)
+    choice = next(box for box in app.selectbox if box.label == "Use this backbone")
+    choice.set_value("SmallCNN:none").run()
+    app.button(key="leaderboard_use").click().run()
+    assert not app.exception
+    assert "model: SmallCNN · none · 64 · all" in [caption.value for caption in app.caption]
+
+
+def depth_script():
+    import streamlit as st
+
+    from tlcore.config import DataConfig, ModelConfig, TrainConfig
+    from tlcore.insight.depth_compare import DepthComparison, DepthResult
+    from ui.compare_sections import depth_section
+
+    if "forms" not in st.session_state:
+        st.session_state.forms = (DataConfig(), ModelConfig(), TrainConfig(fine_tune_epochs=0))
+        depths = [DepthResult("head only", [0.80], [0.5], [1.0]), DepthResult("block_15", [0.95], [0.2], [9.0], 1)]
+        st.session_state.depths = DepthComparison(depths, 150, 4, 10.0)
+    data, model, train = st.session_state.forms
+    depth_section(data, model, train)
+    st.caption(f"phase 2: {train.fine_tune_epochs} epochs from {train.unfreeze_from}")
+
+
+def test_use_this_depth_sets_phase_two_and_the_verdict_is_shown():
+    app = AppTest.from_function(depth_script, default_timeout=TIMEOUT).run()
+    assert not app.exception
+    assert any("Fine-tuning from block_15 is best" in caption.value for caption in app.caption)
+    assert "phase 2: 0 epochs from None" in [caption.value for caption in app.caption]
+    assert next(box for box in app.selectbox if box.label == "Use this depth").value == "block_15"
+    app.button(key="depth_use").click().run()
+    assert "phase 2: 4 epochs from block_15" in [caption.value for caption in app.caption]

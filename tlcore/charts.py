@@ -206,3 +206,69 @@ def short_run_names(run_ids: list[str]) -> dict[str, str]:
     names = {run_id: short(run_id, False) for run_id in run_ids}
     clashes = {name for name in names.values() if list(names.values()).count(name) > 1}
     return {run_id: short(run_id, True) if name in clashes else name for run_id, name in names.items()}
+
+
+def leaderboard_figure(table: pd.DataFrame, title: str = "Accuracy against latency") -> go.Figure:
+    """Each backbone's accuracy (± sd) against its single-image latency; the Pareto front joined.
+
+    Args:
+        table: the leaderboard (``backbone``, ``accuracy_mean``, ``accuracy_sd``,
+            ``latency_ms``, ``pareto``); rows without an accuracy (failed) are left out.
+        title: the figure title.
+    """
+    figure = go.Figure()
+    measured = table.dropna(subset=["accuracy_mean", "latency_ms"]) if not table.empty else table
+    if measured.empty:
+        figure.update_layout(title=title, annotations=[_empty_note()])
+        return figure
+    front = measured[measured["pareto"].astype(bool)].sort_values("latency_ms")
+    figure.add_trace(
+        go.Scatter(
+            x=front["latency_ms"], y=front["accuracy_mean"], mode="lines", name="Pareto front",
+            line={"dash": "dash", "color": "grey"}, hoverinfo="skip",
+        )
+    )  # fmt: skip
+    figure.add_trace(
+        go.Scatter(
+            x=measured["latency_ms"],
+            y=measured["accuracy_mean"],
+            error_y={"type": "data", "array": measured["accuracy_sd"].fillna(0)},
+            mode="markers+text",
+            text=[name.rsplit("/", 1)[-1] for name in measured["backbone"]],  # a model file by its name
+            textposition="top center",
+            marker={"size": 12, "symbol": ["star" if p else "circle" for p in measured["pareto"]]},
+            name="backbones",
+        )
+    )
+    figure.update_xaxes(title_text="latency per image (ms, this machine)", type="log")
+    figure.update_yaxes(title_text="validation accuracy (mean ± sd)", range=[0, 1.05])
+    figure.update_layout(title=title, height=420, margin={"t": 60, "b": 40}, legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def depth_figure(table: pd.DataFrame, title: str = "Accuracy by fine-tuning depth") -> go.Figure:
+    """Validation accuracy (mean ± sd) per depth, each bar labelled with its training seconds.
+
+    Args:
+        table: the depth comparison (``depth``, ``accuracy_mean``, ``accuracy_sd``, ``seconds``),
+            ``"head only"`` first, then from the last block down.
+        title: the figure title.
+    """
+    figure = go.Figure()
+    if table.empty:
+        figure.update_layout(title=title, annotations=[_empty_note()])
+        return figure
+    figure.add_trace(
+        go.Bar(
+            x=table["depth"],
+            y=table["accuracy_mean"],
+            error_y={"type": "data", "array": table["accuracy_sd"].fillna(0)},
+            text=[f"{seconds:.0f} s" for seconds in table["seconds"]],
+            textposition="outside",
+            name="validation accuracy",
+        )
+    )
+    figure.update_xaxes(title_text="fine-tune from (unfrozen from this block on)")
+    figure.update_yaxes(title_text="validation accuracy (mean ± sd)", range=[0, 1.1])
+    figure.update_layout(title=title, height=380, margin={"t": 60, "b": 40})
+    return figure

@@ -41,7 +41,7 @@ KEEP_LATEST = 1024
 # finder, sweeps, exports, GPT-2 generation): they count against the cap and "one at a
 # time" like a training, but the live training panel does not follow them (see
 # :func:`task_progress`).
-TASK_KINDS = ("analysis", "sweep", "export", "generate")
+TASK_KINDS = ("analysis", "sweep", "export", "generate", "compare")
 
 # How long a page waits for a job it just started before it shows the live panel: a
 # retrain on cached features (about 0.2 s training + 0.3-0.5 s saving) then shows its
@@ -429,7 +429,9 @@ def task_progress(job: Job) -> dict:
         return {"fraction": None, "text": f"{job.title}: {seconds:.0f} s"}
     what = "computing backbone features" if latest["kind"] == "extract" else job.title
     fraction = min(max(latest["step"] / latest["steps"], 0.0), 1.0)
-    return {"fraction": fraction, "text": f"{what}: {latest['step']}/{latest['steps']} · {seconds:.0f} s"}
+    text = f"{what}: {latest['step']}/{latest['steps']} · {seconds:.0f} s"
+    eta = (job.log.last("step") or {}).get("eta_seconds")  # a job of several steps says how long it has left
+    return {"fraction": fraction, "text": text + (f" · about {eta:.0f} s left" if eta else "")}
 
 
 def job_progress(job: Job) -> dict:

@@ -103,6 +103,10 @@ with right:
     model.hidden_units = st.select_slider("Hidden dense layer", HIDDEN_UNITS_CHOICES, value=model.hidden_units)
     model.dropout_rate = st.slider("Dropout", 0.0, 0.8, float(model.dropout_rate), 0.05)
 
+from ui.compare_sections import leaderboard_section  # noqa: E402
+
+leaderboard_section(shared.config("data"), model, shared.config("train"))
+
 try:
     backbone = shared.backbone(model)
 except StudioError as error:

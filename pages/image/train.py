@@ -135,6 +135,9 @@ with st.expander("Find settings: learning-rate finder, sweep of head settings, h
     lr_finder_section(shared.run_config())
     sweep_section(data, model, train)
     learning_curve_section(shared.run_config())
+    from ui.compare_sections import depth_section
+
+    depth_section(data, model, train)
 
 if job is None:
     st.info(

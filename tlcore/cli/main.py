@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Command modules that add sub-commands: each has ``add_parsers(commands)`` and ``COMMANDS``.
-EXTENSION_MODULES = ("tlcore.cli.insight", "tlcore.cli.scale", "tlcore.cli.head", "tlcore.cli.export")
+EXTENSION_MODULES = (
+    "tlcore.cli.insight",
+    "tlcore.cli.scale",
+    "tlcore.cli.head",
+    "tlcore.cli.export",
+    "tlcore.cli.compare",
+)
 
 
 def _extensions() -> list:

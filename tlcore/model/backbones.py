@@ -32,8 +32,10 @@ class BackboneSpec:
         default_size: input size the ImageNet weights were trained at.
         min_size: the smallest input the architecture accepts.
         block_pattern: a regex over layer names; the first group that matches is
-            the layer's block label ("freeze up to block N"). Layers that match no
-            group belong to the block before them (``"stem"`` at the start).
+            the layer's block label ("unfreeze from block N"). Layers that match no
+            group belong to the block before them (``"stem"`` at the start). A group
+            named ``end`` matches names that close a block instead (see
+            :func:`assign_blocks`).
         imagenet_top: whether an ImageNet ``include_top`` variant exists (for
             ImageNet top-5 predictions before any training).
         parameters_millions: size of the model, shown in the UI.
@@ -62,6 +64,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("VGG16", "vgg16", 224, 32, r"^(block\d+)_", True, 138.4),
         BackboneSpec("DenseNet121", "densenet", 224, 32, r"^(conv\d)_", True, 8.1),
         BackboneSpec("Xception", "xception", 299, 71, r"^(block\d+)_", True, 22.9),
+        # Inception names the concatenation that ENDS a block (mixed0 … mixed10); the stem's
+        # layers have generic names, so they are labelled with the first block, mixed0.
+        BackboneSpec("InceptionV3", "inception_v3", 299, 75, r"^(?P<end>mixed\d+)$", True, 23.9),
         # Not a transfer backbone: a compact CNN trained from scratch. It is the
         # offline default (no download needed) and the "without transfer" baseline;
         # its inputs are scaled to [-1, 1], which is what "mobilenet_v2" preprocessing does.
@@ -91,10 +96,18 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def assign_blocks(layer_names: list[str], block_pattern: str | None) -> list[str]:
-    """Labels each layer with its block, in order (see ``BackboneSpec.block_pattern``)."""
+    """Labels each layer with its block, in order (see ``BackboneSpec.block_pattern``).
+
+    A name matched by a group named ``end`` closes its block instead of opening it
+    (Inception's ``mixedN`` is the concatenation at the end of block N): the layers
+    since the previous closing name belong to it, and layers after the last one to
+    the last block.
+    """
     if not block_pattern:
         return ["" for _ in layer_names]
     pattern = re.compile(block_pattern)
+    if "end" in pattern.groupindex:
+        return _labels_from_ends(layer_names, pattern)
     current = "stem"
     labels = []
     for name in layer_names:
@@ -102,6 +115,18 @@ def assign_blocks(layer_names: list[str], block_pattern: str | None) -> list[str
         if match:
             current = next(group for group in match.groups() if group)
         labels.append(current)
+    return labels
+
+
+def _labels_from_ends(layer_names: list[str], pattern: re.Pattern) -> list[str]:
+    labels: list[str] = []
+    open_from = 0  # the first layer whose block is not known yet
+    for index, name in enumerate(layer_names):
+        match = pattern.search(name)
+        if match and match["end"]:
+            labels.extend([match["end"]] * (index + 1 - open_from))
+            open_from = index + 1
+    labels.extend([labels[-1] if labels else "stem"] * (len(layer_names) - open_from))
     return labels
 
 
@@ -164,6 +189,10 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
     """
     if model_config.backbone not in BACKBONES and is_model_file_name(model_config.backbone):
         return _load_from_model_file(model_config)
+    from tlcore.model.hub import is_hub_name, load_hub_backbone
+
+    if is_hub_name(model_config.backbone):
+        return load_hub_backbone(model_config, seed)
     spec = get_spec(model_config.backbone)
     size = model_config.image_size or spec.default_size
     if size < spec.min_size:

@@ -173,14 +173,17 @@ def _plan_names(backbone_model, plan: FreezePlan, block_pattern: str | None) -> 
 def start_index(names: list[str], layer_or_block: str, block_pattern: str | None) -> int:
     """The index in ``names`` where a layer or block starts (a plan's "from" point).
 
+    A block first: Inception's block "mixed0" is also the name of its last layer, and
+    starting from that layer would unfreeze from the next block.
+
     Raises:
         StudioError: no layer or block has that name; the message lists the last blocks.
     """
-    if layer_or_block in names:
-        return names.index(layer_or_block)
     blocks = assign_blocks(names, block_pattern)
     if layer_or_block in blocks:
         return blocks.index(layer_or_block)
+    if layer_or_block in names:
+        return names.index(layer_or_block)
     known = list(dict.fromkeys(b for b in blocks if b))
     raise StudioError(
         f"No layer or block named {layer_or_block!r} in this backbone. "

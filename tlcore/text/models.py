@@ -116,6 +116,15 @@ def load_gpt2_fresh(source: str):
 
 def download_failure_message(source: str, error: BaseException) -> str:
     """One sentence on why ``source`` could not be downloaded and what to do instead."""
+    return (
+        f"Could not download {source!r}: {download_reason(error)}. Download it on a connected machine with "
+        f"keras_hub.models.GPT2CausalLM.from_preset({source!r}).save_to_preset('gpt2-folder'), copy the "
+        "folder here, choose 'Local preset folder' and point to that folder."
+    )
+
+
+def download_reason(error: BaseException) -> str:
+    """Why a KerasHub download failed, in words (offline, refused, no such model, or the error)."""
     detail = f"{type(error).__name__}: {error}".lower()
     offline_marks = ("getaddrinfo", "name resolution", "connection", "max retries", "timed out", "offline", "network")
     if any(mark in detail for mark in offline_marks):
@@ -126,11 +135,7 @@ def download_failure_message(source: str, error: BaseException) -> str:
         reason = "the server has no model under that name"
     else:
         reason = f"the download failed ({first_line(error, 120)})"
-    return (
-        f"Could not download {source!r}: {reason}. Download it on a connected machine with "
-        f"keras_hub.models.GPT2CausalLM.from_preset({source!r}).save_to_preset('gpt2-folder'), copy the "
-        "folder here, choose 'Local preset folder' and point to that folder."
-    )
+    return reason
 
 
 def forget_model(source: str) -> None:

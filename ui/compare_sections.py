@@ -1,0 +1,99 @@
+"""Model and Train page sections: which backbone (a leaderboard), how deep to fine-tune.
+
+Both run as a job of the studio's registry (its cap, one job at a time per visitor,
+progress with an ETA, Stop); the logic is in tlcore.insight.backbone_compare / depth_compare.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tlcore.config import RunConfig
+from ui import shared
+from ui.job_panel import start_task, task_outcome, task_running
+
+
+def _copy(data, model, train) -> RunConfig:
+    return RunConfig.from_dict(RunConfig(data, model, train).to_dict())
+
+
+def leaderboard_section(data, model, train) -> None:
+    """Ticks candidates, ranks them on the user's data, and offers "use this backbone"."""
+    from tlcore.insight.backbone_compare import candidate_choices, compare_backbones
+
+    with st.expander("Which backbone? Compare them on your data (leaderboard)"):
+        options = candidate_choices(model.backbone)
+        current = f"{model.backbone}:none" if model.weights == "none" else model.backbone  # the setup as a candidate
+        default = list(dict.fromkeys(name for name in (current, "SmallCNN:none") if name in options))
+        picked = st.multiselect("Candidates", options, default, format_func=lambda name: name.rsplit("/", 1)[-1])
+        folds = st.slider("Folds (accuracy ± sd across them)", 2, 10, 5)
+        if st.button("Compare backbones", disabled=task_running("leaderboard") or not picked):
+            config = _copy(data, model, train)
+
+            def work(job):
+                return compare_backbones(config, list(picked), folds=folds, log=job.log, stop=job.stop)
+
+            start_task("leaderboard", "compare", f"Comparing {len(picked)} backbones", work)
+        finished = task_outcome("leaderboard")
+        if finished is not None:
+            st.session_state.leaderboard = finished
+        board = st.session_state.get("leaderboard")
+        if board is not None:
+            _show_leaderboard(board)
+
+
+def _show_leaderboard(board) -> None:
+    from tlcore.charts import leaderboard_figure
+
+    table = board.table()
+    st.caption(f"{board.verdict()} ({board.seconds:.0f} s, {board.folds} folds × {board.seeds} seeds)")
+    st.dataframe(table, hide_index=True)
+    st.plotly_chart(leaderboard_figure(table), key="leaderboard_chart")
+    ranked = board.ranked
+    if not ranked:
+        return
+    names = [row.backbone for row in ranked if not row.backbone.startswith("hub:")]  # compared, not trained yet
+    if not names:
+        return
+    chosen = st.selectbox("Use this backbone", names, format_func=lambda name: name.rsplit("/", 1)[-1])
+    if st.button("Use this backbone", type="primary", key="leaderboard_use"):
+        shared.update("model", **next(row.settings for row in ranked if row.backbone == chosen))
+
+
+def depth_section(data, model, train) -> None:
+    """Fine-tunes from each of the last N blocks, compares, and offers "use this depth" (phase 2)."""
+    from tlcore.insight.depth_compare import compare_depths
+
+    with st.container(border=True):
+        st.markdown("**How deep to fine-tune?** Each of the last blocks, from the same head, on the same split")
+        cols = st.columns(3)
+        blocks = cols[0].number_input("Last blocks to try", 1, 8, 3)
+        repeats = cols[1].number_input("Repeats (mean ± sd)", 1, 5, 1)
+        if cols[2].button("Compare depths", disabled=task_running("depths")):
+            config = _copy(data, model, train)
+
+            def work(job):
+                return compare_depths(config, int(blocks), int(repeats), log=job.log, stop=job.stop)
+
+            start_task("depths", "compare", "Comparing fine-tuning depths", work)
+        finished = task_outcome("depths")
+        if finished is not None:
+            st.session_state.depths = finished
+        comparison = st.session_state.get("depths")
+        if comparison is not None:
+            _show_depths(comparison, train)
+
+
+def _show_depths(comparison, train) -> None:
+    from tlcore.charts import depth_figure
+    from tlcore.insight.depth_compare import apply_depth
+
+    table = comparison.table()
+    st.caption(comparison.verdict())
+    st.dataframe(table, hide_index=True)
+    st.plotly_chart(depth_figure(table), key="depth_chart")
+    depths = table["depth"].tolist()
+    chosen = st.selectbox("Use this depth", depths, index=depths.index(comparison.best))
+    if st.button("Use this depth", type="primary", key="depth_use"):
+        apply_depth(train, comparison, chosen)
+        st.rerun()
