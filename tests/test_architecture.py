@@ -418,3 +418,26 @@ def missing_module_attributes(root: Path = ROOT) -> list[str]:
 
 def test_every_name_read_through_a_tlcore_module_exists_there():
     assert missing_module_attributes() == [], "these names moved: import them from the module that defines them"
+
+
+# The root of tlcore holds only the leaves every part uses; everything else lives in the folder
+# of its role (model/, training/, runs/, inference/, insight/, data/, text/, runners/, cli/,
+# present/), so "where does X live?" has one answer. A new root module is a decision: add it here.
+ROOT_LEAVES = {
+    "__init__",
+    "__main__",
+    "caches",
+    "charts",
+    "config",
+    "errors",
+    "jobs",
+    "metrics",
+    "paths",
+    "sessions",
+    "words",
+}
+
+
+def test_the_root_of_tlcore_holds_only_the_leaves():
+    root_modules = {path.stem for path in (ROOT / "tlcore").glob("*.py")}
+    assert root_modules - ROOT_LEAVES == set(), "put this module in the package of its role (README: How it is built)"
