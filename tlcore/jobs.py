@@ -37,10 +37,8 @@ KEEP_FINISHED = 64
 KEEP_LATEST = 1024
 
 
-# Kinds of the short jobs a page starts and waits for (analyses and the learning-rate
-# finder, sweeps, exports, GPT-2 generation): they count against the cap and "one at a
-# time" like a training, but the live training panel does not follow them (see
-# :func:`task_progress`).
+# Short jobs a page starts and waits for (analyses, sweeps, exports, GPT-2 generation, comparisons): they
+# count against the cap like a training; the training panel does not follow them (:func:`task_progress`).
 TASK_KINDS = ("analysis", "sweep", "export", "generate", "compare")
 
 # How long a page waits for a job it just started before it shows the live panel: a

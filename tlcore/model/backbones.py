@@ -189,10 +189,11 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
     """
     if model_config.backbone not in BACKBONES and is_model_file_name(model_config.backbone):
         return _load_from_model_file(model_config)
-    from tlcore.model.hub import is_hub_name, load_hub_backbone
+    from tlcore.model.hub import hub_feature_model, is_hub_name
 
     if is_hub_name(model_config.backbone):
-        return load_hub_backbone(model_config, seed)
+        model, size, weights_id = hub_feature_model(model_config, seed)
+        return Backbone(model, model_config.backbone, "none", size, None, weights_id, pretrained=True)
     spec = get_spec(model_config.backbone)
     size = model_config.image_size or spec.default_size
     if size < spec.min_size:

@@ -69,8 +69,12 @@ def hub_source(backbone: str) -> str:
     return str(folder)
 
 
-def load_hub_backbone(model_config, seed: int = 0):
+def hub_feature_model(model_config, seed: int = 0) -> tuple:
     """Builds the feature model of a ``hub:…`` backbone (see the module docstring).
+
+    Returns:
+        ``(model, input size, weights id)``: :func:`tlcore.model.backbones.load_backbone`
+        makes its ``Backbone`` of them.
 
     Raises:
         WeightsUnavailableError: the preset could not be downloaded; the message says how
@@ -78,8 +82,6 @@ def load_hub_backbone(model_config, seed: int = 0):
         StudioError: the source is not a loadable KerasHub image backbone.
     """
     import keras
-
-    from tlcore.model.backbones import Backbone
 
     source = hub_source(model_config.backbone)
     keras.utils.set_random_seed(seed)
@@ -89,7 +91,7 @@ def load_hub_backbone(model_config, seed: int = 0):
     features = hub_backbone(converter(inputs))
     pooled = _as_feature_map(features, TOKEN_POOLING.get(type(hub_backbone).__name__, "mean"))
     model = keras.Model(inputs, pooled, name=f"hub_{type(hub_backbone).__name__}")
-    return Backbone(model, model_config.backbone, "none", size, None, _weights_id(source), pretrained=True)
+    return model, size, _weights_id(source)
 
 
 def _from_preset(source: str):
