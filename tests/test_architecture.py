@@ -441,3 +441,25 @@ ROOT_LEAVES = {
 def test_the_root_of_tlcore_holds_only_the_leaves():
     root_modules = {path.stem for path in (ROOT / "tlcore").glob("*.py")}
     assert root_modules - ROOT_LEAVES == set(), "put this module in the package of its role (README: How it is built)"
+
+
+def missing_tlcore_modules(root: Path = ROOT) -> list[str]:
+    """``file:line: module`` for every import of a ``tlcore…`` module that does not exist (one that moved)."""
+    modules = tlcore_modules()
+    found = []
+    sources = [p for folder in ("tlcore", "pages", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")]
+    for path in sorted(sources + list(root.glob("*.py"))):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module] if node.module.split(".")[0] == "tlcore" else []
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.split(".")[0] == "tlcore"]
+            else:
+                names = []
+            found += [f"{path.relative_to(root)}:{node.lineno}: {name}" for name in names if name not in modules]
+    return found
+
+
+def test_every_imported_tlcore_module_exists():
+    # A lazy import inside a function fails only when that function runs: find a moved module here.
+    assert missing_tlcore_modules() == []

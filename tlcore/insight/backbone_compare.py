@@ -297,7 +297,7 @@ def _splits(features, folds: int, seed: int):
         return [((features.train_x, features.train_y), (features.val_x, features.val_y))]
     from sklearn.model_selection import StratifiedKFold
 
-    from tlcore.insight.heads import fold_count
+    from tlcore.insight.probes import fold_count
 
     x, y = features.all_x, features.all_y
     splitter = StratifiedKFold(fold_count(y, folds), shuffle=True, random_state=seed)
