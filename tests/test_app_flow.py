@@ -86,6 +86,48 @@ def test_the_sidebar_names_an_uploaded_model_file_at_once(tmp_path):
     assert sidebar_lines(at)[1].startswith("**Model** · your model file my_net.keras")
 
 
+def test_a_refused_model_file_leaves_the_previous_model_current(tmp_path):
+    """A text file renamed .keras after a good model file: refused, and the good one stays the model."""
+    from tlcore.model.backbones import build_small_cnn
+
+    good = tmp_path / "my_net.keras"
+    build_small_cnn(input_shape=(32, 32, 3)).save(good)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("Your own Keras model file…").run()
+    at.file_uploader[0].set_value((good.name, good.read_bytes(), "application/octet-stream")).run()
+    current = at.session_state["model_config"].backbone
+    at.session_state["train_config"].unfreeze_from = "block2"
+    at.file_uploader[0].set_value(("notes_txt.keras", b"just some notes\n", "application/octet-stream")).run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    message = plain(at.error[0].value)
+    assert "notes_txt.keras is refused. Your model is still **your model file my_net.keras" in message
+    assert at.session_state["model_config"].backbone == current
+    assert sidebar_lines(at)[1].startswith("**Model** · your model file my_net.keras")
+    assert "Using your model file notes_txt.keras" not in texts(at)
+    assert at.session_state["train_config"].unfreeze_from == "block2"  # the model did not change
+    at.switch_page("pages/image/train.py").run()
+    assert "backbone: **your model file my_net.keras" in plain(at.caption[0].value)
+    assert not button(at, "Start training").disabled
+
+
+def test_train_cannot_start_with_a_model_file_that_does_not_load(tmp_path):
+    """A setup saved with a file that is refused now (e.g. before the check): Start waits for a model that loads."""
+    notes = tmp_path / "notes_txt.keras"
+    notes.write_text("just some notes")
+    at = app("pages/image/train.py")
+    at.session_state["model_config"] = ModelConfig(str(notes), weights="none")
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert button(at, "Start training").disabled
+
+
+def test_a_new_backbone_drops_the_previous_models_unfreeze_block():
+    at = app("pages/image/model.py")
+    at.session_state["train_config"].unfreeze_from = "block_16"  # MobileNetV2's
+    at.selectbox[0].set_value("SmallCNN").run()
+    assert at.session_state["train_config"].unfreeze_from is None
+
+
 def test_the_validation_folder_gets_its_own_counts_and_health_report(tmp_path):
     from tests.helpers import make_colour_dataset
 

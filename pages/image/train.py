@@ -78,7 +78,9 @@ with st.container(border=True):  # no form: every change is kept at once (and su
         value=nearest_choice(train.fine_tune_rate_decay, FINE_TUNE_RATE_DECAY_CHOICES),
         format_func=lambda decay: "same rate" if decay == 1 else f"×{decay:g}", help=help_decay,
     )  # fmt: skip
-    start = st.button("Start training", type="primary", disabled=running)
+    # A backbone that does not load here fails the job at once: Start waits for a model that loads.
+    unusable = "Set a model that loads on the Model page first." if backbone is None else None
+    start = st.button("Start training", type="primary", disabled=running or backbone is None, help=unusable)
 
 
 if start:  # before the table and the tools below: the click reruns the page at once
