@@ -249,6 +249,37 @@ def test_a_running_job_is_found_after_a_refresh_but_not_through_a_shared_link(br
     wait_for(refreshed, lambda at: at.success and "Stopped" in at.success[0].value)
 
 
+def test_stop_is_acknowledged_at_once_in_the_panel_and_the_sidebar(browser):
+    """A batch can take tens of seconds (a fine-tune's first compiles): the click says it was heard at once."""
+    import threading
+
+    from ui import shared
+
+    browser(sessions.new_secret())
+    at = session("pages/image/train.py")
+    release = threading.Event()
+
+    def slow_batch(job):  # a batch that ends only when the test lets it (the stop flag is read after it)
+        job.log.append("phase", phase="head", epochs=3)
+        job.log.append("batch", phase="head", epoch=1, step=1, steps=4)
+        release.wait(60)
+
+    job = shared.registry().start(at.session_state["session_id"], "train", "a slow training", slow_batch, epochs=3)
+    try:
+        at.run()
+        assert "Stops after the current batch" in texts(at)  # said beside Stop, not in a tooltip over the progress
+        button(at, "Stop").click().run()
+        assert job.stop.is_set() and job.active
+        assert "Stopping — after the current batch" in sidebar_lines(at)[2]
+        assert at.get("progress")[0].proto.text.startswith("Stopping — after the current batch")  # the panel's line
+        assert "Stop" not in [b.label for b in at.button]
+        other_tab = session("pages/image/train.py")  # the same browser's other tab reads the job's flag
+        assert "Stopping — after the current batch" in sidebar_lines(other_tab)[2]
+    finally:
+        release.set()
+        job.wait(10)
+
+
 def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(browser, colour_dataset):
     browser(sessions.new_secret())
     at = session("pages/image/train.py")

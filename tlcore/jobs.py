@@ -367,11 +367,36 @@ def progress_summary(log: ProgressLog, total_epochs: int) -> dict:
     latest = next((r for r in reversed(records) if r["kind"] in ("batch", "extract")), None)
     if latest is None:
         return {"fraction": 0.0, "eta_seconds": None, "text": (status or {}).get("status", "starting"), "phase": None}
+    preparing = _preparing(records, latest, total_epochs)
+    if preparing is not None:
+        return preparing
     if latest["kind"] == "extract":
         text = f"computing backbone activations: batch {latest['step']}/{latest['steps']}"
         fraction = latest["step"] / max(latest["steps"], 1)
         return {"fraction": fraction, "eta_seconds": None, "text": text, "phase": "extract"}
     return _training_progress(records, latest, total_epochs)
+
+
+def _preparing(records: list[dict], latest: dict, total_epochs: int) -> dict | None:
+    """Progress while a training phase has started and its first batch has not ended, else ``None``.
+
+    Keras builds and compiles the phase's training step during its first batch: tens of
+    seconds for a fine-tune, during which no batch is logged. The bar stays at the
+    epochs already done and the text says what is happening.
+    """
+    phase = next((r for r in reversed(records) if r["kind"] == "phase"), None)
+    if phase is None or phase.get("phase") in (None, "extract") or phase["time"] < latest["time"]:
+        return None
+    if latest["kind"] == "batch" and latest["phase"] == phase["phase"]:
+        return None
+    done = max((r["epoch"] for r in records if r["kind"] == "epoch" and not r.get("partial")), default=0)
+    text = f"{phase['phase']} · preparing: compiling the model for this phase (its first batch takes longest)"
+    return {
+        "fraction": min(done / max(total_epochs, 1), 1.0),
+        "eta_seconds": None,
+        "text": text,
+        "phase": phase["phase"],
+    }
 
 
 def _training_progress(records: list[dict], batch: dict, total_epochs: int) -> dict:
@@ -447,4 +472,11 @@ def job_progress(job: Job) -> dict:
             "text": f"training {progress['text']} · saving the run…",
             "phase": "save",
         }
+    if job.active and job.stop.is_set():  # Stop was pressed (in any tab): the batch running now ends first
+        return {**progress, "eta_seconds": None, "text": f"{STOPPING} · {progress['text']}", "phase": "stopping"}
     return progress
+
+
+# What a job says from the moment Stop is pressed until it has stopped: the running batch
+# (the first batch of a fine-tune compiles the model, tens of seconds) ends first.
+STOPPING = "Stopping — after the current batch"
