@@ -468,3 +468,19 @@ def test_the_runs_page_shows_each_export_checked_with_its_zip_and_the_model_card
     downloads = {element.proto.label for element in at.get("download_button")}
     assert {"Keras (.zip)", "ONNX (.zip)"} <= downloads and "OpenVINO (.zip)" not in downloads
     assert any(m.value.startswith(f"# Model card: {trained_run.run_id}") for m in at.markdown)
+
+
+def test_evaluate_says_which_validation_images_are_copies_once_the_leakage_check_found_them(trained_run):
+    """The walk: "never trained on" stayed after the check found validation images that are training photos."""
+    import os
+
+    copy = Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id
+    shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("exports"))
+    at = app("pages/image/evaluate.py")
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert "never trained on" not in texts(at) and "kept out of training" in texts(at)  # not checked yet
+    paths = trained_run.val_probabilities()[0]
+    at.session_state["run_leaks"] = {trained_run.run_id: [paths[0]]}  # what the leakage check below records
+    at.run()
+    assert f"1 of {len(paths)} validation images are copies of training photos: " in texts(at)
+    assert "never trained on" not in texts(at)
