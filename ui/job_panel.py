@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from tlcore.errors import JobBusyError, StudioError
-from tlcore.jobs import job_progress, task_progress
+from tlcore.progress import job_progress, task_progress
 from ui import shared
 
 
