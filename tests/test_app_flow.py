@@ -289,6 +289,7 @@ def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(brows
     button(at, "Start training").click().run()
     wait_for(at, lambda at: at.success and "Saved as run" in at.success[0].value)
     first = at.success[0].value
+    assert "s training, " in first and "s for the whole job (loading, feature extraction, saving)" in first
     button(at, "Start training").click().run()  # features cached: the page waits for the job, no poll needed
     assert not at.exception and at.success and "Saved as run" in at.success[0].value
     assert at.success[0].value != first  # the new run, not the one before
