@@ -293,6 +293,8 @@ def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(brows
     button(at, "Start training").click().run()  # features cached: the page waits for the job, no poll needed
     assert not at.exception and at.success and "Saved as run" in at.success[0].value
     assert at.success[0].value != first  # the new run, not the one before
+    head = at.table[0].value.loc["1 · head", "time per epoch"]  # measured in the first run of this setup
+    assert head.startswith("≈ ") and head.endswith(" s (your last run like this)")
 
 
 def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(browser, colour_dataset):
