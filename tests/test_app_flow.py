@@ -86,6 +86,48 @@ def test_the_sidebar_names_an_uploaded_model_file_at_once(tmp_path):
     assert sidebar_lines(at)[1].startswith("**Model** · your model file my_net.keras")
 
 
+def test_a_refused_model_file_leaves_the_previous_model_current(tmp_path):
+    """A text file renamed .keras after a good model file: refused, and the good one stays the model."""
+    from tlcore.model.backbones import build_small_cnn
+
+    good = tmp_path / "my_net.keras"
+    build_small_cnn(input_shape=(32, 32, 3)).save(good)
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("Your own Keras model file…").run()
+    at.file_uploader[0].set_value((good.name, good.read_bytes(), "application/octet-stream")).run()
+    current = at.session_state["model_config"].backbone
+    at.session_state["train_config"].unfreeze_from = "block2"
+    at.file_uploader[0].set_value(("notes_txt.keras", b"just some notes\n", "application/octet-stream")).run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    message = plain(at.error[0].value)
+    assert "notes_txt.keras is refused. Your model is still **your model file my_net.keras" in message
+    assert at.session_state["model_config"].backbone == current
+    assert sidebar_lines(at)[1].startswith("**Model** · your model file my_net.keras")
+    assert "Using your model file notes_txt.keras" not in texts(at)
+    assert at.session_state["train_config"].unfreeze_from == "block2"  # the model did not change
+    at.switch_page("pages/image/train.py").run()
+    assert "backbone: **your model file my_net.keras" in plain(at.caption[0].value)
+    assert not button(at, "Start training").disabled
+
+
+def test_train_cannot_start_with_a_model_file_that_does_not_load(tmp_path):
+    """A setup saved with a file that is refused now (e.g. before the check): Start waits for a model that loads."""
+    notes = tmp_path / "notes_txt.keras"
+    notes.write_text("just some notes")
+    at = app("pages/image/train.py")
+    at.session_state["model_config"] = ModelConfig(str(notes), weights="none")
+    at.run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert button(at, "Start training").disabled
+
+
+def test_a_new_backbone_drops_the_previous_models_unfreeze_block():
+    at = app("pages/image/model.py")
+    at.session_state["train_config"].unfreeze_from = "block_16"  # MobileNetV2's
+    at.selectbox[0].set_value("SmallCNN").run()
+    assert at.session_state["train_config"].unfreeze_from is None
+
+
 def test_the_validation_folder_gets_its_own_counts_and_health_report(tmp_path):
     from tests.helpers import make_colour_dataset
 
@@ -207,6 +249,37 @@ def test_a_running_job_is_found_after_a_refresh_but_not_through_a_shared_link(br
     wait_for(refreshed, lambda at: at.success and "Stopped" in at.success[0].value)
 
 
+def test_stop_is_acknowledged_at_once_in_the_panel_and_the_sidebar(browser):
+    """A batch can take tens of seconds (a fine-tune's first compiles): the click says it was heard at once."""
+    import threading
+
+    from ui import shared
+
+    browser(sessions.new_secret())
+    at = session("pages/image/train.py")
+    release = threading.Event()
+
+    def slow_batch(job):  # a batch that ends only when the test lets it (the stop flag is read after it)
+        job.log.append("phase", phase="head", epochs=3)
+        job.log.append("batch", phase="head", epoch=1, step=1, steps=4)
+        release.wait(60)
+
+    job = shared.registry().start(at.session_state["session_id"], "train", "a slow training", slow_batch, epochs=3)
+    try:
+        at.run()
+        assert "Stops after the current batch" in texts(at)  # said beside Stop, not in a tooltip over the progress
+        button(at, "Stop").click().run()
+        assert job.stop.is_set() and job.active
+        assert "Stopping — after the current batch" in sidebar_lines(at)[2]
+        assert at.get("progress")[0].proto.text.startswith("Stopping — after the current batch")  # the panel's line
+        assert "Stop" not in [b.label for b in at.button]
+        other_tab = session("pages/image/train.py")  # the same browser's other tab reads the job's flag
+        assert "Stopping — after the current batch" in sidebar_lines(other_tab)[2]
+    finally:
+        release.set()
+        job.wait(10)
+
+
 def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(browser, colour_dataset):
     browser(sessions.new_secret())
     at = session("pages/image/train.py")
@@ -216,9 +289,12 @@ def test_a_retrain_on_cached_features_shows_its_result_on_the_click_itself(brows
     button(at, "Start training").click().run()
     wait_for(at, lambda at: at.success and "Saved as run" in at.success[0].value)
     first = at.success[0].value
+    assert "s training, " in first and "s for the whole job (loading, feature extraction, saving)" in first
     button(at, "Start training").click().run()  # features cached: the page waits for the job, no poll needed
     assert not at.exception and at.success and "Saved as run" in at.success[0].value
     assert at.success[0].value != first  # the new run, not the one before
+    head = at.table[0].value.loc["1 · head", "time per epoch"]  # measured in the first run of this setup
+    assert head.startswith("≈ ") and head.endswith(" s (your last run like this)")
 
 
 def test_the_ab_pair_shows_both_results_on_the_train_page_and_after_a_refresh(browser, colour_dataset):
@@ -395,3 +471,19 @@ def test_the_runs_page_shows_each_export_checked_with_its_zip_and_the_model_card
     downloads = {element.proto.label for element in at.get("download_button")}
     assert {"Keras (.zip)", "ONNX (.zip)"} <= downloads and "OpenVINO (.zip)" not in downloads
     assert any(m.value.startswith(f"# Model card: {trained_run.run_id}") for m in at.markdown)
+
+
+def test_evaluate_says_which_validation_images_are_copies_once_the_leakage_check_found_them(trained_run):
+    """The walk: "never trained on" stayed after the check found validation images that are training photos."""
+    import os
+
+    copy = Path(os.environ["TLCORE_RUNS_DIR"]) / trained_run.run_id
+    shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("exports"))
+    at = app("pages/image/evaluate.py")
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert "never trained on" not in texts(at) and "kept out of training" in texts(at)  # not checked yet
+    paths = trained_run.val_probabilities()[0]
+    at.session_state["run_leaks"] = {trained_run.run_id: [paths[0]]}  # what the leakage check below records
+    at.run()
+    assert f"1 of {len(paths)} validation images are copies of training photos: " in texts(at)
+    assert "never trained on" not in texts(at)

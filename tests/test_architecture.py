@@ -420,7 +420,7 @@ def test_every_name_read_through_a_tlcore_module_exists_there():
     assert missing_module_attributes() == [], "these names moved: import them from the module that defines them"
 
 
-# The root of tlcore holds only the leaves every part uses; everything else lives in the folder
+# The root of tlcore holds only the leaves every part uses (progress: a job's progress in words); everything else lives in the folder
 # of its role (model/, training/, runs/, inference/, insight/, data/, text/, runners/, cli/,
 # present/), so "where does X live?" has one answer. A new root module is a decision: add it here.
 ROOT_LEAVES = {
@@ -433,6 +433,7 @@ ROOT_LEAVES = {
     "jobs",
     "metrics",
     "paths",
+    "progress",
     "sessions",
     "words",
 }

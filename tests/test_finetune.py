@@ -8,10 +8,11 @@ import pytest
 
 from tests.test_training import colour_config
 from tlcore.config import FreezePlan, ModelConfig, RunConfig, TrainConfig
-from tlcore.jobs import ProgressLog, progress_summary
+from tlcore.jobs import ProgressLog
 from tlcore.model import classifier as model_lib
 from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import load_backbone
+from tlcore.progress import progress_summary
 from tlcore.training.trainer import Trainer, run_training
 
 

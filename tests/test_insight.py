@@ -541,3 +541,13 @@ def test_a_duplicate_pair_shows_the_score_that_decided_it_first_and_an_unreadabl
     assert duplicates.pair_scores(duplicates.SAME, 0.9912, 0.9987) == "pixels 0.999 · features 0.991"
     assert duplicates.pair_scores(duplicates.SIMILAR, 0.95, 0.41) == "features 0.950 · pixels 0.410"
     assert duplicates.pair_scores(duplicates.SIMILAR, 0.95, float("nan")) == "features 0.950 · pixels unreadable"
+
+
+def test_the_evaluate_sentence_names_the_leaks_and_both_accuracies():
+    paths = [f"v{i}.png" for i in range(4)]
+    labels = np.array([0, 1, 0, 1])
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])  # right, right, wrong, wrong
+    sentence = duplicates.measured_on(paths, labels, probabilities, ["v0.png"])
+    assert sentence == "1 of 4 validation images are copies of training photos: 50.0% with them, 33.3% without."
+    assert "never trained on" in duplicates.measured_on(paths, labels, probabilities, [])
+    assert "never trained on" not in duplicates.measured_on(paths, labels, probabilities, None)  # not checked

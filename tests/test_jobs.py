@@ -340,7 +340,8 @@ def test_a_sweep_is_a_job_of_the_registry(colour_dataset, tmp_path, monkeypatch)
 
 def test_a_job_saving_its_run_says_so_not_done_with_zero_seconds_left():
     """The newcomer's walk: after a refresh the page said "done · about 0 s left" beside a Stop button."""
-    from tlcore.jobs import Job, job_progress
+    from tlcore.jobs import Job
+    from tlcore.progress import job_progress
 
     job = Job("j", "alice", "train", "a training", epochs=3)
     job.log.append("batch", phase="head", epoch=3, step=4, steps=4)
@@ -349,3 +350,35 @@ def test_a_job_saving_its_run_says_so_not_done_with_zero_seconds_left():
     assert saving["phase"] == "save" and "saving the run" in saving["text"] and saving["eta_seconds"] is None
     job.status = "done"
     assert job_progress(job)["text"] == "done"
+
+
+def test_a_job_asked_to_stop_says_so_until_it_has_stopped():
+    """The newcomer's walk: Stop took 40 s to act during a fine-tune's first batch and nothing said it was heard."""
+    from tlcore.jobs import Job
+    from tlcore.progress import job_progress
+
+    job = Job("j", "alice", "train", "a training", epochs=3)
+    job.log.append("batch", phase="head", epoch=1, step=2, steps=4)
+    assert not job_progress(job)["text"].startswith("Stopping")
+    job.request_stop()
+    stopping = job_progress(job)
+    assert stopping["text"].startswith("Stopping — after the current batch") and stopping["phase"] == "stopping"
+    job.status = "stopped"
+    assert not job_progress(job)["text"].startswith("Stopping")  # it has stopped: the page shows its result
+
+
+def test_a_phase_whose_first_batch_is_running_says_it_is_preparing():
+    """A fine-tune's first batch compiles the model (tens of seconds): the line says so instead of the last head batch."""
+    from tlcore.jobs import ProgressLog
+    from tlcore.progress import progress_summary
+
+    log = ProgressLog()
+    log.append("phase", phase="head", epochs=2)
+    for epoch in (1, 2):
+        log.append("batch", phase="head", epoch=epoch, step=4, steps=4)
+        log.append("epoch", phase="head", epoch=epoch, partial=False, seconds=0.1)
+    log.append("phase", phase="fine-tune", epochs=2)
+    progress = progress_summary(log, 4)
+    assert progress["text"].startswith("fine-tune · preparing") and progress["fraction"] == 0.5
+    log.append("batch", phase="fine-tune", epoch=3, step=1, steps=4)
+    assert progress_summary(log, 4)["text"].startswith("fine-tune · epoch 3/4 · batch 1/4")

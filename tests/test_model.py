@@ -394,7 +394,12 @@ def test_the_train_pages_phase_table_says_each_phases_rate_schedule_and_time():
     assert timing == {"cached": 1.25, "full": 9.5, "reason": "", "cut": "block_15_add", "uses_cut": True}
     train = TrainConfig(fine_tune_schedule="cosine", fine_tune_rate_decay=0.5)
     head, fine = phase_rows(phases, train, timing)
-    assert (head["phase"], head["learning rate"], head["time per epoch"]) == ("1 · head", "0.001", "")
+    assert (head["phase"], head["learning rate"], head["time per epoch"]) == (
+        "1 · head",
+        "0.001",
+        "after the first run",
+    )
+    assert phase_rows(phases, train, timing, 0.42)[0]["time per epoch"] == "≈ 0.4 s (your last run like this)"
     assert head["trainable parameters"] == "2,562"
     assert fine["learning rate"] == "1e-05, cosine; each lower block ×0.5"
     assert fine["time per epoch"] == "≈ 1.2 s (cached below block_15_add; full path ≈ 10 s)"
@@ -407,3 +412,16 @@ def test_the_train_pages_phase_table_says_each_phases_rate_schedule_and_time():
     row = phase_rows([skipped], TrainConfig(), timing)[0]
     assert row["phase"] == "2 · fine-tune (skipped: 0 epochs)" and row["time per epoch"] == ""
     assert phase_rows(phases, TrainConfig())[1]["learning rate"] == "1e-05"  # constant, same rate for every block
+
+
+def test_a_head_epoch_is_timed_from_the_last_run_of_the_same_setup(trained_run):
+    from dataclasses import replace
+
+    from tlcore.model.choices import head_epoch_seconds
+
+    seconds = head_epoch_seconds([trained_run], trained_run.config)
+    history = trained_run.history
+    timed = sorted(history.loc[history["phase"] == "head", "seconds"].tolist()[1:])
+    assert seconds == timed[len(timed) // 2] and seconds > 0
+    other = replace(trained_run.config, train=replace(trained_run.config.train, batch_size=64))
+    assert head_epoch_seconds([trained_run], other) is None  # another batch size: another epoch time

@@ -218,3 +218,15 @@ def test_a_photo_run_flags_drawings_and_strangers_but_not_its_own_kind_of_photo(
     flat, hidden = input_warnings(model, reference, [orange_disk("PNG"), orange_disk("JPEG", noise=8)])
     assert flat.startswith("looks like a drawing or flat graphic, not a photo (2 colours")
     assert hidden.startswith("is unlike every training image (distance ")
+
+
+def test_the_placeholder_note_follows_only_a_placeholder_warning():
+    """The walk: "unlike every training image" ended with a sentence about the Data page skipping placeholders."""
+    from tlcore.inference.input_check import warning_sentence
+
+    unlike = warning_sentence("cat.jpg", "is unlike every training image (distance 0.61 to the nearest)")
+    assert unlike.endswith("its class below is a guess, not an answer.") and "placeholder" not in unlike
+    blank = warning_sentence(
+        "grey.png", "looks like a blank or placeholder graphic, not a photo (1 colour, 100% one colour)"
+    )
+    assert blank.endswith("The Data page skips blank and placeholder files when training.")

@@ -138,6 +138,28 @@ def test_bad_prompts_and_settings_are_explained(model, prompt, settings, fragmen
         generate(model, prompt, settings)
 
 
+@pytest.mark.real_assets
+def test_a_tokenizer_folder_says_it_has_no_model_weights_and_how_to_get_them(gpt2_tokenizer_dir):
+    """The walk: the shared tokenizer folder was "Unknown model", and the offline advice went in a circle."""
+    with pytest.raises(StudioError) as raised:
+        load_gpt2(str(gpt2_tokenizer_dir))
+    message = str(raised.value)
+    assert "has a tokenizer but no model weights (it holds encoder.json, vocab.bpe" in message
+    assert 'GPT2CausalLM.from_preset("gpt2_base_en").save_to_preset("gpt2_base_en")' in message
+    assert "TLCORE_DATA_ROOTS" in message and "Unknown model" not in message
+
+
+def test_with_downloads_off_the_advice_does_not_start_from_a_fine_tune(tmp_path):
+    """Fine-tuning needs a GPT-2 to start from: the way forward is a preset saved on a connected machine."""
+    from tlcore.runs.store import RunStore
+    from tlcore.text.models import check_model_source
+
+    with pytest.raises(StudioError) as raised:
+        check_model_source("gpt2_base_en", RunStore(tmp_path), None, downloads=False)
+    message = str(raised.value)
+    assert ".save_to_preset(" in message and "with internet" in message and "TLCORE_DATA_ROOTS" in message
+
+
 def test_unknown_model_and_failed_download_say_what_to_do(monkeypatch):
     with pytest.raises(StudioError, match="Unknown model 'gpt9'.*gpt2_base_en"):
         load_gpt2("gpt9")

@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from tlcore.errors import JobBusyError, StudioError
-from tlcore.jobs import job_progress, task_progress
+from tlcore.progress import job_progress, task_progress
 from ui import shared
 
 
@@ -44,10 +44,8 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
             eta = progress["eta_seconds"]
             left = f" · about {eta:.0f} s left" if eta is not None else ""
             st.progress(progress["fraction"], text=shared.escape_markdown(progress["text"] + left))
-            stoppable = progress["phase"] != "save"  # saving the run: nothing left to stop
-            if stoppable and st.button("Stop", help="Stops after the current batch and keeps the best weights so far."):
-                current.request_stop()
-                st.toast("Stopping after this batch…")
+            if progress["phase"] != "save":  # saving the run: nothing left to stop
+                stop_button(current, progress["phase"] == "stopping")
         elif current.status in ("done", "stopped"):
             finished(current)
         else:
@@ -57,6 +55,21 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
             st.rerun()  # the job ended: redraw the whole page (re-enables Start, stops polling)
 
     panel()
+
+
+def stop_button(job, stopping: bool) -> None:
+    """Stop; once the job's stop flag is set (by any tab of its owner), a line in its place.
+
+    The click sets the flag in a callback, before the panel redraws, so the progress line
+    above says "Stopping" in the same rerun. What Stop does is said beside the button, not in
+    a tooltip, which covered the progress line.
+    """
+    if stopping:
+        st.caption(":material/hourglass_top: Stop was pressed: the job keeps the best weights so far and ends.")
+        return
+    left, right = st.columns([1, 5], vertical_alignment="center")
+    left.button("Stop", on_click=job.request_stop)
+    right.caption("Stops after the current batch and keeps the best weights so far.")
 
 
 # ----------------------------------------------------------------------------- short jobs

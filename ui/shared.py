@@ -129,6 +129,45 @@ def update(kind: str, **fields) -> None:
         st.rerun()
 
 
+def change_backbone(settings: dict) -> None:
+    """Makes ``settings`` (:func:`tlcore.model.choices.backbone_settings`) the setup's model.
+
+    The fine-tune "Unfreeze from" block named a block of the previous model: it is reset to
+    the new model's last block, so Train never offers a stale name as free text.
+    """
+    if settings["backbone"] != config("model").backbone:
+        config("train").unfreeze_from = None
+    update("model", **settings)
+
+
+def accepted_model_file(path: str, name: str, current: str) -> bool:
+    """Whether the uploaded model file at ``path`` can become the setup's model; shows why not.
+
+    The file is read (in safe mode, see :func:`ui.cache.model_file_info`) before it replaces
+    the current model, so a refused file never becomes the model that Train would start with.
+    A refusal is remembered per file, so reruns do not load it again.
+
+    Args:
+        path: where the upload was saved.
+        name: the uploaded file's name, as the visitor knows it.
+        current: the current model in words (it stays the setup's model when the file is refused).
+    """
+    refused = st.session_state.setdefault("refused_model_files", {})
+    if path not in refused:
+        try:
+            model_file_info(path)
+            return True
+        except (StudioError, OSError) as error:
+            refused[path] = str(error)
+    st.error(
+        escape_markdown(refused[path])
+        + f"\n\n{escape_markdown(name)} is refused. Your model is still **{escape_markdown(current)}**. "
+        "Upload another model file above, or choose a **Backbone** from the list.",
+        icon=":material/error:",
+    )
+    return False
+
+
 def run_config() -> RunConfig:
     return RunConfig(config("data"), config("model"), config("train"))
 

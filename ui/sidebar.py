@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tlcore.jobs import job_progress
+from tlcore.progress import job_progress
 from ui import shared
 from ui.identity import cookie_script
 

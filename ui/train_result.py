@@ -28,12 +28,20 @@ def show_run(job, verb: str) -> None:
     st.session_state.run_id = run_id
     st.success(
         f"{verb}: validation accuracy **{metrics.get('val_accuracy', 0):.1%}** "
-        f"(loss {metrics.get('val_loss', 0):.3f}) after {metrics.get('epochs_run', 0)} epochs, "
-        f"{metrics.get('train_seconds', 0):.1f} s. Saved as run `{run_id}`.",
+        f"(loss {metrics.get('val_loss', 0):.3f}) after {metrics.get('epochs_run', 0)} epochs: "
+        f"{seconds_words(metrics.get('train_seconds', 0), job)}. Saved as run `{run_id}`.",
         icon=":material/check_circle:",
     )
     if metrics.get("kept_reason"):
         st.info(shared.escape_markdown(metrics["kept_reason"]) + " (★ on the chart)", icon=":material/star:")
+
+
+def seconds_words(train_seconds: float, job) -> str:
+    """What the time covers: the epochs alone, and the whole job (features, loading, saving) when it is known."""
+    words = f"{train_seconds:.1f} s training"
+    if job.finished is not None and job.finished - job.started > train_seconds:
+        words += f", {job.finished - job.started:.1f} s for the whole job (loading, feature extraction, saving)"
+    return words
 
 
 def show_ab(job, verb: str) -> None:

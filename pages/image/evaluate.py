@@ -6,6 +6,7 @@ from tlcore import charts
 from tlcore import metrics as evaluation
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
+from tlcore.insight import duplicates
 from ui import shared
 
 st.title("Evaluate")
@@ -41,10 +42,7 @@ cols[1].metric("Validation loss", f"{report.val_loss:.3f}")
 cols[2].metric("Validation images", summary["count"])
 if "top2_accuracy" in summary:
     cols[3].metric("Top-2 accuracy", f"{summary['top2_accuracy']:.1%}")
-st.caption(
-    "Measured on validation images the model never trained on. Early stopping picked the best epoch by validation loss on these same images."
-    + (f" {run.kept_weights}" if run.kept_weights else "")
-)
+measured = st.empty()  # filled after the leakage check below, which may find copies in this run
 
 left, right = st.columns([3, 2])
 with left:
@@ -75,8 +73,13 @@ else:
             st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")
 
 with st.expander("Why: calibration, feature map, validation images leaked from training"):
-    from ui.insight.evaluate_sections import calibration_section, embedding_section, leakage_section
+    from ui.insight.evaluate_sections import calibration_section, embedding_section, known_leaks, leakage_section
 
     calibration_section(run)
     embedding_section(run)
     leakage_section(run)
+measured.caption(
+    duplicates.measured_on(paths, labels, probabilities, known_leaks(run))
+    + " Early stopping picked the best epoch by validation loss on these same images."
+    + (f" {run.kept_weights}" if run.kept_weights else "")
+)

@@ -10,6 +10,7 @@ from tlcore.model.choices import (
     cut_layer_index,
     cut_layer_setting,
     default_freeze_plan,
+    describe_backbone,
     image_size_choices,
     image_size_value,
     model_file_size_choices,
@@ -37,8 +38,8 @@ with left:
         )
         if upload is not None:
             path = shared.saved_upload("models", upload)
-            if path != model.backbone:  # a new model: its size, preprocessing and cut come from it
-                shared.update("model", **backbone_settings(path))
+            if path != model.backbone and shared.accepted_model_file(path, upload.name, describe_backbone(model)):
+                shared.change_backbone(backbone_settings(path))  # its size, preprocessing and cut come from it
         if not model.is_model_file:
             st.info(
                 "Upload a model file to use it as the backbone. It is loaded in safe mode: Lambda layers are refused."
@@ -70,7 +71,7 @@ with left:
     else:
         spec = BACKBONES[choice]
         if choice != model.backbone:  # a new backbone: its size, weights and preprocessing come from it
-            shared.update("model", **backbone_settings(choice))
+            shared.change_backbone(backbone_settings(choice))
         options = weights_choices(spec, local_file=True)
         kind = weights_choice(model.weights)
         # A keyed radio whose value the page sets only when the setup changed elsewhere (another

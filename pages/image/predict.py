@@ -59,7 +59,7 @@ if not images:
     st.info("Upload one or more images, or take a photo.")
     st.stop()
 
-from tlcore.inference.input_check import input_warnings  # noqa: E402
+from tlcore.inference.input_check import input_warnings, warning_sentence  # noqa: E402
 from tlcore.inference.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
 model = shared.load_run_model(run)
@@ -77,11 +77,7 @@ for index, (name, data) in enumerate(images):
         left.error(shared.escape_markdown(f"{name}: {error}"))
         continue
     if unlike:
-        right.warning(
-            shared.escape_markdown(f"{name} {unlike}: its class below is a guess, not an answer.")
-            + " The Data page skips blank and placeholder files when training.",
-            icon=":material/warning:",
-        )
+        right.warning(shared.escape_markdown(warning_sentence(name, unlike)), icon=":material/warning:")
     if show_cam:
         heatmap, _ = grad_cam(model, data)
         left.image(

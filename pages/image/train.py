@@ -14,7 +14,7 @@ from tlcore.config import (
 from tlcore.data.summary import split_sizes
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
-from tlcore.model.choices import describe_backbone, describe_freeze_plan, phase_rows
+from tlcore.model.choices import describe_backbone, describe_freeze_plan, head_epoch_seconds, phase_rows
 from ui import shared
 from ui.job_panel import job_panel
 
@@ -78,7 +78,9 @@ with st.container(border=True):  # no form: every change is kept at once (and su
         value=nearest_choice(train.fine_tune_rate_decay, FINE_TUNE_RATE_DECAY_CHOICES),
         format_func=lambda decay: "same rate" if decay == 1 else f"×{decay:g}", help=help_decay,
     )  # fmt: skip
-    start = st.button("Start training", type="primary", disabled=running)
+    # A backbone that does not load here fails the job at once: Start waits for a model that loads.
+    unusable = "Set a model that loads on the Model page first." if backbone is None else None
+    start = st.button("Start training", type="primary", disabled=running or backbone is None, help=unusable)
 
 
 if start:  # before the table and the tools below: the click reruns the page at once
@@ -120,7 +122,8 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
             timing = shared.fine_tune_epoch_seconds(model, train, *_image_counts())
         except (StudioError, ValueError) as error:
             st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
-    st.table(pd.DataFrame(phase_rows(phases, train, timing)).set_index("phase"))
+    head_seconds = head_epoch_seconds(shared.finished_runs(shared=False), shared.run_config())
+    st.table(pd.DataFrame(phase_rows(phases, train, timing, head_seconds)).set_index("phase"))
     if timing is not None and train.augment and timing["cached"] is not None:
         st.caption(
             f"Augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "

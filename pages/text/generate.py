@@ -10,7 +10,7 @@ from tlcore.text.finetuning import (
     SEQUENCE_LENGTH_CHOICES,
     TextConfig,
 )
-from tlcore.text.models import PRESETS, QUANTIZATIONS, SPEED_LABELS
+from tlcore.text.models import PRESET_FOLDER_HOWTO, PRESETS, QUANTIZATIONS, SPEED_LABELS
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
 from ui import shared
 from ui.identity import downloads_allowed
@@ -35,7 +35,7 @@ downloads = downloads_allowed()
 if not downloads and not source_kind.startswith("Local"):
     st.info(
         "This server does not download models visitors name: whoever runs it has not allowed it "
-        "(TLCORE_ALLOW_DOWNLOADS=1). Use 'Local preset folder' with a folder saved by fine-tuning.",
+        f"(TLCORE_ALLOW_DOWNLOADS=1). {shared.escape_markdown(PRESET_FOLDER_HOWTO)}",
         icon=":material/cloud_off:",
     )
 

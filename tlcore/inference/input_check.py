@@ -199,6 +199,18 @@ def input_warnings(model, reference: InputReference | None, images: list) -> lis
     return reasons
 
 
+def warning_sentence(name: str, reason: str) -> str:
+    """Predict's warning for an input unlike the training images (``reason`` from :func:`input_warnings`).
+
+    The note that the Data page skips blank and placeholder files belongs only to a
+    placeholder: after "unlike every training image" it was an unrelated sentence.
+    """
+    sentence = f"{name} {reason}: its class below is a guess, not an answer."
+    if "placeholder" in reason:
+        sentence += " The Data page skips blank and placeholder files when training."
+    return sentence
+
+
 def nearest_distances(reference: InputReference, features: np.ndarray) -> np.ndarray:
     """Cosine distance from each feature row to its nearest training feature."""
     return 1.0 - (_normalise(features) @ reference.features.T).max(axis=1)

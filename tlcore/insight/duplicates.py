@@ -307,6 +307,37 @@ def accuracy_without(paths: list[str], labels: np.ndarray, probabilities: np.nda
     }
 
 
+def measured_on(paths: list[str], labels: np.ndarray, probabilities: np.ndarray, leaked: list[str] | None) -> str:
+    """What Evaluate's validation accuracy was measured on, in one sentence that is true.
+
+    Args:
+        paths: the run's validation images, in the order of ``probabilities``.
+        labels: their true label ids.
+        probabilities: the predictions the page shows (with test-time augmentation or not).
+        leaked: validation paths found to be the same photo as a training image; ``None``
+            while the leakage check has not run (then the sentence cannot promise "never
+            trained on", only that the images were kept out of training).
+
+    Returns:
+        ``"5 of 80 validation images are copies of training photos: 93.8 % with them, 93.3 % without."``
+        when leaks are known, else what the images are.
+    """
+    if leaked is None:
+        return (
+            "Measured on validation images kept out of training (whether some are copies of training photos: "
+            "run the leakage check below)."
+        )
+    if not leaked:
+        return "Measured on validation images the model never trained on (the leakage check found no copies)."
+    numbers = accuracy_without(paths, labels, probabilities, leaked)
+    without = numbers["val_accuracy_without_leaks"]
+    return (
+        f"{numbers['leaked']} of {len(paths)} validation images are copies of training photos: "
+        f"{numbers['val_accuracy']:.1%} with them, "
+        + (f"{without:.1%} without." if without is not None else "none left without them.")
+    )
+
+
 def pair_scores(kind: str, similarity: float, pixels: float) -> str:
     """A pair's two scores in words, the one that decided its kind first (pixels for the same photo).
 

@@ -243,13 +243,17 @@ def epoch_timing(measured: dict) -> dict:
     }
 
 
-def phase_rows(phases: list[PhasePlan], train_config: TrainConfig, timing: dict | None = None) -> list[dict]:
+def phase_rows(
+    phases: list[PhasePlan], train_config: TrainConfig, timing: dict | None = None, head_seconds: float | None = None
+) -> list[dict]:
     """The Train page's phase table: one row per phase, in words.
 
     Args:
         phases: the plan (:func:`tlcore.model.classifier.phase_plan`).
         train_config: the training settings (the fine-tune schedule and per-block rate decay).
         timing: a fine-tune epoch's estimate (:func:`epoch_timing`), or ``None`` for none.
+        head_seconds: a phase-1 epoch as measured in an earlier run of the same setup
+            (:func:`head_epoch_seconds`), or ``None``: the row then says when it will be known.
     """
     return [
         {
@@ -258,7 +262,7 @@ def phase_rows(phases: list[PhasePlan], train_config: TrainConfig, timing: dict 
             "trainable parameters": f"{plan.trainable_parameters:,}",
             "epochs": plan.epochs,
             "learning rate": _rate_text(plan, train_config),
-            "time per epoch": _time_text(plan, timing),
+            "time per epoch": _time_text(plan, timing, head_seconds),
         }
         for plan in phases
     ]
@@ -275,8 +279,47 @@ def _rate_text(plan: PhasePlan, train_config: TrainConfig) -> str:
     return text
 
 
-def _time_text(plan: PhasePlan, timing: dict | None) -> str:
-    if plan.number == 1 or timing is None or plan.skipped:
+def head_epoch_seconds(runs: list, config) -> float | None:
+    """A phase-1 epoch's seconds, measured in the latest of ``runs`` trained like ``config``.
+
+    Like: same backbone setting, dataset, batch size, augmentation and freeze plan (what
+    decides whether phase 1 runs on cached features). The median of its timed head epochs
+    after the first (which also traces the model).
+
+    Args:
+        runs: finished runs, newest first (:class:`~tlcore.runs.store.Run`).
+        config: the :class:`~tlcore.config.RunConfig` about to be trained.
+    """
+
+    def like(run) -> bool:
+        other = run.config
+        return other is not None and (
+            other.model.backbone_key(),
+            other.model.freeze,
+            other.data.data_dir,
+            other.train.batch_size,
+            other.train.augment,
+        ) == (config.model.backbone_key(), config.model.freeze, config.data.data_dir, config.train.batch_size,
+              config.train.augment)  # fmt: skip
+
+    for run in filter(like, runs):
+        history = run.history
+        if "seconds" not in history or "phase" not in history:
+            continue
+        timed = sorted(history.loc[history["phase"] == "head", "seconds"].dropna().tolist()[1:])
+        if timed:
+            return float(timed[len(timed) // 2])
+    return None
+
+
+def _time_text(plan: PhasePlan, timing: dict | None, head_seconds: float | None = None) -> str:
+    if plan.skipped:
+        return ""
+    if plan.number == 1:
+        return (
+            f"≈ {head_seconds:.1f} s (your last run like this)" if head_seconds is not None else "after the first run"
+        )
+    if timing is None:
         return ""
     if timing["uses_cut"]:
         return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"

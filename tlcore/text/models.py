@@ -43,11 +43,21 @@ def load_gpt2(source: str, quantization: str = "none"):
 
 
 REMOTE_PREFIXES = ("hf://", "kaggle://")
+# The way forward without downloads: fine-tuning here needs a GPT-2 to start from, so "a folder
+# saved by fine-tuning" alone goes in a circle. A preset saved on a connected machine does not.
+PRESET_FOLDER_HOWTO = (
+    "To use GPT-2 without downloads, save a KerasHub preset folder on a machine with internet: "
+    'keras_hub.models.GPT2CausalLM.from_preset("gpt2_base_en").save_to_preset("gpt2_base_en"), '
+    "copy that folder into one of this server's data folders (TLCORE_DATA_ROOTS), then choose "
+    "'Local preset folder' and give its path. A preset folder saved by a fine-tune here works too."
+)
 DOWNLOADS_OFF = (
     "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever runs "
     "it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1; on by default only for `make run` on one's own machine). "
-    "Choose 'Local preset folder' and a folder saved by fine-tuning, or ask whoever runs the studio."
+    + PRESET_FOLDER_HOWTO
 )
+# Files that hold only a GPT-2 tokenizer: the original BPE pair, Hugging Face's, or a KerasHub preset's assets.
+TOKENIZER_FILES = ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt", "tokenizer.json")
 
 
 def is_remote(source: str) -> bool:
@@ -99,10 +109,7 @@ def load_gpt2_fresh(source: str):
     if not is_remote:
         path = Path(source).expanduser()
         if not (path / "config.json").is_file():
-            raise StudioError(
-                f"Unknown model {source!r}. Expected a preset name ({', '.join(PRESETS)}), an hf:// handle, "
-                "or a folder saved by fine-tuning (with config.json inside)."
-            )
+            raise StudioError(not_a_preset_message(source, path))
         source = str(path)
     import keras_hub
 
@@ -114,12 +121,27 @@ def load_gpt2_fresh(source: str):
         raise StudioError(f"{source} is not a loadable GPT-2 preset folder ({first_line(error, 200)}).") from None
 
 
+def not_a_preset_message(source: str, path: Path) -> str:
+    """Why ``path`` cannot be loaded as GPT-2 (it has no preset ``config.json``), and what works instead."""
+    tokenizer = sorted(name for name in TOKENIZER_FILES if (path / name).is_file()) if path.is_dir() else []
+    if tokenizer:
+        return (
+            f"{source} has a tokenizer but no model weights (it holds {', '.join(tokenizer)}; a GPT-2 preset "
+            f"folder also holds config.json and model.weights.h5). {PRESET_FOLDER_HOWTO}"
+        )
+    return (
+        f"Unknown model {source!r}. Expected a preset name ({', '.join(PRESETS)}), an hf:// handle, "
+        f"or a GPT-2 preset folder (with config.json inside). {PRESET_FOLDER_HOWTO}"
+    )
+
+
 def download_failure_message(source: str, error: BaseException) -> str:
     """One sentence on why ``source`` could not be downloaded and what to do instead."""
     return (
         f"Could not download {source!r}: {download_reason(error)}. Download it on a connected machine with "
         f"keras_hub.models.GPT2CausalLM.from_preset({source!r}).save_to_preset('gpt2-folder'), copy the "
-        "folder here, choose 'Local preset folder' and point to that folder."
+        "folder into one of this server's data folders (TLCORE_DATA_ROOTS), choose 'Local preset folder' "
+        "and point to that folder."
     )
 
 

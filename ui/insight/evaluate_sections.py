@@ -132,6 +132,11 @@ def _predicted(run) -> dict[str, str]:
     return predicted_labels(paths, probabilities, run.labels)
 
 
+def known_leaks(run) -> list[str] | None:
+    """The run's validation images that this visitor's leakage check found in training (``None``: not checked)."""
+    return st.session_state.get("run_leaks", {}).get(run.run_id)
+
+
 def leakage_section(run) -> None:
     """The run's validation accuracy next to the same number without validation images that are training photos.
 
@@ -147,6 +152,7 @@ def leakage_section(run) -> None:
         return
     with st.spinner("Comparing features, then pixels…"):
         leaked = duplicates.leaked_paths(duplicates.near_duplicates(found))
+    st.session_state.setdefault("run_leaks", {})[run.run_id] = leaked
     if not leaked:
         st.success("No validation image is the same photo as a training image: the validation accuracy is not "
                    "inflated by leaks.")  # fmt: skip
