@@ -37,6 +37,7 @@ from tlcore.data.images import (
 )
 from tlcore.data.pipeline import (
     Dataset,
+    activation_dataset,
     augmentation_layers,
     decode_all,
     image_dataset,
@@ -72,6 +73,7 @@ __all__ = [
     "ImageItem",
     "Limits",
     "Skipped",
+    "activation_dataset",
     "augmentation_layers",
     "build_once",
     "cache_dir",
