@@ -64,6 +64,7 @@ VARIANTS = {
         for rate, schedule, decay in [
             (1e-5, "constant", 1.0),
             (3e-5, "constant", 1.0),
+            (5e-5, "constant", 1.0),
             (1e-4, "constant", 1.0),
             (3e-4, "constant", 1.0),
             (1e-4, "cosine", 1.0),
