@@ -144,6 +144,9 @@ def test_train_page_shows_the_measured_fine_tune_epoch_time_and_what_augmentatio
     at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment=True)
     assert "full path: augmentation" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
     assert any("instead of" in caption.value for caption in at.caption)
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment="flip")
+    assert "cached below block2_pool" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
+    assert not any("instead of" in caption.value for caption in at.caption)
 
 
 def test_fine_tune_options_round_trip_and_bad_values_are_named(tmp_path):
