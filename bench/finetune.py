@@ -75,6 +75,9 @@ VARIANTS = {
             (3e-4, "cosine", 0.5),
         ]
     },
+    # Longer phase 2 (10 epochs instead of 5; patience 10 never stops it): does more help?
+    "lr1e-4-ft10": {"fine_tune_learning_rate": 1e-4, "fine_tune_epochs": 10},
+    "lr3e-5-ft10": {"fine_tune_learning_rate": 3e-5, "fine_tune_epochs": 10},
 }
 
 
