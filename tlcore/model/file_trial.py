@@ -282,7 +282,7 @@ def _cache_file(key: tuple) -> Path:
 
 
 def _run_child(path: Path, args: list[str], limits_json: str, limits: ModelFileLimits) -> dict:
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the repository root: tlcore/model/file_trial.py
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
