@@ -78,6 +78,8 @@ VARIANTS = {
     # Longer phase 2 (10 epochs instead of 5; patience 10 never stops it): does more help?
     "lr1e-4-ft10": {"fine_tune_learning_rate": 1e-4, "fine_tune_rate_decay": 1.0, "fine_tune_epochs": 10},
     "lr3e-5-ft10": {"fine_tune_learning_rate": 3e-5, "fine_tune_rate_decay": 1.0, "fine_tune_epochs": 10},
+    # Flip-only augmentation: phase 1 on images, phase 2 on cached activations and their mirrors.
+    "flip": {"augment": "flip"},
 }
 
 
