@@ -148,7 +148,8 @@ def ours(config: RunConfig, backbone, initial: list) -> dict:
     trainer = Trainer(config, log=ProgressLog())
     trainer.prepare(backbone)
     trainer.train_head()
-    head = float((trainer.head_probabilities.argmax(1) == np.asarray(trainer.labels["val"])).mean())
+    head_probabilities = trainer.predict_validation()  # the head engine's, or the fitted head's (augmentation)
+    head = float((head_probabilities.argmax(1) == np.asarray(trainer.labels["val"])).mean())
     phase_two = time.perf_counter()
     trainer.fine_tune()
     phase_two = time.perf_counter() - phase_two
