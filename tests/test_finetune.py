@@ -178,6 +178,9 @@ def test_train_page_shows_the_measured_fine_tune_epoch_time_and_what_augmentatio
     at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment=True)
     assert "full path: augmentation" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
     assert any("instead of" in caption.value for caption in at.caption)
+    at = train_page(epochs=2, fine_tune_epochs=3, unfreeze_from="block3", augment="flip")
+    assert "cached below block2_pool" in at.table[0].value.loc["2 · fine-tune"]["time per epoch"]
+    assert not any("instead of" in caption.value for caption in at.caption)
 
 
 def test_fine_tune_options_round_trip_and_bad_values_are_named(tmp_path):
@@ -237,3 +240,74 @@ def test_the_cut_on_the_real_mobilenet_is_a_block_boundary(dog_model):
     inside = cut("block_15_depthwise")
     assert not inside.cached and "2 tensors cross" in inside.reason
     assert "augmentation" in cut("block_15", augment=True).reason
+
+
+def test_flip_only_caches_each_image_and_its_mirror_below_the_cut(colour_dataset):
+    import keras
+
+    from tlcore.data.pipeline import decode_all
+    from tlcore.training.features import cut_activations, mirrored_activations
+
+    trainer, result = train(fine_tune_config(colour_dataset, augment="flip"))
+    assert trainer.top is not None, trainer.cut.reason  # flip only keeps phase 2 on cached activations
+    items = trainer.dataset.train
+    mirrored, hit = mirrored_activations(trainer.classifier, trainer.backbone, items, trainer.cut)
+    assert hit  # computed once, by the run
+    # The second entry of each image is what the frozen layers make of the image flipped left-right.
+    images = decode_all([item.path for item in items], trainer.backbone.image_size)
+    below = keras.Model(model_lib.backbone_part(trainer.classifier).inputs, trainer.cut.tensor)
+    preprocess = model_lib.preprocess_part(trainer.classifier)
+    expected = np.asarray(below(preprocess(images[:, :, ::-1].astype("float32")), training=False))
+    np.testing.assert_allclose(mirrored, expected, rtol=1e-4, atol=1e-5)
+    unflipped, _ = cut_activations(trainer.classifier, trainer.backbone, items, trainer.cut)
+    assert not np.allclose(mirrored, unflipped, atol=1e-3)  # the images are not symmetric: a real second entry
+    assert list(result.history["phase"]) == ["head", "head", "fine-tune", "fine-tune"]
+
+
+def test_flip_only_draws_one_of_each_images_two_entries_every_epoch():
+    from tlcore.data.pipeline import activation_dataset
+
+    count = 64
+    plain = np.arange(count, dtype="float32")[:, None]
+    mirrored = -plain - 1  # image i's flipped entry is -(i + 1)
+    labels = np.arange(count)
+
+    def epochs(dataset, n=3):
+        return [np.concatenate([x.numpy()[:, 0] for x, _ in dataset]) for _ in range(n)]
+
+    seen = epochs(activation_dataset(plain, labels, 8, seed=5, mirrored=mirrored))
+    for values in seen:
+        images = np.where(values < 0, -values - 1, values)
+        assert sorted(images) == list(range(count))  # every image once an epoch, in one of its two forms
+        assert 0.25 < np.mean(values < 0) < 0.75  # about half of them flipped
+    assert not np.array_equal(seen[0] < 0, seen[1] < 0)  # a new draw every epoch
+    again = epochs(activation_dataset(plain, labels, 8, seed=5, mirrored=mirrored))
+    np.testing.assert_array_equal(np.stack(seen), np.stack(again))  # the seed fixes the draws
+    unflipped = epochs(activation_dataset(plain, labels, 8, seed=5), n=1)[0]
+    assert (unflipped >= 0).all()
+
+
+def test_full_augmentation_takes_the_full_path_and_old_configs_read_as_full():
+    backbone = load_backbone(ModelConfig("SmallCNN", weights="none", image_size=32))
+    model_config = ModelConfig("SmallCNN", weights="none", image_size=32)
+    settings = {"epochs": 1, "fine_tune_epochs": 1, "unfreeze_from": "block3"}
+    assert cut_lib.activation_cut(backbone, model_config, TrainConfig(**settings, augment="flip")).cached
+    full = cut_lib.activation_cut(backbone, model_config, TrainConfig(**settings, augment="full"))
+    assert not full.cached and "rotations" in full.reason
+    assert RunConfig.from_dict({"train": {"augment": True}}).train.augment == "full"
+    assert RunConfig.from_dict({"train": {"augment": False}}).train.augment == "off"
+    with pytest.raises(ValueError, match="augment.*Received"):
+        RunConfig(train=TrainConfig(augment="crop")).validate()
+
+
+def test_cli_augment_flag_takes_the_choice_and_alone_means_full():
+    import argparse
+
+    from tlcore.cli.common import add_run_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    base = ["--data", "d", "--backbone", "SmallCNN"]
+    assert config_from_args(parser.parse_args([*base, "--augment", "flip"])).train.augment == "flip"
+    assert config_from_args(parser.parse_args([*base, "--augment"])).train.augment == "full"
+    assert config_from_args(parser.parse_args(base)).train.augment == "off"

@@ -23,7 +23,11 @@ FINE_TUNE_LEARNING_RATE_CHOICES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 # How the fine-tune learning rate moves over phase 2: held, cosine down to 0, or fastai's
 # one-cycle (a warm-up over the first 30 % from rate/25 to the rate, then cosine down).
 FINE_TUNE_SCHEDULES = ("constant", "cosine", "one-cycle")
-FINE_TUNE_RATE_DECAY_CHOICES = (0.3, 0.5, 0.7, 1.0)  # the Train page's steps; any value in [0.01, 1] is valid
+FINE_TUNE_RATE_DECAY_CHOICES = (0.3, 0.5, 0.7, 1.0)
+# Augmentation of training images: none, a random horizontal flip only (an image's two
+# versions can each be computed once, so cached paths still apply), or the full set of
+# random flips, rotations, zooms and contrast (every epoch sees new images: the full path).
+AUGMENT_CHOICES = ("off", "flip", "full")  # the Train page's steps; any value in [0.01, 1] is valid
 # Folder names that say which split a folder is, not which dataset: named with their parent.
 SPLIT_FOLDER_NAMES = ("train", "training", "val", "valid", "validation", "test", "images", "data")
 # What determines a loaded backbone; the head and the freeze plan are applied on top.
@@ -199,22 +203,27 @@ class TrainConfig:
         batch_size: images per step.
         learning_rate: learning rate of the first phase.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum 0.9) or ``"rmsprop"``.
-        augment: random flip/rotation/zoom/contrast on training images.
+        augment: ``"off"``, ``"flip"`` (a random horizontal flip per image and epoch:
+            fine-tuning still trains on activations cached below the cut, one entry per
+            image and flip) or ``"full"`` (random flip, rotation, zoom and contrast: every
+            phase pushes the images through the backbone). ``True``/``False`` (configs
+            saved before the choice existed) read as ``"full"``/``"off"``.
         early_stopping_patience: epochs without a better ``val_loss`` before stopping;
             40 epochs with patience 10 were the most accurate head defaults over two
             real sets and 5 seeds (bench/accuracy_study.py; 10 epochs cost 0.4-1.3 points);
             0 disables early stopping (best weights are restored either way).
         fine_tune_epochs: epochs of the second phase; 0 skips fine-tuning.
-        fine_tune_learning_rate: its learning rate; ``None`` = ``learning_rate / 10``
-            (1e-4 for Adam's 1e-3): over 5 seeds on two real sets from two depths it was
-            more accurate than 1e-5 (the keras-io guide's rate) on three of the four and
-            level on the fourth; a cosine schedule and per-block decay 0.5 did
-            not beat it (bench/finetune.py, README "Fine-tuning").
+        fine_tune_learning_rate: its learning rate (of the head and the top unfrozen
+            block, see ``fine_tune_rate_decay``); ``None`` = ``learning_rate / 10``
+            (1e-4 for Adam's 1e-3). 1e-5 (the keras-io guide's rate), 3e-5, 5e-5 and a
+            cosine schedule did not beat it (bench/finetune.py, README "Fine-tuning").
         fine_tune_schedule: ``"constant"``, ``"cosine"`` or ``"one-cycle"`` (see
             ``FINE_TUNE_SCHEDULES``).
         fine_tune_rate_decay: discriminative learning rates: each unfrozen block gets
             this times the rate of the block above it (the head and the top block get
-            the full rate); 1.0 = one rate for every unfrozen layer.
+            the full rate); 1.0 = one rate for every unfrozen layer. Default 0.5: over
+            5 seeds on two real sets from two depths, the only setting measured at least
+            as accurate as the plain Keras fine-tune in all four (one rate: 3 of 4).
         unfreeze_from: layer name or block label from which the backbone trains in the
             fine-tune phase; ``None`` unfreezes the last block.
         feature_cache: allow the frozen-backbone fast path (features computed once
@@ -226,15 +235,19 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     optimizer: str = "adam"
-    augment: bool = False
+    augment: str = "off"
     early_stopping_patience: int = 10
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float | None = None
     fine_tune_schedule: str = "constant"
-    fine_tune_rate_decay: float = 1.0
+    fine_tune_rate_decay: float = 0.5
     unfreeze_from: str | None = None
     feature_cache: bool = True
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # configs saved when augmentation was a switch
+            self.augment = "full" if self.augment else "off"
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 0, 10_000, int)
@@ -246,6 +259,7 @@ class TrainConfig:
         if self.fine_tune_learning_rate is not None:
             _check_range("fine_tune_learning_rate", self.fine_tune_learning_rate, 1e-10, 10.0)
         _check_choice("optimizer", self.optimizer, OPTIMIZER_CHOICES)
+        _check_choice("augment", self.augment, AUGMENT_CHOICES)
         _check_choice("fine_tune_schedule", self.fine_tune_schedule, FINE_TUNE_SCHEDULES)
         _check_range("fine_tune_rate_decay", self.fine_tune_rate_decay, 0.01, 1.0)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10_000, int)
@@ -255,6 +269,11 @@ class TrainConfig:
     def total_epochs(self) -> int:
         """Epochs planned over both phases (early stopping may end sooner)."""
         return self.epochs + self.fine_tune_epochs
+
+    @property
+    def augmented(self) -> bool:
+        """True when training images change from epoch to epoch (flip only or full)."""
+        return self.augment != "off"
 
     @property
     def effective_fine_tune_learning_rate(self) -> float:

@@ -3,6 +3,7 @@ import streamlit as st
 
 from tlcore import charts
 from tlcore.config import (
+    AUGMENT_CHOICES,
     BATCH_SIZE_CHOICES,
     FINE_TUNE_LEARNING_RATE_CHOICES,
     FINE_TUNE_RATE_DECAY_CHOICES,
@@ -18,6 +19,7 @@ from tlcore.model.choices import describe_backbone, describe_freeze_plan, head_e
 from ui import shared
 from ui.job_panel import job_panel
 
+AUGMENT_LABELS = {"off": "off", "flip": "flip only", "full": "full (flip, rotation, zoom, contrast)"}
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
 st.caption(
@@ -48,8 +50,10 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     )
     train.optimizer = cols[3].selectbox("Optimizer", OPTIMIZER_CHOICES, index=OPTIMIZER_CHOICES.index(train.optimizer))
     cols = st.columns(4)
-    help_augment = "Random flip, rotation, zoom and contrast (slower: no feature cache)."
-    train.augment = cols[0].checkbox("Augmentation", train.augment, help=help_augment)
+    help_augment = ("Flip only: a random horizontal flip (fine-tuning stays on cached activations). Full: flip, "
+                    "rotation, zoom and contrast (slower: every image through the whole backbone every epoch).")  # fmt: skip
+    train.augment = cols[0].selectbox("Augmentation", AUGMENT_CHOICES, index=AUGMENT_CHOICES.index(train.augment),
+                                      format_func=AUGMENT_LABELS.get, help=help_augment)  # fmt: skip
     patience = "Early stopping patience (0 = off)"
     train.early_stopping_patience = cols[1].number_input(patience, 0, 100, train.early_stopping_patience)
     train.seed = cols[2].number_input("Seed", 0, 2**31 - 1, train.seed)
@@ -124,9 +128,9 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
             st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
     head_seconds = head_epoch_seconds(shared.finished_runs(shared=False), shared.run_config())
     st.table(pd.DataFrame(phase_rows(phases, train, timing, head_seconds)).set_index("phase"))
-    if timing is not None and train.augment and timing["cached"] is not None:
+    if timing is not None and train.augment == "full" and timing["cached"] is not None:
         st.caption(
-            f"Augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
+            f"Full augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
             f"pushes the images through the whole backbone: ≈ {timing['full']:.1f} s an epoch here instead of "
             f"≈ {timing['cached']:.1f} s from activations cached below {timing['cut']} (measured on this server)."
         )

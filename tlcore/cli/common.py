@@ -13,7 +13,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from tlcore.config import FINE_TUNE_SCHEDULES, DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tlcore.config import (
+    AUGMENT_CHOICES,
+    FINE_TUNE_SCHEDULES,
+    DataConfig,
+    FreezePlan,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from tlcore.errors import StudioError
 
 
@@ -60,7 +68,15 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int, default=TrainConfig.early_stopping_patience, help="early-stopping patience; 0 = off"
     )
-    parser.add_argument("--augment", action="store_true")
+    parser.add_argument(
+        "--augment",
+        nargs="?",
+        const="full",
+        default=TrainConfig.augment,
+        choices=AUGMENT_CHOICES,
+        help="flip: random horizontal flip (fine-tuning stays on cached activations); full (the bare flag): "
+        "flip, rotation, zoom, contrast",
+    )
     parser.add_argument("--no-feature-cache", action="store_true")
     parser.add_argument("--keep-placeholders", action="store_true")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)

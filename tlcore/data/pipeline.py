@@ -145,19 +145,19 @@ def decode_all(paths: list[str], size: int) -> np.ndarray:
     return out
 
 
-def augmentation_layers(seed: int):
-    """Random flip, rotation, zoom and contrast, as Keras preprocessing layers."""
+def augmentation_layers(seed: int, mode: str = "full"):
+    """Keras preprocessing layers: a random horizontal flip (``"flip"``), or flip, rotation,
+    zoom and contrast (``"full"``)."""
     import keras
 
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
+    layers = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    if mode == "full":
+        layers += [
             keras.layers.RandomRotation(0.1, seed=seed + 1),
             keras.layers.RandomZoom(0.15, seed=seed + 2),
             keras.layers.RandomContrast(0.2, seed=seed + 3),
-        ],
-        name="augmentation",
-    )
+        ]
+    return keras.Sequential(layers, name="augmentation")
 
 
 def image_dataset(
@@ -167,14 +167,15 @@ def image_dataset(
     batch_size: int,
     *,
     shuffle: bool = False,
-    augment: bool = False,
+    augment: str | bool = "off",
     seed: int = 0,
 ):
     """A ``tf.data`` pipeline of ``(float32 images 0..255, int labels)`` batches.
 
     Images are decoded once, up front, by a pool of threads (Pillow releases the GIL)
     and kept in memory as uint8; training order is reshuffled every epoch and
-    augmentation runs as Keras preprocessing layers inside the pipeline. No Python runs
+    augmentation (``"flip"`` or ``"full"``, see :func:`augmentation_layers`; ``True`` means
+    ``"full"``) runs as Keras preprocessing layers inside the pipeline. No Python runs
     inside the pipeline during ``fit``: with several jobs in one server process, a
     Python generator there starves on the GIL.
     """
@@ -185,7 +186,29 @@ def image_dataset(
     if shuffle:
         dataset = dataset.shuffle(len(items), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-    if augment:
-        layers = augmentation_layers(seed)
+    mode = {True: "full", False: "off"}.get(augment, augment)
+    if mode != "off":
+        layers = augmentation_layers(seed, mode)
         dataset = dataset.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def activation_dataset(activations: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, mirrored=None):
+    """Training batches of cached activations, reshuffled every epoch as :func:`image_dataset` does.
+
+    Args:
+        mirrored: the activations of the same images flipped horizontally, or ``None``. When
+            given, each image contributes one of its two entries per epoch, drawn at random
+            (seeded, new draws every epoch): the cached form of a random horizontal flip.
+    """
+    import tensorflow as tf
+
+    labels = np.asarray(labels, dtype=np.int32)
+    if mirrored is None:
+        dataset = tf.data.Dataset.from_tensor_slices((activations, labels))
+        return dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    dataset = tf.data.Dataset.from_tensor_slices((activations, mirrored, labels))
+    dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(lambda value: value % 2 == 1)
+    dataset = tf.data.Dataset.zip(dataset, coins)
+    return dataset.map(lambda entries, flip: (tf.where(flip, entries[1], entries[0]), entries[2])).batch(batch_size)

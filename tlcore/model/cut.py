@@ -51,7 +51,8 @@ class ActivationCut:
 def activation_cut(backbone: Backbone, model_config: ModelConfig, train_config: TrainConfig) -> ActivationCut:
     """Whether phase 2 can train the top part on activations computed once per image.
 
-    It can when augmentation is off (each image is then the same every epoch), the
+    It can when augmentation is off (each image is then the same every epoch) or flip
+    only (each image is one of two, both computed once), the
     feature cache is allowed, every layer below the unfreeze point is frozen and
     deterministic in training (BatchNorm frozen runs in inference mode), and exactly one
     tensor crosses from those layers into the trainable ones: MobileNetV2's residual
@@ -60,8 +61,8 @@ def activation_cut(backbone: Backbone, model_config: ModelConfig, train_config: 
     """
     if not train_config.fine_tune_epochs:
         return ActivationCut(reason="no fine-tune phase")
-    if train_config.augment:
-        return ActivationCut(reason="augmentation changes every image every epoch (random flips, rotations, zooms)")
+    if train_config.augment == "full":
+        return ActivationCut(reason="augmentation changes every image every epoch (random rotations, zooms, contrast)")
     if not train_config.feature_cache:
         return ActivationCut(reason="the feature cache is switched off")
     model = backbone.model
@@ -162,7 +163,7 @@ def phase_two_epoch_seconds(
         augmentation off, "cached": seconds or None, "full": seconds}``.
     """
     cut = activation_cut(backbone, model_config, train_config)
-    unaugmented = dataclasses.replace(train_config, augment=False, feature_cache=True)
+    unaugmented = dataclasses.replace(train_config, augment="off", feature_cache=True)
     possible = cut if cut.cached else activation_cut(backbone, model_config, unaugmented)
     batch = max(1, min(train_config.batch_size, 16))
     size = backbone.image_size

@@ -62,8 +62,10 @@ def extract_features(
     return _run_over_images(classifier, backbone, items, image_size, log, batch_size)[0]
 
 
-def _run_over_images(classifier, network, items: list, image_size: int, log, batch_size: int) -> list[np.ndarray]:
-    """Preprocess + ``network`` over ``items``, one array per output of ``network``."""
+def _run_over_images(
+    classifier, network, items: list, image_size: int, log, batch_size: int, mirror: bool = False
+) -> list[np.ndarray]:
+    """Preprocess + ``network`` over ``items`` (flipped horizontally if ``mirror``), one array per output."""
     preprocess = model_lib.preprocess_part(classifier)
 
     # One trace for every batch size (the last batch is usually shorter): tracing the backbone
@@ -71,6 +73,8 @@ def _run_over_images(classifier, network, items: list, image_size: int, log, bat
     # up as ~1.4 s of a cold run's 7 s here.
     @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)])
     def forward(images):
+        if mirror:  # what RandomFlip("horizontal") makes of the image: width reversed
+            images = tf.reverse(images, axis=[2])
         outputs = network(preprocess(images), training=False)
         return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
@@ -221,10 +225,11 @@ ACTIVATION_CACHE_BYTES = 1 << 30
 _ACTIVATIONS = BoundedCache("cut activations", max_items=8, max_bytes=ACTIVATION_CACHE_BYTES)
 
 
-def _activation_path(backbone: Backbone, digests: list[str], cut: cut_lib.ActivationCut):
+def _activation_path(backbone: Backbone, digests: list[str], cut: cut_lib.ActivationCut, mirrored: bool = False):
     """The activations file: beside the features file of the same images, named after the cut."""
     path = feature_cache_file(backbone, digests)
-    return path.with_name(f"{path.stem}.cut-{re.sub(r'[^A-Za-z0-9_.-]', '_', cut.name)}.npz")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", cut.name) + ("-mirrored" if mirrored else "")
+    return path.with_name(f"{path.stem}.cut-{name}.npz")
 
 
 def cut_activations(
@@ -240,16 +245,45 @@ def cut_activations(
         ``(float32 array (len(items), *cut shape), True if no extraction was needed)``.
     """
     digests = [item.digest for item in items]
-    path = _activation_path(backbone, digests, cut)
-    memo = _ACTIVATIONS.get(str(path))
-    if memo is not None and all(d in memo[0] for d in digests):
-        return memo[1][[memo[0][d] for d in digests]], True
-    activations = read_feature_cache(path, digests)
+    activations = _stored_activations(_activation_path(backbone, digests, cut), digests)
     if activations is not None:
-        _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
         return activations, True
     activations, _ = _extract_both(classifier, backbone, items, cut, log)
     return activations, False
+
+
+def mirrored_activations(
+    classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log: ProgressLog | None = None
+) -> tuple[np.ndarray, bool]:
+    """The activations at ``cut`` of ``items`` flipped horizontally: each image's second entry
+    under flip-only augmentation, kept as :func:`cut_activations` keeps the unflipped ones.
+
+    Returns:
+        ``(float32 array (len(items), *cut shape), True if no extraction was needed)``.
+    """
+    digests = [item.digest for item in items]
+    path = _activation_path(backbone, digests, cut, mirrored=True)
+    activations = _stored_activations(path, digests)
+    if activations is not None:
+        return activations, True
+    network = keras.Model(model_lib.backbone_part(classifier).inputs, cut.tensor, name="backbone_below_cut")
+    (activations,) = _run_over_images(
+        classifier, network, items, backbone.image_size, log, EXTRACTION_BATCH_SIZE, mirror=True
+    )
+    _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
+    _write_in_background(path, digests, activations)
+    return activations, False
+
+
+def _stored_activations(path, digests: list[str]) -> np.ndarray | None:
+    """Activations from memory or the disk file at ``path`` when every image is there, else ``None``."""
+    memo = _ACTIVATIONS.get(str(path))
+    if memo is not None and all(d in memo[0] for d in digests):
+        return memo[1][[memo[0][d] for d in digests]]
+    activations = read_feature_cache(path, digests)
+    if activations is not None:
+        _ACTIVATIONS.put(str(path), ({d: i for i, d in enumerate(digests)}, activations))
+    return activations
 
 
 def _extract_both(classifier, backbone: Backbone, items: list, cut: cut_lib.ActivationCut, log):

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import FreezePlan, RunConfig
-from tlcore.data.pipeline import Dataset, image_dataset, load_dataset
+from tlcore.data.pipeline import Dataset, activation_dataset, image_dataset, load_dataset
 from tlcore.inference.input_check import write_reference
 from tlcore.jobs import ProgressLog, history_frame
 from tlcore.metrics import evaluate_probabilities
@@ -31,7 +31,7 @@ from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import Backbone, load_backbone
 from tlcore.model.hub import refuse_training
 from tlcore.training.callbacks import KeepBest, ProgressCallback
-from tlcore.training.features import cached_features, cut_activations, pooled_features
+from tlcore.training.features import cached_features, cut_activations, mirrored_activations, pooled_features
 from tlcore.training.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
 from tlcore.training.kept import KeptWeights, PhaseOutcome, kept_reason
 from tlcore.training.strategy import (
@@ -153,7 +153,7 @@ class Trainer:
     def train_head(self) -> None:
         """Phase 1: the head (and whatever the freeze plan leaves trainable)."""
         frozen = model_lib.is_fully_frozen(self.classifier)
-        if self.settings.feature_cache and not self.settings.augment and frozen:
+        if self.settings.feature_cache and not self.settings.augmented and frozen:
             self._train_head_on_features()
             return
         self._compile(self.classifier, self.settings.learning_rate)
@@ -162,7 +162,7 @@ class Trainer:
     def _head_engine_only(self) -> bool:
         """True when the whole run is the head engine on cached features (no Keras fit)."""
         settings, frozen = self.settings, self.config.model.freeze.mode == "all"
-        cached = settings.feature_cache and not settings.augment and frozen
+        cached = settings.feature_cache and not settings.augmented and frozen
         return cached and not settings.fine_tune_epochs and self.replicas == 1
 
     def _backbone(self) -> Backbone:
@@ -300,8 +300,11 @@ class Trainer:
         self.timings["activation_bytes_per_image"] = int(activations[0].nbytes) if len(activations) else 0
         count, batch_size = len(self.dataset.train), self.settings.batch_size
         self.val_activations = activations[count:]
-        train = tf.data.Dataset.from_tensor_slices((activations[:count], np.asarray(self.labels["train"], np.int32)))
-        train = train.shuffle(count, seed=self.settings.seed, reshuffle_each_iteration=True).batch(batch_size)
+        mirrored = None  # flip only: each training image's flipped entry, one of the two drawn per epoch
+        if self.settings.augment == "flip":
+            mirrored, _ = mirrored_activations(self.classifier, self.backbone, self.dataset.train, self.cut, self.log)
+        seed = self.settings.seed
+        train = activation_dataset(activations[:count], self.labels["train"], batch_size, seed, mirrored)
         val = tf.data.Dataset.from_tensor_slices((self.val_activations, np.asarray(self.labels["val"], np.int32)))
         self.top = cut_lib.top_part(self.classifier, self.cut)
         return self.top, train.prefetch(tf.data.AUTOTUNE), val.batch(batch_size).cache()
@@ -359,7 +362,8 @@ class Trainer:
         if split not in self._pipelines:
             items, size, batch_size = getattr(self.dataset, split), self.backbone.image_size, self.settings.batch_size
             training = split == "train"
-            options = {"shuffle": training, "augment": training and self.settings.augment, "seed": self.settings.seed}
+            augment = self.settings.augment if training else "off"
+            options = {"shuffle": training, "augment": augment, "seed": self.settings.seed}
             pipeline = image_dataset(items, self.labels[split], size, batch_size, **options)
             if self.replicas > 1:
                 pipeline = even_batches(pipeline.unbatch(), len(items), batch_size, self.replicas)
