@@ -37,7 +37,8 @@ PLAIN = """
 import json, sys
 from tlcore.config import RunConfig
 from tlcore.jobs import JobRegistry
-from tlcore.runs.store import RunStore, start_training
+from tlcore.runs.store import RunStore
+from tlcore.training.launch import start_training
 configs = [RunConfig.from_json(open(p).read()) for p in sys.argv[2:]]
 store = RunStore(sys.argv[1])
 registry = JobRegistry(max_concurrent=len(configs))

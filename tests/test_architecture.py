@@ -464,3 +464,49 @@ def missing_tlcore_modules(root: Path = ROOT) -> list[str]:
 def test_every_imported_tlcore_module_exists():
     # A lazy import inside a function fails only when that function runs: find a moved module here.
     assert missing_tlcore_modules() == []
+
+
+def code_in_strings_offenders(root: Path = ROOT) -> list[str]:
+    """The checks above, for Python code kept in strings (scripts a test or bench runs in a subprocess)."""
+    modules = tlcore_modules()
+    names = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        names[module] = _defined_names(tree) | {
+            (alias.asname or alias.name).split(".")[0]
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+    found = []
+    for path in sorted(p for folder in ("tlcore", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+            if "tlcore" not in text or "import" not in text or path.name == "test_architecture.py":
+                continue
+            try:
+                script = ast.parse(node.value)
+            except SyntaxError:
+                continue
+            where = f"{path.relative_to(root)}:{node.lineno}"
+            aliases = {}
+            for statement in ast.walk(script):
+                if isinstance(statement, ast.ImportFrom) and (statement.module or "").startswith("tlcore"):
+                    if statement.module not in modules:
+                        found.append(f"{where}: no module {statement.module}")
+                        continue
+                    for alias in statement.names:
+                        if f"{statement.module}.{alias.name}" in modules:
+                            aliases[alias.asname or alias.name] = f"{statement.module}.{alias.name}"
+                        elif alias.name not in names[statement.module]:
+                            found.append(f"{where}: {statement.module} has no {alias.name}")
+            for read in ast.walk(script):
+                if isinstance(read, ast.Attribute) and isinstance(read.value, ast.Name) and read.value.id in aliases:
+                    module = aliases[read.value.id]
+                    if read.attr not in names[module] and f"{module}.{read.attr}" not in modules:
+                        found.append(f"{where}: {read.value.id}.{read.attr}")
+    return found
+
+
+def test_code_kept_in_strings_imports_what_exists():
+    assert code_in_strings_offenders() == []

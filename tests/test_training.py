@@ -247,7 +247,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tests.helpers import make_colour_dataset
-from tlcore import data as data_lib
+from tlcore.data.pipeline import decode_all, load_dataset
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.metrics import evaluate_probabilities
 from tlcore.training.trainer import run_training
@@ -281,8 +281,8 @@ for num_val in [batch_size + remainder for remainder in range(batch_size)] + [1]
         )
         result = run_training(config, strategy=strategy)
         # Single-device reference: the kept model called eagerly outside the strategy.
-        dataset = data_lib.load_dataset(config.data, seed=1)
-        images = data_lib.decode_all([item.path for item in dataset.val], 32).astype("float32")
+        dataset = load_dataset(config.data, seed=1)
+        images = decode_all([item.path for item in dataset.val], 32).astype("float32")
         reference = result.model(images, training=False).numpy()
         labels = dataset.label_ids(dataset.val)
         cases.append({
