@@ -78,7 +78,9 @@ def text(page) -> str:
 def open_link(page) -> str:
     page.get_by_role("button", name="Open an audience link").click()
     wait_idle(page)
-    expect(page.locator("svg").filter(has=page.locator("path")).first).to_be_visible()  # the QR code
+    qr = page.locator('[data-testid="stImage"] img').first  # the QR code: an image that loaded
+    expect(qr).to_be_visible()
+    assert qr.evaluate("img => img.naturalWidth") >= 200
     link = page.locator('[data-testid="stCode"]').filter(has_text="?present=").first.inner_text().strip()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?present=[A-Za-z0-9_-]{40,}", link), link
     return link

@@ -411,7 +411,9 @@ def test_the_train_pages_phase_table_says_each_phases_rate_schedule_and_time():
     skipped = PhasePlan(2, "fine-tune", 0, 1e-5, FreezePlan("all"), "head", 0)
     row = phase_rows([skipped], TrainConfig(), timing)[0]
     assert row["phase"] == "2 · fine-tune (skipped: 0 epochs)" and row["time per epoch"] == ""
-    assert phase_rows(phases, TrainConfig())[1]["learning rate"] == "1e-05"  # constant, same rate for every block
+    same_rate = TrainConfig(fine_tune_rate_decay=1.0)
+    assert phase_rows(phases, same_rate)[1]["learning rate"] == "1e-05"  # constant, same rate for every block
+    assert phase_rows(phases, TrainConfig())[1]["learning rate"] == "1e-05; each lower block ×0.5"  # the default
 
 
 def test_a_head_epoch_is_timed_from_the_last_run_of_the_same_setup(trained_run):

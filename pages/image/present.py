@@ -43,7 +43,7 @@ with link:
             st.rerun()
     else:
         url = screen.audience_url(screen.public_base(st.context.url), room.token)
-        st.html(f"<div style='max-width:320px'>{screen.qr_svg(url)}</div>")
+        st.image(screen.qr_png(url), width=320, caption="Scan to open the audience page")
         st.code(url, language=None, wrap_lines=True)
         if screen.is_loopback(url):
             st.caption(f"Phones cannot open this machine's own address: set {screen.PUBLIC_URL_VARIABLE}.")

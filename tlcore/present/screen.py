@@ -26,11 +26,18 @@ def audience_url(base: str, token: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/?{urlencode({PRESENT_PARAMETER: token})}"
 
 
-def qr_svg(url: str, scale: int = 8) -> str:
-    """The QR code of ``url`` as an SVG document (segno: pure Python), dark on white, with its quiet zone."""
+def qr_png(url: str, scale: int = 8) -> bytes:
+    """The QR code of ``url`` as PNG bytes (segno: pure Python), dark on white, with its quiet zone.
+
+    A PNG, not inline SVG: ``st.html`` sanitises markup and dropped the SVG (an empty box in the room).
+    """
+    import io
+
     import segno
 
-    return segno.make(url, error="m").svg_inline(scale=scale, dark="#111111", light="#ffffff")
+    buffer = io.BytesIO()
+    segno.make(url, error="m").save(buffer, kind="png", scale=scale, dark="#111111", light="#ffffff")
+    return buffer.getvalue()
 
 
 def bars_html(result: list[dict], font_px: int = 40) -> str:
