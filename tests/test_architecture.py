@@ -461,9 +461,36 @@ def missing_tlcore_modules(root: Path = ROOT) -> list[str]:
     return found
 
 
+def missing_page_modules(root: Path = ROOT) -> list[str]:
+    """``file:line: module`` for every import of a ``ui…`` or ``pages…`` module that does not exist."""
+    found = []
+    for path in sorted(p for folder in ("pages", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")):
+        if path.name == "test_architecture.py":  # its guards' own planted offenders
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+                base = node.module
+            elif isinstance(node, ast.Import):
+                names, base = [alias.name for alias in node.names], None
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] not in ("ui", "pages"):
+                    continue
+                parts = name.split(".")
+                module = root.joinpath(*parts).with_suffix(".py")
+                package = root.joinpath(*parts) / "__init__.py"
+                parent = root.joinpath(*base.split(".")).with_suffix(".py") if base else None
+                if not (module.is_file() or package.is_file() or (parent is not None and parent.is_file())):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {name}")
+    return found
+
+
 def test_every_imported_tlcore_module_exists():
     # A lazy import inside a function fails only when that function runs: find a moved module here.
     assert missing_tlcore_modules() == []
+    assert missing_page_modules() == []
 
 
 def code_in_strings_offenders(root: Path = ROOT) -> list[str]:

@@ -228,9 +228,9 @@ def test_use_the_best_shows_what_changes_and_changes_nothing_without_a_click():
 def leaderboard_script():
     import streamlit as st
 
-    from pages.studio import shared
     from tlcore.config import FreezePlan
     from tlcore.insight.backbone_compare import CandidateResult, Leaderboard, candidate_settings
+    from ui import shared
     from ui.compare_sections import leaderboard_section
 
     if "leaderboard" not in st.session_state:  # a finished comparison job's result
