@@ -95,6 +95,7 @@ def test_models_used_for_predictions_are_freed_when_their_owner_drops_them():
 
     from tlcore.inference import predict
 
+    predict._COMPILED.clear()  # what earlier tests left (their models may still be alive) is not this test's
     freed = []
     for _ in range(predict._COMPILED.max_items + 4):  # more models than the cache keeps
         model = _tiny_classifier()
