@@ -375,6 +375,20 @@ def test_every_evaluate_section_takes_the_run_alone():
     assert sections and {name: ["run"] for name in sections} == sections
 
 
+def module_attributes(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module → the names it has at run time: what it defines and what it imports at its top level."""
+    attributes = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        attributes[module] = _defined_names(tree) | {
+            (alias.asname or alias.name).split(".")[0]
+            for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for alias in node.names
+        }
+    return attributes
+
+
 def missing_module_attributes(root: Path = ROOT) -> list[str]:
     """``file:line: alias.name`` where ``alias`` is an imported tlcore module that has no ``name``.
 
@@ -384,15 +398,7 @@ def missing_module_attributes(root: Path = ROOT) -> list[str]:
     an assignment) is not an alias there and is left out.
     """
     modules = tlcore_modules()
-    bound = {}
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text())
-        bound[module] = _defined_names(tree) | {
-            (alias.asname or alias.name).split(".")[0]
-            for node in tree.body
-            if isinstance(node, (ast.Import, ast.ImportFrom))
-            for alias in node.names
-        }
+    bound = module_attributes(modules)
     found = []
     sources = [p for folder in ("tlcore", "pages", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")]
     for path in sorted(sources + list(root.glob("*.py"))):
@@ -496,15 +502,7 @@ def test_every_imported_tlcore_module_exists():
 def code_in_strings_offenders(root: Path = ROOT) -> list[str]:
     """The checks above, for Python code kept in strings (scripts a test or bench runs in a subprocess)."""
     modules = tlcore_modules()
-    names = {}
-    for module, path in modules.items():
-        tree = ast.parse(path.read_text())
-        names[module] = _defined_names(tree) | {
-            (alias.asname or alias.name).split(".")[0]
-            for node in tree.body
-            if isinstance(node, (ast.Import, ast.ImportFrom))
-            for alias in node.names
-        }
+    names = module_attributes(modules)
     found = []
     for path in sorted(p for folder in ("tlcore", "ui", "tests", "bench") for p in (root / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
