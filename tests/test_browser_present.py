@@ -170,10 +170,13 @@ def test_the_room_teaches_the_model_photos_into_the_dataset_and_a_retrain_counts
         wait_idle(page)
     mobile = phone(browser, link)
     with shot_on_failure(mobile, "present-collect-phone"):
+        upload(mobile, work / "red.png")  # the answer first, then the class (asked again for every photo)
+        expect(mobile.locator(".tl-bars").first).to_be_visible()
         mobile.get_by_test_id("stRadioGroup").get_by_text("red", exact=True).click()
-        wait_idle(mobile)
-        upload(mobile, work / "red.png")
         expect(mobile.get_by_text("Thank you: your photo went to the presenter as 'red'.")).to_be_visible()
+        upload(mobile, work / "blue.png")  # the next photo: its class is asked again, not carried over
+        expect(mobile.get_by_text(re.compile("Choose a class and your photo is kept"))).to_be_visible()
+        expect(mobile.get_by_text("Thank you: your photo went to the presenter as 'red'.")).to_have_count(0)
     with shot_on_failure(page, "present-collect-retrain"):
         add = page.get_by_role("button", name="Add 1 photos to the dataset and retrain")
         expect(add).to_be_visible(timeout=20_000)

@@ -131,6 +131,18 @@ def test_an_audience_photo_is_not_kept_unless_the_presenter_collects(studio):
     assert len(inbox.inbox_photos(PRESENTER, run.run_id)) == 1
 
 
+def test_a_class_chosen_after_the_answer_keeps_the_photo_only_while_collecting(studio):
+    store, run = studio
+    room = rooms.open_room(store, run)
+    assert audience.keep_said(room.token, photo("red"), "red") == "the presenter is not collecting photos now."
+    rooms.update_room(store, room, collecting=True)
+    assert audience.keep_said(room.token, photo("red"), "red") == ""
+    assert "Expected one of the run's classes" in audience.keep_said(room.token, photo("blue"), "../../evil")
+    assert [label for label, _ in inbox.inbox_photos(PRESENTER, run.run_id)] == ["red"]
+    rooms.revoke_room(store, room)
+    assert audience.keep_said(room.token, photo("green"), "green") == audience.CLOSED
+
+
 def test_a_kept_photo_loses_its_exif_and_is_bounded(studio):
     store, run = studio
     big = Image.new("RGB", (3000, 2000), COLOURS["blue"])

@@ -37,13 +37,14 @@ except StudioError as error:
 st.subheader(f"Is it {' or '.join(f'**{label}**' for label in map(escape_markdown, run.labels))}?", anchor=False)
 photo = st.camera_input("Take a photo")
 uploaded = st.file_uploader("Or choose one", type=["jpg", "jpeg", "png", "webp"])
-said = None
-if room.collecting:
-    said = st.radio("The presenter collects photos: what is it really?", run.labels, index=None, horizontal=True)
-    st.caption("Choose a class and your photo is kept for the presenter's dataset; choose none and it is not kept.")
-else:
-    st.caption("Your photo is used for the answer only: it is not kept.")
 data = uploaded.getvalue() if uploaded else photo.getvalue() if photo else None
+if data is None:
+    st.caption(
+        "The presenter collects photos: after the answer you can say what it really is."
+        if room.collecting
+        else "Your photo is used for the answer only: it is not kept."
+    )
+    st.stop()
 
 
 def model_of(run):
@@ -51,20 +52,37 @@ def model_of(run):
     return run_model(str(run.path), (run.path / "model.keras").stat().st_mtime)
 
 
-if data is not None:
-    # A rerun (a class chosen after the photo) must not ask, count and keep the same photo again.
-    asked = (hashlib.sha256(data).hexdigest(), said)
-    if st.session_state.get("asked") != asked:
-        try:
-            st.session_state.reply = audience.answer(token, phone, data, model_of, said)
-        except StudioError as error:
-            st.session_state.pop("reply", None)
-            st.warning(escape_markdown(error))
-            st.stop()
-        st.session_state.asked = asked
-    reply = st.session_state.reply
-    st.html(screen.bars_html(reply.result, font_px=30))
-    if reply.note:
-        st.caption(escape_markdown(f"Your photo was not kept: {reply.note}"))
-    if reply.kept:
-        st.caption(f"Thank you: your photo went to the presenter as '{escape_markdown(said)}'.")
+digest = hashlib.sha256(data).hexdigest()
+if st.session_state.get("asked") != digest:  # a rerun must not ask, count and keep the same photo again
+    try:
+        st.session_state.reply = audience.answer(token, phone, data, model_of)
+    except StudioError as error:
+        st.session_state.pop("reply", None)
+        st.warning(escape_markdown(error))
+        st.stop()
+    st.session_state.asked, st.session_state.kept = digest, None
+reply = st.session_state.reply
+st.html(screen.bars_html(reply.result, font_px=30))
+if not room.collecting:
+    st.caption("Your photo is used for the answer only: it is not kept.")
+    st.stop()
+# The class is asked per photo (the radio is keyed by it) and a photo is kept once.
+kept = st.session_state.get("kept")
+said = st.radio(
+    "The presenter collects photos: what is it really?",
+    run.labels,
+    index=None if kept is None else run.labels.index(kept),
+    horizontal=True,
+    key=f"said-{digest[:16]}",
+    disabled=kept is not None,
+)
+if said is not None and kept is None:
+    note = audience.keep_said(token, data, said)
+    if note:
+        st.caption(escape_markdown(f"Your photo was not kept: {note}"))
+    else:
+        st.session_state.kept = kept = said
+if kept is not None:
+    st.caption(f"Thank you: your photo went to the presenter as '{escape_markdown(kept)}'.")
+else:
+    st.caption("Choose a class and your photo is kept for the presenter's dataset; choose none and it is not kept.")

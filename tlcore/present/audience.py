@@ -91,3 +91,26 @@ def answer(
     except StudioError as error:  # the answer is given all the same
         return Answer(result, kept=False, note=str(error))
     return Answer(result, kept=True)
+
+
+def keep_said(token, data: bytes, said: str) -> str:
+    """Keeps a photo already answered, with the class its sender chose after seeing the answer.
+
+    The page asks the class per photo, after the answer, and keeps a photo once: a class carried
+    over from the previous photo, or a second choice, filed photos under the wrong class.
+
+    Returns:
+        ``""`` when the photo is in the presenter's inbox, else why not (the link closed,
+        the presenter stopped collecting, the inbox is full, …).
+    """
+    try:
+        room, run = room_run(token)
+    except StudioError as error:
+        return str(error)
+    if not (room.collecting and room.owner is not None):
+        return "the presenter is not collecting photos now."
+    try:
+        keep_photo(room.owner, run.run_id, run.labels, said, data)
+    except StudioError as error:
+        return str(error)
+    return ""
