@@ -64,12 +64,7 @@ def cmd_compare_backbones(args) -> dict:
     from tlcore.insight.backbone_compare import compare_backbones
 
     board = compare_backbones(config, candidates, folds=args.folds, seeds=args.seeds)
-    result = board.to_dict()
-    out.mkdir(parents=True, exist_ok=True)
-    board.table().to_csv(out / "leaderboard.csv", index=False)
-    (out / "leaderboard.json").write_text(json.dumps(result, indent=2, default=str))
-    leaderboard_figure(board.table()).write_html(out / "leaderboard.html", include_plotlyjs="cdn")
-    return {**result, "out": str(out)}
+    return _write_outputs(out, "leaderboard", board.to_dict(), board.table(), leaderboard_figure)
 
 
 def cmd_compare_depths(args) -> dict:
@@ -80,11 +75,15 @@ def cmd_compare_depths(args) -> dict:
     from tlcore.insight.depth_compare import compare_depths
 
     comparison = compare_depths(config, blocks=args.blocks, repeats=args.repeats)
-    result = comparison.to_dict()
+    return _write_outputs(out, "depths", comparison.to_dict(), comparison.table(), depth_figure)
+
+
+def _write_outputs(out, stem: str, result: dict, table, figure) -> dict:
+    """``STEM.csv`` (the table), ``STEM.json`` (the result) and ``STEM.html`` (the chart) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    comparison.table().to_csv(out / "depths.csv", index=False)
-    (out / "depths.json").write_text(json.dumps(result, indent=2, default=str))
-    depth_figure(comparison.table()).write_html(out / "depths.html", include_plotlyjs="cdn")
+    table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str))
+    figure(table).write_html(out / f"{stem}.html", include_plotlyjs="cdn")
     return {**result, "out": str(out)}
 
 
