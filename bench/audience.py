@@ -129,7 +129,8 @@ async def presenter_loop(page, photos: list[Path], done: asyncio.Event, timings:
     """The presenter's own prediction every 2 s: a new photo replaces the last (one-file uploader);
     timed from the file chosen until the page shows the new photo and its bars."""
     uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]').nth(0)
-    image = "document.querySelector('[data-testid=stImage] img')"
+    # The last image on the page: the QR code of the audience link is one too, above the prediction.
+    image = "[...document.querySelectorAll('[data-testid=stImage] img')].pop()"
     index = 0
     while not done.is_set():
         before = await page.evaluate(f"() => {image} ? {image}.src : ''")
@@ -249,17 +250,30 @@ async def main_async(args) -> None:
                 presenter.set_default_timeout(120_000)
                 await presenter.goto(f"{url}/present")
                 await presenter.get_by_role("button", name="Open an audience link").click()
-                code = presenter.locator('[data-testid="stCode"]').filter(has_text="?present=").first
-                link = (await code.inner_text()).strip()
+                link = await audience_link(presenter)
                 # Warm-up: the model is loaded and its predict function traced once, as before a talk.
                 await one_phone(browsers, link, photos[0], 0, _set_event(), [])
                 for index, count in enumerate(int(n) for n in args.phones.split(",")):
+                    if index:  # a fresh room per round: the last round's phones still count for 2 minutes
+                        await presenter.get_by_role("button", name="Revoke the link").click()
+                        await presenter.get_by_role("button", name="Open an audience link").click()
+                        link = await audience_link(presenter, old=link)
                     result = await round_of(
                         browsers, presenter, url, link, server.pid, photos, count, args.spread, index
                     )
                     print(json.dumps(result), flush=True)
                 for each in [browser, *browsers]:
                     await each.close()
+
+
+async def audience_link(presenter, old: str = "") -> str:
+    """The audience link the Present page shows (a new one when ``old`` is given)."""
+    code = presenter.locator('[data-testid="stCode"]').filter(has_text="?present=").first
+    while True:
+        link = (await code.inner_text()).strip()
+        if link != old:
+            return link
+        await asyncio.sleep(0.2)
 
 
 def _set_event() -> asyncio.Event:
