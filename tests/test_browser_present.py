@@ -21,7 +21,14 @@ PRESENTER = sessions.owner_id(SECRET)
 RUN, OTHER_RUN = "20260101-000002-present-aaaa", "20260101-000001-private-bbbb"
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 # What only the presenter's page shows: the link's controls, the room and the inbox under review.
-PRESENTER_ONLY = ("Open an audience link", "Revoke the link", "Collect audience photos", "The room", "The inbox", "Discard")
+PRESENTER_ONLY = (
+    "Open an audience link",
+    "Revoke the link",
+    "Collect audience photos",
+    "The room",
+    "The inbox",
+    "Discard",
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +96,15 @@ def open_link(page) -> str:
     link = page.locator('[data-testid="stCode"]').filter(has_text="?present=").first.inner_text().strip()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?present=[A-Za-z0-9_-]{40,}", link), link
     return link
+
+
+def the_link(page) -> str:
+    """The presenter's open link, opened first when the run shown has none (an earlier test may have left one)."""
+    opener = page.get_by_role("button", name="Open an audience link")
+    expect(opener.or_(page.get_by_text("Revoke the link"))).to_be_visible()
+    if opener.count():
+        return open_link(page)
+    return page.locator('[data-testid="stCode"]').filter(has_text="?present=").first.inner_text().strip()
 
 
 def nothing_else(page, url, link, work):
@@ -174,12 +190,7 @@ def test_the_room_teaches_the_model_photos_into_the_dataset_and_a_retrain_counts
     url, work = studio
     page = presenter(browser, url)
     with shot_on_failure(page, "present-collect"):
-        opener = page.get_by_role("button", name="Open an audience link")
-        expect(opener.or_(page.get_by_text("Revoke the link"))).to_be_visible()
-        if opener.count():
-            link = open_link(page)
-        else:  # the first test left the link open
-            link = page.locator('[data-testid="stCode"]').filter(has_text="?present=").first.inner_text().strip()
+        link = the_link(page)
         page.get_by_text("Collect audience photos").click()
         wait_idle(page)
     mobile = phone(browser, link)
@@ -204,7 +215,9 @@ def test_the_room_teaches_the_model_photos_into_the_dataset_and_a_retrain_counts
         expect(add).to_be_visible(timeout=20_000)
         add.click()
         # What was added, per class, and the dataset after.
-        added = re.compile(r"\+1 audience photo: red \+1; the dataset now has \d+ images \(blue \d+, green \d+, red \d+\)\.")
+        added = re.compile(
+            r"\+1 audience photo: red \+1; the dataset now has \d+ images \(blue \d+, green \d+, red \d+\)\."
+        )
         expect(page.get_by_text(added)).to_be_visible(timeout=30_000)
         present_new = page.get_by_role("button", name=re.compile(r"Present the retrained run \(\d+ training images\)"))
         expect(present_new).to_be_visible(timeout=240_000)
@@ -227,11 +240,7 @@ def test_another_visitor_gets_nothing_of_the_presenters_room_and_a_phone_no_inbo
     url, work = studio
     page = presenter(browser, url)
     with shot_on_failure(page, "present-two-presenter"):
-        opener = page.get_by_role("button", name="Open an audience link")
-        expect(opener.or_(page.get_by_text("Revoke the link"))).to_be_visible()
-        link = open_link(page) if opener.count() else page.locator('[data-testid="stCode"]').filter(
-            has_text="?present="
-        ).first.inner_text().strip()
+        link = the_link(page)
         token = link.split("present=")[1]
         collect = page.get_by_role("checkbox", name="Collect audience photos")
         if not collect.is_checked():

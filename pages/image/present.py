@@ -89,7 +89,12 @@ def the_room(room) -> None:
         for start in range(0, min(len(photos), inbox.REVIEW_SHOWN), 6):
             for column, (label, path) in zip(st.columns(6), photos[start : start + 6]):
                 column.image(thumbnail(str(path), 200), caption=label)
-                column.button("Discard", key=f"discard-{label}-{path.stem}", on_click=inbox.discard_inbox, args=(owner, run.run_id, path))
+                column.button(
+                    "Discard",
+                    key=f"discard-{label}-{path.stem}",
+                    on_click=inbox.discard_inbox,
+                    args=(owner, run.run_id, path),
+                )
     room_teaches(room, photos)
 
 
