@@ -7,6 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from tlcore.present import screen
 from ui import shared
 from ui.sidebar import sidebar
 
@@ -44,10 +45,17 @@ PAGES = {
 shared.keep_keras_state()
 if st.query_params.get("present") or "audience_token" in st.session_state:
     # An audience link (issue 22): the phone gets the audience page and nothing else, for the rest
-    # of its session (dropping the query keeps it there). This is the only page navigation knows
-    # in such a session, so no other page, link or ?page= resolves.
+    # of its session (dropping the query keeps it there). It is the only page navigation knows in
+    # such a session, served at the root and under every page address: the studio's own and the one
+    # this phone opened (…/model?present=… got Streamlit's "Page not found" before the audience page).
     st.session_state.audience_token = st.query_params.get("present") or st.session_state.audience_token
-    audience = st.navigation([st.Page("pages/image/audience.py", title="Live demo", default=True)], position="hidden")
+    paths = st.session_state.setdefault("audience_paths", {page.url_path for part in PAGES.values() for page in part})
+    paths.add(screen.requested_page(st.context.url))
+    audience = st.navigation(
+        [st.Page("pages/image/audience.py", title="Live demo", default=True, url_path="")]
+        + [st.Page("pages/image/audience.py", title="Live demo", url_path=path) for path in sorted(paths - {""})],
+        position="hidden",
+    )
     shared.run_page(audience)
     st.stop()
 navigation = st.navigation(PAGES)

@@ -33,6 +33,14 @@ def studio(tmp_path, monkeypatch, trained_run, colour_dataset):
 
 
 def photo(colour: str, size: int = 48) -> bytes:
+    """A photo of a colour class as the training images are (noisy: thousands of colours), the same bytes every call."""
+    buffer = io.BytesIO()
+    colour_image(COLOURS[colour], size, random.Random(colour)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def blank(colour: str = "red", size: int = 48) -> bytes:
+    """A placeholder: one solid colour (a 1x1 PNG with ``size=1``)."""
     buffer = io.BytesIO()
     Image.new("RGB", (size, size), COLOURS[colour]).save(buffer, "PNG")
     return buffer.getvalue()
@@ -118,6 +126,28 @@ def test_the_tally_counts_each_answer_of_the_room(studio):
 # ---- photos --------------------------------------------------------------------------------
 
 
+def test_a_blank_or_placeholder_photo_gets_predicts_warning_and_is_neither_counted_nor_kept(studio):
+    store, run = studio
+    assert (run.path / "input_reference.npz").is_file()  # the run's training images, as Predict compares with
+    room = rooms.open_room(store, run)
+    rooms.update_room(store, room, collecting=True)
+    solid = audience.answer(room.token, "phone", blank("red"), model_of, said="red")
+    assert solid.result == [] and not solid.kept  # no bar chart: a warning instead
+    assert solid.warning == (
+        "This picture looks like a blank or placeholder graphic, not a photo (1 colour, 100% one colour): the "
+        f"model would answer it with a class that means nothing. Take a photo of {' or '.join(run.labels)} and send that."
+    )
+    tiny = audience.answer(room.token, "phone", blank("blue", size=1), model_of, said="blue")  # a 1x1 PNG
+    assert tiny.result == [] and tiny.warning.startswith("This picture is only 1 pixel on its short side")
+    assert audience.keep_said(room.token, blank("red"), "red") == solid.warning  # refused even if sent to be kept
+    seen = rooms.room_state(room).snapshot()
+    assert seen["predictions"] == 0 and seen["tally"] == {}  # not in the room's tally
+    assert inbox.inbox_photos(PRESENTER, run.run_id) == []  # not in the presenter's inbox
+    answered = audience.answer(room.token, "phone", photo("red"), model_of, said="red")  # a photo still is
+    assert answered.result and not answered.warning and answered.kept
+    assert rooms.room_state(room).snapshot()["predictions"] == 1
+
+
 def test_an_audience_photo_is_not_kept_unless_the_presenter_collects(studio):
     store, run = studio
     room = rooms.open_room(store, run)
@@ -161,18 +191,35 @@ def test_the_inbox_goes_into_the_presenters_dataset_and_a_retrain_counts_it(stud
     store, run = studio
     before = sorted(p.name for p in colour_dataset.rglob("*.png"))
     rng = random.Random(7)
-    for _ in range(4):
+    for colour in ("red", "red", "blue", "red"):
         buffer = io.BytesIO()
-        colour_image(COLOURS["red"], 40, rng).save(buffer, "PNG")
-        inbox.keep_photo(PRESENTER, run.run_id, run.labels, "red", buffer.getvalue())
+        colour_image(COLOURS[colour], 40, rng).save(buffer, "PNG")
+        inbox.keep_photo(PRESENTER, run.run_id, run.labels, colour, buffer.getvalue())
     dataset, added = inbox.add_inbox_to_dataset(PRESENTER, run)
-    assert added == 4 and inbox.audience_count(dataset) == 4 and inbox.inbox_photos(PRESENTER, run.run_id) == []
+    assert added == {"blue": 1, "red": 3} and list(added) == [label for label in run.labels if label in added]
+    assert inbox.audience_count(dataset) == 4 and inbox.inbox_photos(PRESENTER, run.run_id) == []
+    # What was added, per class, then the dataset's total (36 training images of the run + 4).
+    assert inbox.added_message(added, dataset) == (
+        "+4 audience photos: blue +1, red +3; the dataset now has 40 images (blue 13, green 12, red 15)."
+    )
     assert dataset.resolve().is_relative_to((store.root.parent / "workspace" / "sessions" / PRESENTER).resolve())
     assert sorted(p.name for p in colour_dataset.rglob("*.png")) == before  # the original folder is untouched
     config = inbox.retrain_config(run, dataset, PRESENTER)
     result = train_run(config, store.create(config, name="room"))
     original = run.metrics["num_train"] + run.metrics["num_val"]
     assert result.metrics["num_train"] + result.metrics["num_val"] == original + 4
+
+
+def test_a_discarded_inbox_photo_never_reaches_the_dataset(studio):
+    store, run = studio
+    inbox.keep_photo(PRESENTER, run.run_id, run.labels, "red", photo("red"))
+    wrong = inbox.keep_photo(PRESENTER, run.run_id, run.labels, "green", photo("blue"))  # a blue photo said green
+    assert inbox.review_caption(2).startswith("The inbox: 2 photos (all shown)")
+    assert inbox.review_caption(13).startswith("The inbox: 13 photos (the newest 12 shown)")
+    assert inbox.discard_inbox(PRESENTER, run.run_id, wrong) == 1  # the Present page's Discard button
+    assert [label for label, _ in inbox.inbox_photos(PRESENTER, run.run_id)] == ["red"]
+    dataset, added = inbox.add_inbox_to_dataset(PRESENTER, run)
+    assert added == {"red": 1} and [path.parent.name for path in dataset.glob("*/audience-*")] == ["red"]
 
 
 # ---- the screen ----------------------------------------------------------------------------
@@ -187,6 +234,15 @@ def test_the_audience_link_carries_only_the_token_and_its_qr_code_encodes_it():
     assert qr.size[0] == qr.size[1] >= 200 and {min(qr.getdata()), max(qr.getdata())} == {0x11, 0xFF}
     with pytest.raises(ValueError, match="Expected an http"):
         screen.audience_url("javascript:alert(1)", "T" * 40)
+
+
+def test_the_router_serves_the_audience_page_under_the_page_address_a_phone_opened():
+    assert screen.requested_page("http://10.0.0.5:8501/model") == "model"
+    assert screen.requested_page("http://10.0.0.5:8501/studio/runs/") == "runs"  # behind a base path
+    assert screen.requested_page("http://10.0.0.5:8501/nowhere") == "nowhere"  # a page that does not exist
+    for root in ("http://10.0.0.5:8501/", "http://10.0.0.5:8501", None, ""):
+        assert screen.requested_page(root) == ""
+    assert screen.requested_page("http://10.0.0.5:8501/a%3Cb%3E") == ""  # no page can be named so
 
 
 def test_bars_escape_class_names():

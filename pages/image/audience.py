@@ -8,7 +8,7 @@ import streamlit as st
 from tlcore import sessions
 from tlcore.errors import StudioError
 from tlcore.present import audience, rooms, screen
-from ui.cache import run_model
+from ui.cache import input_reference, run_model
 from ui.shared import escape_markdown
 
 # No header (its menu), no sidebar, no toolbar: a phone sees the question and the answer.
@@ -55,13 +55,16 @@ def model_of(run):
 digest = hashlib.sha256(data).hexdigest()
 if st.session_state.get("asked") != digest:  # a rerun must not ask, count and keep the same photo again
     try:
-        st.session_state.reply = audience.answer(token, phone, data, model_of)
+        st.session_state.reply = audience.answer(token, phone, data, model_of, reference_of=input_reference)
     except StudioError as error:
         st.session_state.pop("reply", None)
         st.warning(escape_markdown(error))
         st.stop()
     st.session_state.asked, st.session_state.kept = digest, None
 reply = st.session_state.reply
+if reply.warning:  # a blank or placeholder picture: no answer, not counted, not offered for the inbox
+    st.warning(escape_markdown(reply.warning), icon=":material/warning:")
+    st.stop()
 st.html(screen.bars_html(reply.result, font_px=30))
 if not room.collecting:
     st.caption("Your photo is used for the answer only: it is not kept.")
@@ -77,7 +80,7 @@ said = st.radio(
     disabled=kept is not None,
 )
 if said is not None and kept is None:
-    note = audience.keep_said(token, data, said)
+    note = audience.keep_said(token, data, said, input_reference)
     if note:
         st.caption(escape_markdown(f"Your photo was not kept: {note}"))
     else:

@@ -7,6 +7,7 @@ import streamlit as st
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.present import inbox, rooms, screen
+from tlcore.words import plural
 from ui import shared
 
 # A projector shows the run, not the studio: no sidebar, no header; larger text.
@@ -72,7 +73,7 @@ if data is not None:
 
 @st.fragment(run_every=2)
 def the_room(room) -> None:
-    """The room, redrawn every 2 s: phones, answers, the tally, and what it sent when collecting."""
+    """The room, redrawn every 2 s: phones, answers, the tally, and the inbox to review when collecting."""
     room = rooms.find_room(room.token)
     if room is None:
         return
@@ -82,17 +83,26 @@ def the_room(room) -> None:
     )
     st.markdown(f"**The room** · phones {seen['phones']} · answers {seen['predictions']}{timing}")
     st.html(screen.bars_html(screen.tally_rows(seen["tally"], run.labels), font_px=28))
-    photos = inbox.inbox_photos(owner, run.run_id) if room.collecting or st.session_state.get("room_job") else []
-    if photos:
-        columns = st.columns(6)
-        for column, (label, path) in zip(columns, photos[:6]):
-            column.image(thumbnail(str(path), 200), caption=label)
+    photos = inbox.inbox_photos(owner, run.run_id)
+    if photos:  # the review: a photo whose class is wrong is discarded before it reaches the dataset
+        st.caption(inbox.review_caption(len(photos)))
+        for start in range(0, min(len(photos), inbox.REVIEW_SHOWN), 6):
+            for column, (label, path) in zip(st.columns(6), photos[start : start + 6]):
+                column.image(thumbnail(str(path), 200), caption=label)
+                column.button(
+                    "Discard",
+                    key=f"discard-{label}-{path.stem}",
+                    on_click=inbox.discard_inbox,
+                    args=(owner, run.run_id, path),
+                )
     room_teaches(room, photos)
 
 
 def room_teaches(room, photos) -> None:
     """Adds the inbox to the presenter's dataset and retrains the head; then offers the new run."""
     job = shared.registry().get(st.session_state.get("room_job"))
+    if job is not None and st.session_state.get("room_added"):
+        st.success(shared.escape_markdown(st.session_state.room_added))  # what was added, per class
     if job is not None and job.active:
         st.caption(f"Retraining with the room's photos… {job.title}")
     elif job is not None and job.status == "failed":
@@ -105,11 +115,12 @@ def room_teaches(room, photos) -> None:
             st.session_state.present_next = new.run_id
             st.session_state.pop("room_job")
             st.rerun(scope="app")
-    elif photos and st.button(f"Add {len(photos)} photos to the dataset and retrain", type="primary"):
+    elif photos and st.button(f"Add {plural(len(photos), 'photo')} to the dataset and retrain", type="primary"):
         from tlcore.training.launch import start_training
 
         try:
             dataset, added = inbox.add_inbox_to_dataset(owner, run)
+            st.session_state.room_added = inbox.added_message(added, dataset)
             config = inbox.retrain_config(run, dataset, owner)
             st.session_state.room_job = start_training(shared.registry(), owner, config, store, name="room").job_id
         except StudioError as error:

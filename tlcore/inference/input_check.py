@@ -185,7 +185,7 @@ def input_warnings(model, reference: InputReference | None, images: list) -> lis
     Raises:
         StudioError: an image cannot be decoded.
     """
-    reasons = [_pixel_reason(image, reference) for image in images]
+    reasons = [pixel_reason(image, reference) for image in images]
     if reference is None:
         return reasons
     distances = nearest_distances(reference, embed(model, images))
@@ -216,7 +216,14 @@ def nearest_distances(reference: InputReference, features: np.ndarray) -> np.nda
     return 1.0 - (_normalise(features) @ reference.features.T).max(axis=1)
 
 
-def _pixel_reason(image, reference: InputReference | None) -> str | None:
+def pixel_reason(image, reference: InputReference | None) -> str | None:
+    """Why an image is no photo of what the run was trained on, from its pixels alone (no model):
+    smaller than every training image, or a blank/placeholder (or, for a run trained on photos, a
+    drawing). ``None`` when its pixels look like a photo. The check Predict and the audience page share.
+
+    Raises:
+        StudioError: an image that cannot be decoded.
+    """
     opened = open_image(image) if not hasattr(image, "size") else image
     side = min(opened.size)
     if reference is not None and side < reference.min_side:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
@@ -25,6 +26,7 @@ from tlcore.data.common import DEFAULT_LIMITS, IMAGE_SUFFIXES, Limits
 from tlcore.data.images import decode_image
 from tlcore.errors import StudioError
 from tlcore.paths import owner_dir
+from tlcore.words import plural
 
 MAX_SIDE = 1024
 MAX_INBOX = 300
@@ -93,6 +95,18 @@ def discard_inbox(owner: str, run_id: str, photo: Path | None = None) -> int:
     return len(photos)
 
 
+REVIEW_SHOWN = 12  # the inbox photos the Present page shows for review, newest first
+
+
+def review_caption(count: int, shown: int = REVIEW_SHOWN) -> str:
+    """The line above the presenter's inbox review."""
+    which = f"the newest {shown} shown" if count > shown else "all shown"
+    return (
+        f"The inbox: {plural(count, 'photo')} ({which}), each with the class its sender chose. "
+        "Discard a photo whose class is wrong: a discarded photo never reaches the dataset."
+    )
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
@@ -138,11 +152,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def add_inbox_to_dataset(owner: str, run) -> tuple[Path, int]:
+def add_inbox_to_dataset(owner: str, run) -> tuple[Path, dict[str, int]]:
     """Moves the inbox's photos into the presenter's dataset (see :func:`room_dataset`).
 
     Returns:
-        ``(dataset folder, photos added)``.
+        ``(dataset folder, photos added per class)``, classes in the run's order.
 
     Raises:
         StudioError: the inbox is empty, or the run cannot be retrained.
@@ -151,11 +165,32 @@ def add_inbox_to_dataset(owner: str, run) -> tuple[Path, int]:
     if not photos:
         raise StudioError("The inbox is empty: turn on 'Collect audience photos' and let the room send some.")
     dataset = room_dataset(owner, run)
+    added = Counter()
     for label, path in photos:
         target = dataset / label / f"{AUDIENCE_PREFIX}{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(path, target)
-    return dataset, len(photos)
+        added[label] += 1
+    order = {label: index for index, label in enumerate(run.labels)}
+    return dataset, dict(sorted(added.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+def added_message(added: dict[str, int], dataset: Path) -> str:
+    """What "Add … and retrain" did, for the presenter: the photos added per class and the dataset after.
+
+    e.g. ``"+5 audience photos: ants +3, bees +2; the dataset now has 250 images (ants 126, bees 124)."``
+    """
+    per_class = ", ".join(f"{label} +{count}" for label, count in added.items())
+    counts = {
+        folder.name: sum(1 for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+        for folder in sorted(Path(dataset).iterdir())
+        if folder.is_dir() and not folder.name.startswith(".")
+    }
+    totals = ", ".join(f"{label} {count}" for label, count in counts.items())
+    return (
+        f"+{plural(sum(added.values()), 'audience photo')}: {per_class}; "
+        f"the dataset now has {plural(sum(counts.values()), 'image')} ({totals})."
+    )
 
 
 def audience_count(dataset: Path) -> int:

@@ -4,6 +4,7 @@ the top classes as large bars (HTML, so nothing on a phone offers a download or 
 from __future__ import annotations
 
 import html
+import re
 from urllib.parse import urlencode, urlsplit
 
 PRESENT_PARAMETER = "present"
@@ -87,3 +88,14 @@ def public_base(page_url: str | None) -> str:
 def is_loopback(url: str) -> bool:
     """True when ``url`` names this machine only: a phone cannot open it."""
     return (urlsplit(url).hostname or "") in LOOPBACK_HOSTS
+
+
+def requested_page(url: str | None) -> str:
+    """The page part of the address a browser opened: ``http://host:8501/model`` → ``"model"``.
+
+    The audience page answers at every page address (a phone given ``…/model?present=…`` must not
+    get Streamlit's "Page not found"): the router serves it under this name too. ``""`` for the root,
+    for no address, and for a segment that is not plain URL characters (no page can be named so).
+    """
+    segment = urlsplit(url or "").path.strip("/").rsplit("/", 1)[-1]
+    return segment if re.fullmatch(r"[A-Za-z0-9_.~-]{1,100}", segment) else ""
