@@ -236,6 +236,16 @@ def test_the_audience_link_carries_only_the_token_and_its_qr_code_encodes_it():
         screen.audience_url("javascript:alert(1)", "T" * 40)
 
 
+def test_the_present_page_does_not_encode_its_qr_code_again_on_every_run(monkeypatch):
+    """The Present page reruns on every photo; the link's QR code is encoded once (a third of a run)."""
+    import segno
+
+    url = screen.audience_url("http://10.0.0.6:8501", "Q" * 40)
+    first = screen.qr_png(url)
+    monkeypatch.setattr(segno, "make", lambda *a, **k: pytest.fail("the QR code was encoded again"))
+    assert screen.qr_png(url) == first
+
+
 def test_the_router_serves_the_audience_page_under_the_page_address_a_phone_opened():
     assert screen.requested_page("http://10.0.0.5:8501/model") == "model"
     assert screen.requested_page("http://10.0.0.5:8501/studio/runs/") == "runs"  # behind a base path

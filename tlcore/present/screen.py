@@ -7,7 +7,13 @@ import html
 import re
 from urllib.parse import urlencode, urlsplit
 
+from tlcore.caches import BoundedCache
+
 PRESENT_PARAMETER = "present"
+
+
+# QR codes of the audience links in use (a few hundred bytes each).
+_QR_CODES = BoundedCache("audience-link QR codes", max_items=32)
 
 
 def audience_url(base: str, token: str) -> str:
@@ -31,7 +37,12 @@ def qr_png(url: str, scale: int = 8) -> bytes:
     """The QR code of ``url`` as PNG bytes (segno: pure Python), dark on white, with its quiet zone.
 
     A PNG, not inline SVG: ``st.html`` sanitises markup and dropped the SVG (an empty box in the room).
+    Kept per link: encoding took 35 of the Present page's 85 ms per run (cProfile, bench/audience.py).
     """
+    return _QR_CODES.get_or_create((url, scale), lambda: _encode_qr(url, scale))
+
+
+def _encode_qr(url: str, scale: int) -> bytes:
     import io
 
     import segno
