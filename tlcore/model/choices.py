@@ -14,6 +14,7 @@ from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import MODEL_FILE_DEFAULT_SIZE, BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
 from tlcore.model.preprocessing import PREPROCESSING
+from tlcore.words import about_seconds
 
 # Sizes of the optional hidden dense layer in the head (0 = no hidden layer).
 HIDDEN_UNITS_CHOICES = (0, 64, 128, 256, 512)
@@ -317,10 +318,11 @@ def _time_text(plan: PhasePlan, timing: dict | None, head_seconds: float | None 
         return ""
     if plan.number == 1:
         return (
-            f"≈ {head_seconds:.1f} s (your last run like this)" if head_seconds is not None else "after the first run"
+            f"{about_seconds(head_seconds)} (your last run like this)" if head_seconds is not None else "after the first run"
         )
     if timing is None:
         return ""
     if timing["uses_cut"]:
-        return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"
-    return f"≈ {timing['full']:.1f} s (full path: {timing['reason']})"
+        cached, full = about_seconds(timing["cached"]), about_seconds(timing["full"], digits=0)
+        return f"{cached} (cached below {timing['cut']}; full path {full})"
+    return f"{about_seconds(timing['full'])} (full path: {timing['reason']})"
