@@ -331,7 +331,8 @@ def test_predict_page_explains_an_unreadable_upload():
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
     message = plain(at.error[0].value)
-    assert "notes.png: not a readable image: its contents are not in a format Pillow reads" in message
+    assert "notes.png: not a readable image: its contents are not JPEG, PNG, WebP, BMP, GIF or TIFF" in message
+    assert "save it as JPEG or PNG and add that file instead" in message and "Pillow" not in message
     assert "BytesIO" not in message and "object at 0x" not in message  # no Python object in a user's message
 
 

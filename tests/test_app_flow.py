@@ -345,7 +345,9 @@ def test_predict_says_when_an_upload_is_not_like_the_training_photos(photo_run, 
     assert warnings[2].startswith("orange-photo.jpg is unlike every training image")
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert [t.startswith("no confident answer") for t in titles] == [True, False, True, True]
-    assert "notes.jpg: not a readable image: its contents are not in a format Pillow reads" in plain(at.error[0].value)
+    error = plain(at.error[0].value)
+    assert "notes.jpg: not a readable image: its contents are not JPEG, PNG, WebP, BMP, GIF or TIFF" in error
+    assert "save it as JPEG or PNG" in error and "Pillow" not in error  # which formats, what to do; no library name
 
 
 def test_a_downloaded_weights_file_can_be_used_instead_of_the_download(tmp_path):

@@ -3,6 +3,7 @@ from pathlib import Path
 import streamlit as st
 
 from tlcore import charts
+from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.images import thumbnail
 from tlcore.data.sources import DOWNLOADABLE, save_class_images, save_upload
@@ -62,9 +63,7 @@ elif source_kind == SOURCES[3]:
     st.caption("Add photos to a class by upload or with your camera; each class needs a few.")
     classes = sorted(p.name for p in built_root.iterdir() if p.is_dir()) if built_root.is_dir() else []
     target = st.selectbox("Add photos to", classes + ([new_class] if new_class and new_class not in classes else []))
-    uploads = st.file_uploader(
-        "Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True, key="class_photos"
-    )
+    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="class_photos")
     with st.expander("Or take a photo with your camera"):
         shot = st.camera_input("Camera", key="class_camera", label_visibility="collapsed")
     if st.button("Add to class", disabled=not target):

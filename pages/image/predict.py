@@ -1,6 +1,7 @@
 import streamlit as st
 
 from tlcore import charts
+from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
@@ -11,7 +12,7 @@ runs = shared.finished_runs()
 IMAGENET = "ImageNet classes (no training needed)"
 mode = st.radio("Predict with", ["A trained run", IMAGENET], horizontal=True, index=0 if runs else 1)
 
-uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True)
+uploads = st.file_uploader("Images", type=UPLOAD_TYPES, accept_multiple_files=True)
 with st.expander("Or take a photo with your camera"):
     photo = st.camera_input("Camera", label_visibility="collapsed")
 images = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera", photo.getvalue())] if photo else [])
