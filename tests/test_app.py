@@ -277,10 +277,21 @@ def test_model_page_quick_actions_change_the_parameter_totals():
 def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
     import socket
 
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise socket.gaierror(-3, "offline")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     at = app("pages/image/model.py")
-    assert "Could not download ImageNet weights" in plain(at.error[0].value)
+    assert "No internet on the server: the ImageNet weights for MobileNetV2" in plain(at.error[0].value)
+    tried = len(calls)
+    at.run()  # the next visit: the failure is remembered, no second wait for the network
+    assert len(calls) == tried and "No internet on the server" in plain(at.error[0].value)
+    next(b for b in at.button if b.label == "Try the download again").click().run()  # the visitor asks
+    assert len(calls) > tried and "No internet on the server" in plain(at.error[0].value)
     # The weights' address is a working link, shown as written: no Markdown escapes inside it.
     links = re.findall(r"<(https?://[^>]*)>", at.error[0].value)
     assert links and links[0].endswith("_no_top.h5") and "\\" not in links[0], at.error[0].value

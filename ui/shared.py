@@ -35,6 +35,7 @@ from ui.cache import (
 )
 from ui.identity import facts, identify, persist_setup, setup_in_use, setups
 from ui.keras_state import keep_keras_state
+from ui.offline import retry_button
 
 __all__ = [
     "backbone",
@@ -222,6 +223,7 @@ def _escape(text: str) -> str:
 
 def show_error(error: Exception, hint: str = "") -> None:
     st.error(escape_markdown(error) + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
+    retry_button(error, hint or "error")  # a failed download: tried again when the visitor asks
 
 
 def run_page(navigation) -> None:

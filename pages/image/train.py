@@ -18,6 +18,7 @@ from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
 from tlcore.model.choices import describe_backbone, describe_freeze_plan, head_epoch_seconds, phase_rows
 from ui import shared
 from ui.job_panel import job_panel
+from ui.offline import retry_button
 
 AUGMENT_LABELS = {"off": "off", "flip": "flip only", "full": "full (flip, rotation, zoom, contrast)"}
 st.title("Train")
@@ -36,6 +37,7 @@ try:
     blocks = block_names(backbone)
 except StudioError as error:
     st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
+    retry_button(error, "train")
 
 with st.container(border=True):  # no form: every change is kept at once (and survives a refresh)
     what = "train the new head" if model.freeze.mode == "all" else "train"
