@@ -161,6 +161,6 @@ def _adopt(setup: sessions.Setup) -> None:
 
 
 def _shared():
-    from ui import shared  # shared re-exports this module's functions
+    from ui import shared  # shared imports this module: its config and errors are read when called
 
     return shared

@@ -11,6 +11,8 @@ from tlcore.data.summary import class_count, class_mismatch, samples, skipped_ta
 from tlcore.errors import StudioError
 from tlcore.insight.overlay import apply_stored_overlay
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
+from ui import cache
+from ui import identity
 from ui import shared
 from ui.identity import local_server
 
@@ -100,8 +102,8 @@ if not candidate:
     st.stop()
 
 try:
-    scan = shared.scan(candidate, skip_placeholders, shared.folder_stamp(candidate))
-    val_scan = shared.scan(val_dir, skip_placeholders, shared.folder_stamp(val_dir)) if val_dir else None
+    scan = cache.scan(candidate, skip_placeholders, cache.folder_stamp(candidate))
+    val_scan = cache.scan(val_dir, skip_placeholders, cache.folder_stamp(val_dir)) if val_dir else None
 except StudioError as error:
     shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
     st.stop()
@@ -112,9 +114,9 @@ owner = data.owner
 scan, val_scan = apply_stored_overlay(scan, owner), apply_stored_overlay(val_scan, owner) if val_scan else None
 summary = summarize(found, [scan] + ([val_scan] if val_scan else []))
 if summary.trainable:
-    shared.facts().update(data_summary=summary.describe(), num_classes=summary.classes)
+    identity.facts().update(data_summary=summary.describe(), num_classes=summary.classes)
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
-    st.success(f"Current dataset: {shared.facts()['data_summary']}.", icon=":material/check_circle:")
+    st.success(f"Current dataset: {identity.facts()['data_summary']}.", icon=":material/check_circle:")
 else:
     st.warning("A classifier needs at least 2 classes with images. Add another class.", icon=":material/back_hand:")
 

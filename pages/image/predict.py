@@ -5,10 +5,11 @@ from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
+from ui import cache
 from ui import shared
 
 st.title("Predict")
-runs = shared.finished_runs()
+runs = cache.finished_runs()
 IMAGENET = "ImageNet classes (no training needed)"
 mode = st.radio("Predict with", ["A trained run", IMAGENET], horizontal=True, index=0 if runs else 1)
 
@@ -40,7 +41,7 @@ if mode == IMAGENET:
         right.plotly_chart(charts.top_k_figure(result), width="stretch", key=f"imagenet_{index}")
     st.stop()
 
-run = shared.pick_run("Trained run")
+run = cache.pick_run("Trained run")
 if run is None:
     st.info("No trained run yet. Train one, or switch to ImageNet classes.")
     st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
@@ -63,8 +64,8 @@ if not images:
 from tlcore.inference.input_check import input_warnings, warning_sentence  # noqa: E402
 from tlcore.inference.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
-model = shared.load_run_model(run)
-reference = shared.input_reference(run)
+model = cache.load_run_model(run)
+reference = cache.input_reference(run)
 if reference is None:
     st.caption("This run was trained before inputs were compared with its training images: only drawings are flagged.")
 for index, (name, data) in enumerate(images):

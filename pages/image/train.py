@@ -16,6 +16,7 @@ from tlcore.data.summary import split_sizes
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
 from tlcore.model.choices import describe_backbone, describe_freeze_plan, head_epoch_seconds, phase_rows
+from ui import cache
 from ui import shared
 from ui.job_panel import job_panel
 from ui.offline import retry_button
@@ -33,7 +34,7 @@ blocks, backbone = [], None
 try:
     from tlcore.model.backbones import block_names
 
-    backbone = shared.backbone(model)
+    backbone = cache.backbone(model)
     blocks = block_names(backbone)
 except StudioError as error:
     st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
@@ -93,7 +94,7 @@ if start:  # before the table and the tools below: the click reruns the page at 
     from tlcore.training.launch import start_training
 
     try:
-        started = start_training(shared.registry(), shared.session_id(), shared.run_config(), shared.store())
+        started = start_training(shared.registry(), shared.session_id(), shared.run_config(), cache.store())
         shared.remember_job(started)
         # A retrain on cached features ends in well under a second: its result then shows in
         # this click's rerun instead of at the live panel's next poll (one second later).
@@ -109,7 +110,7 @@ def _image_counts() -> tuple[int, int]:
     """Training and validation images the run will use (as scanned; the split as configured)."""
 
     def counts(source: str) -> int:
-        return sum(shared.scan(source, data.skip_placeholders, shared.folder_stamp(source)).counts.values())
+        return sum(cache.scan(source, data.skip_placeholders, cache.folder_stamp(source)).counts.values())
 
     return split_sizes(counts(data.data_dir), counts(data.val_dir) if data.val_dir else None, data.val_split)
 
@@ -125,10 +126,10 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
     timing = None
     if train.fine_tune_epochs:
         try:
-            timing = shared.fine_tune_epoch_seconds(model, train, *_image_counts())
+            timing = cache.fine_tune_epoch_seconds(model, train, *_image_counts())
         except (StudioError, ValueError) as error:
             st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
-    head_seconds = head_epoch_seconds(shared.finished_runs(shared=False), shared.run_config())
+    head_seconds = head_epoch_seconds(cache.finished_runs(shared=False), shared.run_config())
     st.table(pd.DataFrame(phase_rows(phases, train, timing, head_seconds)).set_index("phase"))
     if timing is not None and train.augment == "full" and timing["cached"] is not None:
         st.caption(

@@ -12,6 +12,7 @@ from tlcore.text.finetuning import (
 )
 from tlcore.text.models import PRESET_FOLDER_HOWTO, PRESETS, QUANTIZATIONS, SPEED_LABELS
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
+from ui import cache
 from ui import shared
 from ui.identity import downloads_allowed
 from ui.job_panel import job_panel, start_task, task_outcome
@@ -44,7 +45,7 @@ def checked_source() -> str:
     """The model source, fenced: downloads only where allowed, folders only where this visitor may read."""
     from tlcore.text.models import check_model_source
 
-    return check_model_source(model_source, shared.store(), shared.session_id(), downloads)
+    return check_model_source(model_source, cache.store(), shared.session_id(), downloads)
 
 
 quantization = st.radio(

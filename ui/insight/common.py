@@ -16,6 +16,7 @@ from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
+from ui import cache
 from ui import shared
 from ui.job_panel import start_task, task_outcome
 
@@ -46,8 +47,8 @@ def _prepared(config: RunConfig):
 
     try:
         folders = roots(config)
-        stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
-        return stamps, shared.backbone(config.model)
+        stamps = (tuple(cache.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
+        return stamps, cache.backbone(config.model)
     except StudioError as error:
         shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
     except ValueError as error:
@@ -74,7 +75,7 @@ def roots(config: RunConfig) -> list[str | None]:
     """The dataset folders (training, validation or ``None``) that label decisions are kept for:
     a .zip or the demo set resolved to the folder its images are read from."""
     sources = (config.data.data_dir, config.data.val_dir)
-    return [_folder(source, shared.folder_stamp(source)) if source else None for source in sources]
+    return [_folder(source, cache.folder_stamp(source)) if source else None for source in sources]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
