@@ -167,6 +167,12 @@ def describe_freeze_plan(plan: FreezePlan) -> str:
     return f"{_layer_list(plan.value)} train, with the new head"
 
 
+def phase_one_title(plan: FreezePlan) -> str:
+    """The Train page's heading of phase 1 (``"**Phase 1 · train the new head** (all backbone layers frozen…)"``)."""
+    what = "train the new head" if plan.mode == "all" else "train"
+    return f"**Phase 1 · {what}** ({describe_freeze_plan(plan)}; set on the Model page)"
+
+
 def freeze_plan_label(plan: FreezePlan) -> str:
     """A few words for what trains: ``"head"``, ``"from block_16"``, ``"everything"``."""
     if plan.mode == "all" or (plan.mode == "top" and not plan.value):
@@ -278,6 +284,37 @@ def _rate_text(plan: PhasePlan, train_config: TrainConfig) -> str:
     if train_config.fine_tune_rate_decay < 1:
         text += f"; each lower block ×{train_config.fine_tune_rate_decay:g}"
     return text
+
+
+# The Train page's names and help for its settings.
+AUGMENT_LABELS = {"off": "off", "flip": "flip only", "full": "full (flip, rotation, zoom, contrast)"}
+TRAIN_HELP = {
+    "augment": "Flip only: a random horizontal flip (fine-tuning stays on cached activations). Full: flip, "
+    "rotation, zoom and contrast (slower: every image through the whole backbone every epoch).",
+    "schedule": "How the fine-tune rate moves: held, cosine down to 0, or a warm-up then cosine (one-cycle).",
+    "decay": "Discriminative rates: each unfrozen block trains at this times the rate of the block above it.",
+}
+
+
+def rate_decay_label(decay: float) -> str:
+    """A per-block rate factor in words: "same rate" or "×0.5"."""
+    return "same rate" if decay == 1 else f"×{decay:g}"
+
+
+def full_augment_note(timing: dict | None, augment: str) -> str | None:
+    """Why full augmentation makes fine-tuning slower, with this server's two epoch times (``None``: nothing to say).
+
+    Args:
+        timing: a fine-tune epoch's estimate (:func:`epoch_timing`), or ``None``.
+        augment: the augmentation setting (``"full"`` is the one that changes every image).
+    """
+    if timing is None or augment != "full" or timing["cached"] is None:
+        return None
+    return (
+        "Full augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
+        f"pushes the images through the whole backbone: {about_seconds(timing['full'])} an epoch here instead of "
+        f"{about_seconds(timing['cached'])} from activations cached below {timing['cut']} (measured on this server)."
+    )
 
 
 def head_epoch_seconds(runs: list, config) -> float | None:
