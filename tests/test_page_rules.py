@@ -75,3 +75,58 @@ def test_a_short_job_whose_result_no_page_showed_is_found_again_once():
     first.delivered = True
     assert registry.undelivered("me", "analysis_embedding") is None
     assert registry.undelivered("me", "other_slot") is None
+
+
+def test_a_folders_stamp_changes_when_images_are_added_to_a_class(tmp_path):
+    import os
+
+    from tlcore.data.scan import folder_stamp
+
+    bees = tmp_path / "bees"
+    bees.mkdir()
+    os.utime(bees, (1000, 1000))
+    os.utime(tmp_path, (1000, 1000))
+    before = folder_stamp(tmp_path)
+    (bees / "new.jpg").write_bytes(b"x")
+    os.utime(bees, (2000, 2000))  # adding a file touches its class folder
+    assert before == 1000 and folder_stamp(tmp_path) == 2000
+    assert folder_stamp(tmp_path / "missing") == 0.0  # unreadable: no stamp, no error
+
+
+def test_a_visitors_scan_goes_through_the_data_roots_fence(tmp_path, monkeypatch, colour_dataset):
+    import pytest
+
+    from tlcore.data.pipeline import scan_source
+    from tlcore.errors import StudioError
+
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path))
+    assert scan_source(str(colour_dataset), None, True).counts  # no owner (the CLI): as given
+    with pytest.raises(StudioError, match="outside the folders this studio may read"):
+        scan_source(str(colour_dataset), "a" * 32, True)  # a dashboard visitor: only inside the roots
+
+
+def test_a_run_picker_names_read_only_runs_and_starts_at_the_linked_or_last_run(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tlcore.runs.store import Run, RunStore
+
+    runs = [Run(run_id, Path(run_id), "done", None, access=access)
+            for run_id, access in (("r3", "owner"), ("r2", "shared"), ("r1", "published"))]  # fmt: skip
+    assert [run.choice_label for run in runs] == [
+        "r3",
+        "r2 (shared with you, read-only)",
+        "r1 (published, read-only)",
+    ]
+    store = RunStore(tmp_path / "runs")
+    assert store.first_choice(runs, None, "r1") == 2  # the visitor's last run
+    assert store.first_choice(runs, None, "gone") == 0 and store.first_choice(runs, "unknown-token", None) == 0
+    monkeypatch.setattr(store, "open_shared", lambda token: runs[1] if token == "tok" else None)
+    assert store.first_choice(runs, "tok", "r1") == 1  # the page was opened with a share link: its run
+
+
+def test_a_model_files_facts_are_its_cut_candidates_and_its_own_input_size(tmp_path):
+    from tests.test_model_files import small_model
+    from tlcore.model.backbones import model_file_facts
+
+    facts = model_file_facts(small_model(tmp_path))
+    assert facts == {"layers": ["conv"], "image_size": 32}

@@ -24,7 +24,7 @@ from tlcore.paths import workspace_dir
 # pages/image/model.py, present.py and runs.py (edited by other helpers now) still read them through
 # shared; the integrator imports them from ui.cache there and drops them here (TEMPORARY_UI_READS in
 # tests/test_architecture.py).
-from ui.cache import backbone, finished_runs, folder_stamp, load_run_model, model_file_info, pick_run, scan, store  # noqa: F401
+from ui.cache import backbone, finished_runs, load_run_model, model_file_info, pick_run, scan, store  # noqa: F401
 from ui.identity import facts, identify
 from ui.offline import retry_button
 
@@ -40,7 +40,7 @@ def class_count() -> int:
     if "num_classes" not in facts():
         data = config("data")
         try:
-            found = scan(data.data_dir, data.skip_placeholders, folder_stamp(data.data_dir))
+            found = scan(data.data_dir, data.skip_placeholders)
         except StudioError:
             return 2
         facts()["num_classes"] = max(2, sum(1 for count in found.counts.values() if count))

@@ -102,8 +102,8 @@ if not candidate:
     st.stop()
 
 try:
-    scan = cache.scan(candidate, skip_placeholders, cache.folder_stamp(candidate))
-    val_scan = cache.scan(val_dir, skip_placeholders, cache.folder_stamp(val_dir)) if val_dir else None
+    scan = cache.scan(candidate, skip_placeholders)
+    val_scan = cache.scan(val_dir, skip_placeholders) if val_dir else None
 except StudioError as error:
     shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
     st.stop()

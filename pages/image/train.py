@@ -114,7 +114,7 @@ def _image_counts() -> tuple[int, int]:
     """Training and validation images the run will use (as scanned; the split as configured)."""
 
     def counts(source: str) -> int:
-        return sum(cache.scan(source, data.skip_placeholders, cache.folder_stamp(source)).counts.values())
+        return sum(cache.scan(source, data.skip_placeholders).counts.values())
 
     return split_sizes(counts(data.data_dir), counts(data.val_dir) if data.val_dir else None, data.val_split)
 

@@ -324,6 +324,15 @@ def _download_key(name: str, variant) -> str:
     return f"{keras_models_dir()}:{name}:{variant}"
 
 
+def model_file_facts(path: str | Path) -> dict:
+    """What the Model page offers for a visitor's model file: ``{"layers": cut candidates, "image_size": its
+    own input size or None}`` (loaded in a child process first, see :func:`tlcore.model.file_trial.load_model_file`)."""
+    from tlcore.model.file_trial import load_model_file
+
+    full = load_model_file(path)
+    return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
+
+
 def feature_layers(model) -> list[str]:
     """Names of the layers (top level) whose output is a 4-D feature map: cut candidates."""
     import keras

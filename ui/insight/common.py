@@ -15,6 +15,7 @@ import streamlit as st
 from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
 from tlcore.data.images import thumbnail
+from tlcore.data.scan import folder_stamp
 from tlcore.errors import StudioError
 from ui import cache
 from ui import shared
@@ -47,7 +48,7 @@ def _prepared(config: RunConfig):
 
     try:
         folders = roots(config)
-        stamps = (tuple(cache.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
+        stamps = (tuple(folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
         return stamps, cache.backbone(config.model)
     except StudioError as error:
         shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
@@ -75,7 +76,7 @@ def roots(config: RunConfig) -> list[str | None]:
     """The dataset folders (training, validation or ``None``) that label decisions are kept for:
     a .zip or the demo set resolved to the folder its images are read from."""
     sources = (config.data.data_dir, config.data.val_dir)
-    return [_folder(source, cache.folder_stamp(source)) if source else None for source in sources]
+    return [_folder(source, folder_stamp(source)) if source else None for source in sources]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -89,7 +89,7 @@ def _kept_decisions(config: RunConfig, max_rows: int) -> None:
     # Scan what the visitor chose (a folder, or a .zip whose extraction folder is the studio's own
     # and not readable by path), as the Data page and training do.
     for source in filter(None, (config.data.data_dir, config.data.val_dir)):
-        scan = cache.scan(source, config.data.skip_placeholders, cache.folder_stamp(source))
+        scan = cache.scan(source, config.data.skip_placeholders)
         left.append(
             f"{len(apply_stored_overlay(scan, config.data.owner).items)} of {len(scan.items)} in {common.name(scan.root)}"
         )
