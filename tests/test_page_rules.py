@@ -130,3 +130,62 @@ def test_a_model_files_facts_are_its_cut_candidates_and_its_own_input_size(tmp_p
 
     facts = model_file_facts(small_model(tmp_path))
     assert facts == {"layers": ["conv"], "image_size": 32}
+
+
+def test_the_train_pages_settings_are_named_and_explained():
+    from tlcore.config import AUGMENT_CHOICES, FreezePlan
+    from tlcore.model.choices import AUGMENT_LABELS, TRAIN_HELP, phase_one_title, rate_decay_label
+
+    assert set(AUGMENT_LABELS) == set(AUGMENT_CHOICES) and AUGMENT_LABELS["flip"] == "flip only"
+    assert rate_decay_label(1.0) == "same rate" and rate_decay_label(0.5) == "×0.5"
+    assert phase_one_title(FreezePlan("all")).startswith("**Phase 1 · train the new head** (all backbone layers frozen")
+    assert phase_one_title(FreezePlan("none")).startswith("**Phase 1 · train** (every backbone layer trains")
+    assert "**Start training**" in TRAIN_HELP["start"] and "cosine" in TRAIN_HELP["schedule"]
+
+
+def test_full_augmentation_says_both_epoch_times_and_nothing_otherwise():
+    from tlcore.model.choices import full_augment_note
+
+    timing = {"cached": 0.04, "full": 3.2, "cut": "block_13", "uses_cut": False, "reason": "augmentation"}
+    note = full_augment_note(timing, "full")
+    assert "≈ 3.2 s an epoch here instead of ≈ 40 ms from activations cached below block_13" in note
+    assert full_augment_note(timing, "flip") is None and full_augment_note(None, "full") is None
+    assert full_augment_note({**timing, "cached": None}, "full") is None  # nothing cached to compare with
+
+
+def test_a_runs_image_counts_are_its_folders_split_as_configured():
+    from types import SimpleNamespace
+
+    from tlcore.config import DataConfig
+    from tlcore.data.summary import run_image_counts
+
+    counts = {"train": {"a": 30, "b": 10}, "val": {"a": 4, "b": 3}}
+    seen = []
+
+    def scan(source, skip_placeholders):
+        seen.append((source, skip_placeholders))
+        return SimpleNamespace(counts=counts[source])
+
+    assert run_image_counts(DataConfig("train", val_split=0.25), scan) == (30, 10)
+    assert run_image_counts(DataConfig("train", val_dir="val", skip_placeholders=False), scan) == (40, 7)
+    assert seen[-1] == ("val", False)
+
+
+def test_the_train_pages_phase_table_has_a_row_per_phase_with_its_parameters(colour_dataset):
+    import pytest
+
+    from tlcore.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+    from tlcore.errors import StudioError
+    from tlcore.model.backbones import load_backbone
+    from tlcore.model.classifier import phase_table
+
+    model = ModelConfig("SmallCNN", weights="none", image_size=32, freeze=FreezePlan("all"))
+    config = RunConfig(DataConfig(str(colour_dataset)), model, TrainConfig(epochs=3, fine_tune_epochs=2))
+    backbone = load_backbone(model)
+    table = phase_table(backbone, config, 3, None, [])
+    assert list(table.index) == ["1 · head", "2 · fine-tune"]
+    assert table.loc["1 · head", "epochs"] == 3 and table.loc["1 · head", "time per epoch"] == "after the first run"
+    assert int(table.loc["1 · head", "trainable parameters"].replace(",", "")) > 0
+    config.train.unfreeze_from = "no_such_block"
+    with pytest.raises(StudioError):
+        phase_table(backbone, config, 3, None, [])

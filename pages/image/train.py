@@ -1,4 +1,3 @@
-import pandas as pd
 import streamlit as st
 
 from tlcore.config import (
@@ -11,7 +10,7 @@ from tlcore.config import (
     OPTIMIZER_CHOICES,
     nearest_choice,
 )
-from tlcore.data.summary import split_sizes
+from tlcore.data.summary import run_image_counts
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS
 from tlcore.progress import training_figure
@@ -21,9 +20,7 @@ from tlcore.model.choices import (
     describe_backbone,
     describe_freeze_plan,
     full_augment_note,
-    head_epoch_seconds,
     phase_one_title,
-    phase_rows,
     rate_decay_label,
 )
 from ui import cache
@@ -110,31 +107,21 @@ if start:  # before the table and the tools below: the click reruns the page at 
         shared.show_error(error, "Fix the setting above and start again.")
 
 
-def _image_counts() -> tuple[int, int]:
-    """Training and validation images the run will use (as scanned; the split as configured)."""
-
-    def counts(source: str) -> int:
-        return sum(cache.scan(source, data.skip_placeholders).counts.values())
-
-    return split_sizes(counts(data.data_dir), counts(data.val_dir) if data.val_dir else None, data.val_split)
-
-
 if backbone is not None:  # after the widgets, so the table shows this run's choices
-    from tlcore.model.classifier import phase_plan
+    from tlcore.model.classifier import phase_table
 
+    timing = None
     try:
-        phases = phase_plan(backbone, model, train, shared.class_count())
+        if train.fine_tune_epochs:
+            timing = cache.fine_tune_epoch_seconds(model, train, *run_image_counts(data, cache.scan))
+    except (StudioError, ValueError) as error:
+        st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
+    try:
+        runs = cache.finished_runs(shared=False)
+        st.table(phase_table(backbone, shared.run_config(), shared.class_count(), timing, runs))
     except StudioError as error:
         shared.show_error(error, "Pick a block from the list above.")
         st.stop()
-    timing = None
-    if train.fine_tune_epochs:
-        try:
-            timing = cache.fine_tune_epoch_seconds(model, train, *_image_counts())
-        except (StudioError, ValueError) as error:
-            st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
-    head_seconds = head_epoch_seconds(cache.finished_runs(shared=False), shared.run_config())
-    st.table(pd.DataFrame(phase_rows(phases, train, timing, head_seconds)).set_index("phase"))
     if note := full_augment_note(timing, train.augment):
         st.caption(note)
 
@@ -150,9 +137,7 @@ with st.expander("Find settings: learning-rate finder, sweep of head settings, h
     depth_section(data, model, train)
 
 if job is None:
-    st.info(
-        "Set the options and press **Start training**. The chart updates live; you can leave this page and come back."
-    )
+    st.info(TRAIN_HELP["start"])
     st.stop()
 
 

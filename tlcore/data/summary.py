@@ -85,3 +85,13 @@ def split_sizes(images: int, val_images: int | None, val_split: float) -> tuple[
         return images, val_images
     held_out = round(images * val_split)
     return images - held_out, held_out
+
+
+def run_image_counts(data, scan) -> tuple[int, int]:
+    """:func:`split_sizes` of a :class:`~tlcore.config.DataConfig`: its folders' images as ``scan(source,
+    skip_placeholders)`` finds them (a cached scan on a page), split as configured."""
+
+    def count(source: str) -> int:
+        return sum(scan(source, data.skip_placeholders).counts.values())
+
+    return split_sizes(count(data.data_dir), count(data.val_dir) if data.val_dir else None, data.val_split)

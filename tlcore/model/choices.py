@@ -293,6 +293,7 @@ TRAIN_HELP = {
     "rotation, zoom and contrast (slower: every image through the whole backbone every epoch).",
     "schedule": "How the fine-tune rate moves: held, cosine down to 0, or a warm-up then cosine (one-cycle).",
     "decay": "Discriminative rates: each unfrozen block trains at this times the rate of the block above it.",
+    "start": "Set the options and press **Start training**. The chart updates live; you can leave this page and come back.",
 }
 
 
