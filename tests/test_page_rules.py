@@ -189,3 +189,39 @@ def test_the_train_pages_phase_table_has_a_row_per_phase_with_its_parameters(col
     config.train.unfreeze_from = "no_such_block"
     with pytest.raises(StudioError):
         phase_table(backbone, config, 3, None, [])
+
+
+def test_the_data_page_starts_at_the_source_its_setup_uses():
+    from tlcore.data.demo import DEMO_DATASET
+    from tlcore.data.sources import DATA_SOURCES, source_of
+
+    assert source_of(DEMO_DATASET) == DATA_SOURCES[0] == "Demo: shapes (offline)"
+    assert source_of("/data/photos") == "Folder on this server" and len(DATA_SOURCES) == 5
+
+
+def test_the_data_page_says_which_folders_a_visitor_may_read(tmp_path, monkeypatch):
+    from tlcore.paths import readable_roots_note
+
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path))
+    note = readable_roots_note("a" * 32, local=False)
+    assert note.startswith(f"This studio reads folders inside {tmp_path} (TLCORE_DATA_ROOTS), plus your own uploads")
+    assert "allow another folder" not in note and "allow another folder" in readable_roots_note("a" * 32, local=True)
+    monkeypatch.setenv("TLCORE_DATA_ROOTS", "")
+    assert "inside no folder" in readable_roots_note("a" * 32, local=False)
+
+
+def test_the_data_pages_numbers_apply_the_visitors_label_decisions(colour_dataset):
+    from tlcore.data.scan import scan_folder
+    from tlcore.data.summary import summarize_for_training
+    from tlcore.insight.overlay import record
+
+    owner = "b" * 32
+    scan = scan_folder(colour_dataset)
+    summary, (kept, val) = summarize_for_training(scan, None, owner)
+    assert (summary.images, summary.excluded, val) == (len(scan.items), 0, None)
+    item = scan.items[0]
+    record([str(scan.root)], item.path, item.digest, "exclude", owner=owner)
+    summary, (kept, val) = summarize_for_training(scan, scan, owner)  # a validation folder: both counted
+    assert summary.excluded == 2 and len(kept.items) == len(val.items) == len(scan.items) - 1
+    assert item.path not in {other.path for other in kept.items}
+    assert summarize_for_training(scan, None, "c" * 32)[0].excluded == 0  # another visitor's decisions only
