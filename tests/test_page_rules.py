@@ -210,11 +210,12 @@ def test_the_data_page_says_which_folders_a_visitor_may_read(tmp_path, monkeypat
     assert "inside no folder" in readable_roots_note("a" * 32, local=False)
 
 
-def test_the_data_pages_numbers_apply_the_visitors_label_decisions(colour_dataset):
+def test_the_data_pages_numbers_apply_the_visitors_label_decisions(colour_dataset, tmp_path, monkeypatch):
     from tlcore.data.scan import scan_folder
     from tlcore.data.summary import summarize_for_training
     from tlcore.insight.overlay import record
 
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))  # where decisions are kept
     owner = "b" * 32
     scan = scan_folder(colour_dataset)
     summary, (kept, val) = summarize_for_training(scan, None, owner)
