@@ -226,3 +226,37 @@ def test_the_data_pages_numbers_apply_the_visitors_label_decisions(colour_datase
     assert summary.excluded == 2 and len(kept.items) == len(val.items) == len(scan.items) - 1
     assert item.path not in {other.path for other in kept.items}
     assert summarize_for_training(scan, None, "c" * 32)[0].excluded == 0  # another visitor's decisions only
+
+
+def test_a_new_browsers_cookie_is_strict_and_secure_on_https():
+    from tlcore.sessions import COOKIE_NAME, cookie_script
+
+    script = cookie_script("f" * 32)
+    assert f"{COOKIE_NAME}={'f' * 32}; path=/; max-age=31536000; SameSite=Strict" in script
+    assert "location.protocol === 'https:' ? '; Secure'" in script and script.startswith("<script>")
+
+
+def test_two_tabs_merge_only_the_fields_each_changed():
+    from tlcore.config import RunConfig
+    from tlcore.sessions import changed_fields, current_fields, newer_fields
+
+    fields = current_fields(RunConfig(), {"data_summary": "40 images · 2 classes", "num_classes": 2})
+    assert fields["data_summary"] == "40 images · 2 classes" and fields["train.epochs"] == RunConfig().train.epochs
+    assert current_fields(RunConfig(), {})["num_classes"] == 2  # nothing measured yet
+    synced = {"train.epochs": 5, "model.image_size": 160}
+    current = {"train.epochs": 5, "model.image_size": 224}  # this tab changed the size
+    stored = {"train.epochs": 9, "model.image_size": 128}  # another tab saved both since
+    assert newer_fields(stored, synced, current) == {"train.epochs": 9}  # this tab's own change wins
+    assert changed_fields(current, synced) == {"model.image_size": 224}
+    assert changed_fields({"train.seed": 1}, {}) == {"train.seed": 1}  # never seen stored: written
+
+
+def test_a_session_keeps_the_latest_share_links_it_opened():
+    from tlcore.sessions import MAX_SHARED_LINKS, remember_link
+
+    opened = []
+    assert remember_link(opened, None) == () and remember_link(opened, "t1") == ("t1",)
+    assert remember_link(opened, "t1") == ("t1",)  # once
+    for index in range(MAX_SHARED_LINKS + 3):
+        remember_link(opened, f"x{index}")
+    assert len(opened) == MAX_SHARED_LINKS and opened[-1] == f"x{MAX_SHARED_LINKS + 2}" and "t1" not in opened
