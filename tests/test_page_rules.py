@@ -260,3 +260,38 @@ def test_a_session_keeps_the_latest_share_links_it_opened():
     for index in range(MAX_SHARED_LINKS + 3):
         remember_link(opened, f"x{index}")
     assert len(opened) == MAX_SHARED_LINKS and opened[-1] == f"x{MAX_SHARED_LINKS + 2}" and "t1" not in opened
+
+
+def test_analysis_features_are_kept_per_setup_folders_and_label_decisions(colour_dataset, tmp_path, monkeypatch):
+    from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.insight import feature_set
+    from tlcore.insight.overlay import record
+    from tlcore.model.backbones import load_backbone
+
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    config = RunConfig(DataConfig(str(colour_dataset)), ModelConfig("SmallCNN", weights="none", image_size=32))
+    other_rate = RunConfig(config.data, config.model, TrainConfig(learning_rate=0.1))
+    other_seed = RunConfig(config.data, config.model, TrainConfig(seed=7))
+    assert feature_set.features_key(config) == feature_set.features_key(other_rate)  # the rate keeps the features
+    assert feature_set.features_key(config) != feature_set.features_key(other_seed)  # the split changes
+    calls = []
+    real = feature_set.dataset_features
+    monkeypatch.setattr(feature_set, "dataset_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    backbone, folders = load_backbone(config.model), [str(colour_dataset), None]
+    first = feature_set.features_for(config, folders, backbone)
+    assert feature_set.features_for(other_rate, folders, backbone) is first and len(calls) == 1
+    item = first.all_items[0]
+    record([str(colour_dataset)], item.path, item.digest, "exclude")  # a new decision: computed again
+    again = feature_set.features_for(config, folders, backbone)
+    assert len(calls) == 2 and item.path not in {other.path for other in again.all_items}
+
+
+def test_label_decisions_are_kept_for_the_folder_images_are_read_from_and_said_in_words(tmp_path):
+    from tlcore.data.demo import DEMO_DATASET
+    from tlcore.insight.overlay import decision_folder, decision_words
+
+    assert decision_words({"action": "exclude"}) == "excluded"
+    assert decision_words({"action": "relabel", "label": "bees"}) == "relabelled → bees"
+    assert decision_folder(str(tmp_path)) == str(tmp_path)
+    assert decision_folder(DEMO_DATASET) != DEMO_DATASET  # the demo set: its generated folder
+    assert decision_folder(str(tmp_path / "gone.zip")) == str(tmp_path / "gone.zip")  # unresolvable: itself

@@ -142,6 +142,22 @@ def apply_stored_overlay(scan, owner: str | None = None):
     return dataclasses.replace(scan, items=apply_overlay(scan.items, overlay, scan.classes))
 
 
+def decision_folder(source: str) -> str:
+    """The folder label decisions about ``source`` are kept for: a .zip or the demo set resolved to the folder
+    its images are read from; a source that does not resolve (gone, refused) stays itself."""
+    from tlcore.data.sources import resolve_source
+
+    try:
+        return str(resolve_source(source))
+    except StudioError:
+        return source
+
+
+def decision_words(decision: dict) -> str:
+    """A stored decision in words: "excluded" or "relabelled → bees"."""
+    return "excluded" if decision["action"] == "exclude" else f"relabelled → {decision['label']}"
+
+
 def root_of(path: str, roots: list[str]) -> str:
     """The dataset folder among ``roots`` (training, validation) that holds ``path``.
 
