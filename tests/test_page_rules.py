@@ -295,3 +295,22 @@ def test_label_decisions_are_kept_for_the_folder_images_are_read_from_and_said_i
     assert decision_folder(str(tmp_path)) == str(tmp_path)
     assert decision_folder(DEMO_DATASET) != DEMO_DATASET  # the demo set: its generated folder
     assert decision_folder(str(tmp_path / "gone.zip")) == str(tmp_path / "gone.zip")  # unresolvable: itself
+
+
+def test_the_label_and_duplicate_sections_say_their_numbers_in_words(colour_dataset, tmp_path, monkeypatch):
+    from tlcore.data.scan import scan_folder
+    from tlcore.insight.duplicates import HOW_PAIRS_ARE_FOUND, Leakage
+    from tlcore.insight.label_issues import HOW_SUSPECTS_ARE_FOUND, SUSPECTS_ORDER, suspicion_words
+    from tlcore.insight.overlay import images_left, record
+
+    assert suspicion_words(0.95, 1.0) == "suspicion 0.950 (p(given) 5.0%; 100% of splits disagree)"
+    assert "cleanlab" in HOW_SUSPECTS_ARE_FOUND and SUSPECTS_ORDER.startswith("Most doubtful first")
+    assert "**same photo**" in HOW_PAIRS_ARE_FOUND
+    assert Leakage(["v1.jpg"], 0.95, 0.9, 20).accuracy_change == "95.0% → 90.0%"
+    assert Leakage([], 0.95, None, 20).accuracy_change is None and Leakage(["v1"], 1.0, None, 1).accuracy_change is None
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    scan = scan_folder(colour_dataset)
+    total = len(scan.items)
+    assert images_left([scan], "d" * 32) == f"{total} of {total} in {colour_dataset.name}"
+    record([str(scan.root)], scan.items[0].path, scan.items[0].digest, "exclude", owner="d" * 32)
+    assert images_left([scan, scan], "d" * 32) == " · ".join([f"{total - 1} of {total} in {colour_dataset.name}"] * 2)

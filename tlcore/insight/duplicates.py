@@ -230,6 +230,14 @@ def leaked_paths(pairs: pd.DataFrame) -> list[str]:
     return sorted(set(same["b"]))
 
 
+HOW_PAIRS_ARE_FOUND = (
+    "Pairs the backbone finds unusually alike for this dataset (far outside how alike two photos of one class usually "
+    "are), then checked pixel by pixel: the **same photo** (re-encoded, resized or recoloured) or a **similar photo** "
+    "(a different picture that looks alike). A validation image that is the same photo as a training image makes "
+    "validation look better than it is."
+)
+
+
 @dataclass
 class Leakage:
     """Validation images that are also in the training set (the same photo).
@@ -252,6 +260,13 @@ class Leakage:
         if not self.leaked or self.val_accuracy_without_leaks is None:
             return None
         return self.val_accuracy - self.val_accuracy_without_leaks
+
+    @property
+    def accuracy_change(self) -> str | None:
+        """Validation accuracy with the leaked images, then without them ("95.0% → 90.0%"); ``None`` without leaks."""
+        if self.inflation is None:
+            return None
+        return f"{self.val_accuracy:.1%} → {self.val_accuracy_without_leaks:.1%}"
 
     def describe(self) -> str:
         if not self.leaked:

@@ -153,6 +153,13 @@ def decision_folder(source: str) -> str:
         return source
 
 
+def images_left(scans: list, owner: str | None = None) -> str:
+    """What ``owner``'s label decisions leave of each scanned folder: "38 of 40 in bees · 9 of 10 in val"."""
+    return " · ".join(
+        f"{len(apply_stored_overlay(scan, owner).items)} of {len(scan.items)} in {Path(scan.root).name}" for scan in scans
+    )
+
+
 def decision_words(decision: dict) -> str:
     """A stored decision in words: "excluded" or "relabelled → bees"."""
     return "excluded" if decision["action"] == "exclude" else f"relabelled → {decision['label']}"
