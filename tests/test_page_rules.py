@@ -314,3 +314,51 @@ def test_the_label_and_duplicate_sections_say_their_numbers_in_words(colour_data
     assert images_left([scan], "d" * 32) == f"{total} of {total} in {colour_dataset.name}"
     record([str(scan.root)], scan.items[0].path, scan.items[0].digest, "exclude", owner="d" * 32)
     assert images_left([scan, scan], "d" * 32) == " · ".join([f"{total - 1} of {total} in {colour_dataset.name}"] * 2)
+
+
+def test_the_calibration_section_says_its_numbers_and_applies_a_temperature_once(tmp_path):
+    import numpy as np
+
+    from tlcore.insight import calibration
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    confident = np.where(rng.random(400) < 0.7, labels, 1 - labels)  # 70 % right, said with 99 % confidence
+    probabilities = np.eye(2)[confident] * 0.98 + 0.01
+    report = calibration.calibration_report(probabilities, labels)
+    assert list(report.metrics()) == ["Calibration error (ECE)", "With temperature scaling (cross-fitted)", "Temperature"]
+    assert report.metrics()["Temperature"] == f"{report.temperature:.2f}"
+    assert report.temperature_note().startswith(f"A temperature of {report.temperature:.2f} means the model is over-confident")
+    calibration.set_applied(tmp_path, report, True)
+    assert calibration.load_temperature(tmp_path) == report.temperature
+    written = (tmp_path / calibration.CALIBRATION_FILE).stat().st_mtime_ns
+    calibration.set_applied(tmp_path, report, True)  # already applied: nothing written
+    assert (tmp_path / calibration.CALIBRATION_FILE).stat().st_mtime_ns == written
+    calibration.set_applied(tmp_path, report, False)
+    assert calibration.load_temperature(tmp_path) is None
+
+
+def test_evaluate_says_what_leaks_do_to_the_accuracy_and_which_points_were_selected():
+    import numpy as np
+
+    from tlcore.insight.duplicates import accuracy_without, leak_warning
+    from tlcore.insight.figures import selected_paths
+    from tlcore.metrics import run_predictions
+
+    probabilities, labels = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.array([0, 1, 1])
+    numbers = accuracy_without(["a", "b", "c"], labels, probabilities, ["a"])
+    assert leak_warning(numbers, 1) == (
+        "1 validation images are the same photo as a training image. Validation accuracy 66.7% counts them; "
+        "without them it is 50.0%."
+    )
+    everything = accuracy_without(["a"], labels[:1], probabilities[:1], ["a"])
+    assert leak_warning(everything, 1).endswith("undefined (nothing left).")
+    assert selected_paths([{"customdata": ["x.jpg", 1]}, {"x": 1}, {"customdata": ["y.jpg"]}]) == ["x.jpg", "y.jpg"]
+
+    class Run:
+        labels = ["ants", "bees"]
+
+        def val_probabilities(self):
+            return ["a", "b", "c"], labels, probabilities
+
+    assert run_predictions(Run()) == {"a": "ants", "b": "bees", "c": "ants"}

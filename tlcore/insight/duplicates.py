@@ -322,6 +322,20 @@ def accuracy_without(paths: list[str], labels: np.ndarray, probabilities: np.nda
     }
 
 
+NO_LEAKS = "No validation image is the same photo as a training image: the validation accuracy is not inflated by leaks."
+
+
+def leak_warning(numbers: dict, leaked: int) -> str:
+    """Evaluate's warning about ``leaked`` validation images that are training photos (``numbers``:
+    :func:`accuracy_without`): the accuracy with them, and without."""
+    without = numbers["val_accuracy_without_leaks"]
+    return (
+        f"{leaked} validation images are the same photo as a training image. Validation accuracy "
+        f"{numbers['val_accuracy']:.1%} counts them; without them it is "
+        + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
+    )
+
+
 def measured_on(paths: list[str], labels: np.ndarray, probabilities: np.ndarray, leaked: list[str] | None) -> str:
     """What Evaluate's validation accuracy was measured on, in one sentence that is true.
 
