@@ -348,7 +348,7 @@ def test_evaluate_says_what_leaks_do_to_the_accuracy_and_which_points_were_selec
     probabilities, labels = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.array([0, 1, 1])
     numbers = accuracy_without(["a", "b", "c"], labels, probabilities, ["a"])
     assert leak_warning(numbers, 1) == (
-        "1 validation images are the same photo as a training image. Validation accuracy 66.7% counts them; "
+        "1 validation image is the same photo as a training image. Validation accuracy 66.7% counts them; "
         "without them it is 50.0%."
     )
     everything = accuracy_without(["a"], labels[:1], probabilities[:1], ["a"])

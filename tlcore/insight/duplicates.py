@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tlcore.caches import BoundedCache
+from tlcore.words import plural
 
 FENCE_SPREAD = 4.0  # robust standard deviations below the median of log(1 − NN similarity)
 SAME_PHOTO_PIXELS = 0.98  # correlation of 32x32 grey thumbnails from which two files are one photo
@@ -330,7 +331,8 @@ def leak_warning(numbers: dict, leaked: int) -> str:
     :func:`accuracy_without`): the accuracy with them, and without."""
     without = numbers["val_accuracy_without_leaks"]
     return (
-        f"{leaked} validation images are the same photo as a training image. Validation accuracy "
+        f"{plural(leaked, 'validation image')} {'is' if leaked == 1 else 'are'} the same photo as a training image. "
+        f"Validation accuracy "
         f"{numbers['val_accuracy']:.1%} counts them; without them it is "
         + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
     )
