@@ -61,9 +61,9 @@ def _model_file_info(path: str, size: int, mtime_ns: int) -> dict:
 
 
 def model_file_info(path: str) -> dict:
-    """:func:`tlcore.model.backbones.model_file_facts` of a model file, read once per file content, not on every rerun: uploads are content-addressed (see
-    ``tlcore.data.sources.save_upload``), and size and modification time are part of the key.
-    """
+    """:func:`tlcore.model.backbones.model_file_facts` of a model file, read once per file content, not on
+    every rerun: uploads are content-addressed (see ``tlcore.data.sources.save_upload``), and size and
+    modification time are part of the key."""
     stat = Path(path).stat()
     return _model_file_info(str(path), stat.st_size, stat.st_mtime_ns)
 
