@@ -362,3 +362,18 @@ def test_evaluate_says_what_leaks_do_to_the_accuracy_and_which_points_were_selec
             return ["a", "b", "c"], labels, probabilities
 
     assert run_predictions(Run()) == {"a": "ants", "b": "bees", "c": "ants"}
+
+
+def test_a_file_that_is_no_image_names_the_formats_read_and_what_to_do():
+    import pytest
+
+    from tlcore.data.common import IMAGE_SUFFIXES, UPLOAD_TYPES
+    from tlcore.data.images import open_image
+    from tlcore.errors import StudioError
+
+    with pytest.raises(StudioError) as error:
+        open_image(b"<html>not an image</html>")
+    message = str(error.value)
+    assert message.startswith("not a readable image: its contents are not JPEG, PNG, WebP, BMP, GIF or TIFF")
+    assert "save it as JPEG or PNG and add that file instead" in message and "Pillow" not in message
+    assert UPLOAD_TYPES == [suffix[1:] for suffix in IMAGE_SUFFIXES] and "webp" in UPLOAD_TYPES
