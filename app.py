@@ -7,9 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import identity
-from ui import keras_state
-from ui import shared
+from ui import identity, keras_state, shared
 from ui.sidebar import sidebar
 
 st.set_page_config(

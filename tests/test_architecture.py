@@ -610,7 +610,13 @@ def test_no_ui_module_has_a_module_getattr_or_an_export_list_of_imported_names()
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
                 offenders.append(f"{module}: module-level __getattr__ (a forwarding shim)")
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign)
+                else []
+            )
             if any(getattr(target, "id", None) == "__all__" for target in targets):
                 listed = {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
                 offenders += [f"{module}: __all__ lists {name}, which it imports" for name in sorted(listed - defined)]

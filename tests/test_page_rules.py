@@ -134,10 +134,11 @@ def test_a_model_files_facts_are_its_cut_candidates_and_its_own_input_size(tmp_p
 
 def test_the_train_pages_settings_are_named_and_explained():
     from tlcore.config import AUGMENT_CHOICES, FreezePlan
-    from tlcore.model.choices import AUGMENT_LABELS, TRAIN_HELP, phase_one_title, rate_decay_label
+    from tlcore.model.choices import AUGMENT_LABELS, TRAIN_HELP, phase_one_title, rate_decay_label, schedule_index
 
     assert set(AUGMENT_LABELS) == set(AUGMENT_CHOICES) and AUGMENT_LABELS["flip"] == "flip only"
     assert rate_decay_label(1.0) == "same rate" and rate_decay_label(0.5) == "×0.5"
+    assert schedule_index("cosine") == 1 and schedule_index("step") == 0  # an unknown schedule: "constant"
     assert phase_one_title(FreezePlan("all")).startswith("**Phase 1 · train the new head** (all backbone layers frozen")
     assert phase_one_title(FreezePlan("none")).startswith("**Phase 1 · train** (every backbone layer trains")
     assert "**Start training**" in TRAIN_HELP["start"] and "cosine" in TRAIN_HELP["schedule"]
@@ -326,9 +327,15 @@ def test_the_calibration_section_says_its_numbers_and_applies_a_temperature_once
     confident = np.where(rng.random(400) < 0.7, labels, 1 - labels)  # 70 % right, said with 99 % confidence
     probabilities = np.eye(2)[confident] * 0.98 + 0.01
     report = calibration.calibration_report(probabilities, labels)
-    assert list(report.metrics()) == ["Calibration error (ECE)", "With temperature scaling (cross-fitted)", "Temperature"]
+    assert list(report.metrics()) == [
+        "Calibration error (ECE)",
+        "With temperature scaling (cross-fitted)",
+        "Temperature",
+    ]
     assert report.metrics()["Temperature"] == f"{report.temperature:.2f}"
-    assert report.temperature_note().startswith(f"A temperature of {report.temperature:.2f} means the model is over-confident")
+    assert report.temperature_note().startswith(
+        f"A temperature of {report.temperature:.2f} means the model is over-confident"
+    )
     calibration.set_applied(tmp_path, report, True)
     assert calibration.load_temperature(tmp_path) == report.temperature
     written = (tmp_path / calibration.CALIBRATION_FILE).stat().st_mtime_ns

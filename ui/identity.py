@@ -8,6 +8,7 @@ from tlcore import paths, sessions
 from tlcore.errors import StudioError
 from tlcore.paths import workspace_dir
 
+
 def setups() -> sessions.SetupStore:
     return sessions.SetupStore(workspace_dir() / "sessions")
 

@@ -11,8 +11,7 @@ from tlcore.data.summary import class_count, class_mismatch, samples, skipped_ta
 from tlcore.errors import StudioError
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots_note
 from tlcore.words import plural
-from ui import cache
-from ui import shared
+from ui import cache, shared
 from ui.identity import facts, local_server
 
 st.title("Data")

@@ -7,8 +7,7 @@ from tlcore import metrics as evaluation
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.insight import duplicates
-from ui import cache
-from ui import shared
+from ui import cache, shared
 
 st.title("Evaluate")
 run = cache.pick_run()

@@ -5,8 +5,7 @@ from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
-from ui import cache
-from ui import shared
+from ui import cache, shared
 
 st.title("Predict")
 runs = cache.finished_runs()

@@ -13,7 +13,6 @@ from tlcore.config import (
 from tlcore.data.summary import run_image_counts
 from tlcore.errors import StudioError
 from tlcore.jobs import QUICK_JOB_SECONDS
-from tlcore.progress import training_figure
 from tlcore.model.choices import (
     AUGMENT_LABELS,
     TRAIN_HELP,
@@ -22,9 +21,10 @@ from tlcore.model.choices import (
     full_augment_note,
     phase_one_title,
     rate_decay_label,
+    schedule_index,
 )
-from ui import cache
-from ui import shared
+from tlcore.progress import training_figure
+from ui import cache, shared
 from ui.job_panel import job_panel
 from ui.offline import retry_button
 
@@ -77,9 +77,9 @@ with st.container(border=True):  # no form: every change is kept at once (and su
         unfreeze = cols[2].text_input("Unfreeze from (layer name; empty = last block)", train.unfreeze_from or "")
         train.unfreeze_from = unfreeze.strip() or None
     cols = st.columns(3)
-    schedule = train.fine_tune_schedule if train.fine_tune_schedule in FINE_TUNE_SCHEDULES else "constant"
+    schedule = schedule_index(train.fine_tune_schedule)
     train.fine_tune_schedule = cols[0].selectbox(
-        "Fine-tune schedule", FINE_TUNE_SCHEDULES, index=FINE_TUNE_SCHEDULES.index(schedule), help=TRAIN_HELP["schedule"]
+        "Fine-tune schedule", FINE_TUNE_SCHEDULES, index=schedule, help=TRAIN_HELP["schedule"]
     )
     train.fine_tune_rate_decay = cols[1].select_slider(
         "Rate for each lower block", FINE_TUNE_RATE_DECAY_CHOICES,

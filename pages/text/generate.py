@@ -19,8 +19,7 @@ from tlcore.text.models import (
     SPEED_LABELS,
 )
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
-from ui import cache
-from ui import shared
+from ui import cache, shared
 from ui.identity import downloads_allowed
 from ui.job_panel import job_panel, start_task, task_outcome
 from ui.text_result import finished, quoted

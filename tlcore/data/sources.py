@@ -19,7 +19,6 @@ from tlcore.data.scan import find_dataset_root
 from tlcore.errors import StudioError
 from tlcore.paths import cache_dir, check_allowed
 
-
 # Where the Data page's images come from (its radio, in this order).
 DATA_SOURCES = (
     "Demo: shapes (offline)",

@@ -323,7 +323,9 @@ def accuracy_without(paths: list[str], labels: np.ndarray, probabilities: np.nda
     }
 
 
-NO_LEAKS = "No validation image is the same photo as a training image: the validation accuracy is not inflated by leaks."
+NO_LEAKS = (
+    "No validation image is the same photo as a training image: the validation accuracy is not inflated by leaks."
+)
 
 
 def leak_warning(numbers: dict, leaked: int) -> str:

@@ -43,7 +43,9 @@ HOW_SUSPECTS_ARE_FOUND = (
     "image is flagged when every split's heads and confident learning (cleanlab) disagree with its label. Your files "
     "are never moved: decisions are kept in the workspace and apply from the next training on."
 )
-SUSPECTS_ORDER = "Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give its label."
+SUSPECTS_ORDER = (
+    "Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give its label."
+)
 SPLITS = 3  # k-fold repeated with this many different splits
 CLEAR = 0.9  # flagged only when the (calibrated) heads give the given label at most 1 − CLEAR
 

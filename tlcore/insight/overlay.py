@@ -156,7 +156,8 @@ def decision_folder(source: str) -> str:
 def images_left(scans: list, owner: str | None = None) -> str:
     """What ``owner``'s label decisions leave of each scanned folder: "38 of 40 in bees · 9 of 10 in val"."""
     return " · ".join(
-        f"{len(apply_stored_overlay(scan, owner).items)} of {len(scan.items)} in {Path(scan.root).name}" for scan in scans
+        f"{len(apply_stored_overlay(scan, owner).items)} of {len(scan.items)} in {Path(scan.root).name}"
+        for scan in scans
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+from tlcore.config import FINE_TUNE_SCHEDULES, FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import MODEL_FILE_DEFAULT_SIZE, BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
 from tlcore.model.preprocessing import PREPROCESSING
@@ -297,6 +297,11 @@ TRAIN_HELP = {
 }
 
 
+def schedule_index(schedule: str) -> int:
+    """Where the Train page's schedule box starts: the setup's schedule, "constant" for one it does not know."""
+    return FINE_TUNE_SCHEDULES.index(schedule if schedule in FINE_TUNE_SCHEDULES else "constant")
+
+
 def rate_decay_label(decay: float) -> str:
     """A per-block rate factor in words: "same rate" or "×0.5"."""
     return "same rate" if decay == 1 else f"×{decay:g}"
@@ -356,7 +361,9 @@ def _time_text(plan: PhasePlan, timing: dict | None, head_seconds: float | None 
         return ""
     if plan.number == 1:
         return (
-            f"{about_seconds(head_seconds)} (your last run like this)" if head_seconds is not None else "after the first run"
+            f"{about_seconds(head_seconds)} (your last run like this)"
+            if head_seconds is not None
+            else "after the first run"
         )
     if timing is None:
         return ""

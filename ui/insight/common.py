@@ -16,8 +16,7 @@ from tlcore.data.scan import folder_stamp
 from tlcore.errors import StudioError
 from tlcore.insight.feature_set import FIX_HINT, features_for, features_key
 from tlcore.insight.overlay import decision_folder, decision_words
-from ui import cache
-from ui import shared
+from ui import cache, shared
 from ui.job_panel import start_task, task_outcome
 
 

@@ -6,8 +6,7 @@ import streamlit as st
 
 from tlcore.config import RunConfig
 from tlcore.insight.label_issues import suspicion_words
-from ui import cache
-from ui import shared
+from ui import cache, shared
 from ui.insight import common
 
 
