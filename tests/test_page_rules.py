@@ -52,10 +52,12 @@ def test_the_train_pages_live_chart_marks_the_epoch_whose_weights_the_job_keeps(
     job.log.append("best", epoch=2)
     figure = training_figure(job)
     assert figure.layout.title.text == "MobileNetV2 · 3 epochs"
-    marked = [shape.x0 for shape in figure.layout.shapes] + [note.x for note in figure.layout.annotations]
-    assert 2 in marked
+    kept = [trace for trace in figure.data if "kept weights" in (trace.name or "")]
+    assert kept and {tuple(trace.x) for trace in kept} == {(2,)}  # a star on epoch 2, loss and accuracy
+    assert kept[0].name == "kept weights (epoch 2)"
     job.log = type(job.log)()  # no kept epoch yet: nothing marked
-    assert not training_figure(job).layout.shapes
+    job.log.append("epoch", phase="head", epoch=1, loss=1.0, accuracy=0.5, val_loss=0.9, val_accuracy=0.6)
+    assert not [trace for trace in training_figure(job).data if "kept weights" in (trace.name or "")]
 
 
 def test_a_short_job_whose_result_no_page_showed_is_found_again_once():
