@@ -152,7 +152,7 @@ def test_offline_imagenet_download_names_the_file_and_where_to_put_it(monkeypatc
     message = str(error.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5" in message
     assert str(tmp_path / "keras-home" / "models") in message
-    assert "weights 'none'" in message
+    assert "random weights ('none')" in message
 
 
 def test_small_cnn_has_no_imagenet_weights():
