@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from tlcore.present import screen
-from ui import shared
+from ui import identity, keras_state, shared
 from ui.sidebar import sidebar
 
 st.set_page_config(
@@ -42,7 +42,7 @@ PAGES = {
     ],
 }
 
-shared.keep_keras_state()
+keras_state.keep_keras_state()
 if st.query_params.get("present") or "audience_token" in st.session_state:
     # An audience link (issue 22): the phone gets the audience page and nothing else, for the rest
     # of its session (dropping the query keeps it there). It is the only page navigation knows in
@@ -59,10 +59,10 @@ if st.query_params.get("present") or "audience_token" in st.session_state:
     shared.run_page(audience)
     st.stop()
 navigation = st.navigation(PAGES)
-shared.identify()  # the browser's cookie: its setup and jobs survive a refresh
-setup = shared.setup_in_use()  # first: it picks up what another tab of this browser saved
+identity.identify()  # the browser's cookie: its setup and jobs survive a refresh
+setup = identity.setup_in_use()  # first: it picks up what another tab of this browser saved
 sidebar("text" if navigation in PAGES["Language"] else "image")  # the job line shows this part's job
 try:
     shared.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
 finally:
-    shared.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page
+    identity.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page

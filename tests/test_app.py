@@ -277,10 +277,21 @@ def test_model_page_quick_actions_change_the_parameter_totals():
 def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
     import socket
 
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-3, "offline")))
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise socket.gaierror(-3, "offline")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
     at = app("pages/image/model.py")
-    assert "Could not download ImageNet weights" in plain(at.error[0].value)
+    assert "No internet on the server: the ImageNet weights for MobileNetV2" in plain(at.error[0].value)
+    tried = len(calls)
+    at.run()  # the next visit: the failure is remembered, no second wait for the network
+    assert len(calls) == tried and "No internet on the server" in plain(at.error[0].value)
+    next(b for b in at.button if b.label == "Try the download again").click().run()  # the visitor asks
+    assert len(calls) > tried and "No internet on the server" in plain(at.error[0].value)
     # The weights' address is a working link, shown as written: no Markdown escapes inside it.
     links = re.findall(r"<(https?://[^>]*)>", at.error[0].value)
     assert links and links[0].endswith("_no_top.h5") and "\\" not in links[0], at.error[0].value
@@ -331,7 +342,8 @@ def test_predict_page_explains_an_unreadable_upload():
     at.file_uploader[0].set_value(("notes.png", b"these are not pixels", "image/png")).run()
     assert not at.exception
     message = plain(at.error[0].value)
-    assert "notes.png: not a readable image: its contents are not in a format Pillow reads" in message
+    assert "notes.png: not a readable image: its contents are not JPEG, PNG, WebP, BMP, GIF or TIFF" in message
+    assert "save it as JPEG or PNG and add that file instead" in message and "Pillow" not in message
     assert "BytesIO" not in message and "object at 0x" not in message  # no Python object in a user's message
 
 

@@ -152,7 +152,7 @@ def test_offline_imagenet_download_names_the_file_and_where_to_put_it(monkeypatc
     message = str(error.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_128_no_top.h5" in message
     assert str(tmp_path / "keras-home" / "models") in message
-    assert "weights 'none'" in message
+    assert "random weights ('none')" in message
 
 
 def test_small_cnn_has_no_imagenet_weights():
@@ -292,3 +292,47 @@ def test_a_file_that_is_not_a_keras_model_file_is_refused_by_name(tmp_path):
 
     with pytest.raises(UnsafeModelError, match=r"ending in \.keras, \.h5, \.hdf5\. Received: weights.txt"):
         load_model_file(path)
+
+
+def test_a_failed_imagenet_download_is_remembered_until_the_file_appears_or_the_visitor_asks(monkeypatch, tmp_path):
+    from tlcore.model import downloads
+
+    calls = []
+
+    def no_network(*args, **kwargs):
+        calls.append(args)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    config = ModelConfig("MobileNetV2", weights="imagenet", image_size=96)
+    with pytest.raises(WeightsUnavailableError) as first:
+        load_backbone(config)
+    tried = len(calls)
+    assert tried >= 1
+    message = str(first.value)
+    place = tmp_path / "keras-home" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
+    assert message.startswith("No internet on the server: the ImageNet weights for MobileNetV2")
+    assert f"Put the file at {place}" in message and "random weights ('none')" in message
+    # The next visit says it again at once: no second wait for the network.
+    with pytest.raises(WeightsUnavailableError) as again:
+        load_backbone(config)
+    assert len(calls) == tried and str(again.value) == message
+    # The visitor asks (the page's "Try the download again" forgets the error's download): it is tried again.
+    assert downloads.forget(again.value.download) is True
+    with pytest.raises(WeightsUnavailableError):
+        load_backbone(config)
+    assert len(calls) > tried
+    # The file has appeared where Keras looks: the failure is forgotten (Keras then reads the file).
+    key = next(key for key in downloads.remembered() if key.endswith(":MobileNetV2:96"))
+    place.parent.mkdir(parents=True, exist_ok=True)
+    place.write_bytes(b"")
+    assert downloads.known_failure(key) is None and key not in downloads.remembered()
+    # After a while it is tried again too, and at most MAX_REMEMBERED files are remembered.
+    downloads.remember_failure("old", "MobileNetV2", OSError("offline"), now=0.0)
+    assert downloads.known_failure("old", now=downloads.RETRY_AFTER_SECONDS - 1) is not None
+    assert downloads.known_failure("old", now=downloads.RETRY_AFTER_SECONDS) is None
+    for index in range(downloads.MAX_REMEMBERED + 5):
+        downloads.remember_failure(f"k{index}", "MobileNetV2", OSError("offline"))
+    assert len(downloads.remembered()) == downloads.MAX_REMEMBERED and "k0" not in downloads.remembered()
+    downloads.forget()

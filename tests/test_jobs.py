@@ -246,8 +246,8 @@ def test_an_analysis_finished_after_a_reload_shows_its_result_there(colour_datas
     following it, as after a reload; a new session of the same browser must show it, once.
     """
     from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tlcore.insight.feature_set import features_key
     from ui import shared
-    from ui.insight import common as insight_common
 
     _studio(monkeypatch, tmp_path, cap=2)
     config = RunConfig(
@@ -257,7 +257,7 @@ def test_an_analysis_finished_after_a_reload_shows_its_result_there(colour_datas
     )
     registry = shared.registry()
     job = registry.start(
-        "alice", "analysis", "Analysing the probe", lambda job: (insight_common._key(config), "done while away")
+        "alice", "analysis", "Analysing the probe", lambda job: (features_key(config), "done while away")
     )
     job.slot = "analysis_probe"
     assert _wait_for(lambda: job.status == "done")

@@ -400,6 +400,8 @@ def test_the_train_pages_phase_table_says_each_phases_rate_schedule_and_time():
         "after the first run",
     )
     assert phase_rows(phases, train, timing, 0.42)[0]["time per epoch"] == "≈ 0.4 s (your last run like this)"
+    # Below the table's 0.1 s resolution (a head epoch on cached features): milliseconds, never "≈ 0.0 s".
+    assert phase_rows(phases, train, timing, 0.004)[0]["time per epoch"] == "≈ 4 ms (your last run like this)"
     assert head["trainable parameters"] == "2,562"
     assert fine["learning rate"] == "1e-05, cosine; each lower block ×0.5"
     assert fine["time per epoch"] == "≈ 1.2 s (cached below block_15_add; full path ≈ 10 s)"

@@ -31,7 +31,9 @@ def test_top_k_is_capped_at_the_number_of_classes(trained_run, model, colour_dat
 
 
 def test_an_unreadable_upload_is_explained(trained_run, model):
-    with pytest.raises(StudioError, match="not a readable image: its contents are not in a format Pillow reads"):
+    with pytest.raises(
+        StudioError, match="not a readable image: its contents are not JPEG, PNG, WebP, BMP, GIF or TIFF"
+    ):
         predict.predict_top_k(model, trained_run.labels, [b"<html>not an image</html>"])
 
 

@@ -321,6 +321,14 @@ class JobRegistry:
             ]
         return sorted(mine, key=lambda j: j.started)
 
+    def undelivered(self, owner: str, slot: str) -> Job | None:
+        """The owner's latest short job of ``slot`` whose result or error no page has shown yet, or ``None``.
+
+        A page opened after a reload, or in another tab, finds it and shows its outcome once.
+        """
+        waiting = [job for job in self.for_owner(owner) if job.slot == slot and not job.delivered]
+        return waiting[-1] if waiting else None
+
 
 # ----------------------------------------------------------------------------- reading a job's log
 

@@ -75,6 +75,12 @@ def predicted_labels(paths: list[str], probabilities: np.ndarray, classes: list[
     return {path: classes[index] for path, index in zip(paths, np.argmax(probabilities, axis=1))}
 
 
+def run_predictions(run) -> dict[str, str]:
+    """:func:`predicted_labels` of a finished run's saved validation predictions (``run.val_probabilities()``)."""
+    paths, _, probabilities = run.val_probabilities()
+    return predicted_labels(paths, probabilities, run.labels)
+
+
 def summary(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     """Accuracy, and top-2 accuracy when there are more than two classes."""
     labels = np.asarray(labels)

@@ -276,6 +276,14 @@ def readable_roots(owner: str | None) -> list[Path]:
     return data_roots() + extra_roots(owner)
 
 
+def readable_roots_note(owner: str | None, local: bool) -> str:
+    """The Data page's line under a folder path: which folders this visitor may read, and whether they can allow more."""
+    roots = ", ".join(str(root) for root in readable_roots(owner)) or "no folder"
+    note = f"This studio reads folders inside {roots} ({DATA_ROOTS_VARIABLE}), plus your own uploads; never the "
+    note += "studio's folders of other visitors."
+    return note + (" On your own machine you can allow another folder for this session." if local else "")
+
+
 def can_allow(path: str | Path, owner: str, local: bool) -> bool:
     """Whether the Data page may offer to allow ``path`` (:func:`allow_folder` would accept it)."""
     return local and refusal(path, owner) == OUTSIDE and _resolved(path).is_dir()

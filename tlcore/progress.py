@@ -151,3 +151,28 @@ def job_progress(job: Job) -> dict:
 # What a job says from the moment Stop is pressed until it has stopped: the running batch
 # (the first batch of a fine-tune compiles the model, tens of seconds) ends first.
 STOPPING = "Stopping — after the current batch"
+# What the job panel says beside its Stop button, once Stop was pressed, and under a failed job's error.
+STOP_HINT = "Stops after the current batch and keeps the best weights so far."
+STOP_PRESSED = "Stop was pressed: the job keeps the best weights so far and ends."
+FAILED_HINT = "Your settings are kept: change them and start again."
+
+
+def progress_line(progress: dict) -> str:
+    """The job panel's line under its bar: :func:`job_progress`'s text and, once known, the time left."""
+    eta = progress["eta_seconds"]
+    return progress["text"] + (f" · about {eta:.0f} s left" if eta is not None else "")
+
+
+def task_line(job: Job) -> str:
+    """A short job's line (:func:`task_progress`), saying "stopping…" once its Stop was pressed."""
+    return task_progress(job)["text"] + (" · stopping…" if job.stop.is_set() else "")
+
+
+def training_figure(job: Job):
+    """The Train page's live chart of ``job``: its epochs so far, the epoch whose weights it keeps marked."""
+    from tlcore.charts import history_figure
+    from tlcore.jobs import history_frame
+
+    best = job.log.last("best")
+    kept = {None: best["epoch"]} if best else {}
+    return history_figure(history_frame(job.log), title=job.title, kept_epochs=kept)

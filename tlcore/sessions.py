@@ -145,3 +145,42 @@ def account_owner_id(user: dict) -> str:
     if not subject:
         raise ValueError(f"Expected a logged-in user with a `sub` or `email`. Received: keys {sorted(user)}.")
     return hashlib.sha256(f"tlcore-account:{user.get('iss', '')}:{subject}".encode()).hexdigest()[:16]
+
+
+def cookie_script(secret: str) -> str:
+    """The script a page runs to store a new browser's ``secret`` for a year.
+
+    A cookie written by a script cannot be ``HttpOnly`` (Streamlit gives a page no way to send
+    a ``Set-Cookie`` header); it is ``SameSite=Strict`` and, on an https page, ``Secure``.
+    """
+    cookie = f"{COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
+    return f"<script>document.cookie = {cookie!r} + (location.protocol === 'https:' ? '; Secure' : '');</script>"
+
+
+def current_fields(config: RunConfig, measured: dict) -> dict:
+    """:func:`setup_fields` of a live setup: ``config`` and what the Data page measured (``data_summary``, ``num_classes``)."""
+    summary, num_classes = measured.get("data_summary", ""), measured.get("num_classes", 2)
+    return setup_fields(Setup(config, summary, num_classes))
+
+
+def newer_fields(stored: dict, synced: dict, current: dict) -> dict:
+    """The fields another tab of the browser saved since this session last saw the stored setup (``synced``),
+    where this session has not changed the field itself (``current`` still as synced): this session takes them."""
+    return {k: v for k, v in stored.items() if v != synced.get(k) and current.get(k) == synced.get(k, v)}
+
+
+def changed_fields(current: dict, synced: dict) -> dict:
+    """The fields this session changed since it last saw the stored setup: the only ones it writes."""
+    return {k: v for k, v in current.items() if k not in synced or synced[k] != v}
+
+
+MAX_SHARED_LINKS = 20
+
+
+def remember_link(opened: list[str], token: str | None) -> tuple[str, ...]:
+    """Adds a share token this session opened (``?run=<token>``) to ``opened``, keeping the latest
+    :data:`MAX_SHARED_LINKS` (a session cannot grow the list without end); all of them."""
+    if token and token not in opened:
+        opened.append(token)
+        del opened[:-MAX_SHARED_LINKS]
+    return tuple(opened)

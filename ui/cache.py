@@ -11,6 +11,7 @@ import streamlit as st
 
 from tlcore.caches import BoundedCache, size_of
 from tlcore.config import ModelConfig
+from tlcore.data.scan import folder_stamp
 from tlcore.paths import runs_dir
 from tlcore.runs.store import RunStore
 
@@ -23,36 +24,18 @@ def store() -> RunStore:
     return RunStore(runs_dir(), owner=owner, operator=local_server(), shared=shared_tokens())
 
 
-def scan(source: str, skip_placeholders: bool, stamp: float):
-    """The dataset as this visitor may read it (see :func:`_scan`)."""
-    return _scan(source, skip_placeholders, stamp, st.session_state.get("session_id"))
+def scan(source: str, skip_placeholders: bool):
+    """The dataset as this visitor may read it (see :func:`_scan`), scanned again when the folder changed."""
+    return _scan(source, skip_placeholders, folder_stamp(source), st.session_state.get("session_id"))
 
 
 @st.cache_data(show_spinner="Scanning images…", max_entries=32)
 def _scan(source: str, skip_placeholders: bool, stamp: float, owner: str | None):
-    """Cached scan of a dataset folder/zip/demo, through the visitor's data-roots fence (``stamp``
-    changes when the folder does: part of the cache key, so images added on disk are seen; an
-    ``_``-prefixed name would not be hashed). The owner is part of the key: what one visitor may
-    read is not what another may."""
-    from tlcore.data.scan import scan_folder
-    from tlcore.data.sources import resolve_source
-    from tlcore.paths import dataset_fence
+    """Cached :func:`tlcore.data.pipeline.scan_source`: ``stamp`` changes when the folder does (part of the
+    cache key, so images added on disk are seen); the owner too: what one visitor may read, another may not."""
+    from tlcore.data.pipeline import scan_source
 
-    # As training reads it (tlcore.data.pipeline.load_dataset): a visitor's through the fence; without an
-    # identity (a section rendered on its own) as the CLI does.
-    root = resolve_source(source, restricted=owner is not None, owner=owner)
-    fence = dataset_fence(root, owner) if owner is not None else None
-    return scan_folder(root, skip_placeholders=skip_placeholders, fence=fence)
-
-
-def folder_stamp(source: str) -> float:
-    path = Path(source)
-    try:
-        if not path.is_dir():
-            return path.stat().st_mtime
-        return max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir()])
-    except OSError:
-        return 0.0
+    return scan_source(source, owner, skip_placeholders)
 
 
 # Backbones and run models: tlcore's bounded cache (by count and bytes; what is evicted is
@@ -72,19 +55,15 @@ def _loaded(cache: BoundedCache, key, create, spinner: str):
 
 @st.cache_data(show_spinner="Reading the model file…", max_entries=8)
 def _model_file_info(path: str, size: int, mtime_ns: int) -> dict:
-    from tlcore.model.backbones import feature_layers
-    from tlcore.model.file_trial import load_model_file
+    from tlcore.model.backbones import model_file_facts
 
-    full = load_model_file(path)
-    return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
+    return model_file_facts(path)
 
 
 def model_file_info(path: str) -> dict:
-    """``{"layers": cut candidates, "image_size": its own input size or None}`` of a model file.
-
-    Read once per file content, not on every rerun: uploads are content-addressed (see
-    ``tlcore.data.sources.save_upload``), and size and modification time are part of the key.
-    """
+    """:func:`tlcore.model.backbones.model_file_facts` of a model file, read once per file content, not on
+    every rerun: uploads are content-addressed (see ``tlcore.data.sources.save_upload``), and size and
+    modification time are part of the key."""
     stat = Path(path).stat()
     return _model_file_info(str(path), stat.st_size, stat.st_mtime_ns)
 
@@ -108,12 +87,9 @@ def fine_tune_epoch_seconds(model: ModelConfig, train, num_train: int, num_val: 
 
 @st.cache_data(show_spinner="Timing a fine-tune epoch on this server…", max_entries=16)
 def _epoch_seconds(backbone_key: str, settings: str, num_train: int, num_val: int) -> dict:
-    from tlcore.config import RunConfig
-    from tlcore.model.choices import epoch_timing
-    from tlcore.model.cut import phase_two_epoch_seconds
+    from tlcore.model.cut import fine_tune_timing
 
-    config = RunConfig.from_json(settings)
-    return epoch_timing(phase_two_epoch_seconds(backbone(config.model), config.model, config.train, num_train, num_val))
+    return fine_tune_timing(backbone(ModelConfig.from_backbone_key(backbone_key)), settings, num_train, num_val)
 
 
 def run_model(run_path: str, mtime: float):
@@ -160,25 +136,14 @@ def finished_runs(shared: bool = True):
     return [run for run in store().list(shared) if run.finished]
 
 
-READ_ONLY_WORDS = {"shared": "shared with you, read-only", "published": "published, read-only"}
-
-
 def pick_run(label: str = "Run", key: str = "run_pick", shared: bool = True):
     """A select box of the finished runs this visitor may see (a shared link's run, else the
     session's last run first); ``None`` if there are none. Read-only runs say so."""
     runs = finished_runs(shared)
     if not runs:
         return None
-    ids = [run.run_id for run in runs]
-    link = st.query_params.get("run")
-    opened = store().open_shared(link) if link else None  # the run of the link this page was opened with
-    preferred = opened.run_id if opened is not None else st.session_state.get("run_id")
-    index = ids.index(preferred) if preferred in ids else 0
-    words = {run.run_id: READ_ONLY_WORDS.get(run.access) for run in runs}
-    chosen = st.selectbox(label, ids, index=index, key=key, format_func=lambda run_id: _label(run_id, words[run_id]))
+    ids, labels = [run.run_id for run in runs], {run.run_id: run.choice_label for run in runs}
+    index = store().first_choice(runs, st.query_params.get("run"), st.session_state.get("run_id"))
+    chosen = st.selectbox(label, ids, index=index, key=key, format_func=labels.get)
     st.session_state.run_id = chosen
     return runs[ids.index(chosen)]
-
-
-def _label(run_id: str, words: str | None) -> str:
-    return f"{run_id} ({words})" if words else run_id

@@ -8,8 +8,6 @@ from tlcore import paths, sessions
 from tlcore.errors import StudioError
 from tlcore.paths import workspace_dir
 
-MAX_SHARED_LINKS = 20
-
 
 def setups() -> sessions.SetupStore:
     return sessions.SetupStore(workspace_dir() / "sessions")
@@ -40,7 +38,7 @@ def identify() -> None:
         facts().update(data_summary=saved.data_summary, num_classes=saved.num_classes)
         st.session_state.setup_synced = sessions.setup_fields(saved)
     else:  # nothing saved: the defaults are what this session starts from
-        st.session_state.setup_synced = _fields(_shared().run_config(), facts())
+        st.session_state.setup_synced = sessions.current_fields(_shared().run_config(), facts())
 
 
 def login_configured() -> bool:
@@ -61,17 +59,12 @@ def _logged_in_owner() -> str:
 
 
 def cookie_script() -> str | None:
-    """The script that stores a new browser's secret, once (``None`` when there is nothing to set).
+    """:func:`tlcore.sessions.cookie_script` of a new browser's secret, once (``None``: nothing to set).
 
-    A cookie written by a script cannot be ``HttpOnly`` (Streamlit gives a page no way to
-    send a ``Set-Cookie`` header); it is ``SameSite=Strict`` and, on an https page,
-    ``Secure``. An operator who needs more configures Streamlit's login (:func:`login_configured`).
+    An operator who needs more than a script's cookie configures Streamlit's login (:func:`login_configured`).
     """
     secret = st.session_state.get("new_cookie")
-    if not secret:
-        return None
-    cookie = f"{sessions.COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
-    return f"<script>document.cookie = {cookie!r} + (location.protocol === 'https:' ? '; Secure' : '');</script>"
+    return sessions.cookie_script(secret) if secret else None
 
 
 def local_server() -> bool:
@@ -94,12 +87,7 @@ def _setting(read):
 
 def shared_tokens() -> tuple[str, ...]:
     """The share tokens this visitor opened (``?run=<token>`` links), kept for the browser session."""
-    opened = st.session_state.setdefault("shared_runs", [])
-    token = st.query_params.get("run")
-    if token and token not in opened:
-        opened.append(token)
-        del opened[:-MAX_SHARED_LINKS]  # bounded: a session cannot grow this without end
-    return tuple(opened)
+    return sessions.remember_link(st.session_state.setdefault("shared_runs", []), st.query_params.get("run"))
 
 
 def facts() -> dict:
@@ -119,9 +107,8 @@ def setup_in_use():
     synced = st.session_state.setdefault("setup_synced", {})  # the stored values this session last saw
     stored = setups().load(owner)
     if stored is not None:
-        current = _fields(_shared().run_config(), facts())
-        newer = sessions.setup_fields(stored)
-        newer = {k: v for k, v in newer.items() if v != synced.get(k) and current.get(k) == synced.get(k, v)}
+        current = sessions.current_fields(_shared().run_config(), facts())
+        newer = sessions.newer_fields(sessions.setup_fields(stored), synced, current)
         if newer:
             _adopt(sessions.setup_from_fields({**current, **newer}))
             synced.update(newer)
@@ -139,19 +126,11 @@ def persist_setup(in_use) -> None:
     the same browser saved meanwhile.
     """
     owner, config, measured, synced = in_use
-    current = _fields(config, measured)
-    changes = {k: v for k, v in current.items() if synced.get(k, _UNSEEN) != v}
+    current = sessions.current_fields(config, measured)
+    changes = sessions.changed_fields(current, synced)
     if changes or not setups().path(owner).is_file():  # the first visit saves the whole setup
         setups().save_changes(owner, changes, current)
         synced.update(changes)
-
-
-_UNSEEN = object()
-
-
-def _fields(config, measured: dict) -> dict:
-    summary, num_classes = measured.get("data_summary", ""), measured.get("num_classes", 2)
-    return sessions.setup_fields(sessions.Setup(config, summary, num_classes))
 
 
 def _adopt(setup: sessions.Setup) -> None:
@@ -161,6 +140,6 @@ def _adopt(setup: sessions.Setup) -> None:
 
 
 def _shared():
-    from ui import shared  # shared re-exports this module's functions
+    from ui import shared  # shared imports this module: its config and errors are read when called
 
     return shared

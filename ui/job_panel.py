@@ -19,7 +19,7 @@ from typing import Any
 import streamlit as st
 
 from tlcore.errors import JobBusyError, StudioError
-from tlcore.progress import job_progress, task_progress
+from tlcore.progress import FAILED_HINT, STOP_HINT, STOP_PRESSED, job_progress, progress_line, task_line, task_progress
 from ui import shared
 
 
@@ -41,15 +41,13 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
             return
         if current.active:
             progress = job_progress(current)
-            eta = progress["eta_seconds"]
-            left = f" · about {eta:.0f} s left" if eta is not None else ""
-            st.progress(progress["fraction"], text=shared.escape_markdown(progress["text"] + left))
+            st.progress(progress["fraction"], text=shared.escape_markdown(progress_line(progress)))
             if progress["phase"] != "save":  # saving the run: nothing left to stop
                 stop_button(current, progress["phase"] == "stopping")
         elif current.status in ("done", "stopped"):
             finished(current)
         else:
-            shared.show_error(StudioError(current.error), "Your settings are kept: change them and start again.")
+            shared.show_error(StudioError(current.error), FAILED_HINT)
         st.plotly_chart(figure(current), width="stretch", key=chart_key)
         if running and not current.active:
             st.rerun()  # the job ended: redraw the whole page (re-enables Start, stops polling)
@@ -65,11 +63,11 @@ def stop_button(job, stopping: bool) -> None:
     a tooltip, which covered the progress line.
     """
     if stopping:
-        st.caption(":material/hourglass_top: Stop was pressed: the job keeps the best weights so far and ends.")
+        st.caption(f":material/hourglass_top: {STOP_PRESSED}")
         return
     left, right = st.columns([1, 5], vertical_alignment="center")
     left.button("Stop", on_click=job.request_stop)
-    right.caption("Stops after the current batch and keeps the best weights so far.")
+    right.caption(STOP_HINT)
 
 
 # ----------------------------------------------------------------------------- short jobs
@@ -119,7 +117,8 @@ def task_outcome(slot: str) -> Any:
         sweep returns its rows so far; the slot is then emptied: keep the result), else
         ``None`` (no job, or it failed: its error is shown, once).
     """
-    job = shared.registry().get(st.session_state.get(_slot_key(slot))) or _unseen(slot)
+    jobs = shared.registry()
+    job = jobs.get(st.session_state.get(_slot_key(slot))) or jobs.undelivered(shared.session_id(), slot)
     if job is None or job.owner != shared.session_id():
         st.session_state.pop(_slot_key(slot), None)
         return None
@@ -129,16 +128,8 @@ def task_outcome(slot: str) -> Any:
     del st.session_state[_slot_key(slot)]
     job.delivered = True
     if job.status == "failed":
-        shared.show_error(StudioError(job.error), "Your settings are kept: change them and start again.")
+        shared.show_error(StudioError(job.error), FAILED_HINT)
     return job.result if job.status in ("done", "stopped") else None
-
-
-def _unseen(slot: str):
-    """The visitor's latest job of ``slot`` whose result no page has shown yet (started before a reload or in another tab)."""
-    waiting = [
-        job for job in shared.registry().for_owner(shared.session_id()) if job.slot == slot and not job.delivered
-    ]
-    return waiting[-1] if waiting else None
 
 
 def _follow(slot: str, job) -> None:
@@ -148,8 +139,7 @@ def _follow(slot: str, job) -> None:
             job.request_stop()
         bar = st.empty()
     while job.active:
-        progress = task_progress(job)
-        text = shared.escape_markdown(progress["text"] + (" · stopping…" if job.stop.is_set() else ""))
+        progress, text = task_progress(job), shared.escape_markdown(task_line(job))
         if progress["fraction"] is None:
             bar.caption(f":material/hourglass_top: {text}")
         else:

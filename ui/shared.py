@@ -2,7 +2,7 @@
 
 Heavy modules (TensorFlow through tlcore.model.classifier, training, predict) are imported inside
 the functions that need them, so pages that don't need them render without loading it.
-Cached tlcore calls live in ui/cache.py.
+Cached tlcore calls live in ui/cache.py, identity in ui/identity.py: import them from there.
 """
 
 from __future__ import annotations
@@ -20,36 +20,15 @@ from tlcore.data.sources import save_upload
 from tlcore.errors import StudioError, unexpected
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 from tlcore.paths import workspace_dir
-from ui.cache import (
-    backbone,
-    fine_tune_epoch_seconds,
-    finished_runs,
-    folder_stamp,
-    input_reference,
-    load_run_model,
-    model_file_info,
-    pick_run,
-    scan,
-    store,
-    tta_probabilities,
-)
-from ui.identity import facts, identify, persist_setup, setup_in_use, setups
-from ui.keras_state import keep_keras_state
 
-__all__ = [
-    "backbone",
-    "fine_tune_epoch_seconds",
-    "finished_runs",
-    "folder_stamp",
-    "input_reference",
-    "keep_keras_state",
-    "load_run_model",
-    "model_file_info",
-    "pick_run",
-    "scan",
-    "tta_probabilities",
-]
-__all__ += ["store", "facts", "identify", "persist_setup", "setup_in_use", "setups"]
+# TEMPORARY: backbone, finished_runs, load_run_model, pick_run and store are imported only because
+# pages/image/model.py, present.py and runs.py (edited by other helpers now) still read them through
+# shared; the integrator imports them from ui.cache there and drops them here (TEMPORARY_UI_READS in
+# tests/test_architecture.py).
+from ui.cache import backbone, finished_runs, load_run_model, model_file_info, pick_run, scan, store  # noqa: F401
+from ui.identity import facts, identify
+from ui.offline import retry_button
+
 DEFAULTS = {
     "data": DataConfig(DEMO_DATASET),
     "model": ModelConfig("MobileNetV2", weights="imagenet", image_size=160),
@@ -62,7 +41,7 @@ def class_count() -> int:
     if "num_classes" not in facts():
         data = config("data")
         try:
-            found = scan(data.data_dir, data.skip_placeholders, folder_stamp(data.data_dir))
+            found = scan(data.data_dir, data.skip_placeholders)
         except StudioError:
             return 2
         facts()["num_classes"] = max(2, sum(1 for count in found.counts.values() if count))
@@ -222,6 +201,7 @@ def _escape(text: str) -> str:
 
 def show_error(error: Exception, hint: str = "") -> None:
     st.error(escape_markdown(error) + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
+    retry_button(error, hint or "error")  # a failed download: tried again when the visitor asks
 
 
 def run_page(navigation) -> None:

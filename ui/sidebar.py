@@ -6,7 +6,7 @@ import streamlit as st
 
 from tlcore.progress import job_progress
 from ui import shared
-from ui.identity import cookie_script
+from ui.identity import cookie_script, facts
 
 
 def sidebar(area: str = "image") -> None:
@@ -23,7 +23,7 @@ def sidebar(area: str = "image") -> None:
         if script:
             st.html(script, unsafe_allow_javascript=True)
         st.caption("CURRENT SETUP")
-        summary = shared.facts().get("data_summary")
+        summary = facts().get("data_summary")
         st.markdown(
             f"**Dataset** · {shared.escape_markdown(shared.config('data').describe())}"
             + (f"  \n{summary}" if summary else "")

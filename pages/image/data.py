@@ -3,24 +3,24 @@ from pathlib import Path
 import streamlit as st
 
 from tlcore import charts
+from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.images import thumbnail
-from tlcore.data.sources import DOWNLOADABLE, save_class_images, save_upload
-from tlcore.data.summary import class_count, class_mismatch, samples, skipped_table, summarize
+from tlcore.data.sources import DATA_SOURCES, DOWNLOADABLE, save_class_images, save_upload, source_of
+from tlcore.data.summary import class_count, class_mismatch, samples, skipped_table, summarize_for_training
 from tlcore.errors import StudioError
-from tlcore.insight.overlay import apply_stored_overlay
-from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots
-from ui import shared
-from ui.identity import local_server
+from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots_note
+from tlcore.words import plural
+from ui import cache, shared
+from ui.identity import facts, local_server
 
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
 
-SOURCES = ["Demo: shapes (offline)", "Folder on this server", "Upload a .zip", "Build classes from photos"]
-SOURCES += ["Download a public dataset"]
+SOURCES = DATA_SOURCES
 data = shared.config("data")
 if "source_kind" not in st.session_state:  # after a refresh: show the source the setup uses
-    st.session_state.source_kind = SOURCES[0 if data.data_dir == DEMO_DATASET else 1]
+    st.session_state.source_kind = source_of(data.data_dir)
 source_kind = st.radio("Where are your images?", SOURCES, key="source_kind", horizontal=True)
 candidate, val_dir = None, None
 
@@ -34,12 +34,7 @@ elif source_kind == SOURCES[1]:
     if st.checkbox("I have a separate validation folder", value=bool(data.val_dir)):
         val_dir = st.text_input("Validation folder path", value=data.val_dir or "").strip() or None
     owner, local = shared.session_id(), local_server()
-    st.caption(
-        "This studio reads folders inside "
-        + shared.escape_markdown(", ".join(str(root) for root in readable_roots(owner)) or "no folder")
-        + " (TLCORE\\_DATA\\_ROOTS), plus your own uploads; never the studio's folders of other visitors. "
-        + ("On your own machine you can allow another folder for this session." if local else "")
-    )
+    st.caption(shared.escape_markdown(readable_roots_note(owner, local)))
     typed = folder.strip()
     try:
         candidate = str(check_allowed(typed, owner)) if typed else None
@@ -62,16 +57,14 @@ elif source_kind == SOURCES[3]:
     st.caption("Add photos to a class by upload or with your camera; each class needs a few.")
     classes = sorted(p.name for p in built_root.iterdir() if p.is_dir()) if built_root.is_dir() else []
     target = st.selectbox("Add photos to", classes + ([new_class] if new_class and new_class not in classes else []))
-    uploads = st.file_uploader(
-        "Photos", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True, key="class_photos"
-    )
+    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="class_photos")
     with st.expander("Or take a photo with your camera"):
         shot = st.camera_input("Camera", key="class_camera", label_visibility="collapsed")
     if st.button("Add to class", disabled=not target):
         files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
         try:
             save_class_images(built_root, {target: files})
-            st.success(f"Added {len(files)} photo(s) to '{target}'.")
+            st.success(f"Added {plural(len(files), 'photo')} to '{shared.escape_markdown(target)}'.")
         except StudioError as error:
             shared.show_error(error)
     if built_root.is_dir() and any(built_root.iterdir()):
@@ -101,21 +94,18 @@ if not candidate:
     st.stop()
 
 try:
-    scan = shared.scan(candidate, skip_placeholders, shared.folder_stamp(candidate))
-    val_scan = shared.scan(val_dir, skip_placeholders, shared.folder_stamp(val_dir)) if val_dir else None
+    scan = cache.scan(candidate, skip_placeholders)
+    val_scan = cache.scan(val_dir, skip_placeholders) if val_dir else None
 except StudioError as error:
     shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
     st.stop()
 
 # Every number below is what training will use: the label decisions kept in the workspace applied.
-found = [scan] + ([val_scan] if val_scan else [])
-owner = data.owner
-scan, val_scan = apply_stored_overlay(scan, owner), apply_stored_overlay(val_scan, owner) if val_scan else None
-summary = summarize(found, [scan] + ([val_scan] if val_scan else []))
+summary, (scan, val_scan) = summarize_for_training(scan, val_scan, data.owner)
 if summary.trainable:
-    shared.facts().update(data_summary=summary.describe(), num_classes=summary.classes)
+    facts().update(data_summary=summary.describe(), num_classes=summary.classes)
     shared.update("data", data_dir=candidate, val_dir=val_dir, val_split=val_split, skip_placeholders=skip_placeholders)
-    st.success(f"Current dataset: {shared.facts()['data_summary']}.", icon=":material/check_circle:")
+    st.success(f"Current dataset: {facts()['data_summary']}.", icon=":material/check_circle:")
 else:
     st.warning("A classifier needs at least 2 classes with images. Add another class.", icon=":material/back_hand:")
 

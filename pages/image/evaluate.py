@@ -7,10 +7,10 @@ from tlcore import metrics as evaluation
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.insight import duplicates
-from ui import shared
+from ui import cache, shared
 
 st.title("Evaluate")
-run = shared.pick_run()
+run = cache.pick_run()
 if run is None:
     st.info("No finished run yet. Train one first: the evaluation uses its validation images.")
     st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
@@ -29,7 +29,7 @@ tta = st.toggle(
 )
 if tta:
     try:
-        probabilities = shared.tta_probabilities(run, paths)
+        probabilities = cache.tta_probabilities(run, paths)
     except StudioError as error:
         shared.show_error(error, "A validation image could not be read again; it may have been moved or deleted.")
         st.stop()

@@ -1,17 +1,18 @@
 import streamlit as st
 
 from tlcore import charts
+from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
-from ui import shared
+from ui import cache, shared
 
 st.title("Predict")
-runs = shared.finished_runs()
+runs = cache.finished_runs()
 IMAGENET = "ImageNet classes (no training needed)"
 mode = st.radio("Predict with", ["A trained run", IMAGENET], horizontal=True, index=0 if runs else 1)
 
-uploads = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True)
+uploads = st.file_uploader("Images", type=UPLOAD_TYPES, accept_multiple_files=True)
 with st.expander("Or take a photo with your camera"):
     photo = st.camera_input("Camera", label_visibility="collapsed")
 images = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera", photo.getvalue())] if photo else [])
@@ -39,7 +40,7 @@ if mode == IMAGENET:
         right.plotly_chart(charts.top_k_figure(result), width="stretch", key=f"imagenet_{index}")
     st.stop()
 
-run = shared.pick_run("Trained run")
+run = cache.pick_run("Trained run")
 if run is None:
     st.info("No trained run yet. Train one, or switch to ImageNet classes.")
     st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
@@ -62,8 +63,8 @@ if not images:
 from tlcore.inference.input_check import input_warnings, warning_sentence  # noqa: E402
 from tlcore.inference.predict import grad_cam, overlay_heatmap, predict_top_k  # noqa: E402  (TensorFlow loads here)
 
-model = shared.load_run_model(run)
-reference = shared.input_reference(run)
+model = cache.load_run_model(run)
+reference = cache.input_reference(run)
 if reference is None:
     st.caption("This run was trained before inputs were compared with its training images: only drawings are flagged.")
 for index, (name, data) in enumerate(images):

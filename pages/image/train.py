@@ -1,7 +1,5 @@
-import pandas as pd
 import streamlit as st
 
-from tlcore import charts
 from tlcore.config import (
     AUGMENT_CHOICES,
     BATCH_SIZE_CHOICES,
@@ -12,14 +10,24 @@ from tlcore.config import (
     OPTIMIZER_CHOICES,
     nearest_choice,
 )
-from tlcore.data.summary import split_sizes
+from tlcore.data.summary import run_image_counts
 from tlcore.errors import StudioError
-from tlcore.jobs import QUICK_JOB_SECONDS, history_frame
-from tlcore.model.choices import describe_backbone, describe_freeze_plan, head_epoch_seconds, phase_rows
-from ui import shared
+from tlcore.jobs import QUICK_JOB_SECONDS
+from tlcore.model.choices import (
+    AUGMENT_LABELS,
+    TRAIN_HELP,
+    describe_backbone,
+    describe_freeze_plan,
+    full_augment_note,
+    phase_one_title,
+    rate_decay_label,
+    schedule_index,
+)
+from tlcore.progress import training_figure
+from ui import cache, shared
 from ui.job_panel import job_panel
+from ui.offline import retry_button
 
-AUGMENT_LABELS = {"off": "off", "flip": "flip only", "full": "full (flip, rotation, zoom, contrast)"}
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
 st.caption(
@@ -32,14 +40,14 @@ blocks, backbone = [], None
 try:
     from tlcore.model.backbones import block_names
 
-    backbone = shared.backbone(model)
+    backbone = cache.backbone(model)
     blocks = block_names(backbone)
 except StudioError as error:
     st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
+    retry_button(error, "train")
 
 with st.container(border=True):  # no form: every change is kept at once (and survives a refresh)
-    what = "train the new head" if model.freeze.mode == "all" else "train"
-    st.markdown(f"**Phase 1 · {what}** ({describe_freeze_plan(model.freeze)}; set on the Model page)")
+    st.markdown(phase_one_title(model.freeze))
     cols = st.columns(4)
     train.epochs = cols[0].number_input("Epochs", 0, 500, train.epochs)
     batch = train.batch_size if train.batch_size in BATCH_SIZE_CHOICES else 32
@@ -50,10 +58,8 @@ with st.container(border=True):  # no form: every change is kept at once (and su
     )
     train.optimizer = cols[3].selectbox("Optimizer", OPTIMIZER_CHOICES, index=OPTIMIZER_CHOICES.index(train.optimizer))
     cols = st.columns(4)
-    help_augment = ("Flip only: a random horizontal flip (fine-tuning stays on cached activations). Full: flip, "
-                    "rotation, zoom and contrast (slower: every image through the whole backbone every epoch).")  # fmt: skip
     train.augment = cols[0].selectbox("Augmentation", AUGMENT_CHOICES, index=AUGMENT_CHOICES.index(train.augment),
-                                      format_func=AUGMENT_LABELS.get, help=help_augment)  # fmt: skip
+                                      format_func=AUGMENT_LABELS.get, help=TRAIN_HELP["augment"])  # fmt: skip
     patience = "Early stopping patience (0 = off)"
     train.early_stopping_patience = cols[1].number_input(patience, 0, 100, train.early_stopping_patience)
     train.seed = cols[2].number_input("Seed", 0, 2**31 - 1, train.seed)
@@ -71,16 +77,14 @@ with st.container(border=True):  # no form: every change is kept at once (and su
         unfreeze = cols[2].text_input("Unfreeze from (layer name; empty = last block)", train.unfreeze_from or "")
         train.unfreeze_from = unfreeze.strip() or None
     cols = st.columns(3)
-    schedule = train.fine_tune_schedule if train.fine_tune_schedule in FINE_TUNE_SCHEDULES else "constant"
-    help_schedule = "How the fine-tune rate moves: held, cosine down to 0, or a warm-up then cosine (one-cycle)."
+    schedule = schedule_index(train.fine_tune_schedule)
     train.fine_tune_schedule = cols[0].selectbox(
-        "Fine-tune schedule", FINE_TUNE_SCHEDULES, index=FINE_TUNE_SCHEDULES.index(schedule), help=help_schedule
+        "Fine-tune schedule", FINE_TUNE_SCHEDULES, index=schedule, help=TRAIN_HELP["schedule"]
     )
-    help_decay = "Discriminative rates: each unfrozen block trains at this times the rate of the block above it."
     train.fine_tune_rate_decay = cols[1].select_slider(
         "Rate for each lower block", FINE_TUNE_RATE_DECAY_CHOICES,
         value=nearest_choice(train.fine_tune_rate_decay, FINE_TUNE_RATE_DECAY_CHOICES),
-        format_func=lambda decay: "same rate" if decay == 1 else f"×{decay:g}", help=help_decay,
+        format_func=rate_decay_label, help=TRAIN_HELP["decay"],
     )  # fmt: skip
     # A backbone that does not load here fails the job at once: Start waits for a model that loads.
     unusable = "Set a model that loads on the Model page first." if backbone is None else None
@@ -91,7 +95,7 @@ if start:  # before the table and the tools below: the click reruns the page at 
     from tlcore.training.launch import start_training
 
     try:
-        started = start_training(shared.registry(), shared.session_id(), shared.run_config(), shared.store())
+        started = start_training(shared.registry(), shared.session_id(), shared.run_config(), cache.store())
         shared.remember_job(started)
         # A retrain on cached features ends in well under a second: its result then shows in
         # this click's rerun instead of at the live panel's next poll (one second later).
@@ -103,37 +107,23 @@ if start:  # before the table and the tools below: the click reruns the page at 
         shared.show_error(error, "Fix the setting above and start again.")
 
 
-def _image_counts() -> tuple[int, int]:
-    """Training and validation images the run will use (as scanned; the split as configured)."""
-
-    def counts(source: str) -> int:
-        return sum(shared.scan(source, data.skip_placeholders, shared.folder_stamp(source)).counts.values())
-
-    return split_sizes(counts(data.data_dir), counts(data.val_dir) if data.val_dir else None, data.val_split)
-
-
 if backbone is not None:  # after the widgets, so the table shows this run's choices
-    from tlcore.model.classifier import phase_plan
+    from tlcore.model.classifier import phase_table
 
+    timing = None
     try:
-        phases = phase_plan(backbone, model, train, shared.class_count())
+        if train.fine_tune_epochs:
+            timing = cache.fine_tune_epoch_seconds(model, train, *run_image_counts(data, cache.scan))
+    except (StudioError, ValueError) as error:
+        st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
+    try:
+        runs = cache.finished_runs(shared=False)
+        st.table(phase_table(backbone, shared.run_config(), shared.class_count(), timing, runs))
     except StudioError as error:
         shared.show_error(error, "Pick a block from the list above.")
         st.stop()
-    timing = None
-    if train.fine_tune_epochs:
-        try:
-            timing = shared.fine_tune_epoch_seconds(model, train, *_image_counts())
-        except (StudioError, ValueError) as error:
-            st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
-    head_seconds = head_epoch_seconds(shared.finished_runs(shared=False), shared.run_config())
-    st.table(pd.DataFrame(phase_rows(phases, train, timing, head_seconds)).set_index("phase"))
-    if timing is not None and train.augment == "full" and timing["cached"] is not None:
-        st.caption(
-            f"Full augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
-            f"pushes the images through the whole backbone: ≈ {timing['full']:.1f} s an epoch here instead of "
-            f"≈ {timing['cached']:.1f} s from activations cached below {timing['cut']} (measured on this server)."
-        )
+    if note := full_augment_note(timing, train.augment):
+        st.caption(note)
 
 with st.expander("Find settings: learning-rate finder, sweep of head settings, how many more images"):
     from ui.insight.train_sections import learning_curve_section, lr_finder_section
@@ -147,9 +137,7 @@ with st.expander("Find settings: learning-rate finder, sweep of head settings, h
     depth_section(data, model, train)
 
 if job is None:
-    st.info(
-        "Set the options and press **Start training**. The chart updates live; you can leave this page and come back."
-    )
+    st.info(TRAIN_HELP["start"])
     st.stop()
 
 
@@ -159,10 +147,4 @@ def finished(current) -> None:
     show_result(current)
 
 
-def figure(current):
-    best = current.log.last("best")
-    kept = {None: best["epoch"]} if best else {}
-    return charts.history_figure(history_frame(current.log), title=current.title, kept_epochs=kept)
-
-
-job_panel(job, figure, finished)
+job_panel(job, training_figure, finished)

@@ -10,9 +10,16 @@ from tlcore.text.finetuning import (
     SEQUENCE_LENGTH_CHOICES,
     TextConfig,
 )
-from tlcore.text.models import PRESET_FOLDER_HOWTO, PRESETS, QUANTIZATIONS, SPEED_LABELS
+from tlcore.text.models import (
+    MODEL_SOURCE_KINDS,
+    PRESET_FOLDER_HOWTO,
+    PRESETS,
+    QUANTIZATIONS,
+    SPEED_HELP,
+    SPEED_LABELS,
+)
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
-from ui import shared
+from ui import cache, shared
 from ui.identity import downloads_allowed
 from ui.job_panel import job_panel, start_task, task_outcome
 from ui.text_result import finished, quoted
@@ -22,17 +29,15 @@ st.caption(
     "The same idea as the image studio, for language: start from GPT-2, pretrained on web text, and adapt it to yours."
 )
 
-source_kind = st.radio(
-    "Model", ["KerasHub preset (downloaded once)", "Hugging Face (hf://…)", "Local preset folder"], horizontal=True
-)
-if source_kind.startswith("KerasHub"):
+source_kind = st.radio("Model", list(MODEL_SOURCE_KINDS.values()), horizontal=True)
+if source_kind == MODEL_SOURCE_KINDS["preset"]:
     model_source = st.selectbox("Preset", PRESETS)
-elif source_kind.startswith("Hugging"):
+elif source_kind == MODEL_SOURCE_KINDS["hf"]:
     model_source = st.text_input("Handle", "hf://openai-community/gpt2")
 else:
     model_source = st.text_input("Folder", st.session_state.get("text_preset", ""), placeholder="runs/text-…/preset")
 downloads = downloads_allowed()
-if not downloads and not source_kind.startswith("Local"):
+if not downloads and source_kind != MODEL_SOURCE_KINDS["local"]:
     st.info(
         "This server does not download models visitors name: whoever runs it has not allowed it "
         f"(TLCORE_ALLOW_DOWNLOADS=1). {shared.escape_markdown(PRESET_FOLDER_HOWTO)}",
@@ -44,18 +49,10 @@ def checked_source() -> str:
     """The model source, fenced: downloads only where allowed, folders only where this visitor may read."""
     from tlcore.text.models import check_model_source
 
-    return check_model_source(model_source, shared.store(), shared.session_id(), downloads)
+    return check_model_source(model_source, cache.store(), shared.session_id(), downloads)
 
 
-quantization = st.radio(
-    "Speed",
-    QUANTIZATIONS,
-    format_func=SPEED_LABELS.get,
-    horizontal=True,
-    help="fast (int8) stores the weights as 8-bit integers and compiles with XLA: about 1.5x the tokens/s on a "
-    "CPU for a small loss in quality (see the README). The first click with new settings compiles; later clicks "
-    "run warm.",
-)
+quantization = st.radio("Speed", QUANTIZATIONS, format_func=SPEED_LABELS.get, horizontal=True, help=SPEED_HELP)
 
 
 prompt = st.text_area("Prompt", "Transfer learning is", height=100)
@@ -98,14 +95,7 @@ outputs = task_outcome("generate")  # progress and Stop while GPT-2 loads and wr
 if outputs:
     for column, output in zip(st.columns(len(outputs)), outputs):
         column.markdown(quoted(output.texts[0]))
-        column.caption(
-            f"{output.new_tokens} new tokens · {output.tokens_per_second:.1f} tokens/s"
-            + (
-                " (first run with these settings, compiling included; the next click runs warm)"
-                if output.compiled
-                else ""
-            )
-        )
+        column.caption(output.speed())
 
 st.divider()
 st.subheader("Fine-tune on your own text")

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+# The same formats for a person: what to say when a file is none of them, and an uploader's types.
+IMAGE_FORMATS = "JPEG, PNG, WebP, BMP, GIF or TIFF"
+UPLOAD_TYPES = [suffix[1:] for suffix in IMAGE_SUFFIXES]
 IGNORED_NAMES = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from tlcore.data.common import DEFAULT_LIMITS, Limits, short_reason
+from tlcore.data.common import DEFAULT_LIMITS, IMAGE_FORMATS, Limits, short_reason
 from tlcore.errors import StudioError
 from tlcore.words import plural
 
@@ -115,8 +115,8 @@ def resize(image: Image.Image, size: int) -> Image.Image:
 def _decode_reason(error: BaseException, prefix: str) -> str:
     if isinstance(error, UnidentifiedImageError):  # its message only names a Python object
         return (
-            f"{prefix}: its contents are not in a format Pillow reads (JPEG, PNG, GIF, WebP, BMP, TIFF…), "
-            "whatever its name says (a text or other file renamed?)"
+            f"{prefix}: its contents are not {IMAGE_FORMATS}, whatever its name says (a text or other file "
+            "renamed?). Open it in an image viewer, save it as JPEG or PNG and add that file instead"
         )
     if "truncated" in str(error).lower():
         return f"the file is truncated, an incomplete download or copy? ({short_reason(error)})"

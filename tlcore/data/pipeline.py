@@ -97,13 +97,20 @@ def load_dataset(data_config, limits: Limits = DEFAULT_LIMITS, seed: int = 42) -
 
 
 def _scan(source: str, data_config, min_images_per_class: int, limits: Limits) -> DatasetScan:
-    """One folder scanned as its owner's dashboard saw it: a config made in the dashboard
-    (``owner`` set) reads through the data-roots fence; the owner's label decisions applied."""
+    """One folder scanned as its owner's dashboard saw it (:func:`scan_source`), the owner's label decisions applied."""
     owner = data_config.owner
+    scan = scan_source(source, owner, data_config.skip_placeholders, min_images_per_class, limits)
+    return apply_stored_overlay(scan, owner)  # insight hook: relabel/exclude kept in the workspace, files untouched
+
+
+def scan_source(
+    source: str, owner: str | None, skip_placeholders: bool, min_images_per_class: int = 5, limits=DEFAULT_LIMITS
+) -> DatasetScan:
+    """A folder, .zip or the demo set, scanned as training reads it: a dashboard visitor's (``owner`` set)
+    through the data-roots fence and their own folders; without an owner (the CLI) as given."""
     root = resolve_source(source, limits, restricted=owner is not None, owner=owner)
     fence = dataset_fence(root, owner) if owner else None
-    scan = scan_folder(root, min_images_per_class, limits, skip_placeholders=data_config.skip_placeholders, fence=fence)
-    return apply_stored_overlay(scan, owner)  # insight hook: relabel/exclude kept in the workspace, files untouched
+    return scan_folder(root, min_images_per_class, limits, skip_placeholders=skip_placeholders, fence=fence)
 
 
 def iter_decoded(paths: Iterable[str], size: int, workers: int | None = None, window: int = 64) -> Iterator[np.ndarray]:

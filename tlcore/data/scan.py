@@ -217,6 +217,18 @@ def _check_or_reason(path: Path, limits: Limits, skip_placeholders: bool) -> tup
     return _CHECKED.put(key, outcome)
 
 
+def folder_stamp(source: str | Path) -> float:
+    """What changes when images are added to or removed from a dataset folder (its and its class folders'
+    modification times), or a file (a .zip) is replaced: part of a cached scan's key. 0.0 when unreadable."""
+    path = Path(source)
+    try:
+        if not path.is_dir():
+            return path.stat().st_mtime
+        return max([path.stat().st_mtime] + [p.stat().st_mtime for p in path.iterdir()])
+    except OSError:
+        return 0.0
+
+
 def dataset_warnings(counts: dict[str, int], min_images_per_class: int) -> list[str]:
     """Dataset-level problems a user should know about before training."""
     warnings = []

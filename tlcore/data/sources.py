@@ -19,6 +19,20 @@ from tlcore.data.scan import find_dataset_root
 from tlcore.errors import StudioError
 from tlcore.paths import cache_dir, check_allowed
 
+# Where the Data page's images come from (its radio, in this order).
+DATA_SOURCES = (
+    "Demo: shapes (offline)",
+    "Folder on this server",
+    "Upload a .zip",
+    "Build classes from photos",
+    "Download a public dataset",
+)
+
+
+def source_of(data_dir: str) -> str:
+    """The Data page's source for a setup's dataset after a refresh: the demo, else a folder on this server."""
+    return DATA_SOURCES[0] if data_dir == DEMO_DATASET else DATA_SOURCES[1]
+
 
 def save_upload(folder: str | Path, filename: str, data: bytes) -> Path:
     """Stores an uploaded file once, content-addressed; returns its path.

@@ -55,6 +55,20 @@ def summarize(found: list[DatasetScan], kept: list[DatasetScan]) -> DatasetSumma
     return DatasetSummary(images, class_count(kept[0]), sum(len(scan.items) for scan in found) - images)
 
 
+def summarize_for_training(scan: DatasetScan, val_scan: DatasetScan | None, owner: str | None):
+    """The Data page's numbers as training will use them: the visitor's label decisions applied.
+
+    Returns:
+        ``(summary, (scan, val_scan))``: :func:`summarize` of the scans, and the scans with the
+        decisions applied (``val_scan`` stays ``None`` without a validation folder).
+    """
+    from tlcore.insight.overlay import apply_stored_overlay
+
+    found = [scan] + ([val_scan] if val_scan else [])
+    kept = [apply_stored_overlay(part, owner) for part in found]
+    return summarize(found, kept), (kept[0], kept[1] if val_scan else None)
+
+
 def skipped_table(scan: DatasetScan) -> pd.DataFrame:
     """The skipped files (``file`` relative to the scanned folder) and the reason for each."""
     return pd.DataFrame(
@@ -85,3 +99,13 @@ def split_sizes(images: int, val_images: int | None, val_split: float) -> tuple[
         return images, val_images
     held_out = round(images * val_split)
     return images - held_out, held_out
+
+
+def run_image_counts(data, scan) -> tuple[int, int]:
+    """:func:`split_sizes` of a :class:`~tlcore.config.DataConfig`: its folders' images as ``scan(source,
+    skip_placeholders)`` finds them (a cached scan on a page), split as configured."""
+
+    def count(source: str) -> int:
+        return sum(scan(source, data.skip_placeholders).counts.values())
+
+    return split_sizes(count(data.data_dir), count(data.val_dir) if data.val_dir else None, data.val_split)

@@ -130,6 +130,21 @@ class CalibrationReport:
         """``"over-confident"`` (T > 1: dividing the logits by T softens them) or ``"under-confident"``."""
         return "over-confident" if self.temperature > 1 else "under-confident"
 
+    def metrics(self) -> dict[str, str]:
+        """Evaluate's three numbers, label → value: the error before, after (cross-fitted), and T."""
+        return {
+            "Calibration error (ECE)": f"{self.ece_before:.3f}",
+            "With temperature scaling (cross-fitted)": f"{self.ece_after:.3f}",
+            "Temperature": f"{self.temperature:.2f}",
+        }
+
+    def temperature_note(self) -> str:
+        """What the fitted temperature says of the model, and what dividing by it does."""
+        return (
+            f"A temperature of {self.temperature:.2f} means the model is {self.confidence}: dividing its logits by T "
+            "makes a 90 % confident prediction right about 90 % of the time."
+        )
+
     def describe(self) -> str:
         """Whether temperature scaling helps, in words, with the cross-fitted numbers."""
         numbers = (
@@ -233,6 +248,23 @@ def clear_temperature(run) -> None:
         StudioError: the run is read-only for the visitor (another's, or published).
     """
     (_run_folder(run) / CALIBRATION_FILE).unlink(missing_ok=True)
+
+
+def set_applied(run, report: CalibrationReport, apply: bool) -> None:
+    """Saves or removes the run's temperature so that it is applied exactly when ``apply`` says;
+    nothing is written when that is already so (an unchanged tick on every rerun).
+
+    Raises:
+        StudioError: the run is read-only for the visitor and would change.
+    """
+    saved = load_temperature(Path(getattr(run, "path", run)))
+    if apply and (saved is None or abs(saved - report.temperature) > 1e-9):
+        save_temperature(run, report)
+    elif not apply and saved is not None:
+        clear_temperature(run)
+
+
+READ_ONLY_HELP = "Read-only: only the run's owner can change its calibration."
 
 
 def load_temperature(run_dir: str | Path) -> float | None:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tlcore.caches import BoundedCache
+from tlcore.words import plural
 
 FENCE_SPREAD = 4.0  # robust standard deviations below the median of log(1 − NN similarity)
 SAME_PHOTO_PIXELS = 0.98  # correlation of 32x32 grey thumbnails from which two files are one photo
@@ -230,6 +231,14 @@ def leaked_paths(pairs: pd.DataFrame) -> list[str]:
     return sorted(set(same["b"]))
 
 
+HOW_PAIRS_ARE_FOUND = (
+    "Pairs the backbone finds unusually alike for this dataset (far outside how alike two photos of one class usually "
+    "are), then checked pixel by pixel: the **same photo** (re-encoded, resized or recoloured) or a **similar photo** "
+    "(a different picture that looks alike). A validation image that is the same photo as a training image makes "
+    "validation look better than it is."
+)
+
+
 @dataclass
 class Leakage:
     """Validation images that are also in the training set (the same photo).
@@ -252,6 +261,13 @@ class Leakage:
         if not self.leaked or self.val_accuracy_without_leaks is None:
             return None
         return self.val_accuracy - self.val_accuracy_without_leaks
+
+    @property
+    def accuracy_change(self) -> str | None:
+        """Validation accuracy with the leaked images, then without them ("95.0% → 90.0%"); ``None`` without leaks."""
+        if self.inflation is None:
+            return None
+        return f"{self.val_accuracy:.1%} → {self.val_accuracy_without_leaks:.1%}"
 
     def describe(self) -> str:
         if not self.leaked:
@@ -305,6 +321,23 @@ def accuracy_without(paths: list[str], labels: np.ndarray, probabilities: np.nda
         "val_accuracy_without_leaks": float(correct[clean].mean()) if clean.any() else None,
         "leaked": int((~clean).sum()),
     }
+
+
+NO_LEAKS = (
+    "No validation image is the same photo as a training image: the validation accuracy is not inflated by leaks."
+)
+
+
+def leak_warning(numbers: dict, leaked: int) -> str:
+    """Evaluate's warning about ``leaked`` validation images that are training photos (``numbers``:
+    :func:`accuracy_without`): the accuracy with them, and without."""
+    without = numbers["val_accuracy_without_leaks"]
+    return (
+        f"{plural(leaked, 'validation image')} {'is' if leaked == 1 else 'are'} the same photo as a training image. "
+        f"Validation accuracy "
+        f"{numbers['val_accuracy']:.1%} counts them; without them it is "
+        + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
+    )
 
 
 def measured_on(paths: list[str], labels: np.ndarray, probabilities: np.ndarray, leaked: list[str] | None) -> str:

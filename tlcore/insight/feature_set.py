@@ -8,10 +8,13 @@ matter of small NumPy arrays.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from tlcore.caches import BoundedCache
 
 
 @dataclass
@@ -127,3 +130,30 @@ def feature_extractor(backbone):
     inputs = keras.Input((size, size, 3), name="image")
     outputs = backbone.model(Preprocess(backbone.preprocess, name=PREPROCESS_NAME)(inputs))
     return keras.Model(inputs, outputs, name="feature_extractor")
+
+
+# Under an error that stops the features (a dataset that does not load, a backbone that does not build).
+FIX_HINT = "Fix the dataset on the Data page or the backbone on the Model page."
+# The dataset's pooled features per setup, folders and label decisions: one bounded cache, so an
+# analysis job's thread uses what the page computed before, and one copy is kept.
+_FEATURE_SETS = BoundedCache(
+    "analysis features", max_items=4, max_bytes=1 << 30, sizer=lambda found: found.train_x.nbytes + found.val_x.nbytes
+)
+
+
+def features_key(config) -> str:
+    """What the features of a :class:`~tlcore.config.RunConfig` depend on, as JSON: the data and model
+    settings and the split's seed (a new learning rate keeps them)."""
+    return json.dumps({"data": asdict(config.data), "model": asdict(config.model), "seed": config.train.seed})
+
+
+def features_for(config, folders: list, backbone, log=None) -> FeatureSet:
+    """:func:`dataset_features`, kept per :func:`features_key`, the dataset ``folders``' stamps and the
+    owner's label decisions about them (a changed folder or a new decision computes them again)."""
+    from tlcore.data.scan import folder_stamp
+    from tlcore.insight.overlay import stamp
+
+    stamps = (tuple(folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
+    return _FEATURE_SETS.get_or_create(
+        (features_key(config), stamps), lambda: dataset_features(config, log, backbone=backbone)
+    )

@@ -115,6 +115,11 @@ def embedding_figure(frame: pd.DataFrame, colour_by: str = "label") -> go.Figure
     return figure
 
 
+def selected_paths(points: list[dict]) -> list[str]:
+    """The image paths of the points selected on :func:`embedding_figure` (clicked, lassoed or boxed)."""
+    return [point["customdata"][0] for point in points if point.get("customdata")]
+
+
 def reliability_figure(report) -> go.Figure:
     """Reliability diagram: accuracy per confidence bin, before and after temperature scaling.
 

@@ -37,8 +37,22 @@ import pandas as pd
 from tlcore.insight.probes import out_of_fold_probabilities
 
 COLUMNS = ["path", "split", "given", "suggested", "score", "agreement", "flagged", "digest"]
+# What the Data page says of the method, and of the order of its list.
+HOW_SUSPECTS_ARE_FOUND = (
+    "Every image is predicted by heads that never saw it (5-fold on the backbone features, 3 different splits); an "
+    "image is flagged when every split's heads and confident learning (cleanlab) disagree with its label. Your files "
+    "are never moved: decisions are kept in the workspace and apply from the next training on."
+)
+SUSPECTS_ORDER = (
+    "Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give its label."
+)
 SPLITS = 3  # k-fold repeated with this many different splits
 CLEAR = 0.9  # flagged only when the (calibrated) heads give the given label at most 1 − CLEAR
+
+
+def suspicion_words(score: float, agreement: float) -> str:
+    """A suspect's numbers under its photo: "suspicion 0.950 (p(given) 5.0%; 100% of splits disagree)"."""
+    return f"suspicion {score:.3f} (p(given) {1 - score:.1%}; {agreement:.0%} of splits disagree)"
 
 
 @dataclass

@@ -142,6 +142,30 @@ def apply_stored_overlay(scan, owner: str | None = None):
     return dataclasses.replace(scan, items=apply_overlay(scan.items, overlay, scan.classes))
 
 
+def decision_folder(source: str) -> str:
+    """The folder label decisions about ``source`` are kept for: a .zip or the demo set resolved to the folder
+    its images are read from; a source that does not resolve (gone, refused) stays itself."""
+    from tlcore.data.sources import resolve_source
+
+    try:
+        return str(resolve_source(source))
+    except StudioError:
+        return source
+
+
+def images_left(scans: list, owner: str | None = None) -> str:
+    """What ``owner``'s label decisions leave of each scanned folder: "38 of 40 in bees · 9 of 10 in val"."""
+    return " · ".join(
+        f"{len(apply_stored_overlay(scan, owner).items)} of {len(scan.items)} in {Path(scan.root).name}"
+        for scan in scans
+    )
+
+
+def decision_words(decision: dict) -> str:
+    """A stored decision in words: "excluded" or "relabelled → bees"."""
+    return "excluded" if decision["action"] == "exclude" else f"relabelled → {decision['label']}"
+
+
 def root_of(path: str, roots: list[str]) -> str:
     """The dataset folder among ``roots`` (training, validation) that holds ``path``.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
+from tlcore.model.downloads import known_failure, remember_failure
 from tlcore.model.file_trial import check_weights_file
 from tlcore.model.files import MODEL_FILE_SUFFIXES, file_digest, is_model_file_name
 from tlcore.paths import keras_models_dir
@@ -205,11 +206,14 @@ def load_backbone(model_config, seed: int = 0) -> Backbone:
 
     keras.utils.set_random_seed(seed)
     constructor = globals()[spec.builder] if spec.builder else getattr(keras.applications, spec.name)
+    download = _download_key(spec.name, size) if weights == "imagenet" else None
+    if download is not None and (failed := known_failure(download)) is not None:
+        raise failed  # failed a moment ago: said at once, not after another wait for the network
     try:
         model = constructor(weights=weights, include_top=False, input_shape=(size, size, 3))
     except Exception as error:  # keras raises a bare Exception on a failed download
-        if weights == "imagenet":
-            raise _download_error(spec.name, error) from None
+        if download is not None:
+            raise remember_failure(download, spec.name, error) from None
         raise StudioError(f"Could not build {spec.name} with weights {model_config.weights!r}: {error}") from None
     return Backbone(
         model=model,
@@ -296,10 +300,13 @@ def load_imagenet_classifier(name: str) -> ImageNetClassifier:
     import keras
 
     module = getattr(keras.applications, spec.preprocess)
+    download = _download_key(spec.name, "top")
+    if (failed := known_failure(download)) is not None:
+        raise failed
     try:
         model = getattr(keras.applications, spec.name)(weights="imagenet", include_top=True)
     except Exception as error:  # keras raises a bare Exception on a failed download
-        raise _download_error(spec.name, error) from None
+        raise remember_failure(download, spec.name, error) from None
     return ImageNetClassifier(model, module.preprocess_input, module.decode_predictions)
 
 
@@ -312,16 +319,18 @@ def block_names(backbone: Backbone) -> list[str]:
     return [label for label in dict.fromkeys(labels) if label]
 
 
-def _download_error(name: str, error: Exception) -> WeightsUnavailableError:
-    urls = re.findall(r"https?://[^\s:]+(?::\d+)?[^\s:]*", str(error))
-    url = urls[0] if urls else "the keras.applications weights URL"
-    filename = url.rsplit("/", 1)[-1] if urls else "the weights file"
-    return WeightsUnavailableError(
-        f"Could not download ImageNet weights for {name} ({filename}): no internet access? "
-        f"Either download {url} and put it in {keras_models_dir()} (the Keras cache, set by "
-        "KERAS_HOME), or choose weights 'none', a local weights file, or your own Keras model "
-        "file as the backbone."
-    )
+def _download_key(name: str, variant) -> str:
+    """One weights file (architecture, input size or "top") in one Keras cache folder."""
+    return f"{keras_models_dir()}:{name}:{variant}"
+
+
+def model_file_facts(path: str | Path) -> dict:
+    """What the Model page offers for a visitor's model file: ``{"layers": cut candidates, "image_size": its
+    own input size or None}`` (loaded in a child process first, see :func:`tlcore.model.file_trial.load_model_file`)."""
+    from tlcore.model.file_trial import load_model_file
+
+    full = load_model_file(path)
+    return {"layers": feature_layers(full), "image_size": full.input_shape[1]}
 
 
 def feature_layers(model) -> list[str]:

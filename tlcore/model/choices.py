@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.config import FreezePlan, ModelConfig, TrainConfig
+from tlcore.config import FINE_TUNE_SCHEDULES, FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import MODEL_FILE_DEFAULT_SIZE, BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
 from tlcore.model.preprocessing import PREPROCESSING
+from tlcore.words import about_seconds
 
 # Sizes of the optional hidden dense layer in the head (0 = no hidden layer).
 HIDDEN_UNITS_CHOICES = (0, 64, 128, 256, 512)
@@ -166,6 +167,12 @@ def describe_freeze_plan(plan: FreezePlan) -> str:
     return f"{_layer_list(plan.value)} train, with the new head"
 
 
+def phase_one_title(plan: FreezePlan) -> str:
+    """The Train page's heading of phase 1 (``"**Phase 1 · train the new head** (all backbone layers frozen…)"``)."""
+    what = "train the new head" if plan.mode == "all" else "train"
+    return f"**Phase 1 · {what}** ({describe_freeze_plan(plan)}; set on the Model page)"
+
+
 def freeze_plan_label(plan: FreezePlan) -> str:
     """A few words for what trains: ``"head"``, ``"from block_16"``, ``"everything"``."""
     if plan.mode == "all" or (plan.mode == "top" and not plan.value):
@@ -279,6 +286,43 @@ def _rate_text(plan: PhasePlan, train_config: TrainConfig) -> str:
     return text
 
 
+# The Train page's names and help for its settings.
+AUGMENT_LABELS = {"off": "off", "flip": "flip only", "full": "full (flip, rotation, zoom, contrast)"}
+TRAIN_HELP = {
+    "augment": "Flip only: a random horizontal flip (fine-tuning stays on cached activations). Full: flip, "
+    "rotation, zoom and contrast (slower: every image through the whole backbone every epoch).",
+    "schedule": "How the fine-tune rate moves: held, cosine down to 0, or a warm-up then cosine (one-cycle).",
+    "decay": "Discriminative rates: each unfrozen block trains at this times the rate of the block above it.",
+    "start": "Set the options and press **Start training**. The chart updates live; you can leave this page and come back.",
+}
+
+
+def schedule_index(schedule: str) -> int:
+    """Where the Train page's schedule box starts: the setup's schedule, "constant" for one it does not know."""
+    return FINE_TUNE_SCHEDULES.index(schedule if schedule in FINE_TUNE_SCHEDULES else "constant")
+
+
+def rate_decay_label(decay: float) -> str:
+    """A per-block rate factor in words: "same rate" or "×0.5"."""
+    return "same rate" if decay == 1 else f"×{decay:g}"
+
+
+def full_augment_note(timing: dict | None, augment: str) -> str | None:
+    """Why full augmentation makes fine-tuning slower, with this server's two epoch times (``None``: nothing to say).
+
+    Args:
+        timing: a fine-tune epoch's estimate (:func:`epoch_timing`), or ``None``.
+        augment: the augmentation setting (``"full"`` is the one that changes every image).
+    """
+    if timing is None or augment != "full" or timing["cached"] is None:
+        return None
+    return (
+        "Full augmentation (random flips, rotations, zooms, contrast) changes every image every epoch, so fine-tuning "
+        f"pushes the images through the whole backbone: {about_seconds(timing['full'])} an epoch here instead of "
+        f"{about_seconds(timing['cached'])} from activations cached below {timing['cut']} (measured on this server)."
+    )
+
+
 def head_epoch_seconds(runs: list, config) -> float | None:
     """A phase-1 epoch's seconds, measured in the latest of ``runs`` trained like ``config``.
 
@@ -317,10 +361,13 @@ def _time_text(plan: PhasePlan, timing: dict | None, head_seconds: float | None 
         return ""
     if plan.number == 1:
         return (
-            f"≈ {head_seconds:.1f} s (your last run like this)" if head_seconds is not None else "after the first run"
+            f"{about_seconds(head_seconds)} (your last run like this)"
+            if head_seconds is not None
+            else "after the first run"
         )
     if timing is None:
         return ""
     if timing["uses_cut"]:
-        return f"≈ {timing['cached']:.1f} s (cached below {timing['cut']}; full path ≈ {timing['full']:.0f} s)"
-    return f"≈ {timing['full']:.1f} s (full path: {timing['reason']})"
+        cached, full = about_seconds(timing["cached"]), about_seconds(timing["full"], digits=0)
+        return f"{cached} (cached below {timing['cut']}; full path {full})"
+    return f"{about_seconds(timing['full'])} (full path: {timing['reason']})"

@@ -22,7 +22,7 @@ from tlcore.caches import BoundedCache
 from tlcore.config import FreezePlan, ModelConfig, TrainConfig
 from tlcore.errors import StudioError
 from tlcore.model.backbones import Backbone, assign_blocks
-from tlcore.model.choices import PhasePlan, freeze_plan_label
+from tlcore.model.choices import PhasePlan, freeze_plan_label, head_epoch_seconds, phase_rows
 from tlcore.model.saved_layer import Preprocess
 
 HEAD_NAME = "head"
@@ -317,6 +317,24 @@ def phase_plan(
             fine_tune_plan,
         ),
     ]
+
+
+def phase_table(backbone: Backbone, config, num_classes: int, timing: dict | None, runs: list) -> pd.DataFrame:
+    """The Train page's table of the two phases (:func:`tlcore.model.choices.phase_rows`), one row per phase.
+
+    Args:
+        backbone: the loaded backbone of ``config.model``.
+        config: the :class:`~tlcore.config.RunConfig` about to be trained.
+        num_classes: classes of the dataset.
+        timing: a fine-tune epoch's estimate (:func:`tlcore.model.choices.epoch_timing`), or ``None``.
+        runs: the visitor's finished runs, newest first: a phase-1 epoch is timed from the latest one like this.
+
+    Raises:
+        StudioError: a freeze plan names a layer or block the backbone does not have.
+    """
+    phases = phase_plan(backbone, config.model, config.train, num_classes)
+    rows = phase_rows(phases, config.train, timing, head_epoch_seconds(runs, config))
+    return pd.DataFrame(rows).set_index("phase")
 
 
 def parameter_totals(model) -> dict[str, int]:

@@ -183,3 +183,13 @@ def _forward_seconds(network, shape: tuple) -> float:
     started = time.perf_counter()
     network(inputs, training=False)
     return time.perf_counter() - started
+
+
+def fine_tune_timing(backbone: Backbone, settings: str, num_train: int, num_val: int) -> dict:
+    """:func:`tlcore.model.choices.epoch_timing` of a fine-tune epoch with ``settings`` (a
+    :class:`~tlcore.config.RunConfig` as JSON: a cache key), measured here by :func:`phase_two_epoch_seconds`."""
+    from tlcore.config import RunConfig
+    from tlcore.model.choices import epoch_timing
+
+    config = RunConfig.from_json(settings)
+    return epoch_timing(phase_two_epoch_seconds(backbone, config.model, config.train, num_train, num_val))

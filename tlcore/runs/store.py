@@ -98,6 +98,12 @@ class Run:
     access: str = "operator"
 
     @property
+    def choice_label(self) -> str:
+        """The run in a run picker: its id, and "(shared with you, read-only)" or "(published, read-only)"."""
+        words = {"shared": "shared with you, read-only", "published": "published, read-only"}.get(self.access)
+        return f"{self.run_id} ({words})" if words else self.run_id
+
+    @property
     def read_only(self) -> bool:
         """True when the identity that read this run may look but not change it (calibration, exports)."""
         return self.access not in ("owner", "operator")
@@ -246,6 +252,14 @@ class RunStore(RunAccess):
         """The run a share token opens (any owner's), or ``None`` when no run has it."""
         folder = self.shared_folder(token)
         return read_run(folder) if folder is not None else None
+
+    def first_choice(self, runs: list[Run], link: str | None, last: str | None) -> int:
+        """Which of ``runs`` a run picker shows first: the run of the share link the page was opened
+        with, else the visitor's last run (``last``: its id), else the newest (0)."""
+        opened = self.open_shared(link) if link else None
+        preferred = opened.run_id if opened is not None else last
+        ids = [run.run_id for run in runs]
+        return ids.index(preferred) if preferred in ids else 0
 
     def table(self, kind: str = "image") -> pd.DataFrame:
         """One row per run of ``kind`` ("image" or "text") this identity owns or that is published."""

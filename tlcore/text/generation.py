@@ -16,6 +16,7 @@ from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError
 from tlcore.text.models import context_length, load_gpt2, quantization_of
 from tlcore.text.sampling import SamplerConfig, reseed
+from tlcore.words import plural
 
 MAX_PROMPT_CHARACTERS = 20_000
 
@@ -82,6 +83,13 @@ class Generation:
     @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def speed(self) -> str:
+        """The Text page's line under a sample: "64 new tokens · 21.3 tokens/s", and why it is slow the first time."""
+        text = f"{plural(self.new_tokens, 'new token')} · {self.tokens_per_second:.1f} tokens/s"
+        if self.compiled:
+            text += " (first run with these settings, compiling included; the next click runs warm)"
+        return text
 
 
 # Compiled generate functions kept per model: each new k, p, beam count or temperature

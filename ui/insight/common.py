@@ -6,53 +6,31 @@ Evaluate pages call them. They are not pages of their own.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import streamlit as st
 
-from tlcore.caches import BoundedCache
 from tlcore.config import RunConfig
 from tlcore.data.images import thumbnail
+from tlcore.data.scan import folder_stamp
 from tlcore.errors import StudioError
-from ui import shared
+from tlcore.insight.feature_set import FIX_HINT, features_for, features_key
+from tlcore.insight.overlay import decision_folder, decision_words
+from ui import cache, shared
 from ui.job_panel import start_task, task_outcome
-
-# The dataset's pooled features per setup, folders and label decisions: one bounded tlcore
-# cache (not st.cache_data) so an analysis job's thread can use it too, and one copy is kept.
-_FEATURE_SETS = BoundedCache(
-    "analysis features", max_items=4, max_bytes=1 << 30, sizer=lambda found: found.train_x.nbytes + found.val_x.nbytes
-)
-
-
-def _key(config: RunConfig) -> str:
-    # Only what changes the features or the split: a new learning rate keeps them.
-    return json.dumps({"data": asdict(config.data), "model": asdict(config.model), "seed": config.train.seed})
-
-
-def _feature_set(config: RunConfig, stamps: tuple, backbone, log=None):
-    from tlcore.insight.feature_set import dataset_features
-
-    def create():
-        return dataset_features(config, log, backbone=backbone)
-
-    return _FEATURE_SETS.get_or_create((_key(config), stamps), create)
 
 
 def _prepared(config: RunConfig):
-    """``(stamps, backbone)`` for :func:`_feature_set`, or ``None`` after an error (shown)."""
-    from tlcore.insight.overlay import stamp
-
+    """``(folders, backbone)`` for :func:`tlcore.insight.feature_set.features_for`, or ``None`` after an error (shown)."""
     try:
-        folders = roots(config)
-        stamps = (tuple(shared.folder_stamp(root) for root in filter(None, folders)), stamp(folders, config.data.owner))
-        return stamps, shared.backbone(config.model)
-    except StudioError as error:
-        shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
-    except ValueError as error:
-        shared.show_error(error)
+        return roots(config), cache.backbone(config.model)
+    except (StudioError, ValueError) as error:
+        _show(error)
     return None
+
+
+def _show(error: Exception) -> None:
+    shared.show_error(error, FIX_HINT if isinstance(error, StudioError) else "")
 
 
 def features(config: RunConfig):
@@ -62,29 +40,22 @@ def features(config: RunConfig):
         return None
     try:
         with st.spinner("Computing backbone features (once; then from the cache)…"):
-            return _feature_set(config, *prepared)
-    except StudioError as error:
-        shared.show_error(error, "Fix the dataset on the Data page or the backbone on the Model page.")
-    except ValueError as error:
-        shared.show_error(error)
+            return features_for(config, *prepared)
+    except (StudioError, ValueError) as error:
+        _show(error)
     return None
 
 
 def roots(config: RunConfig) -> list[str | None]:
-    """The dataset folders (training, validation or ``None``) that label decisions are kept for:
-    a .zip or the demo set resolved to the folder its images are read from."""
+    """The dataset folders (training, validation or ``None``) that label decisions are kept for
+    (:func:`tlcore.insight.overlay.decision_folder`)."""
     sources = (config.data.data_dir, config.data.val_dir)
-    return [_folder(source, shared.folder_stamp(source)) if source else None for source in sources]
+    return [_folder(source, folder_stamp(source)) if source else None for source in sources]
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _folder(source: str, stamp: float) -> str:
-    from tlcore.data.sources import resolve_source
-
-    try:
-        return str(resolve_source(source))
-    except StudioError:
-        return source
+    return decision_folder(source)
 
 
 def decide(config: RunConfig, path: str, digest: str, action: str, label: str | None = None) -> None:
@@ -108,10 +79,8 @@ def decision(config: RunConfig, path: str) -> dict | None:
 
 
 def done(decision: dict) -> str:
-    """A decision in words, escaped for Markdown: "excluded" or "relabelled → bees"."""
-    return shared.escape_markdown(
-        "excluded" if decision["action"] == "exclude" else f"relabelled → {decision['label']}"
-    )
+    """:func:`tlcore.insight.overlay.decision_words`, escaped for Markdown."""
+    return shared.escape_markdown(decision_words(decision))
 
 
 def show_image(path: str, caption: str = "", size: int = 256) -> None:
@@ -130,13 +99,13 @@ def name(path: str) -> str:
 
 def remember(name: str, config: RunConfig, value) -> None:
     """Keeps an analysis result for this setup (a changed dataset or backbone forgets it)."""
-    st.session_state[f"insight_{name}"] = (_key(config), value)
+    st.session_state[f"insight_{name}"] = (features_key(config), value)
 
 
 def recall(name: str, config: RunConfig):
     """The result :func:`remember` kept for this setup, or ``None``."""
     stored = st.session_state.get(f"insight_{name}")
-    return stored[1] if stored is not None and stored[0] == _key(config) else None
+    return stored[1] if stored is not None and stored[0] == features_key(config) else None
 
 
 def analysis(
@@ -167,8 +136,8 @@ def analysis(
         if prepared is not None:
 
             def target(job):
-                found = _feature_set(setup, *prepared, job.log) if uses_features else None
-                return _key(setup), compute(found)
+                found = features_for(setup, *prepared, job.log) if uses_features else None
+                return features_key(setup), compute(found)
 
             start_task(slot, "analysis", spinner.rstrip("…. "), target)
     finished = task_outcome(slot)

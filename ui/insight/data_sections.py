@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore.config import RunConfig
-from ui import shared
+from tlcore.insight.label_issues import suspicion_words
+from ui import cache, shared
 from ui.insight import common
 
 
@@ -20,15 +21,10 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
         max_rows: suspects shown at most.
         columns: thumbnails per row.
     """
-    from tlcore.insight.label_issues import review_labels
+    from tlcore.insight.label_issues import HOW_SUSPECTS_ARE_FOUND, SUSPECTS_ORDER, review_labels
 
     st.subheader("Suspect labels")
-    st.caption(
-        "Every image is predicted by heads that never saw it (5-fold on the backbone features, 3 different "
-        "splits); an image is flagged when every split's heads and confident learning (cleanlab) disagree with "
-        "its label. Your files are never moved: "
-        "decisions are kept in the workspace and apply from the next training on."
-    )
+    st.caption(HOW_SUSPECTS_ARE_FOUND)
     _kept_decisions(config, max_rows)
     review = common.analysis(
         "label_review",
@@ -44,8 +40,7 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
     (st.info if issues.empty else st.warning)(shared.escape_markdown(review.describe()))
     if issues.empty:
         return
-    st.caption("Most doubtful first: sorted by suspicion = 1 − the probability heads that never saw the image give "
-               "its label.")  # fmt: skip
+    st.caption(SUSPECTS_ORDER)
     grid = st.columns(columns)
     for index, row in enumerate(issues.head(max_rows).itertuples()):
         with grid[index % columns]:
@@ -57,48 +52,38 @@ def _suspect_card(config: RunConfig, row, target: str, index: int) -> None:
     common.show_image(
         row.path,
         f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
-        f"suggested **{shared.escape_markdown(row.suggested)}** · suspicion {row.score:.3f} "
-        f"(p(given) {1 - row.score:.1%}; {row.agreement:.0%} of splits disagree)",
+        f"suggested **{shared.escape_markdown(row.suggested)}** · {suspicion_words(row.score, row.agreement)}",
     )
-    decision = common.decision(config, row.path)
+    # Each button stores its decision in its callback, before the page reruns to show it.
+    decision, choice = common.decision(config, row.path), (config, row.path, row.digest)
     if decision is not None:
         st.caption(f":material/check: {common.done(decision)}")
-        if st.button("Undo", key=f"undo_{index}"):
-            common.decide(config, row.path, row.digest, "undo")
-            st.rerun()
+        st.button("Undo", key=f"undo_{index}", on_click=common.decide, args=(*choice, "undo"))
         return
     left, right = st.columns(2)
-    if left.button(f"Relabel as {target}", key=f"relabel_{index}"):
-        common.decide(config, row.path, row.digest, "relabel", target)
-        st.rerun()
-    if right.button("Exclude", key=f"exclude_{index}"):
-        common.decide(config, row.path, row.digest, "exclude")
-        st.rerun()
+    relabel = (*choice, "relabel", target)
+    left.button(f"Relabel as {target}", key=f"relabel_{index}", on_click=common.decide, args=relabel)
+    right.button("Exclude", key=f"exclude_{index}", on_click=common.decide, args=(*choice, "exclude"))
 
 
 def _kept_decisions(config: RunConfig, max_rows: int) -> None:
     """The decisions kept in the workspace (a refresh keeps them), each with Undo, and the images they leave."""
-    from tlcore.insight.overlay import apply_stored_overlay, decisions
+    from tlcore.insight.overlay import decisions, images_left
 
     folders = common.roots(config)
     kept = decisions(folders, config.data.owner)
     if not kept:
         return
-    left = []
     # Scan what the visitor chose (a folder, or a .zip whose extraction folder is the studio's own
     # and not readable by path), as the Data page and training do.
-    for source in filter(None, (config.data.data_dir, config.data.val_dir)):
-        scan = shared.scan(source, config.data.skip_placeholders, shared.folder_stamp(source))
-        left.append(
-            f"{len(apply_stored_overlay(scan, config.data.owner).items)} of {len(scan.items)} in {common.name(scan.root)}"
-        )
-    st.markdown(f"**Your label decisions ({len(kept)})** · images left: {' · '.join(left)}")
+    sources = filter(None, (config.data.data_dir, config.data.val_dir))
+    scans = [cache.scan(source, config.data.skip_placeholders) for source in sources]
+    left = shared.escape_markdown(images_left(scans, config.data.owner))
+    st.markdown(f"**Your label decisions ({len(kept)})** · images left: {left}")
     for index, (path, decision) in enumerate(kept[:max_rows]):
         text, undo = st.columns([6, 1], vertical_alignment="center")
         text.caption(f"{common.name(path)}: {common.done(decision)}")
-        if undo.button("Undo", key=f"kept_undo_{index}"):
-            common.decide(config, path, "", "undo")
-            st.rerun()
+        undo.button("Undo", key=f"kept_undo_{index}", on_click=common.decide, args=(config, path, "", "undo"))
     if len(kept) > max_rows:
         st.caption(f"…and {len(kept) - max_rows} more (undo some to see them).")
 
@@ -113,12 +98,7 @@ def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
     from tlcore.insight import duplicates
 
     st.subheader("Duplicates and leakage")
-    st.caption(
-        "Pairs the backbone finds unusually alike for this dataset (far outside how alike two photos of one "
-        "class usually are), then checked pixel by pixel: the **same photo** (re-encoded, resized or recoloured) "
-        "or a **similar photo** (a different picture that looks alike). A validation image that is the same "
-        "photo as a training image makes validation look better than it is."
-    )
+    st.caption(duplicates.HOW_PAIRS_ARE_FOUND)
     found = common.recall("dup_features", config)
     if st.button("Find duplicates", key="near_duplicates"):
         found = common.features(config)
@@ -138,9 +118,8 @@ def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
     cols = st.columns(3)
     cols[0].metric("Same-photo pairs", len(same))
     cols[1].metric("Validation images also in training", len(leak.leaked))
-    if leak.leaked and leak.val_accuracy_without_leaks is not None:
-        accuracy = f"{leak.val_accuracy:.1%} → {leak.val_accuracy_without_leaks:.1%}"
-        cols[2].metric("Validation accuracy (head on features) → without leaks", accuracy)
+    if leak.accuracy_change is not None:
+        cols[2].metric("Validation accuracy (head on features) → without leaks", leak.accuracy_change)
     (st.warning if leak.leaked else st.success)(shared.escape_markdown(leak.describe()))
     for index, row in enumerate(same.head(max_pairs).itertuples()):
         _pair_row(config, found, row, f"same_{index}")
@@ -165,6 +144,6 @@ def _pair_row(config: RunConfig, found, row, key: str) -> None:
     with actions:
         if common.decision(config, row.a) is not None:
             st.caption(f"{common.name(row.a)} excluded")
-        elif item is not None and st.button("Exclude the left one", key=f"dup_exclude_{key}"):
-            common.decide(config, item.path, item.digest, "exclude")
-            st.rerun()
+        elif item is not None:
+            exclude = (config, item.path, item.digest, "exclude")
+            st.button("Exclude the left one", key=f"dup_exclude_{key}", on_click=common.decide, args=exclude)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from tlcore.errors import StudioError
 from tlcore.insight import figures as charts
-from tlcore.metrics import predicted_labels
+from tlcore.metrics import run_predictions
 from ui import shared
 from ui.insight import common
 
@@ -36,10 +36,8 @@ def calibration_section(run) -> None:
     except ValueError as error:
         shared.show_error(error)
         return
-    cols = st.columns(3)
-    cols[0].metric("Calibration error (ECE)", f"{report.ece_before:.3f}")
-    cols[1].metric("With temperature scaling (cross-fitted)", f"{report.ece_after:.3f}")
-    cols[2].metric("Temperature", f"{report.temperature:.2f}")
+    for column, (label, value) in zip(st.columns(3), report.metrics().items()):
+        column.metric(label, value)
     st.plotly_chart(charts.reliability_figure(report), width="stretch", key="reliability_chart")
     saved = calibration.load_temperature(run.path)
     if not report.helps:
@@ -54,10 +52,7 @@ def calibration_section(run) -> None:
                 st.rerun()
         return
     st.success(report.describe())
-    st.caption(
-        f"A temperature of {report.temperature:.2f} means the model is {report.confidence}: dividing its logits by T "
-        "makes a 90 % confident prediction right about 90 % of the time."
-    )
+    st.caption(report.temperature_note())
     if saved is not None:
         st.caption(f"Applied to this run's predictions: T = {saved:.2f}.")
     apply = st.checkbox(
@@ -65,13 +60,10 @@ def calibration_section(run) -> None:
         value=saved is not None,
         key=f"calibrate_{run.run_id}",  # per run: a tick on one run must not carry over to another
         disabled=run.read_only,
-        help="Read-only: only the run's owner can change its calibration." if run.read_only else None,
+        help=calibration.READ_ONLY_HELP if run.read_only else None,
     )
     try:
-        if apply and (saved is None or abs(saved - report.temperature) > 1e-9):
-            calibration.save_temperature(run, report)
-        elif not apply and saved is not None:
-            calibration.clear_temperature(run)
+        calibration.set_applied(run, report, apply)
     except StudioError as error:
         shared.show_error(error)
 
@@ -101,7 +93,7 @@ def embedding_section(run) -> None:
         config,
         "Draw the feature map",
         "Projecting the features (t-SNE)…",
-        lambda found: embedding_map(found, predictions=_predicted(run), seed=config.train.seed),
+        lambda found: embedding_map(found, predictions=run_predictions(run), seed=config.train.seed),
         key="embedding",
     )
     if frame is None:
@@ -113,23 +105,12 @@ def embedding_section(run) -> None:
         on_select="rerun",
         selection_mode=("points", "lasso", "box"),
     )
-    selected = [
-        point["customdata"][0] for point in (event.selection.points if event else []) if point.get("customdata")
-    ]
+    selected = charts.selected_paths(event.selection.points if event else [])
     if not selected:
         st.caption("Close points look alike to the backbone. Click or lasso points to see their images.")
         return
     rows = frame.set_index("path")
-    grid = st.columns(6)
-    for index, path in enumerate(selected[:MAX_SELECTED]):
-        with grid[index % 6]:
-            row = rows.loc[path]
-            common.show_image(path, f"{common.name(path)}  \n{row['label']} → {row['predicted']}", 160)
-
-
-def _predicted(run) -> dict[str, str]:
-    paths, _, probabilities = run.val_probabilities()
-    return predicted_labels(paths, probabilities, run.labels)
+    _grid(selected, lambda path: f"{common.name(path)}  \n{rows.loc[path, 'label']} → {rows.loc[path, 'predicted']}")
 
 
 def known_leaks(run) -> list[str] | None:
@@ -154,18 +135,16 @@ def leakage_section(run) -> None:
         leaked = duplicates.leaked_paths(duplicates.near_duplicates(found))
     st.session_state.setdefault("run_leaks", {})[run.run_id] = leaked
     if not leaked:
-        st.success("No validation image is the same photo as a training image: the validation accuracy is not "
-                   "inflated by leaks.")  # fmt: skip
+        st.success(duplicates.NO_LEAKS)
         return
     paths, labels, probabilities = run.val_probabilities()
-    numbers = duplicates.accuracy_without(paths, labels, probabilities, leaked)
-    without = numbers["val_accuracy_without_leaks"]
-    st.warning(
-        f"{len(leaked)} validation images are the same photo as a training image. Validation accuracy "
-        f"{numbers['val_accuracy']:.1%} counts them; without them it is "
-        + (f"{without:.1%}." if without is not None else "undefined (nothing left).")
-    )
+    st.warning(duplicates.leak_warning(duplicates.accuracy_without(paths, labels, probabilities, leaked), len(leaked)))
+    _grid(leaked, common.name)
+
+
+def _grid(paths: list[str], caption) -> None:
+    """The first :data:`MAX_SELECTED` images of ``paths``, six a row, each with ``caption(path)``."""
     grid = st.columns(6)
-    for index, path in enumerate(leaked[:MAX_SELECTED]):
+    for index, path in enumerate(paths[:MAX_SELECTED]):
         with grid[index % 6]:
-            common.show_image(path, common.name(path), 160)
+            common.show_image(path, caption(path), 160)
