@@ -20,18 +20,21 @@ def _copy(data, model, train) -> RunConfig:
 def leaderboard_section(data, model, train) -> None:
     """Ticks candidates, ranks them on the user's data, and offers "use this backbone"."""
     from tlcore.insight.backbone_compare import candidate_choices, compare_backbones
+    from tlcore.insight.candidates import candidate_labels
 
     with st.expander("Which backbone? Compare them on your data (leaderboard)"):
-        options = candidate_choices(model.backbone)
-        current = f"{model.backbone}:none" if model.weights == "none" else model.backbone  # the setup as a candidate
-        default = list(dict.fromkeys(name for name in (current, "SmallCNN:none") if name in options))
-        picked = st.multiselect("Candidates", options, default, format_func=lambda name: name.rsplit("/", 1)[-1])
+        options = candidate_choices(model)  # the current setup first, whatever it is
+        labels = candidate_labels(options)  # a model file by its own name, not its upload folder
+        default = list(dict.fromkeys([options[0], "SmallCNN:none"]))
+        picked = st.multiselect("Candidates", options, default, format_func=labels.get)
         folds = st.slider("Folds (accuracy ± sd across them)", 2, 10, 5)
         if st.button("Compare backbones", disabled=task_running("leaderboard") or not picked):
             config = _copy(data, model, train)
 
             def work(job):
-                return compare_backbones(config, list(picked), folds=folds, log=job.log, stop=job.stop)
+                return compare_backbones(
+                    config, list(picked), folds=folds, log=job.log, stop=job.stop, current=config.model
+                )
 
             start_task("leaderboard", "compare", f"Comparing {len(picked)} backbones", work)
         finished = task_outcome("leaderboard")
@@ -55,7 +58,7 @@ def _show_leaderboard(board) -> None:
     names = [row.backbone for row in ranked if not row.backbone.startswith("hub:")]  # compared, not trained yet
     if not names:
         return
-    chosen = st.selectbox("Use this backbone", names, format_func=lambda name: name.rsplit("/", 1)[-1])
+    chosen = st.selectbox("Use this backbone", names, format_func=board.labels().get)
     if st.button("Use this backbone", type="primary", key="leaderboard_use"):
         shared.update("model", **next(row.settings for row in ranked if row.backbone == chosen))
 
