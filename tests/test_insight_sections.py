@@ -241,6 +241,7 @@ def leaderboard_script():
         ]
         for row in rows[:2]:
             row.settings = candidate_settings(row.backbone)
+            row.val_sizes, row.train_sizes = [50] * 3, [100] * 3  # 3 folds of 150 images
         st.session_state.leaderboard = Leaderboard(rows, 12.0, 3, 1)
         shared.config("model").freeze = FreezePlan("none")
     model = shared.config("model")
