@@ -45,12 +45,24 @@ def leaderboard_section(data, model, train) -> None:
             _show_leaderboard(board)
 
 
+_LEADERBOARD_FORMATS = {
+    "accuracy_mean": st.column_config.NumberColumn("accuracy", format="%.3f"),
+    "accuracy_sd": st.column_config.NumberColumn("± sd", format="%.3f"),
+    "loss_mean": st.column_config.NumberColumn("loss", format="%.3f"),
+    "images_per_second": st.column_config.NumberColumn("images/s", format="%.0f"),
+    "latency_ms": st.column_config.NumberColumn("latency ms", format="%.1f"),
+    "params": st.column_config.NumberColumn(format="localized"),
+    "size_mb": st.column_config.NumberColumn("size MB", format="%.1f"),
+    "input_size": st.column_config.NumberColumn("input px"),
+}
+
+
 def _show_leaderboard(board) -> None:
     from tlcore.charts import leaderboard_figure
 
     table = board.table()
     st.caption(f"{board.verdict()} ({board.seconds:.0f} s, {board.folds} folds × {board.seeds} seeds)")
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, column_config=_LEADERBOARD_FORMATS)
     st.plotly_chart(leaderboard_figure(table), key="leaderboard_chart")
     ranked = board.ranked
     if not ranked:

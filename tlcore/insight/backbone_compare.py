@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from tlcore.config import FreezePlan, ModelConfig, RunConfig
-from tlcore.insight.candidates import candidate_labels, current_candidate, current_settings
 from tlcore.errors import StudioError, first_line
+from tlcore.insight.candidates import candidate_labels, current_candidate, current_settings
+from tlcore.insight.paired_noise import paired_lead
 from tlcore.jobs import ProgressLog
 
 LEADERBOARD_COLUMNS = [
@@ -146,8 +147,6 @@ def ranking_verdict(ranked: list[CandidateResult], seeds: int = 1, labels: dict 
     from the per-fold differences and one validation image, never from a constant.
     With a single fold (the dataset's own split) the seeds are the paired units.
     """
-    from tlcore.insight.paired_noise import paired_lead
-
     if not ranked:
         return "No candidate could be measured: see each one's reason."
     names = [(labels or {}).get(row.backbone, row.backbone) for row in ranked[:2]]
@@ -162,7 +161,10 @@ def ranking_verdict(ranked: list[CandidateResult], seeds: int = 1, labels: dict 
     lead = paired_lead(units, others, min(leader.val_sizes or [1]), overlap)
     points, why = f"{lead.margin * 100:.1f}", lead.explained(name)
     if lead.outcome == "cannot tell":
-        return f"Cannot tell whether {first} leads {second} ({points} points apart): {why}. Use 3 or more folds or seeds."
+        return (
+            f"Cannot tell whether {first} leads {second} ({points} points apart): {why}. "
+            "Use 3 or more folds or seeds."
+        )
     if lead.outcome == "beyond":
         return f"{first} leads {second} by {points} accuracy points, beyond noise ({why})."
     return f"{first} and {second} are within noise: {points} points apart ({why}). Prefer the faster one."

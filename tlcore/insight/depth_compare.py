@@ -21,6 +21,7 @@ import pandas as pd
 
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.errors import StudioError
+from tlcore.insight.paired_noise import PairedLead, paired_lead
 from tlcore.jobs import ProgressLog
 
 HEAD_ONLY = "head only"
@@ -95,12 +96,10 @@ class DepthComparison:
             return None
         return min(self.depths, key=lambda d: (-d.accuracy_mean, float(np.mean(d.losses)))).depth
 
-    def lead(self):
+    def lead(self) -> PairedLead:
         """The best depth's lead over the runner-up, paired repeat by repeat (the same seed and
         split for both): :func:`tlcore.insight.paired_noise.paired_lead`, floored at one of the
         ``num_val`` validation images."""
-        from tlcore.insight.paired_noise import paired_lead
-
         first, second = sorted(self.depths, key=lambda d: -d.accuracy_mean)[:2]
         return paired_lead(first.accuracies, second.accuracies, max(self.num_val, 1))
 
@@ -153,8 +152,8 @@ def depth_choices(config: RunConfig, blocks: int) -> list[str]:
     names = [name for name in block_names(shared_backbone(config.model, config.train.seed)) if name != "stem"]
     if not names:
         raise StudioError(
-            f"{candidate_label(config.model.backbone)} has no known blocks to fine-tune from. Choose a registry backbone, "
-            "or a model file built from one (its layer names tell its blocks)."
+            f"{candidate_label(config.model.backbone)} has no known blocks to fine-tune from. Choose a registry "
+            "backbone, or a model file built from one (its layer names tell its blocks)."
         )
     return names[::-1][:blocks]
 
