@@ -55,12 +55,12 @@ class PairedLead:
         return "beyond" if self.margin > self.bound else "within"
 
     def explained(self, units_name: str) -> str:
-        """How the bound was found, in a few words: ``"95% bound over the same 5 folds: …"``."""
+        """How the bound was found, in a few words: ``"the 95% bound over the same 5 folds: …"``."""
         if self.bound is None:
             return f"{self.units} paired {units_name} are too few to measure the noise"
         return (
-            f"95% bound over the same {self.units} {units_name}: {self.bound * 100:.1f} points, from the standard "
-            f"error of the paired differences ({self.standard_error * 100:.1f} points), never less than one "
+            f"the 95% bound over the same {self.units} {units_name}: {self.bound * 100:.1f} points, from the larger "
+            f"of the paired differences' standard error ({self.standard_error * 100:.1f} points) and one "
             f"validation image ({self.resolution * 100:.1f} points)"
         )
 
