@@ -231,8 +231,10 @@ def leaderboard_with_an_uploaded_file(path):
     leaderboard_section(shared.config("data"), model, shared.config("train"))
 
 
-def test_the_leaderboard_ticks_the_uploaded_model_file_and_shows_only_its_name():
+def test_the_leaderboard_ticks_the_uploaded_model_file_and_shows_only_its_name(monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
 
     app = AppTest.from_function(leaderboard_with_an_uploaded_file, args=(UPLOAD,), default_timeout=120).run()
     assert not app.exception
