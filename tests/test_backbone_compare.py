@@ -224,7 +224,9 @@ def leaderboard_with_an_uploaded_file(path):
     if "leaderboard" not in st.session_state:
         sizes = {"val_sizes": [40] * 3, "train_sizes": [80] * 3}
         rows = [
-            CandidateResult(path, 0.95, 0.01, 0.2, 50.0, 40.0, 2_257_984, 21.9, 160, scores=[0.95, 0.94, 0.96], **sizes),
+            CandidateResult(
+                path, 0.95, 0.01, 0.2, 50.0, 40.0, 2_257_984, 21.9, 160, scores=[0.95, 0.94, 0.96], **sizes
+            ),
             CandidateResult("SmallCNN:none", 0.6, 0.0, 0.7, 900.0, 1.0, 98_160, 0.4, 64, scores=[0.6] * 3, **sizes),
         ]
         st.session_state.leaderboard = Leaderboard(rows, 30.0, 3, 1)

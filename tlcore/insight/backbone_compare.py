@@ -162,8 +162,7 @@ def ranking_verdict(ranked: list[CandidateResult], seeds: int = 1, labels: dict 
     points, why = f"{lead.margin * 100:.1f}", lead.explained(name)
     if lead.outcome == "cannot tell":
         return (
-            f"Cannot tell whether {first} leads {second} ({points} points apart): {why}. "
-            "Use 3 or more folds or seeds."
+            f"Cannot tell whether {first} leads {second} ({points} points apart): {why}. Use 3 or more folds or seeds."
         )
     if lead.outcome == "beyond":
         return f"{first} leads {second} by {points} accuracy points, beyond noise ({why})."
