@@ -66,6 +66,8 @@ def test_a_depth_that_changed_nothing_is_within_noise_of_the_head():
     # fine-tuning never beat the head's epoch, so the head's weights were kept: the same accuracy every repeat
     same = DepthComparison([_depth(HEAD_ONLY, [0.95, 0.93, 0.94]), _depth("block_16", [0.95, 0.93, 0.94])], 150, 3, 1)
     assert "The depths are within noise" in same.verdict() and "differ by 0.0 accuracy points" in same.verdict()
+    once = DepthComparison([_depth(HEAD_ONLY, [0.954]), _depth("block_16", [0.954])], 153, 3, 1)  # one repeat
+    assert once.verdict().startswith("The depths are within noise: the best two (head only, block_16) differ by 0.0")
 
 
 def test_one_repeat_cannot_tell_noise_from_a_lead_and_says_what_to_do():

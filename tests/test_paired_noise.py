@@ -26,10 +26,12 @@ def test_a_clear_lead_is_beyond_noise_and_pairing_removes_what_the_folds_share()
     assert paired_lead(first, [score - 0.05 for score in first], num_val=200).outcome == "beyond"
 
 
-def test_too_few_paired_scores_cannot_tell():
+def test_too_few_paired_scores_cannot_tell_unless_there_is_no_lead():
     lead = paired_lead([0.95, 0.96], [0.50, 0.52], num_val=100)
     assert lead.outcome == "cannot tell" and lead.bound is None
-    assert "too few" in lead.explained("folds")
+    assert "too few paired folds" in lead.explained("folds")
+    same = paired_lead([0.954], [0.954], num_val=153)  # one repeat each, the same images right
+    assert same.outcome == "within" and "less than one validation image apart" in same.explained("repeats")
 
 
 def test_overlapping_training_folds_widen_the_standard_error():

@@ -14,7 +14,8 @@ and whose standard error says how much of it the folds alone could produce:
 - with K cross-validation folds the training sets overlap, so the folds' differences are
   not independent; the standard error is corrected as Nadeau and Bengio propose
   ("Inference for the Generalization Error", 2003): variance × ``(1/K + n_val/n_train)``;
-- under ``MIN_UNITS`` paired scores the spread cannot be measured: "cannot tell".
+- under ``MIN_UNITS`` paired scores the spread cannot be measured: "cannot tell",
+  unless the two are less than one validation image apart (no lead at all).
 """
 
 from __future__ import annotations
@@ -49,15 +50,23 @@ class PairedLead:
 
     @property
     def outcome(self) -> str:
-        """``"beyond"`` (a real lead), ``"within"`` (noise) or ``"cannot tell"`` (too few units)."""
+        """``"beyond"`` (a real lead), ``"within"`` (noise) or ``"cannot tell"`` (too few units).
+
+        Less than one validation image apart is within noise however few the units: there is
+        no lead to tell apart from noise.
+        """
+        if self.margin < self.resolution:
+            return "within"
         if self.bound is None:
             return "cannot tell"
         return "beyond" if self.margin > self.bound else "within"
 
     def explained(self, units_name: str) -> str:
         """How the bound was found, in a few words: ``"the 95% bound over the same 5 folds: …"``."""
+        if self.bound is None and self.margin < self.resolution:
+            return f"less than one validation image apart, {self.resolution * 100:.1f} points"
         if self.bound is None:
-            return f"{self.units} paired {units_name} are too few to measure the noise"
+            return f"too few paired {units_name} to measure the noise: {self.units}, {MIN_UNITS} needed"
         return (
             f"the 95% bound over the same {self.units} {units_name}: {self.bound * 100:.1f} points, from the larger "
             f"of the paired differences' standard error ({self.standard_error * 100:.1f} points) and one "
