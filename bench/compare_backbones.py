@@ -8,7 +8,8 @@ On the real ants/bees photos (245 train / 153 val):
 
 - leaderboard: candidates {the shared dog-breed MobileNetV2 file (160 px), MobileNetV2
   with random weights (224 px), SmallCNN (64 px)}, the default head over K folds. Target:
-  the pretrained file ranked first by a margin beyond its sd; the whole comparison
+  the pretrained file ranked first by a lead beyond noise (paired over the folds, see
+  tlcore/insight/paired_noise.py); the whole comparison
   (cold: an empty feature cache) within 3x one cold extraction of the largest candidate
   (MobileNetV2 at 224 px: load + features of every image).
 - depths: the pretrained file, fine-tuned from each of its last 3 blocks for a few epochs
@@ -68,8 +69,9 @@ def leaderboard(folds: int) -> None:
     print(f"\nleaderboard ({folds} folds, cold cache), {board.seconds:.1f} s")
     print("| backbone | accuracy (mean ± sd) | loss | images/s | latency ms | params | size MB | input |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    labels = board.labels()
     for row in board.candidates:
-        name = Path(row.backbone).name if row.backbone.endswith(".h5") else row.backbone
+        name = labels[row.backbone]
         if row.error:
             print(f"| {name} | error: {row.error} | | | | | | |")
             continue
@@ -78,12 +80,10 @@ def leaderboard(folds: int) -> None:
             f"{row.images_per_second:.0f} | {row.latency_ms:.1f} | {row.params:,} | {row.size_mb:.1f} | "
             f"{row.input_size} |"
         )
-    first, second = board.ranked[0], board.ranked[1]
-    margin = first.accuracy_mean - second.accuracy_mean
-    print(f"verdict: {board.verdict()}")
-    print(
-        f"first is the pretrained file: {first.backbone == str(DOG)}; margin {margin:.3f} vs sd {first.accuracy_sd:.3f}"
-    )
+    first = board.ranked[0]
+    verdict = board.verdict()
+    print(f"verdict: {verdict}")
+    print(f"first is the pretrained file: {first.backbone == str(DOG)}; lead beyond noise: {'beyond noise' in verdict}")
     ratio = board.seconds / reference
     print(f"time: {board.seconds:.1f} s vs one cold extraction of MobileNetV2 224 px {reference:.1f} s = {ratio:.2f}x")
     print(f"target <= 3x: {'met' if ratio <= 3 else 'MISSED'}")

@@ -241,6 +241,7 @@ def leaderboard_script():
         ]
         for row in rows[:2]:
             row.settings = candidate_settings(row.backbone)
+            row.val_sizes, row.train_sizes = [50] * 3, [100] * 3  # 3 folds of 150 images
         st.session_state.leaderboard = Leaderboard(rows, 12.0, 3, 1)
         shared.config("model").freeze = FreezePlan("none")
     model = shared.config("model")
@@ -271,7 +272,10 @@ def depth_script():
 
     if "forms" not in st.session_state:
         st.session_state.forms = (DataConfig(), ModelConfig(), TrainConfig(fine_tune_epochs=0))
-        depths = [DepthResult("head only", [0.80], [0.5], [1.0]), DepthResult("block_15", [0.95], [0.2], [9.0], 1)]
+        depths = [  # 3 repeats each: enough to tell a 15-point lead from noise
+            DepthResult("head only", [0.80, 0.81, 0.79], [0.5] * 3, [1.0] * 3),
+            DepthResult("block_15", [0.95, 0.94, 0.96], [0.2] * 3, [9.0] * 3, 3),
+        ]
         st.session_state.depths = DepthComparison(depths, 150, 4, 10.0)
     data, model, train = st.session_state.forms
     depth_section(data, model, train)

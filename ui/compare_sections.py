@@ -20,18 +20,21 @@ def _copy(data, model, train) -> RunConfig:
 def leaderboard_section(data, model, train) -> None:
     """Ticks candidates, ranks them on the user's data, and offers "use this backbone"."""
     from tlcore.insight.backbone_compare import candidate_choices, compare_backbones
+    from tlcore.insight.candidates import candidate_labels
 
     with st.expander("Which backbone? Compare them on your data (leaderboard)"):
-        options = candidate_choices(model.backbone)
-        current = f"{model.backbone}:none" if model.weights == "none" else model.backbone  # the setup as a candidate
-        default = list(dict.fromkeys(name for name in (current, "SmallCNN:none") if name in options))
-        picked = st.multiselect("Candidates", options, default, format_func=lambda name: name.rsplit("/", 1)[-1])
+        options = candidate_choices(model)  # the current setup first, whatever it is
+        labels = candidate_labels(options)  # a model file by its own name, not its upload folder
+        default = list(dict.fromkeys([options[0], "SmallCNN:none"]))
+        picked = st.multiselect("Candidates", options, default, format_func=labels.get)
         folds = st.slider("Folds (accuracy ± sd across them)", 2, 10, 5)
         if st.button("Compare backbones", disabled=task_running("leaderboard") or not picked):
             config = _copy(data, model, train)
 
             def work(job):
-                return compare_backbones(config, list(picked), folds=folds, log=job.log, stop=job.stop)
+                return compare_backbones(
+                    config, list(picked), folds=folds, log=job.log, stop=job.stop, current=config.model
+                )
 
             start_task("leaderboard", "compare", f"Comparing {len(picked)} backbones", work)
         finished = task_outcome("leaderboard")
@@ -42,12 +45,24 @@ def leaderboard_section(data, model, train) -> None:
             _show_leaderboard(board)
 
 
+_LEADERBOARD_FORMATS = {
+    "accuracy_mean": st.column_config.NumberColumn("accuracy", format="%.3f"),
+    "accuracy_sd": st.column_config.NumberColumn("± sd", format="%.3f"),
+    "loss_mean": st.column_config.NumberColumn("loss", format="%.3f"),
+    "images_per_second": st.column_config.NumberColumn("images/s", format="%.0f"),
+    "latency_ms": st.column_config.NumberColumn("latency ms", format="%.1f"),
+    "params": st.column_config.NumberColumn(format="localized"),
+    "size_mb": st.column_config.NumberColumn("size MB", format="%.1f"),
+    "input_size": st.column_config.NumberColumn("input px"),
+}
+
+
 def _show_leaderboard(board) -> None:
     from tlcore.charts import leaderboard_figure
 
     table = board.table()
     st.caption(f"{board.verdict()} ({board.seconds:.0f} s, {board.folds} folds × {board.seeds} seeds)")
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, column_config=_LEADERBOARD_FORMATS)
     st.plotly_chart(leaderboard_figure(table), key="leaderboard_chart")
     ranked = board.ranked
     if not ranked:
@@ -55,7 +70,7 @@ def _show_leaderboard(board) -> None:
     names = [row.backbone for row in ranked if not row.backbone.startswith("hub:")]  # compared, not trained yet
     if not names:
         return
-    chosen = st.selectbox("Use this backbone", names, format_func=lambda name: name.rsplit("/", 1)[-1])
+    chosen = st.selectbox("Use this backbone", names, format_func=board.labels().get)
     if st.button("Use this backbone", type="primary", key="leaderboard_use"):
         shared.update("model", **next(row.settings for row in ranked if row.backbone == chosen))
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tlcore.config import FreezePlan, RunConfig
+from tlcore.config import FreezePlan, ModelConfig, RunConfig
 from tlcore.errors import StudioError, first_line
+from tlcore.insight.candidates import candidate_labels, current_candidate, current_settings
+from tlcore.insight.paired_noise import paired_lead
 from tlcore.jobs import ProgressLog
 
 LEADERBOARD_COLUMNS = [
@@ -53,9 +55,11 @@ class CandidateResult:
         size_mb: the model file's size, or float32 weights for a registry backbone.
         input_size: input height and width in pixels.
         error: why the candidate could not be measured (the other fields are then empty).
-        scores: every fold/seed accuracy.
+        scores: every fold/seed accuracy, fold by fold (the seeds of a fold together).
         settings: the ``ModelConfig`` fields "use this backbone" sets.
         pareto: on the accuracy/latency Pareto front.
+        val_sizes: validation images of each fold.
+        train_sizes: training images of each fold.
     """
 
     backbone: str
@@ -71,6 +75,8 @@ class CandidateResult:
     scores: list[float] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     pareto: bool = False
+    val_sizes: list[int] = field(default_factory=list)
+    train_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -99,13 +105,25 @@ class Leaderboard:
     def best(self) -> str | None:
         return self.ranked[0].backbone if self.ranked else None
 
+    def labels(self) -> dict[str, str]:
+        """Each candidate's name as the user knows it (a model file by its own name)."""
+        return candidate_labels([row.backbone for row in self.candidates])
+
     def table(self) -> pd.DataFrame:
-        """One row per candidate (``LEADERBOARD_COLUMNS``), best first."""
-        return pd.DataFrame([asdict(row) for row in self.candidates], columns=LEADERBOARD_COLUMNS)
+        """One row per candidate (``LEADERBOARD_COLUMNS``), best first, each named by its label.
+
+        A model file is named by its file name, never by the folder it was uploaded to.
+        """
+        labels = self.labels()
+        rows = []
+        for row in self.candidates:
+            error = row.error.replace(row.backbone, labels[row.backbone]) if row.error else row.error
+            rows.append(asdict(row) | {"backbone": labels[row.backbone], "error": error})
+        return pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
 
     def verdict(self) -> str:
         """One sentence: does the leader lead beyond the noise of the folds and seeds?"""
-        return ranking_verdict(self.ranked)
+        return ranking_verdict(self.ranked, self.seeds, self.labels())
 
     def to_dict(self) -> dict:
         """The CLI's JSON: ``{"candidates": [...], "best", "seconds", "folds", "seeds", "verdict"}``."""
@@ -121,33 +139,41 @@ class Leaderboard:
         }
 
 
-def ranking_verdict(ranked: list[CandidateResult]) -> str:
-    """Says whether the first candidate's lead is beyond the spread of its scores.
+def ranking_verdict(ranked: list[CandidateResult], seeds: int = 1, labels: dict | None = None) -> str:
+    """Says whether the first candidate's lead over the second is beyond noise.
 
-    The margin is compared with the larger of the two standard deviations measured
-    across folds/seeds: the threshold comes from the data, not from a constant.
+    The two are paired fold by fold (same validation images, same head seeds), and the
+    lead is judged by :func:`tlcore.insight.paired_noise.paired_lead`: the threshold comes
+    from the per-fold differences and one validation image, never from a constant.
+    With a single fold (the dataset's own split) the seeds are the paired units.
     """
     if not ranked:
         return "No candidate could be measured: see each one's reason."
+    names = [(labels or {}).get(row.backbone, row.backbone) for row in ranked[:2]]
     if len(ranked) == 1:
-        return f"Only {ranked[0].backbone} could be measured."
-    first, second = ranked[0], ranked[1]
-    margin = first.accuracy_mean - second.accuracy_mean
-    noise = max(first.accuracy_sd or 0.0, second.accuracy_sd or 0.0)
-    if len(first.scores) < 2:
+        return f"Only {names[0]} could be measured."
+    (first, second), leader, runner_up = names, ranked[0], ranked[1]
+    if len(leader.scores) // max(seeds, 1) >= 2:  # folds: one unit per fold, their training sets overlap
+        units, others, name = _paired_units(leader.scores, seeds), _paired_units(runner_up.scores, seeds), "folds"
+        overlap = float(np.mean(leader.val_sizes) / np.mean(leader.train_sizes)) if leader.train_sizes else 0.0
+    else:  # the dataset's own split: the seeds are the units
+        units, others, name, overlap = leader.scores, runner_up.scores, "seeds", 0.0
+    lead = paired_lead(units, others, min(leader.val_sizes or [1]), overlap)
+    points, why = f"{lead.margin * 100:.1f}", lead.explained(name)
+    if lead.outcome == "cannot tell":
         return (
-            f"{first.backbone} leads {second.backbone} by {margin * 100:.1f} points, from one score each: "
-            "use more folds or seeds to tell whether that is beyond noise."
+            f"Cannot tell whether {first} leads {second} ({points} points apart): {why}. Use 3 or more folds or seeds."
         )
-    if margin > noise:
-        return (
-            f"{first.backbone} leads {second.backbone} by {margin * 100:.1f} accuracy points, "
-            f"beyond the spread across folds/seeds (sd {noise * 100:.1f} points)."
-        )
-    return (
-        f"{first.backbone} and {second.backbone} are within noise: {margin * 100:.1f} points apart, "
-        f"less than the spread across folds/seeds (sd {noise * 100:.1f} points). Prefer the faster one."
-    )
+    if lead.outcome == "beyond":
+        return f"{first} leads {second} by {points} accuracy points, beyond noise ({why})."
+    return f"{first} and {second} are within noise: {points} points apart ({why}). Prefer the faster one."
+
+
+def _paired_units(scores: list[float], seeds: int) -> list[float]:
+    """One accuracy per fold: the mean over that fold's seeds (scores are fold by fold)."""
+    seeds = max(seeds, 1)
+    folds = len(scores) // seeds
+    return np.asarray(scores[: folds * seeds], dtype=float).reshape(folds, seeds).mean(axis=1).tolist()
 
 
 def candidate_settings(candidate: str) -> dict:
@@ -186,6 +212,7 @@ def compare_backbones(
     seeds: int = 1,
     log: ProgressLog | None = None,
     stop: threading.Event | None = None,
+    current: ModelConfig | None = None,
 ) -> Leaderboard:
     """Ranks ``candidates`` on ``config``'s data with the default head of ``config``.
 
@@ -198,6 +225,9 @@ def compare_backbones(
         log: receives ``"extract"`` records and one ``"step"`` record per candidate
             (with ``eta_seconds``).
         stop: when set, the comparison ends after the current candidate.
+        current: the Model page's setup: the candidate that is this setup
+            (:func:`current_candidate`) is measured with its own input size, cut layer and
+            preprocessing, not the defaults of its name.
 
     Returns:
         A :class:`Leaderboard`; candidates that failed are listed with their reason.
@@ -222,7 +252,8 @@ def compare_backbones(
             candidate=candidate,
             eta_seconds=_eta(started, index, len(candidates)),
         )
-        rows.append(_measure(config, candidate, dataset, folds, seeds, log, stop))
+        settings = current_settings(current) if current and candidate == current_candidate(current) else None
+        rows.append(_measure(config, candidate, dataset, (folds, seeds), log, stop, settings))
     log.append("step", step=len(rows), steps=len(candidates), eta_seconds=0.0)
     stopped = stop is not None and stop.is_set()
     return Leaderboard(_ranked(rows), time.perf_counter() - started, folds, seeds, stopped)
@@ -247,20 +278,23 @@ def _eta(started: float, done: int, total: int) -> float | None:
     return (time.perf_counter() - started) / done * (total - done)
 
 
-def _measure(config: RunConfig, candidate: str, dataset, folds: int, seeds: int, log, stop) -> CandidateResult:
-    """Loads, extracts, scores and times one candidate; any failure becomes its ``error``."""
+def _measure(config: RunConfig, candidate: str, dataset, repeats, log, stop, settings=None) -> CandidateResult:
+    """Loads, extracts, scores and times one candidate; any failure becomes its ``error``.
+
+    ``repeats``: ``(folds, seeds)``; ``settings``: its ``ModelConfig`` fields when not the
+    defaults of its name (the current setup)."""
     from tlcore.insight.feature_set import dataset_features
     from tlcore.model.backbones import load_backbone
 
     row = CandidateResult(candidate)
     try:
-        row.settings = candidate_settings(candidate)
+        row.settings = settings or candidate_settings(candidate)
         trial = RunConfig.from_dict(config.to_dict())
         for name, value in row.settings.items():
             setattr(trial.model, name, value)
         backbone = load_backbone(trial.model, seed=config.train.seed)
         features = dataset_features(trial, log, backbone=backbone, dataset=dataset)
-        row.scores, losses = _head_scores(features, trial, folds, seeds, stop)
+        row.scores, losses, row.val_sizes, row.train_sizes = _head_scores(features, trial, *repeats, stop)
         row.accuracy_mean = float(np.mean(row.scores))
         row.accuracy_sd = float(np.std(row.scores, ddof=1)) if len(row.scores) > 1 else 0.0
         row.loss_mean = float(np.mean(losses))
@@ -274,21 +308,24 @@ def _measure(config: RunConfig, candidate: str, dataset, folds: int, seeds: int,
     return row
 
 
-def _head_scores(features, config: RunConfig, folds: int, seeds: int, stop) -> tuple[list[float], list[float]]:
-    """Validation accuracy and loss of the default head on every fold × seed."""
+def _head_scores(features, config: RunConfig, folds: int, seeds: int, stop) -> tuple[list, list, list, list]:
+    """Validation accuracy and loss of the default head on every fold × seed (fold by fold),
+    and the validation and training images of each fold."""
     from dataclasses import replace
 
     from tlcore.training.head import head_settings, train_head
 
     base = head_settings(config.model, config.train)
-    accuracies, losses = [], []
+    accuracies, losses, val_sizes, train_sizes = [], [], [], []
     for train, val in _splits(features, folds, config.train.seed):
+        val_sizes.append(len(val[1]))
+        train_sizes.append(len(train[1]))
         for offset in range(seeds):
             fit = train_head(train, val, len(features.classes), replace(base, seed=base.seed + offset), stop=stop)
             best = fit.history[fit.best_epoch - 1] if fit.best_epoch else fit.history[-1]
             accuracies.append(float(best["val_accuracy"]))
             losses.append(float(best["val_loss"]))
-    return accuracies, losses
+    return accuracies, losses, val_sizes, train_sizes
 
 
 def _splits(features, folds: int, seed: int):
@@ -352,11 +389,11 @@ def _dominates(a: CandidateResult, b: CandidateResult) -> bool:
     return no_worse and better and not math.isnan(a.accuracy_mean)
 
 
-def candidate_choices(current_backbone: str | None = None) -> list[str]:
-    """What the leaderboard offers: every registry backbone with ImageNet weights (when it has
-    them) and with random weights, plus the model file in use (if any)."""
+def candidate_choices(model: ModelConfig | None = None) -> list[str]:
+    """What the leaderboard offers: the current setup first (whatever it is: a model file, weights
+    from a file, a KerasHub folder), then every registry backbone with ImageNet weights (when it
+    has them) and with random weights, and the KerasHub presets."""
     from tlcore.model.backbones import BACKBONES
-    from tlcore.model.files import is_model_file_name
     from tlcore.model.hub import HUB_PRESETS
 
     choices = []
@@ -364,6 +401,7 @@ def candidate_choices(current_backbone: str | None = None) -> list[str]:
         choices += [spec.name] if spec.imagenet_weights else []
         choices.append(f"{spec.name}:none")
     choices += [f"hub:{preset}" for preset in HUB_PRESETS]
-    if current_backbone and is_model_file_name(current_backbone):
-        choices.insert(0, current_backbone)
-    return choices
+    if model is None:
+        return choices
+    current = current_candidate(model)
+    return [current] + [choice for choice in choices if choice != current]

@@ -5,13 +5,13 @@ depth starts from the identical trained head, in milliseconds), then a few fine-
 epochs unfrozen from that block, which train only the layers above the block on their
 cached input activations. A "head only" row is the baseline fine-tuning must beat.
 With repeats (other training seeds, same split) each depth gets mean ± sd; whether
-the best depth leads beyond noise is judged from that spread, or, from one repeat,
-from the sampling error of the validation accuracy.
+the best depth leads the runner-up beyond noise is judged from their paired
+differences, repeat by repeat (:mod:`tlcore.insight.paired_noise`); under 3 repeats
+the verdict says it cannot tell.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ import pandas as pd
 
 from tlcore.config import FreezePlan, RunConfig
 from tlcore.errors import StudioError
+from tlcore.insight.paired_noise import PairedLead, paired_lead
 from tlcore.jobs import ProgressLog
 
 HEAD_ONLY = "head only"
@@ -95,34 +96,33 @@ class DepthComparison:
             return None
         return min(self.depths, key=lambda d: (-d.accuracy_mean, float(np.mean(d.losses)))).depth
 
-    def noise(self) -> float:
-        """The accuracy difference that is within noise, from the data (see the module docstring)."""
-        spreads = [depth.accuracy_sd for depth in self.depths if len(depth.accuracies) > 1]
-        if spreads:
-            return max(spreads)
-        accuracy = max(depth.accuracy_mean for depth in self.depths)
-        return math.sqrt(accuracy * (1 - accuracy) / max(self.num_val, 1))
+    def lead(self) -> PairedLead:
+        """The best depth's lead over the runner-up, paired repeat by repeat (the same seed and
+        split for both): :func:`tlcore.insight.paired_noise.paired_lead`, floored at one of the
+        ``num_val`` validation images."""
+        first, second = sorted(self.depths, key=lambda d: -d.accuracy_mean)[:2]
+        return paired_lead(first.accuracies, second.accuracies, max(self.num_val, 1))
 
     def verdict(self) -> str:
-        """One plain sentence on what the comparison showed, including "within noise"."""
+        """One plain sentence on what the comparison showed: a clear best depth, "within noise",
+        or "cannot tell" (too few repeats to measure the noise)."""
         if len(self.depths) < 2:
             return "Too few depths finished to compare."
-        ranked = sorted(self.depths, key=lambda d: -d.accuracy_mean)
-        first, second = ranked[0], ranked[1]
-        margin, noise = first.accuracy_mean - second.accuracy_mean, self.noise()
-        source = "the spread across repeats" if any(len(d.accuracies) > 1 for d in self.depths) else (
-            f"the sampling error of {self.num_val} validation images"
-        )  # fmt: skip
-        if margin <= noise:
+        first, second = (depth.depth for depth in sorted(self.depths, key=lambda d: -d.accuracy_mean)[:2])
+        lead = self.lead()
+        points, why = f"{lead.margin * 100:.1f}", lead.explained("repeats")
+        if lead.outcome == "cannot tell":
             return (
-                f"The depths are within noise: the best two ({first.depth}, {second.depth}) differ by "
-                f"{margin * 100:.1f} accuracy points, no more than {source} ({noise * 100:.1f} points). "
-                "Prefer the cheapest (fewest unfrozen blocks)."
+                f"Cannot tell whether {first} is better than {second} ({points} accuracy points apart): {why}. "
+                "Use 3 or more repeats."
             )
-        return (
-            f"Fine-tuning from {first.depth} is best: {margin * 100:.1f} accuracy points ahead of "
-            f"{second.depth}, beyond {source} ({noise * 100:.1f} points)."
-        )
+        if lead.outcome == "within":
+            return (
+                f"The depths are within noise: the best two ({first}, {second}) differ by {points} accuracy "
+                f"points ({why}). Prefer the cheapest (fewest unfrozen blocks)."
+            )
+        best = "The head alone (no fine-tuning)" if first == HEAD_ONLY else f"Fine-tuning from {first}"
+        return f"{best} is best: {points} accuracy points ahead of {second}, beyond noise ({why})."
 
     def to_dict(self) -> dict:
         """The CLI's JSON: ``{"depths": [...], "best", "verdict", "seconds", ...}``."""
@@ -143,6 +143,7 @@ def depth_choices(config: RunConfig, blocks: int) -> list[str]:
         StudioError: the backbone has no known blocks (a model file of an unknown family).
         ValueError: ``blocks`` out of range.
     """
+    from tlcore.insight.candidates import candidate_label
     from tlcore.model.backbones import block_names
     from tlcore.training.trainer import shared_backbone
 
@@ -151,8 +152,8 @@ def depth_choices(config: RunConfig, blocks: int) -> list[str]:
     names = [name for name in block_names(shared_backbone(config.model, config.train.seed)) if name != "stem"]
     if not names:
         raise StudioError(
-            f"{config.model.backbone} has no known blocks to fine-tune from. Choose a registry backbone, "
-            "or a model file built from one (its layer names tell its blocks)."
+            f"{candidate_label(config.model.backbone)} has no known blocks to fine-tune from. Choose a registry "
+            "backbone, or a model file built from one (its layer names tell its blocks)."
         )
     return names[::-1][:blocks]
 
