@@ -9,11 +9,14 @@ studio's own `tlcore.runs.exports.export_formats`. Then, because the machine is 
 single-image latency is measured again in `--rounds` rounds that alternate the formats
 (each round: every format's median of 20 warm calls), and printed as mean ± sd over the
 rounds, with each format's ratio to the Keras compiled forward measured in the same round.
+Last, where the bytes of each LiteRT file go (constant data by type, quantization
+parameters, tensor names, metadata, the rest of the flatbuffer), read from the file itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import subprocess
@@ -58,6 +61,63 @@ def latency_rounds(run, report: dict, rounds: int) -> dict[str, list[float]]:
     return measured
 
 
+def litert_bytes(path: Path) -> dict[str, int]:
+    """Where the bytes of a ``.tflite`` file go, read with TensorFlow's own flatbuffer reader."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    parts: collections.Counter = collections.Counter()
+    seen = set()
+    for entry in model.metadata or []:
+        seen.add(entry.buffer)
+        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        parts[f"metadata {name}"] += _length(model.buffers[entry.buffer].data)
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            parts["tensor names"] += len(tensor.name or b"")
+            data = model.buffers[tensor.buffer].data if tensor.buffer else None
+            if tensor.buffer not in seen and _length(data):
+                seen.add(tensor.buffer)
+                parts[f"constant {flatbuffer_utils.type_to_name(tensor.type)} data"] += _length(data)
+            quantization = tensor.quantization
+            if quantization is not None and _length(quantization.scale):
+                parts["quantization scales (float32, per channel or tensor)"] += 4 * _length(quantization.scale)
+                parts["quantization zero points (int64)"] += 8 * _length(quantization.zeroPoint)
+                parts["quantization min/max (float32)"] += 4 * (_length(quantization.min) + _length(quantization.max))
+                parts["count: quantized tensors"] += 1
+    for signature in model.signatureDefs or []:
+        names = [signature.signatureKey] + [item.name for item in (signature.inputs or []) + (signature.outputs or [])]
+        parts["signature names"] += sum(len(name or b"") for name in names)
+    parts["count: tensors"] = sum(len(subgraph.tensors) for subgraph in model.subgraphs)
+    parts["count: operators"] = sum(len(subgraph.operators) for subgraph in model.subgraphs)
+    return dict(parts)
+
+
+def _length(values) -> int:
+    return 0 if values is None else len(values)
+
+
+def bytes_table(run, report: dict) -> str:
+    """The byte accounting of every LiteRT file exported, as a Markdown table (counts are not bytes)."""
+    from tlcore.runs.formats import FORMATS
+
+    names = [name for name, entry in report.items() if "error" not in entry and entry["file"].endswith(".tflite")]
+    files = {name: run.path / report[name]["file"] for name in names}
+    accounts = {name: litert_bytes(path) for name, path in files.items()}
+    counted = ("count: tensors", "count: operators", "count: quantized tensors")
+    for name, account in accounts.items():
+        account["rest: flatbuffer tables, shapes, options, padding"] = files[name].stat().st_size - sum(
+            value for key, value in account.items() if key not in counted
+        )
+        account["file"] = files[name].stat().st_size
+    keys = sorted({key for account in accounts.values() for key in account}, key=lambda key: (key in counted, key))
+    lines = ["| bytes | " + " | ".join(FORMATS[name].label for name in names) + " |"]
+    lines.append("| --- |" + " --- |" * len(names))
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(f"{accounts[name].get(key, 0):,}" for name in names) + " |")
+    return "\n".join(lines)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
 
@@ -66,18 +126,20 @@ def table(report: dict, latencies: dict[str, list[float]]) -> str:
     from tlcore.runs.formats import FORMATS
 
     lines = [
-        "| format | runtime | size (MB) | top-1 agreement | max prob. diff | load (s) | latency ms (mean ± sd "
-        "of round medians) | × Keras | images/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| format | runtime | size (MB) | % of LiteRT float32 | top-1 agreement | max prob. diff | load (s) "
+        "| latency ms (mean ± sd of round medians) | × Keras | images/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     keras = latencies.get("keras")
+    float_size = report.get("litert", {}).get("size_mb")
     for name, entry in report.items():
         if "error" in entry:
-            lines.append(f"| {FORMATS[name].label} | {entry['runtime']} | failed: {entry['error']} | | | | | | |")
+            lines.append(f"| {FORMATS[name].label} | {entry['runtime']} | failed: {entry['error']} | | | | | | | |")
             continue
         ratio = statistics.mean(a / b for a, b in zip(latencies[name], keras)) if keras else float("nan")
+        share = f"{entry['size_mb'] / float_size:.1%}" if float_size else ""
         lines.append(
-            f"| {FORMATS[name].label} | {entry['runtime']} | {entry['size_mb']:.2f} | "
+            f"| {FORMATS[name].label} | {entry['runtime']} | {entry['size_mb']:.2f} | {share} | "
             f"{entry['top1_agreement']:.1%} of {entry['checked_images']} | {entry['max_prob_diff']:.4f} | "
             f"{entry['load_seconds']:.2f} | {spread(latencies[name])} | {ratio:.2f} | {entry['images_per_second']:.0f} |"
         )
@@ -88,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished run folder (default: train the README's ants/bees run)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--format", action="append", default=[], help="only these formats (default: all)")
     parser.add_argument("--shared", default=os.environ.get("TL_SHARED_DIR", str(ROOT.parent / "shared")))
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -97,12 +160,13 @@ def main() -> None:
     run_dir = Path(args.run) if args.run else train(Path(args.shared), Path(tempfile.mkdtemp()) / "ants-bees")
     run = read_run(run_dir)
     started = time.perf_counter()
-    report = export_formats(run)
+    report = export_formats(run, args.format or None)
     print(
-        f"run {run.run_id}: val accuracy {run.metrics['val_accuracy']:.3f}; "
+        f"run {run_dir}: val accuracy {run.metrics['val_accuracy']:.3f}; "
         f"all formats exported and checked in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPU cores"
     )
     print(table(report, latency_rounds(run, report, args.rounds)))
+    print(bytes_table(run, report))
 
 
 if __name__ == "__main__":

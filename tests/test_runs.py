@@ -179,6 +179,22 @@ def test_full_int8_without_the_training_images_says_why(trained_run, tmp_path):
     assert "training images, which cannot be read now" in report["litert-int8"]["error"]
 
 
+def test_full_int8_with_int8_ends_is_fed_and_read_by_its_own_scale_and_zero_point(trained_run):
+    """The int8-in/out file (what integer-only accelerators take): int8 pixels in, int8 probabilities out."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    entry = exports.export_formats(trained_run, ["litert-int8-io"])["litert-int8-io"]
+    assert "error" not in entry, entry
+    interpreter = Interpreter(model_path=str(trained_run.path / entry["file"]))
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert source["dtype"] == np.int8 and target["dtype"] == np.int8  # no float32 ends left
+    images = exports.validation_batch(trained_run, trained_run.image_size)
+    probabilities = FORMATS["litert-int8-io"].load(trained_run.path / entry["file"])(images)
+    # Dequantized by the output's own scale and zero point: probabilities, not raw int8 codes.
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=len(trained_run.labels) / 128)
+    assert entry["top1_agreement"] >= 0.9 and entry["max_prob_diff"] < 0.5
+
+
 def test_the_wilson_interval_is_wider_with_fewer_images():
     from tlcore.runs.card import wilson_interval
 
