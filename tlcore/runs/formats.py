@@ -95,6 +95,44 @@ def _litert_export(model, target: Path, calibration, quantization: str) -> None:
         # quantizes the pixels and dequantizes the probabilities with the tensors' own scale and zero point.
         options.update(inference_input_type=tf.int8, inference_output_type=tf.int8)
     model.export(str(target), format="litert", verbose=False, **options)
+    if quantization.startswith("int8"):
+        share_repeated_vectors(target)
+
+
+def _sharing_builder():
+    """A flatbuffers builder that writes each distinct numeric vector once (flatbuffers comes with
+    TensorFlow: imported only when a full-int8 file is written)."""
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        def __init__(self):
+            super().__init__(1024)
+            self.written: dict = {}
+
+        def CreateNumpyVector(self, values):  # noqa: N802 — the flatbuffers method it wraps
+            key = (values.dtype.str, values.tobytes())
+            if key not in self.written:
+                if values.dtype == np.uint8:
+                    self.Prep(16, values.nbytes)  # TFLite's schema aligns buffer data to 16 bytes
+                self.written[key] = super().CreateNumpyVector(values)
+            return self.written[key]
+
+    return SharingBuilder()
+
+
+def share_repeated_vectors(path: Path) -> None:
+    """Rewrites a ``.tflite`` file with each distinct vector stored once; no number in it changes.
+
+    The converter gives every quantized tensor its own int64 zero-point vector (all zeros for
+    weights and biases, one entry per channel): 0.27 MB, 10 % of a full-int8 MobileNetV2 file.
+    A flatbuffer may point many tables at one vector, so each distinct one is written once.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    builder = _sharing_builder()
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
 
 
 def _load_keras(path: Path):
