@@ -62,39 +62,46 @@ def latency_rounds(run, report: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def litert_bytes(path: Path) -> dict[str, int]:
-    """Where the bytes of a ``.tflite`` file go, read with TensorFlow's own flatbuffer reader."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    """Where the bytes of a ``.tflite`` file go, read with TensorFlow's flatbuffer schema.
 
-    model = flatbuffer_utils.read_model(str(path))
+    A vector that several tables share (see ``tlcore.runs.formats.share_repeated_vectors``) is counted once.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools.flatbuffer_utils import type_to_name
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
     parts: collections.Counter = collections.Counter()
-    seen = set()
-    for entry in model.metadata or []:
-        seen.add(entry.buffer)
-        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        parts[f"metadata {name}"] += _length(model.buffers[entry.buffer].data)
-    for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
-            parts["tensor names"] += len(tensor.name or b"")
-            data = model.buffers[tensor.buffer].data if tensor.buffer else None
-            if tensor.buffer not in seen and _length(data):
-                seen.add(tensor.buffer)
-                parts[f"constant {flatbuffer_utils.type_to_name(tensor.type)} data"] += _length(data)
-            quantization = tensor.quantization
-            if quantization is not None and _length(quantization.scale):
-                parts["quantization scales (float32, per channel or tensor)"] += 4 * _length(quantization.scale)
-                parts["quantization zero points (int64)"] += 8 * _length(quantization.zeroPoint)
-                parts["quantization min/max (float32)"] += 4 * (_length(quantization.min) + _length(quantization.max))
+    seen: set[int] = set()
+
+    def add(part: str, table, slot: int, item_size: int, length: int) -> None:
+        offset = table._tab.Offset(slot)
+        if offset and length and table._tab.Vector(offset) not in seen:
+            seen.add(table._tab.Vector(offset))
+            parts[part] += item_size * length
+
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        buffer = model.Buffers(entry.Buffer())
+        add(f"metadata {entry.Name().decode()}", buffer, 4, 1, buffer.DataLength())
+    for subgraph in (model.Subgraphs(index) for index in range(model.SubgraphsLength())):
+        parts["count: operators"] += subgraph.OperatorsLength()
+        for tensor in (subgraph.Tensors(index) for index in range(subgraph.TensorsLength())):
+            parts["count: tensors"] += 1
+            parts["tensor names"] += len(tensor.Name() or b"")
+            buffer = model.Buffers(tensor.Buffer())
+            add(f"constant {type_to_name(tensor.Type())} data", buffer, 4, 1, buffer.DataLength())
+            quantization = tensor.Quantization()
+            if quantization is not None and quantization.ScaleLength():
                 parts["count: quantized tensors"] += 1
-    for signature in model.signatureDefs or []:
-        names = [signature.signatureKey] + [item.name for item in (signature.inputs or []) + (signature.outputs or [])]
-        parts["signature names"] += sum(len(name or b"") for name in names)
-    parts["count: tensors"] = sum(len(subgraph.tensors) for subgraph in model.subgraphs)
-    parts["count: operators"] = sum(len(subgraph.operators) for subgraph in model.subgraphs)
+                add("quantization scales (float32)", quantization, 8, 4, quantization.ScaleLength())
+                add("quantization zero points (int64)", quantization, 10, 8, quantization.ZeroPointLength())
+                add("quantization min/max (float32)", quantization, 4, 4, quantization.MinLength())
+                add("quantization min/max (float32)", quantization, 6, 4, quantization.MaxLength())
+    for signature in (model.SignatureDefs(index) for index in range(model.SignatureDefsLength())):
+        maps = [signature.Inputs(i) for i in range(signature.InputsLength())]
+        maps += [signature.Outputs(i) for i in range(signature.OutputsLength())]
+        parts["signature names"] += len(signature.SignatureKey() or b"") + sum(len(m.Name() or b"") for m in maps)
     return dict(parts)
-
-
-def _length(values) -> int:
-    return 0 if values is None else len(values)
 
 
 def bytes_table(run, report: dict) -> str:
