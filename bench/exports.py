@@ -9,11 +9,14 @@ studio's own `tlcore.runs.exports.export_formats`. Then, because the machine is 
 single-image latency is measured again in `--rounds` rounds that alternate the formats
 (each round: every format's median of 20 warm calls), and printed as mean ± sd over the
 rounds, with each format's ratio to the Keras compiled forward measured in the same round.
+Last, where the bytes of each LiteRT file go (constant data by type, quantization
+parameters, tensor names, metadata, the rest of the flatbuffer), read from the file itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import subprocess
@@ -58,6 +61,70 @@ def latency_rounds(run, report: dict, rounds: int) -> dict[str, list[float]]:
     return measured
 
 
+def litert_bytes(path: Path) -> dict[str, int]:
+    """Where the bytes of a ``.tflite`` file go, read with TensorFlow's flatbuffer schema.
+
+    A vector that several tables share (see ``tlcore.runs.formats.share_repeated_vectors``) is counted once.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools.flatbuffer_utils import type_to_name
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    parts: collections.Counter = collections.Counter()
+    seen: set[int] = set()
+
+    def add(part: str, table, slot: int, item_size: int, length: int) -> None:
+        offset = table._tab.Offset(slot)
+        if offset and length and table._tab.Vector(offset) not in seen:
+            seen.add(table._tab.Vector(offset))
+            parts[part] += item_size * length
+
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        buffer = model.Buffers(entry.Buffer())
+        add(f"metadata {entry.Name().decode()}", buffer, 4, 1, buffer.DataLength())
+    for subgraph in (model.Subgraphs(index) for index in range(model.SubgraphsLength())):
+        parts["count: operators"] += subgraph.OperatorsLength()
+        for tensor in (subgraph.Tensors(index) for index in range(subgraph.TensorsLength())):
+            parts["count: tensors"] += 1
+            parts["tensor names"] += len(tensor.Name() or b"")
+            buffer = model.Buffers(tensor.Buffer())
+            add(f"constant {type_to_name(tensor.Type())} data", buffer, 4, 1, buffer.DataLength())
+            quantization = tensor.Quantization()
+            if quantization is not None and quantization.ScaleLength():
+                parts["count: quantized tensors"] += 1
+                add("quantization scales (float32)", quantization, 8, 4, quantization.ScaleLength())
+                add("quantization zero points (int64)", quantization, 10, 8, quantization.ZeroPointLength())
+                add("quantization min/max (float32)", quantization, 4, 4, quantization.MinLength())
+                add("quantization min/max (float32)", quantization, 6, 4, quantization.MaxLength())
+    for signature in (model.SignatureDefs(index) for index in range(model.SignatureDefsLength())):
+        maps = [signature.Inputs(i) for i in range(signature.InputsLength())]
+        maps += [signature.Outputs(i) for i in range(signature.OutputsLength())]
+        parts["signature names"] += len(signature.SignatureKey() or b"") + sum(len(m.Name() or b"") for m in maps)
+    return dict(parts)
+
+
+def bytes_table(run, report: dict) -> str:
+    """The byte accounting of every LiteRT file exported, as a Markdown table (counts are not bytes)."""
+    from tlcore.runs.formats import FORMATS
+
+    names = [name for name, entry in report.items() if "error" not in entry and entry["file"].endswith(".tflite")]
+    files = {name: run.path / report[name]["file"] for name in names}
+    accounts = {name: litert_bytes(path) for name, path in files.items()}
+    counted = ("count: tensors", "count: operators", "count: quantized tensors")
+    for name, account in accounts.items():
+        account["rest: flatbuffer tables, shapes, options, padding"] = files[name].stat().st_size - sum(
+            value for key, value in account.items() if key not in counted
+        )
+        account["file"] = files[name].stat().st_size
+    keys = sorted({key for account in accounts.values() for key in account}, key=lambda key: (key in counted, key))
+    lines = ["| bytes | " + " | ".join(FORMATS[name].label for name in names) + " |"]
+    lines.append("| --- |" + " --- |" * len(names))
+    for key in keys:
+        lines.append(f"| {key} | " + " | ".join(f"{accounts[name].get(key, 0):,}" for name in names) + " |")
+    return "\n".join(lines)
+
+
 def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
 
@@ -66,18 +133,20 @@ def table(report: dict, latencies: dict[str, list[float]]) -> str:
     from tlcore.runs.formats import FORMATS
 
     lines = [
-        "| format | runtime | size (MB) | top-1 agreement | max prob. diff | load (s) | latency ms (mean ± sd "
-        "of round medians) | × Keras | images/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| format | runtime | size (MB) | % of LiteRT float32 | top-1 agreement | max prob. diff | load (s) "
+        "| latency ms (mean ± sd of round medians) | × Keras | images/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     keras = latencies.get("keras")
+    float_size = report.get("litert", {}).get("size_mb")
     for name, entry in report.items():
         if "error" in entry:
-            lines.append(f"| {FORMATS[name].label} | {entry['runtime']} | failed: {entry['error']} | | | | | | |")
+            lines.append(f"| {FORMATS[name].label} | {entry['runtime']} | failed: {entry['error']} | | | | | | | |")
             continue
         ratio = statistics.mean(a / b for a, b in zip(latencies[name], keras)) if keras else float("nan")
+        share = f"{entry['size_mb'] / float_size:.1%}" if float_size else ""
         lines.append(
-            f"| {FORMATS[name].label} | {entry['runtime']} | {entry['size_mb']:.2f} | "
+            f"| {FORMATS[name].label} | {entry['runtime']} | {entry['size_mb']:.2f} | {share} | "
             f"{entry['top1_agreement']:.1%} of {entry['checked_images']} | {entry['max_prob_diff']:.4f} | "
             f"{entry['load_seconds']:.2f} | {spread(latencies[name])} | {ratio:.2f} | {entry['images_per_second']:.0f} |"
         )
@@ -88,6 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished run folder (default: train the README's ants/bees run)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--format", action="append", default=[], help="only these formats (default: all)")
     parser.add_argument("--shared", default=os.environ.get("TL_SHARED_DIR", str(ROOT.parent / "shared")))
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -97,12 +167,13 @@ def main() -> None:
     run_dir = Path(args.run) if args.run else train(Path(args.shared), Path(tempfile.mkdtemp()) / "ants-bees")
     run = read_run(run_dir)
     started = time.perf_counter()
-    report = export_formats(run)
+    report = export_formats(run, args.format or None)
     print(
-        f"run {run.run_id}: val accuracy {run.metrics['val_accuracy']:.3f}; "
+        f"run {run_dir}: val accuracy {run.metrics['val_accuracy']:.3f}; "
         f"all formats exported and checked in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPU cores"
     )
     print(table(report, latency_rounds(run, report, args.rounds)))
+    print(bytes_table(run, report))
 
 
 if __name__ == "__main__":

@@ -114,10 +114,30 @@ from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert
 interpreter = Interpreter(model_path="{model_file}")
 interpreter.allocate_tensors()
 labels = open("labels.txt").read().splitlines()
-# Float32 in and out, also for the int8 files (they quantize inside).
+# Float32 in and out, also for the full-int8 file with float32 ends (it quantizes inside).
 interpreter.set_tensor(interpreter.get_input_details()[0]["index"], load_image(sys.argv[1], {size}))
 interpreter.invoke()
 probabilities = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+print(labels[probabilities.argmax()], float(probabilities.max()))
+"""
+
+LITERT_INT8_IO = """
+import sys
+
+from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert (or tf.lite.Interpreter)
+
+interpreter = Interpreter(model_path="{model_file}")
+interpreter.allocate_tensors()
+labels = open("labels.txt").read().splitlines()
+source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+# int8 in and out: the pixels are quantized, the probabilities dequantized, by each tensor's own scale and zero point.
+scale, zero_point = source["quantization"]
+limits = np.iinfo(source["dtype"])
+pixels = np.round(load_image(sys.argv[1], {size}) / scale + zero_point)
+interpreter.set_tensor(source["index"], np.clip(pixels, limits.min, limits.max).astype(source["dtype"]))
+interpreter.invoke()
+scale, zero_point = target["quantization"]
+probabilities = (interpreter.get_tensor(target["index"])[0].astype(np.float32) - zero_point) * scale
 print(labels[probabilities.argmax()], float(probabilities.max()))
 """
 
