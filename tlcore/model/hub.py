@@ -10,9 +10,14 @@ takes like any other: a transformer's class token (ViT, DINOv2, CLIP), a mean ov
 tokens where there is none, a pooled vector (SigLIP) or a convolutional feature map
 (ResNet, EfficientNet) as it is.
 
-Today these candidates serve the backbone leaderboard (extraction, head, speed); a run
-trained on one cannot be saved yet: the saved-model allow-list
-(:mod:`tlcore.model.file_config`) does not know KerasHub's layer classes.
+They are backbones like any other: the leaderboard, training (phase 1 on cached
+features; phase 2 unfreezes the whole KerasHub backbone, the one weighted layer of the
+feature model: KerasHub's blocks live inside it and get no block labels here), Predict,
+Evaluate and exports. The pooling is built from plain Keras layers (``Cropping1D`` keeps
+the class token, ``GlobalAveragePooling1D`` averages, ``Reshape``) so the saved
+``model.keras`` holds only layers the saved-model check sizes. That check accepts exactly
+the KerasHub classes of these families (:mod:`tlcore.model.hub_layers` says why and how);
+a model file naming any other KerasHub class is refused.
 """
 
 from __future__ import annotations
@@ -39,16 +44,6 @@ TOKEN_POOLING = {"ViTBackbone": "class_token", "DINOV2Backbone": "class_token", 
 def is_hub_name(backbone: str) -> bool:
     """True for ``hub:…`` backbone names."""
     return backbone.startswith(HUB_PREFIX)
-
-
-def refuse_training(backbone: str) -> None:
-    """Raises a ``StudioError`` for a ``hub:…`` backbone: compared, not trained (see the module docstring)."""
-    if is_hub_name(backbone):
-        raise StudioError(
-            f"{backbone} can be compared on the leaderboard (compare-backbones) but not trained yet: a run trained on "
-            "it could not be loaded back, because the saved-model check does not accept KerasHub layers. "
-            "Choose a registry backbone or a Keras model file to train."
-        )
 
 
 def hub_source(backbone: str) -> str:
@@ -128,7 +123,11 @@ def _as_feature_map(features, pooling: str):
     if len(features.shape) == 4:
         return features
     if len(features.shape) == 3:
-        features = features[:, 0] if pooling == "class_token" else keras.ops.mean(features, axis=1)
+        if pooling == "class_token":
+            tokens = int(features.shape[1])
+            features = keras.layers.Cropping1D((0, tokens - 1), name="class_token")(features)
+        else:
+            features = keras.layers.GlobalAveragePooling1D(name="mean_token")(features)
     return keras.layers.Reshape((1, 1, int(features.shape[-1])), name="as_feature_map")(features)
 
 

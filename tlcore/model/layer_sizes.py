@@ -168,7 +168,8 @@ class _Sizer:
             shapes = self.call(inner, [tuple(inputs[0][1:])], path + "/", first_call)
             return [(steps, *shape) for shape in shapes]
         try:
-            shapes, parameters, words = self.rules[class_name](config, inputs, class_name)
+            # A rule may add a 4th value: the values a layer computes inside (a KerasHub backbone).
+            shapes, parameters, words, *inside = self.rules[class_name](config, inputs, class_name)
             build_shape = (layer.get("build_config") or {}).get("input_shape")
             if first_call and isinstance(build_shape, (list, tuple)) and build_shape and class_name not in SAME_SHAPE:
                 # Keras builds a layer from its declared build shape before the graph
@@ -179,9 +180,8 @@ class _Sizer:
         except SizeError as error:
             raise SizeError(f"layer '{path}' ({class_name}) cannot be sized: {error}") from None
         largest = max(shapes, key=values_in)
-        self.size.layers.append(
-            LayerRecord(path, class_name, parameters if first_call else 0, words, values_in(largest), largest)
-        )
+        values = max([values_in(largest), *inside])
+        self.size.layers.append(LayerRecord(path, class_name, parameters if first_call else 0, words, values, largest))
         return shapes
 
 
