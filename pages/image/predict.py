@@ -78,12 +78,14 @@ for index, (name, data) in enumerate(images):
         continue
     if unlike:
         right.warning(shared.escape_markdown(warning_sentence(name, unlike)), icon=":material/warning:")
-    if show_cam:
-        heatmap, _ = grad_cam(model, data)
+    try:
+        heatmap = grad_cam(model, data)[0] if show_cam else None
+    except StudioError as error:
+        heatmap = None
+        left.info(str(error))
+    if heatmap is not None:
         left.image(
-            overlay_heatmap(data, heatmap, 320),
-            caption=f"{name} · Grad-CAM for '{result[0]['label']}'",
-            width="stretch",
+            overlay_heatmap(data, heatmap, 320), caption=f"{name} · Grad-CAM for '{result[0]['label']}'", width="stretch"
         )
     else:
         left.image(thumbnail(data, 480), caption=name, width="stretch")

@@ -64,6 +64,38 @@ def hub_source(backbone: str) -> str:
     return str(folder)
 
 
+def check_hub_source(source: str, owner: str | None, downloads: bool) -> str:
+    """The ``hub:…`` backbone a dashboard visitor may load, checked before anything is read or fetched.
+
+    Args:
+        source: what the visitor typed: a preset name, a ``kaggle://``/``hf://`` handle or a folder.
+        owner: the visitor's owner id (``tlcore.paths.check_allowed``).
+        downloads: whether this server lets visitors download (``tlcore.paths.downloads_allowed``).
+
+    Returns:
+        ``hub:SOURCE`` with a folder resolved.
+
+    Raises:
+        StudioError: a download this server does not allow (the message gives the
+            local-folder route), a folder the visitor may not read, or not a preset folder.
+    """
+    from tlcore.paths import check_allowed
+
+    source = (source or "").strip()
+    if source in HUB_PRESETS or source.startswith(REMOTE_PREFIXES):
+        if not downloads:
+            raise StudioError(
+                "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever "
+                "runs it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1). On a connected machine run "
+                f"keras_hub.models.Backbone.from_preset({source!r}).save_to_preset('folder') and the same with "
+                "keras_hub.layers.ImageConverter, copy the folder into one of this server's data folders "
+                "(TLCORE_DATA_ROOTS) and give its path."
+            )
+        return HUB_PREFIX + source
+    folder = check_allowed(Path(source).expanduser(), owner) if source else source
+    return HUB_PREFIX + hub_source(f"{HUB_PREFIX}{folder}")
+
+
 def hub_feature_model(model_config, seed: int = 0) -> tuple:
     """Builds the feature model of a ``hub:…`` backbone (see the module docstring).
 

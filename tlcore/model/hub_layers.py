@@ -131,10 +131,6 @@ def _resnet(config: dict, inputs: list, class_name: str):
     return [(size[0], size[1], channels)], parameters, words, activations
 
 
-def _efficientnet_filters(filters: int, width: float, divisor: int) -> int:
-    return int(math.ceil(filters * width / divisor) * divisor) + divisor  # at least KerasHub's rounding
-
-
 def _efficientnet(config: dict, inputs: list, class_name: str):
     height, width, channels = _image(inputs)
     kernels = _ints(config, "stackwise_kernel_sizes")
@@ -145,32 +141,38 @@ def _efficientnet(config: dict, inputs: list, class_name: str):
     strides = _ints(config, "stackwise_strides", stacks)
     widths = _numbers(config, "stackwise_width_coefficients", stacks)
     depths = _numbers(config, "stackwise_depth_coefficients", stacks)
-    divisor = _int(config, "depth_divisor", 8)
-    stem = _efficientnet_filters(ins[0], widths[0], divisor)
+    forced = _ints(config, "stackwise_force_input_filters", minimum=0) if config.get("stackwise_force_input_filters") else []
+    forced = (forced + [0] * stacks)[:stacks]
+    types = config.get("stackwise_block_types")
+    full = [isinstance(types, (list, tuple)) and i < len(types) and types[i] in ("fused", "cba") for i in range(stacks)]
+    stem = _round_filters(config, ins[0], widths[0])
     size = [-(-height // 2), -(-width // 2)]
     parameters, activations = 9 * channels * stem + 4 * stem, 3 * stem * size[0] * size[1]
     for i in range(stacks):
-        c_in = _efficientnet_filters(ins[i], widths[i], divisor)
-        c_out = _efficientnet_filters(outs[i], widths[i], divisor)
+        c_in, c_out = _round_filters(config, ins[i], widths[i]), _round_filters(config, outs[i], widths[i])
+        if forced[i]:
+            c_in = max(c_in, _round_filters(config, forced[i], widths[i]))
         kernel, wide = kernels[i], int(max(1.0, ratios[i]) * max(c_in, c_out)) + 1
         for j in range(int(math.ceil(depths[i] * repeats[i]))):
             size = [-(-d // strides[i]) for d in size] if j == 0 else size
             c = max(c_in, c_out)
             # expansion (a full k x k convolution in a fused block), depthwise, squeeze-excite, projection
-            parameters += kernel * kernel * c * wide + kernel * kernel * wide + 3 * c * wide + wide * c_out
+            expand = kernel * kernel if full[i] else 1
+            parameters += expand * c * wide + kernel * kernel * wide + 3 * c * wide + wide * c_out
             parameters += 10 * wide + 5 * c_out
             activations += size[0] * size[1] * (8 * wide + 3 * c_out)
-    top = _top_filters(config, widths[-1], divisor)
-    parameters += _efficientnet_filters(max(outs), widths[-1], divisor) * top + 5 * top
+    top = _round_filters(config, _int(config, "num_features", 1280), widths[-1])
+    parameters += _round_filters(config, max(outs), widths[-1]) * top + 5 * top
     activations += 3 * top * size[0] * size[1]
     words = f"{stacks} stacks up to {max(outs):,} filters"
     return [(size[0], size[1], top)], parameters, words, activations
 
 
-def _top_filters(config: dict, width: float, divisor: int) -> int:
-    """KerasHub's ``round_filters`` of ``num_features`` (the output channels must be exact)."""
-    filters = _int(config, "num_features", 1280) * width
-    minimum = divisor if config.get("use_depth_divisor_as_min_depth") else (config.get("min_depth") or divisor)
+def _round_filters(config: dict, filters: int, width: float) -> int:
+    """KerasHub's ``round_filters``: ``filters`` scaled by ``width`` to a multiple of the depth divisor."""
+    divisor = _int(config, "depth_divisor", 8)
+    filters = filters * width
+    minimum = divisor if config.get("use_depth_divisor_as_min_depth") else _int(config, "min_depth", 8)
     rounded = max(minimum, int(filters + divisor / 2) // divisor * divisor)
     if config.get("cap_round_filter_decrease") and rounded < 0.9 * filters:
         rounded += divisor
