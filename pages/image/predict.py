@@ -82,7 +82,7 @@ for index, (name, data) in enumerate(images):
         heatmap = grad_cam(model, data)[0] if show_cam else None
     except StudioError as error:
         heatmap = None
-        left.info(str(error))
+        left.info(shared.escape_markdown(str(error)))
     if heatmap is not None:
         left.image(
             overlay_heatmap(data, heatmap, 320), caption=f"{name} · Grad-CAM for '{result[0]['label']}'", width="stretch"

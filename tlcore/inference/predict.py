@@ -199,8 +199,8 @@ def grad_cam(model, image, class_index: int | None = None) -> tuple[np.ndarray, 
     if (height, width) == (1, 1):
         raise StudioError(
             "Grad-CAM is not available for this model: its backbone gives one feature vector per image (a "
-            "transformer's class token or pooled output), not a map of where in the photo it looked. The "
-            "prediction itself is unaffected."
+            "transformer's class token or pooled output, or a 1x1 feature map), not a map of where in the photo "
+            "it looked. The prediction itself is unaffected."
         )
     heatmap = compiled(model, "grad_cam", _grad_cam_function)
     cam, chosen = heatmap(load_batch([image], _input_size(model)), -1 if class_index is None else int(class_index))
