@@ -72,16 +72,22 @@ def _numbers(config: dict, key: str, length: int, default: float = 1.0) -> list[
     return [float(v) for v in values]
 
 
-def _image(inputs: list) -> tuple[int, int, int]:
+def _image(inputs: list, config: dict) -> tuple[int, int, int]:
+    """The input image's shape. A free size (only in a declared build shape: the studio's model
+    input is fixed) takes the config's own image shape, else 224: only its parameters are used."""
     shape = inputs[0]
-    if len(shape) != 3 or any(d is None for d in shape):
-        raise SizeError(f"expected an image input of fixed size. Received shape {shape!r}")
+    declared = config.get("image_shape") or config.get("input_shape") or (None, None, None)
+    if len(shape) != 3 or not isinstance(declared, (list, tuple)) or len(declared) != 3:
+        raise SizeError(f"expected an image input (height, width, channels). Received shape {shape!r}")
+    shape = tuple(d if d is not None else declared[i] if declared[i] is not None else 224 for i, d in enumerate(shape))
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise SizeError(f"expected an image input of whole numbers. Received shape {shape!r}")
     return shape
 
 
 def _transformer(config: dict, inputs: list, class_name: str):
     mlp_key, class_token, pooled = TRANSFORMERS[class_name]
-    height, width, channels = _image(inputs)
+    height, width, channels = _image(inputs, config)
     hidden, layers, heads = _int(config, "hidden_dim"), _int(config, "num_layers"), _int(config, "num_heads")
     mlp = _int(config, mlp_key)
     patch = _ints(config, "patch_size", 2)
@@ -106,7 +112,7 @@ def _transformer(config: dict, inputs: list, class_name: str):
 
 
 def _resnet(config: dict, inputs: list, class_name: str):
-    height, width, channels = _image(inputs)
+    height, width, channels = _image(inputs, config)
     stem_filters = _ints(config, "input_conv_filters")
     stem_kernels = _ints(config, "input_conv_kernel_sizes", len(stem_filters))
     filters = _ints(config, "stackwise_num_filters")
@@ -132,7 +138,7 @@ def _resnet(config: dict, inputs: list, class_name: str):
 
 
 def _efficientnet(config: dict, inputs: list, class_name: str):
-    height, width, channels = _image(inputs)
+    height, width, channels = _image(inputs, config)
     kernels = _ints(config, "stackwise_kernel_sizes")
     stacks = len(kernels)
     repeats = _ints(config, "stackwise_num_repeats", stacks)
@@ -180,7 +186,7 @@ def _round_filters(config: dict, filters: int, width: float) -> int:
 
 
 def _converter(config: dict, inputs: list, class_name: str):
-    height, width, channels = _image(inputs)
+    height, width, channels = _image(inputs, config)
     size = config.get("image_size")
     if size is not None:
         height, width = _ints(config, "image_size", 2)
