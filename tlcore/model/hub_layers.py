@@ -193,11 +193,29 @@ def _converter(config: dict, inputs: list, class_name: str):
     return [(height, width, channels)], 0, "", height * width * channels
 
 
+def _plain(value):
+    """A config with Keras' serialized tuples (``{"class_name": "__tuple__", …}``) as lists."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__tuple__":
+            return _plain((value.get("config") or {}).get("value"))
+        return {key: _plain(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(inner) for inner in value]
+    return value
+
+
+def _on_plain(rule):
+    def sized(config: dict, inputs: list, class_name: str):
+        return rule(_plain(config), inputs, class_name)
+
+    return sized
+
+
 SIZE_RULES = {
-    **{name: _transformer for name in TRANSFORMERS},
-    "ResNetBackbone": _resnet,
-    "EfficientNetBackbone": _efficientnet,
-    **{name: _converter for name in CONVERTERS},
+    **{name: _on_plain(_transformer) for name in TRANSFORMERS},
+    "ResNetBackbone": _on_plain(_resnet),
+    "EfficientNetBackbone": _on_plain(_efficientnet),
+    **{name: _on_plain(_converter) for name in CONVERTERS},
 }
 # Registered name → class name of every KerasHub class a saved model may hold.
 HUB_LAYERS = {f"keras_hub>{name}": name for name in SIZE_RULES}
