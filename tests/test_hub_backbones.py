@@ -1,6 +1,7 @@
 import json
 import socket
 import zipfile
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -146,6 +147,7 @@ def hub_runs(presets, colour_dataset, tmp_path_factory):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_run_on_each_kerashub_family_saves_loads_safely_and_predicts_as_trained(family, hub_runs):
+    from tlcore.inference.input_check import input_warnings, load_reference
     from tlcore.inference.predict import predict_probabilities
     from tlcore.model.files import inspect_model_file
     from tlcore.runs.exports import validation_batch
@@ -161,6 +163,9 @@ def test_a_run_on_each_kerashub_family_saves_loads_safely_and_predicts_as_traine
     paths, truth, saved = run.val_probabilities()
     images = validation_batch(run, int(model.input_shape[1]))
     np.testing.assert_allclose(predict_probabilities(model, images), saved, atol=1e-4)  # the kept model, loaded back
+    # Predict's input check works on the hub features: a training photo is not "unlike every training image".
+    trained = next(path for path in sorted(Path(run.config.data.data_dir).rglob("*.png")) if str(path) not in paths)
+    assert input_warnings(model, load_reference(run.path), [trained.read_bytes()]) == [None]
 
 
 def test_phase_two_unfreezes_the_whole_kerashub_backbone_but_keeps_its_batchnorm(presets):
