@@ -8,11 +8,11 @@ import keras_hub
 import numpy as np
 import pytest
 
+from tests.conftest import own_cache
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.errors import StudioError, UnsafeModelError, WeightsUnavailableError
 from tlcore.insight.backbone_compare import candidate_choices, compare_backbones
 from tlcore.model.backbones import load_backbone
-from tests.conftest import own_cache
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,8 @@ def test_a_run_on_each_kerashub_family_saves_loads_safely_and_predicts_as_traine
     np.testing.assert_allclose(predict_probabilities(model, images), saved, atol=1e-4)  # the kept model, loaded back
     # Predict's input check works on the hub features: a training photo is not "unlike every training image".
     trained = next(path for path in sorted(Path(run.config.data.data_dir).rglob("*.png")) if str(path) not in paths)
-    assert input_warnings(model, load_reference(run.path), [trained.read_bytes()]) == [None]
+    reference = load_reference(run.path)
+    assert reference is not None and input_warnings(model, reference, [trained.read_bytes()]) == [None]
 
 
 def test_phase_two_unfreezes_the_whole_kerashub_backbone_but_keeps_its_batchnorm(presets):
@@ -179,7 +180,11 @@ def test_phase_two_unfreezes_the_whole_kerashub_backbone_but_keeps_its_batchnorm
     assert isinstance(part.get_layer(start), keras_hub.models.ResNetBackbone)  # the whole backbone is one layer
     apply_freeze_plan(part, FreezePlan("from", start), backbone.block_pattern, backbone.pretrained)
     inner = part.get_layer(start)
-    norms = [layer for layer in inner._flatten_layers(include_self=False) if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer
+        for layer in inner._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     convs = [layer for layer in inner._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Conv2D)]
     assert norms and convs and all(layer.trainable for layer in convs)
     assert not any(layer.trainable for layer in norms)
@@ -200,7 +205,7 @@ def test_kerashub_runs_export_and_verify_in_their_runtimes(hub_runs):
 
     for family in ("vit", "resnet"):
         report = export_formats(hub_runs[family], ["keras", "saved_model", "litert"])
-        for name, entry in report.items():
+        for entry in report.values():
             assert "error" not in entry, (family, entry)
             assert entry["top1_agreement"] == 1.0 and entry["max_prob_diff"] < 1e-4, (family, entry)
 

@@ -85,7 +85,9 @@ for index, (name, data) in enumerate(images):
         left.info(shared.escape_markdown(str(error)))
     if heatmap is not None:
         left.image(
-            overlay_heatmap(data, heatmap, 320), caption=f"{name} · Grad-CAM for '{result[0]['label']}'", width="stretch"
+            overlay_heatmap(data, heatmap, 320),
+            caption=f"{name} · Grad-CAM for '{result[0]['label']}'",
+            width="stretch",
         )
     else:
         left.image(thumbnail(data, 480), caption=name, width="stretch")

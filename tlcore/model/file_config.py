@@ -36,7 +36,8 @@ ACTIVATIONS = frozenset(
 # Activation settings of KerasHub's accepted classes: Keras' names and the two KerasHub resolves itself.
 ACTIVATION_KEYS = {"activation": ACTIVATIONS, "recurrent_activation": ACTIVATIONS}
 ACTIVATION_KEYS |= {
-    key: ACTIVATIONS | {"quick_gelu", "gelu_approximate"} for key in ("intermediate_activation", "projection_activation")
+    key: ACTIVATIONS | {"quick_gelu", "gelu_approximate"}
+    for key in ("intermediate_activation", "projection_activation")
 }
 # Other layer classes Keras ships: refused (they cannot be sized, read files or run code).
 OTHER_KERAS_LAYERS = frozenset(

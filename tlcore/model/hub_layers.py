@@ -147,7 +147,9 @@ def _efficientnet(config: dict, inputs: list, class_name: str):
     strides = _ints(config, "stackwise_strides", stacks)
     widths = _numbers(config, "stackwise_width_coefficients", stacks)
     depths = _numbers(config, "stackwise_depth_coefficients", stacks)
-    forced = _ints(config, "stackwise_force_input_filters", minimum=0) if config.get("stackwise_force_input_filters") else []
+    forced = (
+        _ints(config, "stackwise_force_input_filters", minimum=0) if config.get("stackwise_force_input_filters") else []
+    )
     forced = (forced + [0] * stacks)[:stacks]
     types = config.get("stackwise_block_types")
     full = [isinstance(types, (list, tuple)) and i < len(types) and types[i] in ("fused", "cba") for i in range(stacks)]
