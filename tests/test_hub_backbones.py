@@ -75,6 +75,8 @@ def test_a_pooled_encoder_vector_or_tokens_become_a_feature_map():
     assert tuple(_as_feature_map(tokens, "mean").shape) == (None, 1, 1, 8)
 
 
+TOWER = {"hidden_dim": 16, "num_layers": 2, "num_heads": 2, "intermediate_dim": 32}
+TEXT = {"vocabulary_size": 50, "embedding_dim": 16, "max_sequence_length": 8}
 # Tiny random instances of every family hub.HUB_PRESETS names (no download), 32x32 pixels.
 FAMILIES = {
     "vit": lambda: keras_hub.models.ViTBackbone(
@@ -84,14 +86,18 @@ FAMILIES = {
         patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32, image_shape=(32, 32, 3),
         position_embedding_shape=(32, 32),
     ),
-    "clip": lambda: keras_hub.models.CLIPVisionEncoder(
-        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=(32, 32, 3)
+    # CLIP and SigLIP presets hold the whole two-tower model; the studio takes its image half.
+    "clip": lambda: keras_hub.models.CLIPBackbone(
+        keras_hub.models.CLIPVisionEncoder(**TOWER, patch_size=8, image_shape=(32, 32, 3)),
+        keras_hub.models.CLIPTextEncoder(**TOWER, **TEXT),
+        projection_dim=8,
     ),
-    "siglip": lambda: keras_hub.models.SigLIPVisionEncoder(
-        patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=(32, 32, 3)
+    "siglip": lambda: keras_hub.models.SigLIPBackbone(
+        keras_hub.models.SigLIPVisionEncoder(**TOWER, patch_size=8, image_shape=(32, 32, 3)),
+        keras_hub.models.SigLIPTextEncoder(**TOWER, **TEXT),
     ),
     "resnet": lambda: keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[8, 16],
+        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
         stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="bottleneck_block",
         image_shape=(32, 32, 3),
     ),
@@ -100,7 +106,7 @@ FAMILIES = {
         stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 2], stackwise_input_filters=[8, 8],
         stackwise_output_filters=[8, 16], stackwise_expansion_ratios=[1, 4],
         stackwise_squeeze_and_excite_ratios=[0.25, 0.25], stackwise_strides=[1, 2],
-        stackwise_block_types=["v1", "v1"], num_features=32, input_shape=(32, 32, 3),
+        stackwise_block_types=["v1", "v1"], input_shape=(32, 32, 3),
     ),
 }  # fmt: skip
 CONVERTERS = {
