@@ -219,6 +219,8 @@ SIZE_RULES = {
     "EfficientNetBackbone": _on_plain(_efficientnet),
     **{name: _on_plain(_converter) for name in CONVERTERS},
 }
+# The backbones are Keras models: Keras numbers their calls in a graph from 1 (node 0 is their own construction).
+MODEL_CLASSES = frozenset((*TRANSFORMERS, "ResNetBackbone", "EfficientNetBackbone"))
 # Registered name → class name of every KerasHub class a saved model may hold.
 HUB_LAYERS = {f"keras_hub>{name}": name for name in SIZE_RULES}
 

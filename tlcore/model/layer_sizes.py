@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tlcore.model.hub_layers import MODEL_CLASSES
 from tlcore.model.layer_rules import CONTAINERS, RULES, SAME_SHAPE, Rule, Shape, SizeError, values_in
 
 
@@ -147,6 +148,8 @@ class _Sizer:
                 name, index, node = item
                 shapes = [outputs[ref[:2]][ref[2]] for ref in _node_refs(node, args_only=True) if ref[2] < 10**6]
                 outputs[(name, index)] = self.call(layers[name], shapes, prefix, first_call=name not in seen)
+                if layers[name].get("class_name") in MODEL_CLASSES:
+                    outputs.setdefault((name, index + 1), outputs[(name, index)])
                 seen.add(name)
                 pending.remove(item)
         try:
