@@ -67,7 +67,7 @@ def _show_leaderboard(board) -> None:
     ranked = board.ranked
     if not ranked:
         return
-    names = [row.backbone for row in ranked if not row.backbone.startswith("hub:")]  # compared, not trained yet
+    names = [row.backbone for row in ranked]
     if not names:
         return
     chosen = st.selectbox("Use this backbone", names, format_func=board.labels().get)

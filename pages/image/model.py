@@ -21,14 +21,17 @@ from tlcore.model.choices import (
     weights_choices,
 )
 from tlcore.model.files import MODEL_FILE_SUFFIXES
+from tlcore.model.hub import HUB_PRESETS, check_hub_source, is_hub_name
 from ui import shared
+from ui.identity import downloads_allowed
 
 st.title("Model")
 model = shared.config("model")
 OWN = "Your own Keras model file…"
+HUB = "KerasHub preset (ViT, DINOv2, CLIP, SigLIP…)"
 SIZE = "Input size (pixels)"
-choices = list(BACKBONES) + [OWN]
-current = OWN if model.is_model_file else model.backbone
+choices = list(BACKBONES) + [HUB, OWN]
+current = OWN if model.is_model_file else HUB if is_hub_name(model.backbone) else model.backbone
 left, right = st.columns(2)
 with left:
     choice = st.selectbox("Backbone", choices, index=choices.index(current) if current in choices else 0)
@@ -68,6 +71,21 @@ with left:
         )
         model.cut_layer = cut_layer_setting(layers, cut)
         controls = "**Input size**, **Cut the model at** or **Preprocessing**"
+    elif choice == HUB:
+        typed = st.text_input(
+            "Preset name, kaggle:// or hf:// handle, or a local preset folder",
+            model.backbone[4:] if is_hub_name(model.backbone) else HUB_PRESETS[0],
+            help=f"Presets: {', '.join(HUB_PRESETS)}. Offline: a folder written by save_to_preset.",
+        )
+        try:
+            chosen = check_hub_source(typed, shared.session_id(), downloads_allowed())
+            if chosen != model.backbone:  # its own weights, input size and image converter
+                shared.change_backbone(backbone_settings(chosen))
+        except StudioError as error:
+            shared.show_error(error, "Type a preset name from the list, or the path of a local preset folder.")
+            st.stop()
+        st.caption(f"Using {shared.escape_markdown(describe_backbone(model))}")
+        controls = "the **preset**"
     else:
         spec = BACKBONES[choice]
         if choice != model.backbone:  # a new backbone: its size, weights and preprocessing come from it

@@ -79,8 +79,12 @@ for index, (name, data) in enumerate(images):
         continue
     if unlike:
         right.warning(shared.escape_markdown(warning_sentence(name, unlike)), icon=":material/warning:")
-    if show_cam:
-        heatmap, _ = grad_cam(model, data)
+    try:
+        heatmap = grad_cam(model, data)[0] if show_cam else None
+    except StudioError as error:
+        heatmap = None
+        left.info(shared.escape_markdown(str(error)))
+    if heatmap is not None:
         left.image(
             overlay_heatmap(data, heatmap, 320),
             caption=f"{name} · Grad-CAM for '{result[0]['label']}'",

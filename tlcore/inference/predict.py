@@ -188,7 +188,20 @@ def grad_cam(model, image, class_index: int | None = None) -> tuple[np.ndarray, 
 
     Returns:
         ``(heatmap of shape (h, w) in 0..1 at feature-map resolution, class index used)``.
+
+    Raises:
+        StudioError: the backbone's output is one vector (a transformer's class token),
+            so there is no spatial map to weight.
     """
+    from tlcore.model.classifier import backbone_part
+
+    height, width = tuple(backbone_part(model).output.shape[1:3])
+    if (height, width) == (1, 1):
+        raise StudioError(
+            "Grad-CAM is not available for this model: its backbone gives one feature vector per image (a "
+            "transformer's class token or pooled output, or a 1x1 feature map), not a map of where in the photo "
+            "it looked. The prediction itself is unaffected."
+        )
     heatmap = compiled(model, "grad_cam", _grad_cam_function)
     cam, chosen = heatmap(load_batch([image], _input_size(model)), -1 if class_index is None else int(class_index))
     cam = np.asarray(cam)

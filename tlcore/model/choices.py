@@ -13,6 +13,7 @@ from pathlib import Path
 from tlcore.config import FINE_TUNE_SCHEDULES, FreezePlan, ModelConfig, TrainConfig
 from tlcore.model.backbones import MODEL_FILE_DEFAULT_SIZE, BackboneSpec, get_spec
 from tlcore.model.files import is_model_file_name
+from tlcore.model.hub import hub_source, is_hub_name
 from tlcore.model.preprocessing import PREPROCESSING
 from tlcore.words import about_seconds
 
@@ -115,6 +116,9 @@ def backbone_settings(backbone: str) -> dict:
         StudioError: ``backbone`` is neither a registry name nor a model file.
     """
     settings = {"backbone": backbone, "cut_layer": None, "preprocess": None}
+    if is_hub_name(backbone):  # a KerasHub preset: its own weights, input size and image converter
+        hub_source(backbone)
+        return {**settings, "weights": "none", "image_size": None, "freeze": default_freeze_plan(True)}
     if is_model_file_name(backbone):
         return {**settings, "weights": "none", "image_size": None, "freeze": default_freeze_plan(True)}
     spec = get_spec(backbone)
@@ -147,6 +151,8 @@ def describe_backbone(model_config: ModelConfig) -> str:
     if model_config.is_model_file:
         cut = f", cut at {model_config.cut_layer}" if model_config.cut_layer else ""
         return f"your model file {Path(model_config.backbone).name} (pretrained weights inside{cut})"
+    if is_hub_name(model_config.backbone):
+        return f"KerasHub {model_config.backbone[4:]} (its own pretrained weights and image converter)"
     if model_config.weights == "imagenet":
         return f"{model_config.backbone}, ImageNet weights"
     if model_config.weights in ("none", "", None):

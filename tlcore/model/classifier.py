@@ -210,6 +210,9 @@ def apply_freeze_plan(backbone_model, plan: FreezePlan, block_pattern: str | Non
     backbone_model.trainable = bool(trainable)
     for layer in backbone_model.layers:
         layer.trainable = layer.name in trainable
+        if layer.trainable and pretrained and hasattr(layer, "layers"):  # a nested model (a KerasHub backbone)
+            for inner in layer._flatten_layers(include_self=False):
+                inner.trainable = inner.trainable and not is_batchnorm(inner)
     return trainable
 
 

@@ -5,8 +5,9 @@
 kind, a setting that names a Python function or a serialized object other than Keras'
 initializers, regularizers, constraints and dtype policies, a file path (TFSMLayer,
 vocabulary files), and a layer class that is not a Keras built-in this studio can size
-(:mod:`tlcore.model.layer_rules`) or tlcore's own ``Preprocess``. Nested models and wrappers
-are walked.
+(:mod:`tlcore.model.layer_rules`), tlcore's own ``Preprocess`` or one of the KerasHub image
+backbones and converters :mod:`tlcore.model.hub_layers` lists (by registered name, class and
+module; any other KerasHub class is refused). Nested models and wrappers are walked.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 
 from tlcore.errors import UnsafeModelError
+from tlcore.model.hub_layers import hub_refusal, is_hub_layer
 from tlcore.model.layer_rules import CONTAINERS, RULES, same_shape_rule
 from tlcore.model.layer_sizes import layer_name
 
@@ -31,6 +33,12 @@ ACTIVATIONS = frozenset(
     "linear relu relu6 leaky_relu elu selu gelu silu swish sigmoid hard_sigmoid hard_silu hard_swish softmax "
     "log_softmax softplus softsign tanh exponential mish celu glu sparsemax".split()
 )
+# Activation settings of KerasHub's accepted classes: Keras' names and the two KerasHub resolves itself.
+ACTIVATION_KEYS = {"activation": ACTIVATIONS, "recurrent_activation": ACTIVATIONS}
+ACTIVATION_KEYS |= {
+    key: ACTIVATIONS | {"quick_gelu", "gelu_approximate"}
+    for key in ("intermediate_activation", "projection_activation")
+}
 # Other layer classes Keras ships: refused (they cannot be sized, read files or run code).
 OTHER_KERAS_LAYERS = frozenset(
     "Lambda TFSMLayer TorchModuleWrapper JaxLayer FlaxLayer LSTM GRU SimpleRNN ConvLSTM1D ConvLSTM2D ConvLSTM3D "
@@ -123,7 +131,7 @@ def _check_setting(value, key: str, path: str, file_name: str) -> None:
                 f"{file_name} refers to a file path ({value[:80]!r}) {where}; a model file may not read other "
                 "files on the server. It is refused."
             )
-        if key in ("activation", "recurrent_activation") and value not in ACTIVATIONS:
+        if key in ACTIVATION_KEYS and value not in ACTIVATION_KEYS[key]:
             raise UnsafeModelError(
                 f"{file_name} uses the activation {value[:80]!r} {where}, which is not one of Keras' named "
                 "activations. It is refused."
@@ -142,6 +150,14 @@ def _check_class(layer: dict, class_name, path: str, file_name: str) -> None:
 
         if preprocess not in PREPROCESSING:
             raise UnsafeModelError(f"{file_name}: layer '{path}' names an unknown preprocessing {preprocess!r}.")
+        return
+    if is_hub_layer(layer):
+        reason = hub_refusal(layer)
+        if reason:
+            raise UnsafeModelError(
+                f"{file_name} uses {reason} in layer '{path}'. Other KerasHub classes are not checked by this "
+                "studio and may run code or read files when loaded; it is refused."
+            )
         return
     accepted = class_name in RULES or class_name in CONTAINERS or class_name in ("InputLayer", "TimeDistributed")
     custom = registered not in (None, class_name) or (module and not _is_keras_module(module))

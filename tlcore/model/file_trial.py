@@ -101,13 +101,20 @@ def keras_settings_guard(file_name: str):
             )
 
 
+def register_classes(report: ModelFileReport) -> None:
+    """Registers the layer classes an accepted file names: tlcore's ``Preprocess``, KerasHub's when it holds them."""
+    import tlcore.model.saved_layer  # noqa: F401  (registers Preprocess, the studio's own layer)
+
+    if report.keras_hub:
+        import keras_hub  # noqa: F401  (registers the KerasHub classes tlcore.model.hub_layers accepts)
+
+
 def _trial(path: Path, report: ModelFileReport) -> None:
     """Loads the file with safe mode and runs it on one batch of zeros (in the child process)."""
     import keras
     import numpy as np
 
-    import tlcore.model.saved_layer  # noqa: F401  (registers Preprocess, the studio's own layer)
-
+    register_classes(report)
     with keras_settings_guard(path.name):
         try:
             model = keras.models.load_model(path, compile=False, safe_mode=True)
@@ -345,10 +352,10 @@ def load_model_file(path: str | Path, image_size: int | None = None, limits: Mod
     """
     path = check_model_path(path)
     digest = file_digest(path)
-    check_model_file(path, image_size, limits)
+    report = check_model_file(path, image_size, limits)
     import keras
 
-    import tlcore.model.saved_layer  # noqa: F401  (registers Preprocess, the studio's own layer)
+    register_classes(report)
 
     with keras_settings_guard(path.name):
         try:
@@ -372,10 +379,10 @@ def load_saved_model(path: str | Path):
         UnsafeModelError: the file is missing, corrupt or refused; the reason in words.
     """
     path = Path(path)
-    inspect_model_file(path)
+    report = inspect_model_file(path)
     import keras
 
-    import tlcore.model.saved_layer  # noqa: F401  (registers Preprocess, the studio's own layer)
+    register_classes(report)
 
     with keras_settings_guard(path.name):
         try:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tlcore.errors import UnsafeModelError
 from tlcore.model.file_config import OWN_LAYERS, check_config
+from tlcore.model.hub_layers import SIZE_RULES, uses_keras_hub
 from tlcore.model.layer_rules import SizeError, show_shape, values_in
 from tlcore.model.layer_sizes import size_model
 
@@ -88,6 +89,7 @@ class ModelFileReport:
         input_shapes: the model's inputs (without the batch dimension).
         layers: how many layer calls it has (nested models included).
         free_size: whether an image input took ``image_size`` (the file leaves it free).
+        keras_hub: whether it holds KerasHub classes (loading it imports keras_hub).
     """
 
     file_name: str
@@ -97,6 +99,7 @@ class ModelFileReport:
     input_shapes: list
     layers: int
     free_size: bool = True
+    keras_hub: bool = False
 
 
 def is_model_file_name(name: str) -> bool:
@@ -183,7 +186,7 @@ def inspect_model_file(
         config, weights = _read_h5(path, limits)
     check_config(config, path.name)
     try:
-        size = size_model(config, image_size, {name: rule for name, rule in OWN_LAYERS.values()})
+        size = size_model(config, image_size, {**{name: rule for name, rule in OWN_LAYERS.values()}, **SIZE_RULES})
     except SizeError as error:
         raise UnsafeModelError(f"{path.name} cannot be sized before loading: {error}. It is refused.") from None
     _check_sizes(path.name, size, image_size, limits)
@@ -196,6 +199,7 @@ def inspect_model_file(
         size.input_shapes,
         len(size.layers),
         size.free_size,
+        uses_keras_hub(config),
     )
 
 

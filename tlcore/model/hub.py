@@ -10,9 +10,14 @@ takes like any other: a transformer's class token (ViT, DINOv2, CLIP), a mean ov
 tokens where there is none, a pooled vector (SigLIP) or a convolutional feature map
 (ResNet, EfficientNet) as it is.
 
-Today these candidates serve the backbone leaderboard (extraction, head, speed); a run
-trained on one cannot be saved yet: the saved-model allow-list
-(:mod:`tlcore.model.file_config`) does not know KerasHub's layer classes.
+They are backbones like any other: the leaderboard, training (phase 1 on cached
+features; phase 2 unfreezes the whole KerasHub backbone, the one weighted layer of the
+feature model: KerasHub's blocks live inside it and get no block labels here), Predict,
+Evaluate and exports. The pooling is built from plain Keras layers (``Cropping1D`` keeps
+the class token, ``GlobalAveragePooling1D`` averages, ``Reshape``) so the saved
+``model.keras`` holds only layers the saved-model check sizes. That check accepts exactly
+the KerasHub classes of these families (:mod:`tlcore.model.hub_layers` says why and how);
+a model file naming any other KerasHub class is refused.
 """
 
 from __future__ import annotations
@@ -41,16 +46,6 @@ def is_hub_name(backbone: str) -> bool:
     return backbone.startswith(HUB_PREFIX)
 
 
-def refuse_training(backbone: str) -> None:
-    """Raises a ``StudioError`` for a ``hub:…`` backbone: compared, not trained (see the module docstring)."""
-    if is_hub_name(backbone):
-        raise StudioError(
-            f"{backbone} can be compared on the leaderboard (compare-backbones) but not trained yet: a run trained on "
-            "it could not be loaded back, because the saved-model check does not accept KerasHub layers. "
-            "Choose a registry backbone or a Keras model file to train."
-        )
-
-
 def hub_source(backbone: str) -> str:
     """The preset name, handle or folder behind ``hub:…``.
 
@@ -67,6 +62,38 @@ def hub_source(backbone: str) -> str:
             f"or hf:// handle, or a preset folder with config.json inside. Received: {backbone!r}."
         )
     return str(folder)
+
+
+def check_hub_source(source: str, owner: str | None, downloads: bool) -> str:
+    """The ``hub:…`` backbone a dashboard visitor may load, checked before anything is read or fetched.
+
+    Args:
+        source: what the visitor typed: a preset name, a ``kaggle://``/``hf://`` handle or a folder.
+        owner: the visitor's owner id (``tlcore.paths.check_allowed``).
+        downloads: whether this server lets visitors download (``tlcore.paths.downloads_allowed``).
+
+    Returns:
+        ``hub:SOURCE`` with a folder resolved.
+
+    Raises:
+        StudioError: a download this server does not allow (the message gives the
+            local-folder route), a folder the visitor may not read, or not a preset folder.
+    """
+    from tlcore.paths import check_allowed
+
+    source = (source or "").strip()
+    if source in HUB_PRESETS or source.startswith(REMOTE_PREFIXES):
+        if not downloads:
+            raise StudioError(
+                "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever "
+                "runs it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1). On a connected machine run "
+                f"keras_hub.models.Backbone.from_preset({source!r}).save_to_preset('folder') and the same with "
+                "keras_hub.layers.ImageConverter, copy the folder into one of this server's data folders "
+                "(TLCORE_DATA_ROOTS) and give its path."
+            )
+        return HUB_PREFIX + source
+    folder = check_allowed(Path(source).expanduser(), owner) if source else source
+    return HUB_PREFIX + hub_source(f"{HUB_PREFIX}{folder}")
 
 
 def hub_feature_model(model_config, seed: int = 0) -> tuple:
@@ -128,7 +155,11 @@ def _as_feature_map(features, pooling: str):
     if len(features.shape) == 4:
         return features
     if len(features.shape) == 3:
-        features = features[:, 0] if pooling == "class_token" else keras.ops.mean(features, axis=1)
+        if pooling == "class_token":
+            tokens = int(features.shape[1])
+            features = keras.layers.Cropping1D((0, tokens - 1), name="class_token")(features)
+        else:
+            features = keras.layers.GlobalAveragePooling1D(name="mean_token")(features)
     return keras.layers.Reshape((1, 1, int(features.shape[-1])), name="as_feature_map")(features)
 
 

@@ -233,8 +233,12 @@ def _repeat_vector(config: dict, inputs: list, class_name: str):
 
 def _pairs(config: dict, key: str, rank: int) -> list[tuple[int, int]]:
     value = config.get(key, 1)
+    if isinstance(value, dict):  # a serialized tuple
+        value = value.get("config", {}).get("value")
     if isinstance(value, int):
         return [(value, value)] * rank
+    if rank == 1 and isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        value = [value]  # Cropping1D((0, 16)) / ZeroPadding1D((1, 2)): one (before, after) pair
     if isinstance(value, (list, tuple)) and len(value) == rank:
         pairs = [(v, v) if isinstance(v, int) else tuple(v) for v in value]
         if all(len(p) == 2 and all(isinstance(n, int) and n >= 0 for n in p) for p in pairs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tlcore.model.hub_layers import MODEL_CLASSES
 from tlcore.model.layer_rules import CONTAINERS, RULES, SAME_SHAPE, Rule, Shape, SizeError, values_in
 
 
@@ -147,6 +148,8 @@ class _Sizer:
                 name, index, node = item
                 shapes = [outputs[ref[:2]][ref[2]] for ref in _node_refs(node, args_only=True) if ref[2] < 10**6]
                 outputs[(name, index)] = self.call(layers[name], shapes, prefix, first_call=name not in seen)
+                if layers[name].get("class_name") in MODEL_CLASSES:
+                    outputs.setdefault((name, index + 1), outputs[(name, index)])
                 seen.add(name)
                 pending.remove(item)
         try:
@@ -168,7 +171,8 @@ class _Sizer:
             shapes = self.call(inner, [tuple(inputs[0][1:])], path + "/", first_call)
             return [(steps, *shape) for shape in shapes]
         try:
-            shapes, parameters, words = self.rules[class_name](config, inputs, class_name)
+            # A rule may add a 4th value: the values a layer computes inside (a KerasHub backbone).
+            shapes, parameters, words, *inside = self.rules[class_name](config, inputs, class_name)
             build_shape = (layer.get("build_config") or {}).get("input_shape")
             if first_call and isinstance(build_shape, (list, tuple)) and build_shape and class_name not in SAME_SHAPE:
                 # Keras builds a layer from its declared build shape before the graph
@@ -179,9 +183,8 @@ class _Sizer:
         except SizeError as error:
             raise SizeError(f"layer '{path}' ({class_name}) cannot be sized: {error}") from None
         largest = max(shapes, key=values_in)
-        self.size.layers.append(
-            LayerRecord(path, class_name, parameters if first_call else 0, words, values_in(largest), largest)
-        )
+        values = max([values_in(largest), *inside])
+        self.size.layers.append(LayerRecord(path, class_name, parameters if first_call else 0, words, values, largest))
         return shapes
 
 

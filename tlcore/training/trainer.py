@@ -29,7 +29,6 @@ from tlcore.metrics import evaluate_probabilities
 from tlcore.model import classifier as model_lib
 from tlcore.model import cut as cut_lib
 from tlcore.model.backbones import Backbone, load_backbone
-from tlcore.model.hub import refuse_training
 from tlcore.training.callbacks import KeepBest, ProgressCallback
 from tlcore.training.features import cached_features, cut_activations, mirrored_activations, pooled_features
 from tlcore.training.head import HeadFit, acquire_engine, fit_head, head_settings, release_engine, write_tensorboard
@@ -115,7 +114,6 @@ class Trainer:
 
     def __init__(self, config: RunConfig, *, run_dir=None, log=None, stop=None, strategy=None):
         config.validate()
-        refuse_training(config.model.backbone)  # before anything is loaded or written
         self.started = time.perf_counter()
         self.config, self.settings, self.run_dir = config, config.train, run_dir
         self.log = log if log is not None else ProgressLog()
