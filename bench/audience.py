@@ -239,11 +239,18 @@ async def main_async(args) -> None:
         with streamlit_server(work, env, launcher=("serve.py",)) as (url, server):
             async with async_playwright() as playwright:
                 launch = playwright.chromium.launch
-                browser = await launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                if args.pin:  # the server's threads (all of them, already started) on CPU 0
+                    for task in os.listdir(f"/proc/{server.pid}/task"):
+                        os.sched_setaffinity(int(task), {0})
+                    os.sched_setaffinity(0, {1})  # this driver (and the Playwright driver it starts) on CPU 1
+                presenter_chromium = _launcher(work, "presenter", "0", 0) if args.pin else "/usr/bin/chromium"
+                browser = await launch(executable_path=presenter_chromium, args=CHROMIUM_ARGS)
                 phones = max(int(n) for n in args.phones.split(","))
                 # --nice-phones: the phones' browsers at the lowest CPU priority, as when they run on the
                 # phones of a room, not on the server's two cores (the presenter's browser stays as it is).
-                phone_chromium = _niced_chromium(work) if args.nice_phones else "/usr/bin/chromium"
+                # --pin: the phones' browsers on CPU 1 only, the server and the presenter on CPU 0.
+                cpus = "1" if args.pin else ""
+                phone_chromium = _launcher(work, "phones", cpus, 19 if args.nice_phones else 0)
                 browsers = [
                     await launch(executable_path=phone_chromium, args=CHROMIUM_ARGS)
                     for _ in range(-(-phones // args.per_browser))
@@ -280,10 +287,11 @@ async def audience_link(presenter, old: str = "") -> str:
         await asyncio.sleep(0.2)
 
 
-def _niced_chromium(work: Path) -> str:
-    """A launcher that runs Chromium at nice 19 (exec: Playwright still talks to Chromium itself)."""
-    launcher = work / "chromium-nice"
-    launcher.write_text('#!/bin/sh\nexec nice -n 19 /usr/bin/chromium "$@"\n')
+def _launcher(work: Path, name: str, cpus: str, niceness: int) -> str:
+    """A Chromium launcher on the given CPUs (``taskset``) at the given niceness; exec keeps the pid."""
+    command = (f"taskset -c {cpus} " if cpus else "") + (f"nice -n {niceness} " if niceness else "")
+    launcher = work / f"chromium-{name}"
+    launcher.write_text(f'#!/bin/sh\nexec {command}/usr/bin/chromium "$@"\n')
     launcher.chmod(0o755)
     return str(launcher)
 
@@ -299,6 +307,9 @@ def main() -> None:
     parser.add_argument("--phones", default="10,20,30", help="phones per round, comma separated")
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which a round's phones arrive")
     parser.add_argument("--per-browser", type=int, default=5, help="phones per Chromium instance")
+    parser.add_argument(
+        "--pin", action="store_true", help="server + presenter on CPU 0, the phones' browsers + this driver on CPU 1"
+    )
     parser.add_argument("--nice-phones", action="store_true", help="run the phones' Chromium at nice 19")
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared assets folder")
     args = parser.parse_args()

@@ -546,11 +546,7 @@ def test_code_kept_in_strings_imports_what_exists():
 # Reads through ui.shared of names it only imports, in files that other helpers edit right now. The
 # integrator imports these from ui.cache there, drops them from ui/shared.py's imports and empties
 # this; nothing may be added to it.
-TEMPORARY_UI_READS = {
-    "pages/image/model.py": {"shared.backbone", "shared.model_file_info"},
-    "pages/image/present.py": {"shared.finished_runs", "shared.load_run_model", "shared.store"},
-    "pages/image/runs.py": {"shared.pick_run", "shared.store"},
-}
+TEMPORARY_UI_READS: dict[str, set[str]] = {}  # none left
 
 
 def ui_modules(root: Path = ROOT) -> dict[str, Path]:

@@ -216,6 +216,9 @@ def test_kerashub_runs_export_and_verify_in_their_runtimes(hub_runs):
             assert "error" not in entry, (family, entry)
             # Same probabilities in the format's own runtime (top-1 can flip where a tiny random model ties).
             assert entry["max_prob_diff"] < 1e-4 and entry["checked_images"] > 0, (family, entry)
+        # A SavedModel that does not compute what the Keras model computes is refused, never offered.
+        saved = export_formats(hub_runs[family], ["saved_model"])["saved_model"]
+        assert saved["max_prob_diff"] <= 1e-3 or "does not compute what the Keras model computes" in saved["error"]
 
 
 def test_every_kerashub_family_runs_through_the_leaderboard(presets, colour_dataset):

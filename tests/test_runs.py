@@ -161,6 +161,23 @@ def test_a_format_whose_converter_fails_says_why_and_the_others_still_export(tra
     assert "ONNX (.zip)" not in exports.export_downloads(trained_run)
 
 
+def test_a_float32_export_that_computes_something_else_is_not_offered(trained_run, monkeypatch):
+    """A converter can write a file that runs but is wrong (a KerasHub run's SavedModel did): no download."""
+    import dataclasses
+
+    load = FORMATS["onnx"].load
+
+    def wrong(path):
+        real = load(path)
+        return lambda batch: np.roll(real(batch), 1, axis=1)  # plausible probabilities, wrong classes
+
+    monkeypatch.setitem(FORMATS, "onnx", dataclasses.replace(FORMATS["onnx"], load=wrong))
+    report = exports.export_formats(trained_run, ["onnx", "litert"])
+    assert report["onnx"]["error"].startswith("ONNX does not compute what the Keras model computes: top-1 agreement")
+    assert "litert" in report and "error" not in report["litert"]
+    assert "ONNX (.zip)" not in exports.export_downloads(trained_run)
+
+
 def test_a_missing_runtime_package_is_named_with_how_to_install_it():
     error = ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert")
     assert exports.one_line(error, FORMATS["litert"]) == (

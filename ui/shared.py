@@ -20,12 +20,7 @@ from tlcore.data.sources import save_upload
 from tlcore.errors import StudioError, unexpected
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 from tlcore.paths import workspace_dir
-
-# TEMPORARY: backbone, finished_runs, load_run_model, pick_run and store are imported only because
-# pages/image/model.py, present.py and runs.py (edited by other helpers now) still read them through
-# shared; the integrator imports them from ui.cache there and drops them here (TEMPORARY_UI_READS in
-# tests/test_architecture.py).
-from ui.cache import backbone, finished_runs, load_run_model, model_file_info, pick_run, scan, store  # noqa: F401
+from ui.cache import model_file_info, scan
 from ui.identity import facts, identify
 from ui.offline import retry_button
 

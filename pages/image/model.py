@@ -22,7 +22,7 @@ from tlcore.model.choices import (
 )
 from tlcore.model.files import MODEL_FILE_SUFFIXES
 from tlcore.model.hub import HUB_PRESETS, check_hub_source, is_hub_name
-from ui import shared
+from ui import cache, shared
 from ui.identity import downloads_allowed
 
 st.title("Model")
@@ -50,7 +50,7 @@ with left:
             st.stop()
         st.caption(f"Using your model file **{shared.escape_markdown(model.backbone.rsplit('/', 1)[-1])}**")
         try:
-            info = shared.model_file_info(model.backbone)
+            info = cache.model_file_info(model.backbone)
         except (StudioError, OSError) as error:
             shared.show_error(error, "Upload another model file above, or choose a **Backbone** from the list.")
             st.stop()
@@ -127,7 +127,7 @@ from ui.compare_sections import leaderboard_section  # noqa: E402
 leaderboard_section(shared.config("data"), model, shared.config("train"))
 
 try:
-    backbone = shared.backbone(model)
+    backbone = cache.backbone(model)
 except StudioError as error:
     shared.show_error(error, f"Change {controls} above, or choose another **Backbone**.")
     if model.weights == "imagenet" and st.button("Use random weights instead (train from scratch)"):

@@ -8,7 +8,7 @@ from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.present import inbox, rooms, screen
 from tlcore.words import plural
-from ui import shared
+from ui import cache, shared
 
 # A projector shows the run, not the studio: no sidebar, no header; larger text.
 st.html(
@@ -16,8 +16,8 @@ st.html(
     "{display:none}.block-container{padding-top:1rem;max-width:100%}"
     "[data-testid='stMarkdownContainer'] p{font-size:1.4rem}</style>"
 )
-owner, store = shared.session_id(), shared.store()
-runs = [run for run in shared.finished_runs(shared=False) if store.can_write(run)]
+owner, store = shared.session_id(), cache.store()
+runs = [run for run in cache.finished_runs(shared=False) if store.can_write(run)]
 if not runs:
     st.info("Train a run first: the Present page shows one of your own runs to a room.")
     st.page_link("pages/image/train.py", label="Go to Train", icon=":material/monitoring:")
@@ -59,7 +59,7 @@ data = uploaded.getvalue() if uploaded else photo.getvalue() if photo else None
 if data is not None:
     from tlcore.inference.predict import grad_cam, overlay_heatmap, predict_top_k  # TensorFlow loads here
 
-    model = shared.load_run_model(run)
+    model = cache.load_run_model(run)
     picture, bars = st.columns([1, 2])
     try:
         result = predict_top_k(model, run.labels, [data], min(3, len(run.labels)))[0]

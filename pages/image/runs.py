@@ -8,11 +8,11 @@ from tlcore.runs.exports import export_downloads, export_report, profile_table
 from tlcore.runs.formats import FORMATS
 from tlcore.runs.snippets import snippet
 from tlcore.runs.store import kept_epochs
-from ui import shared
+from ui import cache, shared
 from ui.job_panel import start_task, task_outcome
 
 st.title("Runs")
-store = shared.store()
+store = cache.store()
 table = store.table()
 if table.empty:
     st.info("No runs yet. Every training run is saved here with its settings, curves and model.")
@@ -84,7 +84,7 @@ if job is not None and job.kind == "ab":
         st.success(job.result.verdict, icon=":material/compare_arrows:")
 
 st.subheader("Download a model")
-run = shared.pick_run("Run to download", key="download_pick", shared=False)
+run = cache.pick_run("Run to download", key="download_pick", shared=False)
 if run is None:
     st.stop()
 size = run.image_size or 224  # the model's own input size when the run kept a model file's

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tlcore.errors import StudioError
-from tlcore.runs.formats import FORMATS, ExportFormat, export_format
+from tlcore.runs.formats import FLOAT32_TOLERANCE, FORMATS, ExportFormat, export_format
 
 if TYPE_CHECKING:
     from tlcore.runs.store import Run
@@ -108,9 +108,23 @@ def _one_format(run: Run, row: ExportFormat, model, images, reference, calibrati
         path = write_export(run, row, model, calibration)
         entry.update(file=str(path.relative_to(run.path)), size_mb=round(export_size(run, row) / 2**20, 3))
         entry.update(check_and_profile(row, path, images, reference))
+        mismatch = float32_mismatch(row, entry)
+        if mismatch:
+            entry["error"] = mismatch
     except Exception as error:  # noqa: BLE001 — any converter or runtime failure: this format says why, others go on
         entry["error"] = one_line(error, row)
     return entry
+
+
+def float32_mismatch(row: ExportFormat, entry: dict) -> str | None:
+    """Why a float32 export is not offered: its probabilities are not the Keras model's; else None."""
+    if row.quantized or row.export is None or entry["max_prob_diff"] <= FLOAT32_TOLERANCE:
+        return None
+    return (
+        f"{row.label} does not compute what the Keras model computes: top-1 agreement "
+        f"{entry['top1_agreement']:.0%}, probabilities up to {entry['max_prob_diff']:.2f} apart (float32 rounding "
+        f"stays under {FLOAT32_TOLERANCE:g}), so this file is not offered. Use a format whose check matched."
+    )
 
 
 def write_export(run: Run, row: ExportFormat, model, calibration=None) -> Path:

@@ -21,6 +21,11 @@ import numpy as np
 
 from tlcore.runs import snippets
 
+# A float32 export computes what the Keras model computes, in another order: its probabilities
+# differ by float32 rounding (< 5e-5 on every float32 row of the README's bench). A difference
+# above this is a wrong file (a layer exported differently), never rounding: it is not offered.
+FLOAT32_TOLERANCE = 1e-3
+
 
 @dataclass(frozen=True)
 class ExportFormat:
@@ -41,6 +46,8 @@ class ExportFormat:
         calibrated: the exporter needs ``calibration`` (the run's training images).
         local_name: what the file is called beside the snippet (``{run_id}`` filled in);
             empty: the name of ``files[0]``.
+        quantized: its numbers are float16 or int8, so its probabilities may differ from
+            the Keras model's by more than float32 rounding (see :data:`FLOAT32_TOLERANCE`).
     """
 
     name: str
@@ -53,6 +60,7 @@ class ExportFormat:
     requires: tuple[str, ...] = ()
     calibrated: bool = False
     local_name: str = ""
+    quantized: bool = False
 
     def download_name(self, run_id: str) -> str:
         """The zip a user downloads, named after its format (several would look alike otherwise)."""
@@ -222,6 +230,7 @@ def _litert(name: str, label: str, file: str, quantization: str) -> ExportFormat
         snippets.LITERT_INT8_IO if quantization == "int8-io" else snippets.LITERT,
         ("tensorflow", "ai_edge_litert"),
         calibrated=quantization.startswith("int8"),
+        quantized=quantization != "float32",
     )
 
 
