@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from tlcore.present import screen
-from ui import identity, keras_state, shared
+from ui import identity, keras_state, messages
 from ui.sidebar import sidebar
 
 st.set_page_config(
@@ -56,13 +56,13 @@ if st.query_params.get("present") or "audience_token" in st.session_state:
         + [st.Page("pages/image/audience.py", title="Live demo", url_path=path) for path in sorted(paths - {""})],
         position="hidden",
     )
-    shared.run_page(audience)
+    messages.run_page(audience)
     st.stop()
 navigation = st.navigation(PAGES)
 identity.identify()  # the browser's cookie: its setup and jobs survive a refresh
 setup = identity.setup_in_use()  # first: it picks up what another tab of this browser saved
 sidebar("text" if navigation in PAGES["Language"] else "image")  # the job line shows this part's job
 try:
-    shared.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
+    messages.run_page(navigation)  # an unexpected error is a message on the page, never a traceback
 finally:
     identity.persist_setup(setup)  # also after st.stop()/st.rerun() inside the page

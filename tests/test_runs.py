@@ -178,6 +178,14 @@ def test_a_float32_export_that_computes_something_else_is_not_offered(trained_ru
     assert "ONNX (.zip)" not in exports.export_downloads(trained_run)
 
 
+def test_the_export_outcome_counts_the_formats_and_gives_each_failure_its_reason():
+    ok = {"top1_agreement": 1.0}
+    assert exports.export_outcome({"onnx": ok}) == ("1 of 1 format exported and checked against the Keras model.", [])
+    done, reasons = exports.export_outcome({"onnx": ok, "saved_model": {"error": "SavedModel does not compute…"}})
+    assert done == "1 of 2 formats exported and checked against the Keras model. 1 not offered: its reason below."
+    assert reasons == ["SavedModel does not compute…"]
+
+
 def test_a_missing_runtime_package_is_named_with_how_to_install_it():
     error = ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert")
     assert exports.one_line(error, FORMATS["litert"]) == (

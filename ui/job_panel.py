@@ -20,7 +20,7 @@ import streamlit as st
 
 from tlcore.errors import JobBusyError, StudioError
 from tlcore.progress import FAILED_HINT, STOP_HINT, STOP_PRESSED, job_progress, progress_line, task_line, task_progress
-from ui import shared
+from ui import messages, shared
 
 
 def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_chart") -> None:
@@ -41,13 +41,13 @@ def job_panel(job, figure: Callable, finished: Callable, chart_key: str = "live_
             return
         if current.active:
             progress = job_progress(current)
-            st.progress(progress["fraction"], text=shared.escape_markdown(progress_line(progress)))
+            st.progress(progress["fraction"], text=messages.escape_markdown(progress_line(progress)))
             if progress["phase"] != "save":  # saving the run: nothing left to stop
                 stop_button(current, progress["phase"] == "stopping")
         elif current.status in ("done", "stopped"):
             finished(current)
         else:
-            shared.show_error(StudioError(current.error), FAILED_HINT)
+            messages.show_error(StudioError(current.error), FAILED_HINT)
         st.plotly_chart(figure(current), width="stretch", key=chart_key)
         if running and not current.active:
             st.rerun()  # the job ended: redraw the whole page (re-enables Start, stops polling)
@@ -92,7 +92,7 @@ def start_task(slot: str, kind: str, title: str, target: Callable) -> bool:
     try:
         job = shared.registry().start(shared.session_id(), kind, title, target, in_process=True)
     except JobBusyError as error:
-        shared.show_error(error)
+        messages.show_error(error)
         return False
     job.slot = slot
     st.session_state[_slot_key(slot)] = job.job_id
@@ -128,7 +128,7 @@ def task_outcome(slot: str) -> Any:
     del st.session_state[_slot_key(slot)]
     job.delivered = True
     if job.status == "failed":
-        shared.show_error(StudioError(job.error), FAILED_HINT)
+        messages.show_error(StudioError(job.error), FAILED_HINT)
     return job.result if job.status in ("done", "stopped") else None
 
 
@@ -139,7 +139,7 @@ def _follow(slot: str, job) -> None:
             job.request_stop()
         bar = st.empty()
     while job.active:
-        progress, text = task_progress(job), shared.escape_markdown(task_line(job))
+        progress, text = task_progress(job), messages.escape_markdown(task_line(job))
         if progress["fraction"] is None:
             bar.caption(f":material/hourglass_top: {text}")
         else:

@@ -8,8 +8,6 @@ Cached tlcore calls live in ui/cache.py, identity in ui/identity.py: import them
 from __future__ import annotations
 
 import copy
-import logging
-import re
 from pathlib import Path
 
 import streamlit as st
@@ -17,12 +15,12 @@ import streamlit as st
 from tlcore.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.sources import save_upload
-from tlcore.errors import StudioError, unexpected
+from tlcore.errors import StudioError
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
 from tlcore.paths import workspace_dir
-from ui.cache import model_file_info, scan
+from ui.cache import scan
 from ui.identity import facts, identify
-from ui.offline import retry_button
+from ui.messages import show_error
 
 DEFAULTS = {
     "data": DataConfig(DEMO_DATASET),
@@ -114,34 +112,6 @@ def change_backbone(settings: dict) -> None:
     update("model", **settings)
 
 
-def accepted_model_file(path: str, name: str, current: str) -> bool:
-    """Whether the uploaded model file at ``path`` can become the setup's model; shows why not.
-
-    The file is read (in safe mode, see :func:`ui.cache.model_file_info`) before it replaces
-    the current model, so a refused file never becomes the model that Train would start with.
-    A refusal is remembered per file, so reruns do not load it again.
-
-    Args:
-        path: where the upload was saved.
-        name: the uploaded file's name, as the visitor knows it.
-        current: the current model in words (it stays the setup's model when the file is refused).
-    """
-    refused = st.session_state.setdefault("refused_model_files", {})
-    if path not in refused:
-        try:
-            model_file_info(path)
-            return True
-        except (StudioError, OSError) as error:
-            refused[path] = str(error)
-    st.error(
-        escape_markdown(refused[path])
-        + f"\n\n{escape_markdown(name)} is refused. Your model is still **{escape_markdown(current)}**. "
-        "Upload another model file above, or choose a **Backbone** from the list.",
-        icon=":material/error:",
-    )
-    return False
-
-
 def run_config() -> RunConfig:
     return RunConfig(config("data"), config("model"), config("train"))
 
@@ -170,48 +140,3 @@ def current_job(area: str = "image"):
 def remember_job(job) -> None:
     st.session_state.job_id = job.job_id
     st.query_params["job"] = job.job_id
-
-
-# A web address in a message: shown as a Markdown autolink, whose text and target are taken
-# literally. Escaping its characters instead would leave the backslashes in the link (GFM's
-# bare-URL links keep them: ``vgg16\\_notop.h5``, ``%5C_`` in the address).
-_URL = re.compile(r"https?://[^\s<>]*[^\s<>.,;:!?)\]'\"]")
-
-
-def escape_markdown(text: str) -> str:
-    """Shows ``text`` literally where Streamlit renders Markdown (``cats/*.jpg`` keeps its stars).
-
-    Web addresses in it become working links, shown as written.
-    """
-    text, parts, start = str(text), [], 0
-    for match in _URL.finditer(text):
-        parts += [_escape(text[start : match.start()]), f"<{match.group()}>"]
-        start = match.end()
-    return "".join(parts + [_escape(text[start:])])
-
-
-def _escape(text: str) -> str:
-    return re.sub(r"([\\`*_\[\]<>~$|])", r"\\\1", text)
-
-
-def show_error(error: Exception, hint: str = "") -> None:
-    st.error(escape_markdown(error) + (f"\n\n{hint}" if hint else ""), icon=":material/error:")
-    retry_button(error, hint or "error")  # a failed download: tried again when the visitor asks
-
-
-def run_page(navigation) -> None:
-    """Runs the chosen page; an unexpected exception becomes a message, never a traceback.
-
-    ``st.stop()`` and ``st.rerun()`` are ``BaseException``s and pass through. The full
-    traceback goes to the server log for a bug report; the page says what happened.
-    """
-    try:
-        navigation.run()
-    except Exception as error:  # noqa: BLE001  - shown to the user, logged for the report
-        logging.getLogger("tlcore.dashboard").exception("uncaught error on page %s", navigation.title)
-        st.error(
-            escape_markdown(unexpected(error))
-            + "\n\nYour settings are kept. Change the last setting or reload the page; "
-            "the server log has the details for a report.",
-            icon=":material/error:",
-        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore.progress import job_progress
-from ui import shared
+from ui import messages, shared
 from ui.identity import cookie_script, facts
 
 
@@ -25,10 +25,10 @@ def sidebar(area: str = "image") -> None:
         st.caption("CURRENT SETUP")
         summary = facts().get("data_summary")
         st.markdown(
-            f"**Dataset** · {shared.escape_markdown(shared.config('data').describe())}"
+            f"**Dataset** · {messages.escape_markdown(shared.config('data').describe())}"
             + (f"  \n{summary}" if summary else "")
         )
-        st.markdown(f"**Model** · {shared.escape_markdown(describe_backbone(shared.config('model')))}")
+        st.markdown(f"**Model** · {messages.escape_markdown(describe_backbone(shared.config('model')))}")
         job = shared.current_job(area)
         if job is not None and st.query_params.get("job") != job.job_id:
             st.query_params["job"] = job.job_id  # page changes drop it; a refresh shows it again
@@ -59,7 +59,7 @@ def job_line(shown, area: str = "image") -> None:
             st.markdown("**Job** · none yet")
             return
         state = job_progress(job)["text"] if job.active else job.status
-        st.markdown(f"**Job** · {shared.escape_markdown(job.title)}  \n{shared.escape_markdown(state)}")
+        st.markdown(f"**Job** · {messages.escape_markdown(job.title)}  \n{messages.escape_markdown(state)}")
         if job.job_id != shown_id or job.active != active:
             st.rerun()  # started or ended here or in another tab: redraw the page around it
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui import shared
+from ui import messages
 
 
 def show_result(job) -> None:
@@ -33,7 +33,7 @@ def show_run(job, verb: str) -> None:
         icon=":material/check_circle:",
     )
     if metrics.get("kept_reason"):
-        st.info(shared.escape_markdown(metrics["kept_reason"]) + " (★ on the chart)", icon=":material/star:")
+        st.info(messages.escape_markdown(metrics["kept_reason"]) + " (★ on the chart)", icon=":material/star:")
 
 
 def seconds_words(train_seconds: float, job) -> str:

@@ -9,7 +9,7 @@ from tlcore import sessions
 from tlcore.errors import StudioError
 from tlcore.present import audience, rooms, screen
 from ui.cache import input_reference, run_model
-from ui.shared import escape_markdown
+from ui.messages import escape_markdown
 
 # No header (its menu), no sidebar, no toolbar: a phone sees the question and the answer.
 st.html(

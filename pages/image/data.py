@@ -11,7 +11,7 @@ from tlcore.data.summary import class_count, class_mismatch, samples, skipped_ta
 from tlcore.errors import StudioError
 from tlcore.paths import allow_folder, can_allow, check_allowed, readable_roots_note
 from tlcore.words import plural
-from ui import cache, shared
+from ui import cache, messages, shared
 from ui.identity import facts, local_server
 
 st.title("Data")
@@ -34,14 +34,14 @@ elif source_kind == SOURCES[1]:
     if st.checkbox("I have a separate validation folder", value=bool(data.val_dir)):
         val_dir = st.text_input("Validation folder path", value=data.val_dir or "").strip() or None
     owner, local = shared.session_id(), local_server()
-    st.caption(shared.escape_markdown(readable_roots_note(owner, local)))
+    st.caption(messages.escape_markdown(readable_roots_note(owner, local)))
     typed = folder.strip()
     try:
         candidate = str(check_allowed(typed, owner)) if typed else None
         typed = val_dir
         val_dir = str(check_allowed(val_dir, owner)) if val_dir else None
     except StudioError as error:
-        shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
+        messages.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
         if can_allow(typed, owner, local):
             if st.button(f"Allow {typed} for this session", help="Until the studio restarts; only for you."):
                 allow_folder(owner, typed, local)
@@ -64,9 +64,9 @@ elif source_kind == SOURCES[3]:
         files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
         try:
             save_class_images(built_root, {target: files})
-            st.success(f"Added {plural(len(files), 'photo')} to '{shared.escape_markdown(target)}'.")
+            st.success(f"Added {plural(len(files), 'photo')} to '{messages.escape_markdown(target)}'.")
         except StudioError as error:
-            shared.show_error(error)
+            messages.show_error(error)
     if built_root.is_dir() and any(built_root.iterdir()):
         candidate = str(built_root)
 elif source_kind == SOURCES[4]:
@@ -78,7 +78,7 @@ elif source_kind == SOURCES[4]:
             with st.spinner(f"Downloading {name}…"):
                 st.session_state.downloaded = str(download_dataset(name))
         except StudioError as error:
-            shared.show_error(error)
+            messages.show_error(error)
     candidate = st.session_state.get("downloaded")
 
 with st.expander("Options"):
@@ -97,7 +97,7 @@ try:
     scan = cache.scan(candidate, skip_placeholders)
     val_scan = cache.scan(val_dir, skip_placeholders) if val_dir else None
 except StudioError as error:
-    shared.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
+    messages.show_error(error, "Nothing was changed: your current dataset is still the one in the sidebar.")
     st.stop()
 
 # Every number below is what training will use: the label decisions kept in the workspace applied.
@@ -120,7 +120,7 @@ for column, (title, part) in zip(st.columns(len(parts)), parts):
         st.plotly_chart(charts.counts_figure(part.counts), width="stretch", key=f"counts_{title}")
         st.markdown("**Health report**")
         for warning in part.warnings:
-            st.warning(shared.escape_markdown(warning))
+            st.warning(messages.escape_markdown(warning))
         if part.skipped:
             frame = skipped_table(part)
             if len(frame) <= 20:
@@ -142,6 +142,6 @@ if summary.trainable:
 
 st.subheader("Samples")
 for label, items in samples(scan, per_class=8).items():
-    st.markdown(f"**{shared.escape_markdown(label)}** · {scan.counts[label]} images")
+    st.markdown(f"**{messages.escape_markdown(label)}** · {scan.counts[label]} images")
     captions = [Path(item.path).name[:18] for item in items]
     st.image([thumbnail(item.path, 128) for item in items], width=96, caption=captions)

@@ -7,7 +7,7 @@ from tlcore import metrics as evaluation
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.insight import duplicates
-from ui import cache, shared
+from ui import cache, messages
 
 st.title("Evaluate")
 run = cache.pick_run()
@@ -31,7 +31,7 @@ if tta:
     try:
         probabilities = cache.tta_probabilities(run, paths)
     except StudioError as error:
-        shared.show_error(error, "A validation image could not be read again; it may have been moved or deleted.")
+        messages.show_error(error, "A validation image could not be read again; it may have been moved or deleted.")
         st.stop()
     val_loss = None  # new predictions: their own loss
 report = evaluation.evaluate_predictions(paths, labels, probabilities, run.labels, val_loss)
@@ -69,7 +69,7 @@ else:
                 st.image(thumbnail(row["path"], 256), width="stretch")
             except (StudioError, OSError):
                 st.caption(f"({Path(row['path']).name} is no longer readable)")
-            name, true, guess = (shared.escape_markdown(row[key]) for key in ("path", "true", "predicted"))
+            name, true, guess = (messages.escape_markdown(row[key]) for key in ("path", "true", "predicted"))
             st.caption(f"{Path(name).name}  \ntrue **{true}** → {guess} ({row['confidence']:.0%})")
 
 with st.expander("Why: calibration, feature map, validation images leaked from training"):

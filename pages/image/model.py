@@ -22,8 +22,9 @@ from tlcore.model.choices import (
 )
 from tlcore.model.files import MODEL_FILE_SUFFIXES
 from tlcore.model.hub import HUB_PRESETS, check_hub_source, is_hub_name
-from ui import cache, shared
+from ui import cache, messages, shared
 from ui.identity import downloads_allowed
+from ui.model_file import accepted_model_file
 
 st.title("Model")
 model = shared.config("model")
@@ -41,18 +42,18 @@ with left:
         )
         if upload is not None:
             path = shared.saved_upload("models", upload)
-            if path != model.backbone and shared.accepted_model_file(path, upload.name, describe_backbone(model)):
+            if path != model.backbone and accepted_model_file(path, upload.name, describe_backbone(model)):
                 shared.change_backbone(backbone_settings(path))  # its size, preprocessing and cut come from it
         if not model.is_model_file:
             st.info(
                 "Upload a model file to use it as the backbone. It is loaded in safe mode: Lambda layers are refused."
             )
             st.stop()
-        st.caption(f"Using your model file **{shared.escape_markdown(model.backbone.rsplit('/', 1)[-1])}**")
+        st.caption(f"Using your model file **{messages.escape_markdown(model.backbone.rsplit('/', 1)[-1])}**")
         try:
             info = cache.model_file_info(model.backbone)
         except (StudioError, OSError) as error:
-            shared.show_error(error, "Upload another model file above, or choose a **Backbone** from the list.")
+            messages.show_error(error, "Upload another model file above, or choose a **Backbone** from the list.")
             st.stop()
         options = preprocess_choices()
         index = options.index(model.preprocess) if model.preprocess in options else 0
@@ -82,9 +83,9 @@ with left:
             if chosen != model.backbone:  # its own weights, input size and image converter
                 shared.change_backbone(backbone_settings(chosen))
         except StudioError as error:
-            shared.show_error(error, "Type a preset name from the list, or the path of a local preset folder.")
+            messages.show_error(error, "Type a preset name from the list, or the path of a local preset folder.")
             st.stop()
-        st.caption(f"Using {shared.escape_markdown(describe_backbone(model))}")
+        st.caption(f"Using {messages.escape_markdown(describe_backbone(model))}")
         controls = "the **preset**"
     else:
         spec = BACKBONES[choice]
@@ -129,7 +130,7 @@ leaderboard_section(shared.config("data"), model, shared.config("train"))
 try:
     backbone = cache.backbone(model)
 except StudioError as error:
-    shared.show_error(error, f"Change {controls} above, or choose another **Backbone**.")
+    messages.show_error(error, f"Change {controls} above, or choose another **Backbone**.")
     if model.weights == "imagenet" and st.button("Use random weights instead (train from scratch)"):
         shared.update("model", weights="none", freeze=FreezePlan("none"))
     st.stop()

@@ -5,7 +5,7 @@ from tlcore.data.common import UPLOAD_TYPES
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.model.backbones import BACKBONES
-from ui import cache, shared
+from ui import cache, messages
 
 st.title("Predict")
 runs = cache.finished_runs()
@@ -32,7 +32,7 @@ if mode == IMAGENET:
         with st.spinner("Loading ImageNet weights…"):
             results = imagenet_top5(backbone_name, [data for _, data in images])
     except StudioError as error:
-        shared.show_error(error, "Without ImageNet weights, train a run on your own data and predict with it.")
+        messages.show_error(error, "Without ImageNet weights, train a run on your own data and predict with it.")
         st.stop()
     for index, ((name, data), result) in enumerate(zip(images, results)):
         left, right = st.columns([1, 2])
@@ -75,15 +75,15 @@ for index, (name, data) in enumerate(images):
         )[0]
         unlike = input_warnings(model, reference, [data])[0]
     except StudioError as error:
-        left.error(shared.escape_markdown(f"{name}: {error}"))
+        left.error(messages.escape_markdown(f"{name}: {error}"))
         continue
     if unlike:
-        right.warning(shared.escape_markdown(warning_sentence(name, unlike)), icon=":material/warning:")
+        right.warning(messages.escape_markdown(warning_sentence(name, unlike)), icon=":material/warning:")
     try:
         heatmap = grad_cam(model, data)[0] if show_cam else None
     except StudioError as error:
         heatmap = None
-        left.info(shared.escape_markdown(str(error)))
+        left.info(messages.escape_markdown(str(error)))
     if heatmap is not None:
         left.image(
             overlay_heatmap(data, heatmap, 320),

@@ -8,7 +8,7 @@ from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.present import inbox, rooms, screen
 from tlcore.words import plural
-from ui import cache, shared
+from ui import cache, messages, shared
 
 # A projector shows the run, not the studio: no sidebar, no header; larger text.
 st.html(
@@ -29,7 +29,7 @@ run_id = st.selectbox("Run to present", ids, key="present_run", label_visibility
 run = runs[ids.index(run_id)]
 accuracy = run.metrics.get("val_accuracy")
 st.markdown(
-    f"# {' · '.join(shared.escape_markdown(label) for label in run.labels)}\n"
+    f"# {' · '.join(messages.escape_markdown(label) for label in run.labels)}\n"
     + (f"Validation accuracy **{accuracy:.0%}** on {run.metrics.get('num_val', '?')} images" if accuracy else "")
 )
 camera, upload, link = st.columns([2, 2, 1.4])
@@ -65,7 +65,7 @@ if data is not None:
         result = predict_top_k(model, run.labels, [data], min(3, len(run.labels)))[0]
         shown = overlay_heatmap(data, grad_cam(model, data)[0], 480) if show_cam else thumbnail(data, 480)
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
     else:
         picture.image(shown, width="stretch")
         bars.html(screen.bars_html(result, font_px=56))
@@ -102,11 +102,11 @@ def room_teaches(room, photos) -> None:
     """Adds the inbox to the presenter's dataset and retrains the head; then offers the new run."""
     job = shared.registry().get(st.session_state.get("room_job"))
     if job is not None and st.session_state.get("room_added"):
-        st.success(shared.escape_markdown(st.session_state.room_added))  # what was added, per class
+        st.success(messages.escape_markdown(st.session_state.room_added))  # what was added, per class
     if job is not None and job.active:
         st.caption(f"Retraining with the room's photos… {job.title}")
     elif job is not None and job.status == "failed":
-        shared.show_error(StudioError(job.error or "The retraining failed."))
+        messages.show_error(StudioError(job.error or "The retraining failed."))
         st.session_state.pop("room_job")
     elif job is not None and job.status == "done" and job.run_dir:
         new = store.get(Path(job.run_dir).name)
@@ -124,7 +124,7 @@ def room_teaches(room, photos) -> None:
             config = inbox.retrain_config(run, dataset, owner)
             st.session_state.room_job = start_training(shared.registry(), owner, config, store, name="room").job_id
         except StudioError as error:
-            shared.show_error(error)
+            messages.show_error(error)
 
 
 if room is not None:

@@ -2,14 +2,14 @@ import streamlit as st
 
 from tlcore import charts
 from tlcore.charts import short_run_names
-from tlcore.errors import StudioError
 from tlcore.runs.card import run_card
-from tlcore.runs.exports import export_downloads, export_report, profile_table
+from tlcore.runs.exports import export_downloads
 from tlcore.runs.formats import FORMATS
 from tlcore.runs.snippets import snippet
 from tlcore.runs.store import kept_epochs
-from ui import cache, shared
-from ui.job_panel import start_task, task_outcome
+from ui import cache
+from ui.job_panel import start_task
+from ui.run_sections import ab_section, exports_section
 
 st.title("Runs")
 store = cache.store()
@@ -60,28 +60,7 @@ if not text_runs.empty:
         st.dataframe(text_runs[["run_id", "status", "backbone", "epochs_run"]], hide_index=True, width="stretch")
         st.page_link("pages/text/generate.py", label="Open the Text page", icon=":material/edit_note:")
 
-st.subheader("A/B: fixed feature extractor vs fine-tuning")
-st.caption(
-    "Trains the current setup twice on the same split: A with the backbone frozen, B with the same head "
-    "training plus fine-tuning. The Train page shows both results when the pair finishes."
-)
-job = shared.current_job()
-if st.button("Run the A/B pair", disabled=job is not None and job.active):
-    from tlcore.training.launch import start_ab
-
-    try:
-        shared.remember_job(start_ab(shared.registry(), shared.session_id(), shared.run_config(), store))
-        st.rerun()
-    except (StudioError, ValueError) as error:
-        shared.show_error(error)
-if job is not None and job.kind == "ab":
-    if job.active:
-        st.info("A/B running. Follow it on the Train page; this table updates when it finishes.")
-        st.page_link("pages/image/train.py", label="Watch it train", icon=":material/monitoring:")
-    elif job.status == "failed":
-        shared.show_error(StudioError(job.error))
-    elif job.result is not None:
-        st.success(job.result.verdict, icon=":material/compare_arrows:")
+ab_section(store)
 
 st.subheader("Download a model")
 run = cache.pick_run("Run to download", key="download_pick", shared=False)
@@ -102,27 +81,7 @@ if cols[2].button(
     from tlcore.runs.exports import export_formats
 
     start_task("export", "export", f"Exporting and checking {run.run_id}", lambda job: export_formats(run, job=job))
-report = task_outcome("export")  # a job of the registry: progress and Stop meanwhile, an error shown once
-if report:
-    failed = [entry["error"] for entry in report.values() if "error" in entry]
-    st.success(f"{len(report) - len(failed)} of {len(report)} formats exported and checked against the Keras model.")
-    for reason in failed:
-        st.warning(reason)
-
-profile = export_report(run)
-if profile:
-    st.markdown("**Exports: checked in their own runtime, timed on this server**")
-    st.dataframe(
-        profile_table(profile),
-        column_config={
-            "top1_agreement": st.column_config.NumberColumn("top-1 agrees", format="percent"),
-            "max_prob_diff": st.column_config.NumberColumn("max prob. diff", format="%.4f"),
-            "latency_ms": st.column_config.NumberColumn("ms / image", format="%.1f"),
-            "images_per_second": st.column_config.NumberColumn("images/s", format="%.0f"),
-        },
-        hide_index=True,
-        width="stretch",
-    )
+exports_section(run)
 downloads = export_downloads(run)
 if downloads:
     down = st.columns(min(len(downloads), 4))

@@ -24,15 +24,15 @@ from tlcore.model.choices import (
     schedule_index,
 )
 from tlcore.progress import training_figure
-from ui import cache, shared
+from ui import cache, messages, shared
 from ui.job_panel import job_panel
 from ui.offline import retry_button
 
 st.title("Train")
 data, model, train = shared.config("data"), shared.config("model"), shared.config("train")
 st.caption(
-    f"Dataset: **{shared.escape_markdown(data.describe())}** · backbone: "
-    f"**{shared.escape_markdown(describe_backbone(model))}** · phase 1: {describe_freeze_plan(model.freeze)}"
+    f"Dataset: **{messages.escape_markdown(data.describe())}** · backbone: "
+    f"**{messages.escape_markdown(describe_backbone(model))}** · phase 1: {describe_freeze_plan(model.freeze)}"
 )
 job = shared.current_job()
 running = job is not None and job.active
@@ -43,7 +43,7 @@ try:
     backbone = cache.backbone(model)
     blocks = block_names(backbone)
 except StudioError as error:
-    st.caption(f"(Parameter counts need the backbone: {shared.escape_markdown(error)} See the Model page.)")
+    st.caption(f"(Parameter counts need the backbone: {messages.escape_markdown(error)} See the Model page.)")
     retry_button(error, "train")
 
 with st.container(border=True):  # no form: every change is kept at once (and survives a refresh)
@@ -102,9 +102,9 @@ if start:  # before the table and the tools below: the click reruns the page at 
         started.wait(QUICK_JOB_SECONDS)
         st.rerun()  # the sidebar and the panel below show the new job from this click on
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
     except ValueError as error:
-        shared.show_error(error, "Fix the setting above and start again.")
+        messages.show_error(error, "Fix the setting above and start again.")
 
 
 if backbone is not None:  # after the widgets, so the table shows this run's choices
@@ -115,12 +115,12 @@ if backbone is not None:  # after the widgets, so the table shows this run's cho
         if train.fine_tune_epochs:
             timing = cache.fine_tune_epoch_seconds(model, train, *run_image_counts(data, cache.scan))
     except (StudioError, ValueError) as error:
-        st.caption(f"(No time estimate: {shared.escape_markdown(error)})")
+        st.caption(f"(No time estimate: {messages.escape_markdown(error)})")
     try:
         runs = cache.finished_runs(shared=False)
         st.table(phase_table(backbone, shared.run_config(), shared.class_count(), timing, runs))
     except StudioError as error:
-        shared.show_error(error, "Pick a block from the list above.")
+        messages.show_error(error, "Pick a block from the list above.")
         st.stop()
     if note := full_augment_note(timing, train.augment):
         st.caption(note)

@@ -19,7 +19,7 @@ from tlcore.text.models import (
     SPEED_LABELS,
 )
 from tlcore.text.sampling import SAMPLERS, SamplerConfig
-from ui import cache, shared
+from ui import cache, messages, shared
 from ui.identity import downloads_allowed
 from ui.job_panel import job_panel, start_task, task_outcome
 from ui.text_result import finished, quoted
@@ -40,7 +40,7 @@ downloads = downloads_allowed()
 if not downloads and source_kind != MODEL_SOURCE_KINDS["local"]:
     st.info(
         "This server does not download models visitors name: whoever runs it has not allowed it "
-        f"(TLCORE_ALLOW_DOWNLOADS=1). {shared.escape_markdown(PRESET_FOLDER_HOWTO)}",
+        f"(TLCORE_ALLOW_DOWNLOADS=1). {messages.escape_markdown(PRESET_FOLDER_HOWTO)}",
         icon=":material/cloud_off:",
     )
 
@@ -90,7 +90,7 @@ if st.button("Generate", type="primary"):
             lambda job: generate_samples(source, quantization, prompt, settings, job.log, job.stop),
         )
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
 outputs = task_outcome("generate")  # progress and Stop while GPT-2 loads and writes
 if outputs:
     for column, output in zip(st.columns(len(outputs)), outputs):
@@ -128,7 +128,7 @@ if st.button("Start fine-tuning", disabled=running):
         shared.remember_job(start_finetune(shared.registry(), shared.session_id(), config, corpus, runs_dir()))
         st.rerun()
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
 
 
 def figure(job):

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tlcore.errors import StudioError
 from tlcore.runs.formats import FLOAT32_TOLERANCE, FORMATS, ExportFormat, export_format
+from tlcore.words import plural
 
 if TYPE_CHECKING:
     from tlcore.runs.store import Run
@@ -114,6 +115,17 @@ def _one_format(run: Run, row: ExportFormat, model, images, reference, calibrati
     except Exception as error:  # noqa: BLE001 — any converter or runtime failure: this format says why, others go on
         entry["error"] = one_line(error, row)
     return entry
+
+
+def export_outcome(report: dict) -> tuple[str, list[str]]:
+    """What an export job did, in words: how many formats were checked, and each failure's reason."""
+    failed = [entry["error"] for entry in report.values() if "error" in entry]
+    done = (
+        f"{len(report) - len(failed)} of {plural(len(report), 'format')} exported and checked against the Keras model."
+    )
+    if failed:
+        done += f" {len(failed)} not offered: {'its' if len(failed) == 1 else 'their'} reason below."
+    return done, failed
 
 
 def float32_mismatch(row: ExportFormat, entry: dict) -> str | None:

@@ -16,7 +16,7 @@ from tlcore.data.scan import folder_stamp
 from tlcore.errors import StudioError
 from tlcore.insight.feature_set import FIX_HINT, features_for, features_key
 from tlcore.insight.overlay import decision_folder, decision_words
-from ui import cache, shared
+from ui import cache, messages
 from ui.job_panel import start_task, task_outcome
 
 
@@ -30,7 +30,7 @@ def _prepared(config: RunConfig):
 
 
 def _show(error: Exception) -> None:
-    shared.show_error(error, FIX_HINT if isinstance(error, StudioError) else "")
+    messages.show_error(error, FIX_HINT if isinstance(error, StudioError) else "")
 
 
 def features(config: RunConfig):
@@ -65,7 +65,7 @@ def decide(config: RunConfig, path: str, digest: str, action: str, label: str | 
     try:
         record(roots(config), path, digest, action, label, config.data.owner)
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
 
 
 def decision(config: RunConfig, path: str) -> dict | None:
@@ -80,21 +80,21 @@ def decision(config: RunConfig, path: str) -> dict | None:
 
 def done(decision: dict) -> str:
     """:func:`tlcore.insight.overlay.decision_words`, escaped for Markdown."""
-    return shared.escape_markdown(decision_words(decision))
+    return messages.escape_markdown(decision_words(decision))
 
 
 def show_image(path: str, caption: str = "", size: int = 256) -> None:
     try:
         st.image(thumbnail(path, size), width="stretch")
     except (StudioError, OSError):
-        st.caption(f"({shared.escape_markdown(Path(path).name)} is no longer readable)")
+        st.caption(f"({messages.escape_markdown(Path(path).name)} is no longer readable)")
     if caption:
         st.caption(caption)
 
 
 def name(path: str) -> str:
     """A file name, escaped for Markdown."""
-    return shared.escape_markdown(Path(path).name)
+    return messages.escape_markdown(Path(path).name)
 
 
 def remember(name: str, config: RunConfig, value) -> None:

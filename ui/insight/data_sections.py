@@ -6,7 +6,7 @@ import streamlit as st
 
 from tlcore.config import RunConfig
 from tlcore.insight.label_issues import suspicion_words
-from ui import cache, shared
+from ui import cache, messages
 from ui.insight import common
 
 
@@ -37,7 +37,7 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
     if review is None:
         return
     issues = review.issues()
-    (st.info if issues.empty else st.warning)(shared.escape_markdown(review.describe()))
+    (st.info if issues.empty else st.warning)(messages.escape_markdown(review.describe()))
     if issues.empty:
         return
     st.caption(SUSPECTS_ORDER)
@@ -51,8 +51,8 @@ def label_issues_section(config: RunConfig, max_rows: int = 24, columns: int = 3
 def _suspect_card(config: RunConfig, row, target: str, index: int) -> None:
     common.show_image(
         row.path,
-        f"{common.name(row.path)} ({row.split})  \ngiven **{shared.escape_markdown(row.given)}** · "
-        f"suggested **{shared.escape_markdown(row.suggested)}** · {suspicion_words(row.score, row.agreement)}",
+        f"{common.name(row.path)} ({row.split})  \ngiven **{messages.escape_markdown(row.given)}** · "
+        f"suggested **{messages.escape_markdown(row.suggested)}** · {suspicion_words(row.score, row.agreement)}",
     )
     # Each button stores its decision in its callback, before the page reruns to show it.
     decision, choice = common.decision(config, row.path), (config, row.path, row.digest)
@@ -78,7 +78,7 @@ def _kept_decisions(config: RunConfig, max_rows: int) -> None:
     # and not readable by path), as the Data page and training do.
     sources = filter(None, (config.data.data_dir, config.data.val_dir))
     scans = [cache.scan(source, config.data.skip_placeholders) for source in sources]
-    left = shared.escape_markdown(images_left(scans, config.data.owner))
+    left = messages.escape_markdown(images_left(scans, config.data.owner))
     st.markdown(f"**Your label decisions ({len(kept)})** · images left: {left}")
     for index, (path, decision) in enumerate(kept[:max_rows]):
         text, undo = st.columns([6, 1], vertical_alignment="center")
@@ -109,7 +109,7 @@ def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
         return
     with st.spinner("Comparing features, then pixels…"):
         pairs = duplicates.near_duplicates(found)
-    st.caption(shared.escape_markdown(pairs.attrs["thresholds"].describe()))
+    st.caption(messages.escape_markdown(pairs.attrs["thresholds"].describe()))
     same, similar = pairs[pairs["kind"] == duplicates.SAME], pairs[pairs["kind"] == duplicates.SIMILAR]
     if pairs.empty:
         st.success("No copies and no unusually alike pairs: every photo is a different picture. Nothing to do.")
@@ -120,7 +120,7 @@ def near_duplicates_section(config: RunConfig, max_pairs: int = 12) -> None:
     cols[1].metric("Validation images also in training", len(leak.leaked))
     if leak.accuracy_change is not None:
         cols[2].metric("Validation accuracy (head on features) → without leaks", leak.accuracy_change)
-    (st.warning if leak.leaked else st.success)(shared.escape_markdown(leak.describe()))
+    (st.warning if leak.leaked else st.success)(messages.escape_markdown(leak.describe()))
     for index, row in enumerate(same.head(max_pairs).itertuples()):
         _pair_row(config, found, row, f"same_{index}")
     if len(same) > max_pairs:
@@ -137,9 +137,9 @@ def _pair_row(config: RunConfig, found, row, key: str) -> None:
     st.markdown(f"**{row.kind}** · {row.where} · {duplicates.pair_scores(row.kind, row.similarity, row.pixels)}")
     left, right, actions = st.columns([2, 2, 1])
     with left:
-        common.show_image(row.a, f"{common.name(row.a)} · {shared.escape_markdown(row.a_label)}")
+        common.show_image(row.a, f"{common.name(row.a)} · {messages.escape_markdown(row.a_label)}")
     with right:
-        common.show_image(row.b, f"{common.name(row.b)} · {shared.escape_markdown(row.b_label)}")
+        common.show_image(row.b, f"{common.name(row.b)} · {messages.escape_markdown(row.b_label)}")
     item = {item.path: item for item in found.all_items}.get(row.a)
     with actions:
         if common.decision(config, row.a) is not None:

@@ -11,7 +11,7 @@ import streamlit as st
 from tlcore.errors import StudioError
 from tlcore.insight import figures as charts
 from tlcore.metrics import run_predictions
-from ui import shared
+from ui import messages
 from ui.insight import common
 
 MAX_SELECTED = 12
@@ -34,7 +34,7 @@ def calibration_section(run) -> None:
     try:
         report = calibration.calibration_report(probabilities, labels)
     except ValueError as error:
-        shared.show_error(error)
+        messages.show_error(error)
         return
     for column, (label, value) in zip(st.columns(3), report.metrics().items()):
         column.metric(label, value)
@@ -47,7 +47,7 @@ def calibration_section(run) -> None:
             try:
                 calibration.clear_temperature(run)
             except StudioError as error:
-                shared.show_error(error)
+                messages.show_error(error)
             else:
                 st.rerun()
         return
@@ -65,7 +65,7 @@ def calibration_section(run) -> None:
     try:
         calibration.set_applied(run, report, apply)
     except StudioError as error:
-        shared.show_error(error)
+        messages.show_error(error)
 
 
 def embedding_section(run) -> None:
