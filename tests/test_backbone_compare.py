@@ -159,8 +159,13 @@ def test_two_copies_of_one_backbone_are_within_noise_and_named_apart(colour_data
     second = tmp_path / "second" / "colours.keras"
     second.parent.mkdir()
     second.write_bytes(first.read_bytes())
-    board = compare_backbones(_config(colour_dataset), [str(first), str(second)], folds=3)
+    from tlcore.jobs import ProgressLog
+
+    log = ProgressLog()
+    board = compare_backbones(_config(colour_dataset), [str(first), str(second)], folds=3, log=log)
     assert [row.error for row in board.candidates] == [None, None]
+    doing = [record.get("doing") for record in log.records(kind="step")]
+    assert doing == ["colours.keras (first)", "colours.keras (second)", None]  # the progress line's names
     assert board.candidates[0].scores == board.candidates[1].scores  # same features, same folds, same seeds
     assert "are within noise: 0.0 points apart" in board.verdict()
     assert sorted(board.table()["backbone"]) == ["colours.keras (first)", "colours.keras (second)"]
@@ -247,3 +252,16 @@ def test_the_leaderboard_ticks_the_uploaded_model_file_and_shows_only_its_name(m
     shown += next(box for box in app.selectbox if box.label == "Use this backbone").options
     assert not [text for text in shown if "owner-5f3a9c" in text or "/" in text], shown
     assert "dog_breed_mobilenetv2_160.h5" in app.dataframe[0].value["backbone"].tolist()
+
+
+def test_the_progress_line_names_the_candidate_being_measured_by_its_own_name():
+    from tlcore.jobs import Job
+    from tlcore.progress import task_progress
+
+    job = Job("j", "owner", "compare", "Comparing 2 backbones")
+    path = "/srv/workspace/sessions/0123abcd/models/dog_breed.h5"
+    job.log.append("step", step=0, steps=2, candidate=path, doing="dog_breed.h5", eta_seconds=30.0)
+    text = task_progress(job)["text"]
+    assert text.startswith("Comparing 2 backbones: 0/2 (dog_breed.h5) · ") and "sessions" not in text
+    job.log.append("step", step=2, steps=2, eta_seconds=0.0)
+    assert "(" not in task_progress(job)["text"]  # done: nothing is being measured

@@ -123,7 +123,8 @@ def task_progress(job: Job) -> dict:
         return {"fraction": None, "text": f"{job.title}: {seconds:.0f} s"}
     what = "computing backbone features" if latest["kind"] == "extract" else job.title
     fraction = min(max(latest["step"] / latest["steps"], 0.0), 1.0)
-    text = f"{what}: {latest['step']}/{latest['steps']} · {seconds:.0f} s"
+    doing = latest.get("doing") if latest["kind"] == "step" and latest["step"] < latest["steps"] else None
+    text = f"{what}: {latest['step']}/{latest['steps']}{f' ({doing})' if doing else ''} · {seconds:.0f} s"
     eta = (job.log.last("step") or {}).get("eta_seconds")  # a job of several steps says how long it has left
     return {"fraction": fraction, "text": text + (f" · about {eta:.0f} s left" if eta else "")}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore.config import RunConfig
+from tlcore.insight.paired_noise import MIN_UNITS
 from ui import shared
 from ui.job_panel import start_task, task_outcome, task_running
 
@@ -27,7 +28,8 @@ def leaderboard_section(data, model, train) -> None:
         labels = candidate_labels(options)  # a model file by its own name, not its upload folder
         default = list(dict.fromkeys([options[0], "SmallCNN:none"]))
         picked = st.multiselect("Candidates", options, default, format_func=labels.get)
-        folds = st.slider("Folds (accuracy ± sd across them)", 2, 10, 5)
+        # Fewer folds than the verdict needs to measure a spread would always end in "cannot tell".
+        folds = st.slider("Folds (accuracy ± sd across them)", MIN_UNITS, 10, 5)
         if st.button("Compare backbones", disabled=task_running("leaderboard") or not picked):
             config = _copy(data, model, train)
 

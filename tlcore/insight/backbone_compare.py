@@ -250,6 +250,7 @@ def compare_backbones(
             step=index,
             steps=len(candidates),
             candidate=candidate,
+            doing=candidate_labels(candidates)[candidate],  # its own name, never a server path
             eta_seconds=_eta(started, index, len(candidates)),
         )
         settings = current_settings(current) if current and candidate == current_candidate(current) else None

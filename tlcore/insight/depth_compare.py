@@ -207,7 +207,7 @@ def _run_depths(config: RunConfig, depths: list[str], repeats: int, dataset, log
         if stop is not None and stop.is_set():
             break
         eta = (time.perf_counter() - started) / index * (len(runs) - index) if index else None
-        log.append("step", step=index, steps=len(runs), depth=depth, eta_seconds=eta)
+        log.append("step", step=index, steps=len(runs), depth=depth, doing=f"from {depth}", eta_seconds=eta)
         _train_depth(_depth_config(config, depth, repeat), dataset, results[depth], log, stop)
     log.append("step", step=len(runs), steps=len(runs), eta_seconds=0.0)
     return [results[depth] for depth in depths if results[depth].accuracies]
