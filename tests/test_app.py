@@ -274,6 +274,15 @@ def test_model_page_quick_actions_change_the_parameter_totals():
     assert at.session_state["model_config"].freeze.mode == "from"
 
 
+def test_choosing_kerashub_loads_nothing_until_a_source_is_named():
+    at = app("pages/image/model.py")
+    at.selectbox[0].set_value("SmallCNN").run()
+    at.selectbox[0].set_value(next(o for o in at.selectbox[0].options if o.startswith("KerasHub"))).run()
+    assert not at.exception and not at.error
+    assert at.session_state["model_config"].backbone == "SmallCNN"  # no 330 MB preset on a click
+    assert "Until then your model stays SmallCNN" in texts(at)
+
+
 def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
     import socket
 

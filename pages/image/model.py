@@ -21,7 +21,7 @@ from tlcore.model.choices import (
     weights_choices,
 )
 from tlcore.model.files import MODEL_FILE_SUFFIXES
-from tlcore.model.hub import HUB_PRESETS, check_hub_source, is_hub_name
+from tlcore.model.hub import HUB_PRESETS, check_hub_source, hub_prompt, is_hub_name
 from ui import cache, messages, shared
 from ui.identity import downloads_allowed
 from ui.model_file import accepted_model_file
@@ -75,9 +75,13 @@ with left:
     elif choice == HUB:
         typed = st.text_input(
             "Preset name, kaggle:// or hf:// handle, or a local preset folder",
-            model.backbone[4:] if is_hub_name(model.backbone) else HUB_PRESETS[0],
+            model.backbone[4:] if is_hub_name(model.backbone) else "",
+            placeholder=HUB_PRESETS[0],
             help=f"Presets: {', '.join(HUB_PRESETS)}. Offline: a folder written by save_to_preset.",
         )
+        if not typed.strip():  # nothing is downloaded or loaded until a source is named
+            st.info(hub_prompt(describe_backbone(model)))
+            st.stop()
         try:
             chosen = check_hub_source(typed, shared.session_id(), downloads_allowed())
             if chosen != model.backbone:  # its own weights, input size and image converter

@@ -41,6 +41,15 @@ HUB_PRESETS = (
 TOKEN_POOLING = {"ViTBackbone": "class_token", "DINOV2Backbone": "class_token", "CLIPVisionEncoder": "class_token"}
 
 
+def hub_prompt(current: str) -> str:
+    """What the Model page says while no KerasHub source is named: the choices, and that nothing changed yet."""
+    return (
+        f"Name a KerasHub preset ({', '.join(HUB_PRESETS[:3])}, …), a kaggle:// or hf:// handle, or a local "
+        f"preset folder (offline: a folder written by save_to_preset). Presets download on first use (hundreds "
+        f"of MB). Until then your model stays {current}."
+    )
+
+
 def is_hub_name(backbone: str) -> bool:
     """True for ``hub:…`` backbone names."""
     return backbone.startswith(HUB_PREFIX)
