@@ -283,6 +283,21 @@ def test_choosing_kerashub_loads_nothing_until_a_source_is_named():
     assert "Until then your model stays SmallCNN" in texts(at)
 
 
+def test_the_layer_table_of_a_backbone_with_few_layers_shows_without_an_error(tmp_path):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    hidden = keras.layers.Conv2D(4, 3, name="only_conv")(inputs)
+    path = tmp_path / "three_layers.keras"
+    keras.Model(inputs, keras.layers.Conv2D(8, 3, name="last_conv")(hidden)).save(path)
+    at = app()
+    at.session_state["model_config"] = ModelConfig(str(path), weights="none", image_size=32)
+    at.switch_page("pages/image/model.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    top = next(n for n in at.number_input if n.label == "Top N layers with weights")
+    assert top.value == top.max < 10  # all of them, not the default 10 the input cannot hold
+
+
 def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
     import socket
 

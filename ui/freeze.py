@@ -38,7 +38,9 @@ def freeze_editor(model, backbone) -> None:
                                            label_visibility="collapsed")  # fmt: skip
         if actions[2].button(f"Unfreeze from {start_block}"):
             set_plan(model, FreezePlan("from", start_block))
-    top = actions[3].number_input("Top N layers with weights", 1, len(table), 10, label_visibility="collapsed")
+    # A backbone with fewer than 10 such layers (a KerasHub model is one layer, a small model file…).
+    top = actions[3].number_input("Top N layers with weights", 1, len(table), min(10, len(table)),
+                                  label_visibility="collapsed")  # fmt: skip
     if actions[3].button(f"Top {top} trainable"):
         set_plan(model, FreezePlan("top", int(top)))
 
