@@ -29,3 +29,18 @@ def make_colour_dataset(
         for index in range(per_class):
             colour_image(COLOURS[label], size, rng).save(folder / f"{label}_{index}.png")
     return Path(root)
+
+
+def no_network(monkeypatch, keras_home: Path) -> list:
+    """The machine offline (every name lookup fails) with an empty Keras cache; returns the lookups tried."""
+    import socket
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", offline)
+    monkeypatch.setenv("KERAS_HOME", str(keras_home))
+    return calls

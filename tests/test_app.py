@@ -299,16 +299,9 @@ def test_the_layer_table_of_a_backbone_with_few_layers_shows_without_an_error(tm
 
 
 def test_model_page_offline_imagenet_offers_a_way_forward(monkeypatch, tmp_path):
-    import socket
+    from tests.helpers import no_network
 
-    calls = []
-
-    def offline(*args, **kwargs):
-        calls.append(args)
-        raise socket.gaierror(-3, "offline")
-
-    monkeypatch.setattr(socket, "getaddrinfo", offline)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    calls = no_network(monkeypatch, tmp_path / "kh")
     at = app("pages/image/model.py")
     assert "No internet on the server: the ImageNet weights for MobileNetV2" in plain(at.error[0].value)
     tried = len(calls)

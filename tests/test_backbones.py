@@ -295,16 +295,10 @@ def test_a_file_that_is_not_a_keras_model_file_is_refused_by_name(tmp_path):
 
 
 def test_a_failed_imagenet_download_is_remembered_until_the_file_appears_or_the_visitor_asks(monkeypatch, tmp_path):
+    from tests.helpers import no_network
     from tlcore.model import downloads
 
-    calls = []
-
-    def no_network(*args, **kwargs):
-        calls.append(args)
-        raise socket.gaierror(-3, "Temporary failure in name resolution")
-
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    calls = no_network(monkeypatch, tmp_path / "keras-home")
     config = ModelConfig("MobileNetV2", weights="imagenet", image_size=96)
     with pytest.raises(WeightsUnavailableError) as first:
         load_backbone(config)
