@@ -62,6 +62,36 @@ def test_the_verdict_pairs_the_two_best_depths_repeat_by_repeat():
     assert head.verdict().startswith("The head alone (no fine-tuning) is best")
 
 
+def test_use_this_depth_preselects_what_the_verdict_recommends():
+    # block_15 is best by a hair: within noise of the head, so the cheaper head is the advice and the choice
+    close = DepthComparison(
+        [
+            _depth(HEAD_ONLY, [0.90, 0.80, 0.85]),
+            _depth("block_16", [0.60, 0.61, 0.60]),
+            _depth("block_15", [0.92, 0.84, 0.83]),
+        ],
+        100,
+        3,
+        1,
+    )
+    assert close.best == "block_15" and close.recommended == HEAD_ONLY
+    assert close.verdict().endswith("Prefer the cheapest of them: head only.")
+    # a depth the best one beats beyond noise is never the advice, however cheap
+    beaten = DepthComparison(
+        [
+            _depth(HEAD_ONLY, [0.60, 0.61, 0.60]),
+            _depth("block_16", [0.90, 0.80, 0.85]),
+            _depth("block_15", [0.92, 0.84, 0.83]),
+        ],
+        100,
+        3,
+        1,
+    )
+    assert beaten.recommended == "block_16"
+    clear = DepthComparison([_depth(HEAD_ONLY, [0.70, 0.71, 0.72]), _depth("block_16", [0.90, 0.91, 0.90])], 100, 3, 1)
+    assert clear.recommended == clear.best == "block_16"
+
+
 def test_a_depth_that_changed_nothing_is_within_noise_of_the_head():
     # fine-tuning never beat the head's epoch, so the head's weights were kept: the same accuracy every repeat
     same = DepthComparison([_depth(HEAD_ONLY, [0.95, 0.93, 0.94]), _depth("block_16", [0.95, 0.93, 0.94])], 150, 3, 1)

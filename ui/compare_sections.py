@@ -47,7 +47,7 @@ def leaderboard_section(data, model, train) -> None:
             _show_leaderboard(board)
 
 
-_LEADERBOARD_FORMATS = {
+_TABLE_FORMATS = {
     "accuracy_mean": st.column_config.NumberColumn("accuracy", format="%.3f"),
     "accuracy_sd": st.column_config.NumberColumn("± sd", format="%.3f"),
     "loss_mean": st.column_config.NumberColumn("loss", format="%.3f"),
@@ -56,6 +56,10 @@ _LEADERBOARD_FORMATS = {
     "params": st.column_config.NumberColumn(format="localized"),
     "size_mb": st.column_config.NumberColumn("size MB", format="%.1f"),
     "input_size": st.column_config.NumberColumn("input px"),
+    "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+    "fine_tune_kept": st.column_config.NumberColumn(
+        "fine-tuned weights kept", help="repeats whose kept epoch was a fine-tune epoch"
+    ),
 }
 
 
@@ -64,7 +68,7 @@ def _show_leaderboard(board) -> None:
 
     table = board.table()
     st.caption(f"{board.verdict()} ({board.seconds:.0f} s, {board.folds} folds × {board.seeds} seeds)")
-    st.dataframe(table, hide_index=True, column_config=_LEADERBOARD_FORMATS)
+    st.dataframe(table, hide_index=True, column_config=_TABLE_FORMATS)
     st.plotly_chart(leaderboard_figure(table), key="leaderboard_chart")
     ranked = board.ranked
     if not ranked:
@@ -107,10 +111,10 @@ def _show_depths(comparison, train) -> None:
 
     table = comparison.table()
     st.caption(comparison.verdict())
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, column_config=_TABLE_FORMATS)
     st.plotly_chart(depth_figure(table), key="depth_chart")
     depths = table["depth"].tolist()
-    chosen = st.selectbox("Use this depth", depths, index=depths.index(comparison.best))
+    chosen = st.selectbox("Use this depth", depths, index=depths.index(comparison.recommended))
     if st.button("Use this depth", type="primary", key="depth_use"):
         apply_depth(train, comparison, chosen)
         st.rerun()

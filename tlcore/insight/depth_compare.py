@@ -96,6 +96,22 @@ class DepthComparison:
             return None
         return min(self.depths, key=lambda d: (-d.accuracy_mean, float(np.mean(d.losses)))).depth
 
+    @property
+    def recommended(self) -> str | None:
+        """The depth the verdict recommends, which "Use this depth" preselects: the best one when
+        it leads beyond noise (or when the noise cannot be told), else the cheapest depth (fewest
+        unfrozen blocks: the order depths are tried in) that the best one does not beat beyond noise."""
+        best = self.best
+        if best is None or len(self.depths) < 2 or self.lead().outcome != "within":
+            return best
+        top = next(depth for depth in self.depths if depth.depth == best)
+        floor = max(self.num_val, 1)
+        return next(
+            depth.depth
+            for depth in self.depths
+            if depth is top or paired_lead(top.accuracies, depth.accuracies, floor).outcome != "beyond"
+        )
+
     def lead(self) -> PairedLead:
         """The best depth's lead over the runner-up, paired repeat by repeat (the same seed and
         split for both): :func:`tlcore.insight.paired_noise.paired_lead`, floored at one of the
@@ -119,7 +135,7 @@ class DepthComparison:
         if lead.outcome == "within":
             return (
                 f"The depths are within noise: the best two ({first}, {second}) differ by {points} accuracy "
-                f"points ({why}). Prefer the cheapest (fewest unfrozen blocks)."
+                f"points ({why}). Prefer the cheapest of them: {self.recommended}."
             )
         best = "The head alone (no fine-tuning)" if first == HEAD_ONLY else f"Fine-tuning from {first}"
         return f"{best} is best: {points} accuracy points ahead of {second}, beyond noise ({why})."
