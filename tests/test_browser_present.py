@@ -174,6 +174,8 @@ def test_presenter_and_phone_a_revoked_link_stops_working(studio, browser):
         page.get_by_role("button", name="Revoke the link").click()
         wait_idle(page)
         expect(page.get_by_role("button", name="Open an audience link")).to_be_visible()
+        page.get_by_role("link", name="Back to the studio").click()  # the projector hides the sidebar
+        expect(page.get_by_role("heading", name="Runs")).to_be_visible()
 
     with shot_on_failure(mobile, "present-phone-revoked"):
         upload(mobile, work / "red.png")  # the phone's next request, in its open session
@@ -219,7 +221,9 @@ def test_the_room_teaches_the_model_photos_into_the_dataset_and_a_retrain_counts
             r"\+1 audience photo: red \+1; the dataset now has \d+ images \(blue \d+, green \d+, red \d+\)\."
         )
         expect(page.get_by_text(added)).to_be_visible(timeout=30_000)
-        present_new = page.get_by_role("button", name=re.compile(r"Present the retrained run \(\d+ training images\)"))
+        present_new = page.get_by_role(
+            "button", name=re.compile(r"Present the retrained run: \d+ training images \(\+1\), validation accuracy")
+        )
         expect(present_new).to_be_visible(timeout=240_000)
         dataset = work / "workspace" / "sessions" / PRESENTER / "present" / RUN / "dataset"
         assert [p.parent.name for p in dataset.glob("*/audience-*.jpg")] == ["red"]  # the discarded one is not there

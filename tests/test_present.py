@@ -309,3 +309,16 @@ def test_the_present_page_offers_only_the_visitors_own_runs(studio, monkeypatch)
     at.run()
     assert not at.exception
     assert "Train a run first" in at.info[0].value  # the copied run is PRESENTER's, not this session's
+
+
+def test_the_retrained_run_button_says_what_it_learnt_from_and_how_it_compares():
+    from types import SimpleNamespace
+
+    old = SimpleNamespace(metrics={"num_train": 144, "val_accuracy": 0.95})
+    new = SimpleNamespace(metrics={"num_train": 146, "val_accuracy": 0.97})
+    assert inbox.retrained_label(old, new) == (
+        "Present the retrained run: 146 training images (+2), validation accuracy 97% (was 95%)"
+    )
+    assert inbox.retrained_label(SimpleNamespace(metrics={}), SimpleNamespace(metrics={})) == (
+        "Present the retrained run: ? training images"
+    )

@@ -7,6 +7,7 @@ import streamlit as st
 from tlcore.data.images import thumbnail
 from tlcore.errors import StudioError
 from tlcore.present import inbox, rooms, screen
+from tlcore.progress import job_progress, progress_line
 from tlcore.words import plural
 from ui import cache, messages, shared
 
@@ -25,7 +26,10 @@ if not runs:
 ids = [run.run_id for run in runs]
 if st.session_state.get("present_next") in ids:  # a retrained run the presenter switched to
     st.session_state.present_run = st.session_state.pop("present_next")
-run_id = st.selectbox("Run to present", ids, key="present_run", label_visibility="collapsed")
+choose, back = st.columns([5, 1], vertical_alignment="center")
+run_id = choose.selectbox("Run to present", ids, key="present_run", label_visibility="collapsed")
+# The projector hides the sidebar: this is the way back to the studio (the room stays open).
+back.page_link("pages/image/runs.py", label="Back to the studio", icon=":material/arrow_back:")
 run = runs[ids.index(run_id)]
 accuracy = run.metrics.get("val_accuracy")
 st.markdown(
@@ -104,13 +108,13 @@ def room_teaches(room, photos) -> None:
     if job is not None and st.session_state.get("room_added"):
         st.success(messages.escape_markdown(st.session_state.room_added))  # what was added, per class
     if job is not None and job.active:
-        st.caption(f"Retraining with the room's photos… {job.title}")
+        st.caption(f"Retraining with the room's photos: {progress_line(job_progress(job))}")
     elif job is not None and job.status == "failed":
         messages.show_error(StudioError(job.error or "The retraining failed."))
         st.session_state.pop("room_job")
     elif job is not None and job.status == "done" and job.run_dir:
         new = store.get(Path(job.run_dir).name)
-        if st.button(f"Present the retrained run ({new.metrics.get('num_train', '?')} training images)"):
+        if st.button(inbox.retrained_label(run, new)):
             rooms.update_room(store, room, run=new)
             st.session_state.present_next = new.run_id
             st.session_state.pop("room_job")

@@ -213,3 +213,18 @@ def retrain_config(run, dataset: Path, owner: str | None) -> RunConfig:
     config.train.fine_tune_epochs = 0
     config.train.feature_cache = True
     return config
+
+
+def retrained_label(old, new) -> str:
+    """The button that presents the retrained run: what it learnt from, and how it compares.
+
+    e.g. ``"Present the retrained run: 146 training images (+2), validation accuracy 97% (was 95%)"``.
+    """
+    before, after = old.metrics.get("num_train"), new.metrics.get("num_train")
+    label = f"Present the retrained run: {after if after is not None else '?'} training images"
+    if before is not None and after is not None:
+        label += f" ({after - before:+d})"
+    accuracy, was = new.metrics.get("val_accuracy"), old.metrics.get("val_accuracy")
+    if accuracy is not None:
+        label += f", validation accuracy {accuracy:.0%}" + (f" (was {was:.0%})" if was is not None else "")
+    return label
