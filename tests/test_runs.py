@@ -418,3 +418,15 @@ def test_ants_bees_exports_meet_the_agreement_and_size_targets(photo_run):
     for name in ("litert-int8", "litert-int8-io"):  # issue 25: >= 98 % agreement, <= 30 % of the float file
         assert report[name]["top1_agreement"] >= 0.98, name
         assert report[name]["size_mb"] <= 0.30 * report["litert"]["size_mb"], name
+
+
+def test_the_model_card_names_an_uploaded_dataset_not_the_servers_session_folder(trained_run, tmp_path, monkeypatch):
+    """The card travels in every export zip: no owner id, no server layout."""
+    from tlcore.runs.card import model_card
+
+    monkeypatch.setenv("TLCORE_WORKSPACE", str(tmp_path / "workspace"))
+    upload = tmp_path / "workspace" / "sessions" / "292975ae7f0dc165" / "uploads" / "e4aec8f6" / "flowers3.zip"
+    monkeypatch.setattr(trained_run.config.data, "data_dir", str(upload))
+    card = model_card(trained_run)
+    assert "Source: flowers3.zip (" in card and ", uploaded, seeded split." in card
+    assert "sessions" not in card and "292975ae7f0dc165" not in card

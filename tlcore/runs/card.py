@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tlcore.paths import workspace_dir
 from tlcore.runs.formats import FORMATS
 
 if TYPE_CHECKING:
@@ -63,12 +64,13 @@ def _data(run: Run, train_counts: dict | None) -> str:
         trained = (train_counts or {}).get(label, UNKNOWN if train_counts is None else 0)
         rows.append(f"| {label} | {trained} | {val_counts[label] if len(truth) else UNKNOWN} |")
     data = run.config.data if run.config is not None else None
+    # The dataset by its own name, never the server's path: the card travels in every export zip,
+    # and a visitor's upload lives under the server's per-owner session folder.
     if data is None:
         source = UNKNOWN
-    elif data.val_dir:
-        source = f"`{data.data_dir}` (training), `{data.val_dir}` (validation, a separate folder)"
     else:
-        source = f"`{data.data_dir}`, {data.val_split:.0%} of each class held out for validation (seeded split)"
+        uploaded = Path(data.data_dir).resolve().is_relative_to((workspace_dir() / "sessions").resolve())
+        source = data.describe() + (", uploaded" if uploaded else "") + ("" if data.val_dir else ", seeded split")
     skipped = run.metrics.get("skipped_files", UNKNOWN)
     words = f"Source: {source}. Files skipped (unreadable, or blank/placeholder images): {skipped}."
     return "## Data\n\n" + words + "\n\n" + "\n".join(rows)
