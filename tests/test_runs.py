@@ -159,6 +159,9 @@ def test_a_format_whose_converter_fails_says_why_and_the_others_still_export(tra
     assert report["onnx"]["error"] == "ONNX could not be exported or run: converter exploded"
     assert report["litert"]["top1_agreement"] == 1.0
     assert "ONNX (.zip)" not in exports.export_downloads(trained_run)
+    # MB as a file manager shows it (10^6 bytes), not MiB labelled MB
+    size = (trained_run.path / report["litert"]["file"]).stat().st_size
+    assert report["litert"]["size_mb"] == round(size / 1e6, 3) != round(size / 2**20, 3)
 
 
 def test_a_float32_export_that_computes_something_else_is_not_offered(trained_run, monkeypatch):

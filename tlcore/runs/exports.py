@@ -107,7 +107,9 @@ def _one_format(run: Run, row: ExportFormat, model, images, reference, calibrati
         if isinstance(calibration, str) and row.calibrated:
             raise StudioError(calibration)
         path = write_export(run, row, model, calibration)
-        entry.update(file=str(path.relative_to(run.path)), size_mb=round(export_size(run, row) / 2**20, 3))
+        entry.update(
+            file=str(path.relative_to(run.path)), size_mb=round(export_size(run, row) / 1e6, 3)
+        )  # MB: 10^6 bytes
         entry.update(check_and_profile(row, path, images, reference))
         mismatch = float32_mismatch(row, entry)
         if mismatch:
