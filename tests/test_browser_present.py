@@ -202,7 +202,7 @@ def test_the_room_teaches_the_model_photos_into_the_dataset_and_a_retrain_counts
         mobile.get_by_test_id("stRadioGroup").get_by_text("red", exact=True).click()
         expect(mobile.get_by_text("Thank you: your photo went to the presenter as 'red'.")).to_be_visible()
         upload(mobile, work / "blue.png")  # the next photo: its class is asked again, not carried over
-        expect(mobile.get_by_text(re.compile("Choose a class and your photo is kept"))).to_be_visible()
+        expect(mobile.get_by_text(re.compile("Choose its class and your photo is kept"))).to_be_visible()
         expect(mobile.get_by_text("Thank you: your photo went to the presenter as 'red'.")).to_have_count(0)
         mobile.get_by_test_id("stRadioGroup").get_by_text("green", exact=True).click()  # a blue photo, said green
         expect(mobile.get_by_text("Thank you: your photo went to the presenter as 'green'.")).to_be_visible()

@@ -398,6 +398,18 @@ def test_class_uploads_become_a_dataset_folder(tmp_path):
     assert all(Path(item.path).resolve().is_relative_to(root.resolve()) for item in scan.items)
 
 
+def test_a_photo_over_the_limits_is_refused_when_added_to_a_class_not_skipped_later(tmp_path, sixty_megapixel_png):
+    png = _png(colour_image((0, 255, 0), 32, random.Random(0)))
+    root = save_class_images(tmp_path / "built", {"leaf": [("c.png", png)]})
+    with pytest.raises(StudioError) as caught:
+        save_class_images(
+            root, {"leaf": [("d.png", png)], "big": [("huge.png", sixty_megapixel_png), ("x.jpg", b"no")]}
+        )
+    message = str(caught.value)
+    assert "huge.png: the image is 10000x6000" in message and "x.jpg: not a readable image" in message
+    assert scan_folder(root).counts == {"leaf": 1}  # nothing of the batch, the earlier photo kept
+
+
 def test_demo_dataset_is_generated_offline_with_three_balanced_classes(demo_dataset):
     scan = scan_folder(demo_dataset)
     assert scan.classes == ["circle", "square", "triangle"]

@@ -88,4 +88,6 @@ if said is not None and kept is None:
 if kept is not None:
     st.caption(f"Thank you: your photo went to the presenter as '{escape_markdown(kept)}'.")
 else:
-    st.caption("Choose a class and your photo is kept for the presenter's dataset; choose none and it is not kept.")
+    st.caption(
+        "Choose its class and your photo is kept for the presenter's dataset; if you choose no class, it is not kept."
+    )

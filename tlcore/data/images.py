@@ -55,13 +55,17 @@ def open_image(source: str | Path | bytes, limits: Limits = DEFAULT_LIMITS) -> I
     except StudioError:
         raise
     except Image.DecompressionBombError:
-        raise StudioError(f"the image is larger than {limits.max_pixels:,} pixels (decompression-bomb guard)") from None
+        raise StudioError(
+            f"the image is larger than {limits.max_pixels:,} pixels, too large to open safely: "
+            "resize it (a few thousand pixels a side is plenty) and try again"
+        ) from None
     except (OSError, ValueError, SyntaxError) as error:
         raise StudioError(_decode_reason(error, "not a readable image")) from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise StudioError(
-            f"the image is {width}x{height} = {width * height:,} pixels, over the {limits.max_pixels:,}-pixel limit"
+            f"the image is {width}x{height} = {width * height:,} pixels, over the {limits.max_pixels:,}-pixel limit: "
+            "resize it (a few thousand pixels a side is plenty) and try again"
         )
     if width < 1 or height < 1:
         raise StudioError("the image has no pixels")

@@ -15,6 +15,7 @@ from pathlib import Path
 from tlcore.data.archives import extract_zip
 from tlcore.data.common import DEFAULT_LIMITS, Limits, build_once, short_reason
 from tlcore.data.demo import DEMO_DATASET, make_demo_dataset
+from tlcore.data.images import open_image
 from tlcore.data.scan import find_dataset_root
 from tlcore.errors import StudioError
 from tlcore.paths import cache_dir, check_allowed
@@ -100,8 +101,25 @@ def save_class_images(root: str | Path, images: dict[str, list[tuple[str, bytes]
 
     Returns:
         ``root``, now a folder of class sub-folders.
+
+    Raises:
+        StudioError: a file that is not an image or is over the size or pixel limits (each named
+            with its reason): nothing of this batch is written, what the dataset had is kept.
     """
     root = Path(root)
+    refused = []
+    for files in images.values():
+        for filename, data in files:
+            try:
+                open_image(data)  # the header only: type, file size and pixel count
+            except StudioError as error:
+                refused.append(f"{filename}: {error}")
+    if refused:
+        raise StudioError(
+            "Not added (nothing of this batch was; the photos added before are kept): "
+            + "; ".join(refused)
+            + ". Remove these files and add the others again."
+        )
     for label, files in images.items():
         clean_label = safe_name(label)
         if not clean_label:
