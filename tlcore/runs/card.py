@@ -173,7 +173,8 @@ def _profile(report: dict) -> str:
         "## Export profile\n\n"
         f"Each export run in its own runtime on the validation images and compared with the Keras model; "
         f"timed on the machine that exported it ({os.cpu_count()} CPU cores), latency the median of warm "
-        "single-image calls, images/s one warm batch of up to 32.\n\n" + "\n".join(rows)
+        "single-image calls, images/s the median of 3 warm batches of up to 32. Timings on a server that "
+        "was doing other work vary from run to run: time it again on the device you deploy to.\n\n" + "\n".join(rows)
     )
 
 
