@@ -483,6 +483,19 @@ def test_newcomer_flow_end_to_end(browser, hymenoptera, dog_model, tmp_path):
             )
             expect(sidebar).to_contain_text("397 images · 2 classes")
             no_app_error(page)
+            # Another backbone (offline: its download error), then back to the file: the page, the
+            # select and the sidebar agree (the select once showed the file over the other's page).
+            select_option(page, "Backbone", "EfficientNetB0")
+            expect(sidebar).to_contain_text("EfficientNetB0")
+            select_option(page, "Backbone", "Your own Keras model file…")
+            wait_idle(page)
+            expect(page.get_by_text(re.compile("No internet on the server"))).to_have_count(0)
+            expect(page.get_by_role("combobox", name="Backbone")).to_have_value("Your own Keras model file…")
+            if "EfficientNetB0" in sidebar_text(page):  # the upload is gone: the page asks for it again
+                expect(page.get_by_text(re.compile("Upload a model file to use it"))).to_be_visible()
+                choose_dog_model(page, dog_model)
+            expect(sidebar).to_contain_text("dog_breed_mobilenetv2_160.h5")
+            no_app_error(page)
 
             # Train: 5 head epochs, 2 fine-tune epochs from a chosen block; the phase table says what trains.
             nav(page, "Train")

@@ -35,3 +35,16 @@ def accepted_model_file(path: str, name: str, current: str) -> bool:
         icon=":material/error:",
     )
     return False
+
+
+def follow_setup(key: str, setup_value, options) -> None:
+    """Makes the keyed widget ``key`` show ``setup_value`` only when the setup changed elsewhere.
+
+    A widget given ``index=`` from the setup and changing the setup itself swapped values with it
+    (a choice whose first run failed, like ImageNet offline, never settled), and one whose setup
+    value was changed by the page showed one choice while the page ran another (a backbone picked
+    after a model file showed "Your own Keras model file…" over the other backbone's page).
+    """
+    seen = f"{key}_setup"
+    if st.session_state.get(seen) != setup_value or st.session_state.get(key) not in options:
+        st.session_state[key] = st.session_state[seen] = setup_value

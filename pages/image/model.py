@@ -24,7 +24,7 @@ from tlcore.model.files import MODEL_FILE_SUFFIXES
 from tlcore.model.hub import HUB_PRESETS, check_hub_source, hub_prompt, is_hub_name
 from ui import cache, messages, shared
 from ui.identity import downloads_allowed
-from ui.model_file import accepted_model_file
+from ui.model_file import accepted_model_file, follow_setup
 
 st.title("Model")
 model = shared.config("model")
@@ -35,7 +35,8 @@ choices = list(BACKBONES) + [HUB, OWN]
 current = OWN if model.is_model_file else HUB if is_hub_name(model.backbone) else model.backbone
 left, right = st.columns(2)
 with left:
-    choice = st.selectbox("Backbone", choices, index=choices.index(current) if current in choices else 0)
+    follow_setup("backbone_choice", current if current in choices else choices[0], choices)
+    choice = st.selectbox("Backbone", choices, key="backbone_choice")
     if choice == OWN:
         upload = st.file_uploader(
             "Keras model file (.keras or .h5)", type=[suffix[1:] for suffix in MODEL_FILE_SUFFIXES]
@@ -97,14 +98,8 @@ with left:
             shared.change_backbone(backbone_settings(choice))
         options = weights_choices(spec, local_file=True)
         kind = weights_choice(model.weights)
-        # A keyed radio whose value the page sets only when the setup changed elsewhere (another
-        # backbone, "use random weights", another tab): with ``index=`` from the setup, a choice
-        # whose first run failed (ImageNet offline) made the radio and the setup swap values
-        # on every rerun, and the page never finished.
-        key, seen = f"weights_{choice}", f"weights_{choice}_setup"
-        if st.session_state.get(seen) != kind or st.session_state.get(key) not in options:
-            st.session_state[key] = st.session_state[seen] = kind
-        kind = st.radio("Weights", options, key=key, format_func=WEIGHTS_LABELS.get, horizontal=True)
+        follow_setup(f"weights_{choice}", kind, options)  # another backbone, "use random weights", another tab
+        kind = st.radio("Weights", options, key=f"weights_{choice}", format_func=WEIGHTS_LABELS.get, horizontal=True)
         weights = kind
         if kind == "file":
             upload = st.file_uploader(f"{choice} weights without the classification top (.h5)", type=["h5"])
