@@ -599,7 +599,7 @@ def test_newcomer_flow_end_to_end(browser, hymenoptera, dog_model, tmp_path):
             for name in ("SavedModel (.zip)", "ONNX (.zip)", "OpenVINO (.zip)", "LiteRT full int8 (.zip)"):
                 expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()  # the exports' downloads
             for tab in ("Keras", "SavedModel", "ONNX", "OpenVINO", "LiteRT full int8"):
-                page.get_by_role("tab", name=tab).click()
+                page.get_by_role("tab", name=tab, exact=True).click()
                 expect(page.locator('[data-testid="stCode"]').filter(visible=True).first).to_contain_text("load_image")
             shot(page, "e2e-10-runs")
             page.get_by_role("tab", name="Keras", exact=True).click()
