@@ -88,6 +88,11 @@ class BoundedCache:
         with self._lock:
             return key in self._entries
 
+    def keys(self) -> list[Hashable]:
+        """The keys kept, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

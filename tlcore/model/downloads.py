@@ -9,11 +9,10 @@ for it, after :data:`RETRY_AFTER_SECONDS`, or when the visitor asks (:func:`forg
 from __future__ import annotations
 
 import re
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from tlcore.caches import BoundedCache
 from tlcore.errors import WeightsUnavailableError
 from tlcore.paths import keras_models_dir
 
@@ -60,8 +59,7 @@ class FailedDownload:
         return error
 
 
-_FAILED: OrderedDict[str, FailedDownload] = OrderedDict()
-_LOCK = threading.Lock()
+_FAILED = BoundedCache("failed weight downloads", max_items=MAX_REMEMBERED)
 
 
 def remember_failure(key: str, name: str, error: Exception, now: float | None = None) -> WeightsUnavailableError:
@@ -72,11 +70,7 @@ def remember_failure(key: str, name: str, error: Exception, now: float | None = 
     """
     urls = _URL.findall(str(error))
     failed = FailedDownload(key, name, urls[0] if urls else "", time.time() if now is None else now)
-    with _LOCK:
-        _FAILED[key] = failed
-        _FAILED.move_to_end(key)
-        while len(_FAILED) > MAX_REMEMBERED:
-            _FAILED.popitem(last=False)
+    _FAILED.put(key, failed)
     return failed.error()
 
 
@@ -86,14 +80,13 @@ def known_failure(key: str, now: float | None = None) -> WeightsUnavailableError
     ``None`` when it never failed, when the failure is older than :data:`RETRY_AFTER_SECONDS`,
     or when the file has appeared in the Keras cache meanwhile (then it is forgotten).
     """
-    with _LOCK:
-        failed = _FAILED.get(key)
-        now = time.time() if now is None else now
-        if failed is None:
-            return None
-        if now - failed.when >= RETRY_AFTER_SECONDS or (failed.filename and _arrived(failed)):
-            del _FAILED[key]
-            return None
+    failed = _FAILED.get(key)
+    now = time.time() if now is None else now
+    if failed is None:
+        return None
+    if now - failed.when >= RETRY_AFTER_SECONDS or (failed.filename and _arrived(failed)):
+        _FAILED.pop(key)
+        return None
     return failed.error()
 
 
@@ -103,15 +96,13 @@ def _arrived(failed: FailedDownload) -> bool:
 
 def forget(key: str | None = None) -> bool:
     """Forgets ``key``'s failure (every one when ``None``): the next load downloads again. Whether one was kept."""
-    with _LOCK:
-        if key is None:
-            had = bool(_FAILED)
-            _FAILED.clear()
-            return had
-        return _FAILED.pop(key, None) is not None
+    if key is None:
+        had = len(_FAILED) > 0
+        _FAILED.clear()
+        return had
+    return _FAILED.pop(key) is not None
 
 
 def remembered() -> list[str]:
     """The keys whose failure is remembered, oldest first."""
-    with _LOCK:
-        return list(_FAILED)
+    return _FAILED.keys()
