@@ -22,8 +22,7 @@ if "phone" not in st.session_state:
     secret = st.context.cookies.get(sessions.COOKIE_NAME)
     if not sessions.is_secret(secret):
         secret = sessions.new_secret()
-        cookie = f"{sessions.COOKIE_NAME}={secret}; path=/; max-age=31536000; SameSite=Strict"
-        st.html(f"<script>document.cookie = {cookie!r};</script>", unsafe_allow_javascript=True)
+        st.html(sessions.cookie_script(secret), unsafe_allow_javascript=True)  # the studio's one cookie rule
     st.session_state.phone = sessions.owner_id(secret)
 phone = st.session_state.phone
 token = st.session_state.audience_token  # the link's, kept by app.py for the session
