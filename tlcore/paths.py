@@ -29,6 +29,11 @@ from tlcore.errors import StudioError
 DATA_ROOTS_VARIABLE = "TLCORE_DATA_ROOTS"
 SHARED_VARIABLE = "TLCORE_SHARED"
 DOWNLOADS_VARIABLE = "TLCORE_ALLOW_DOWNLOADS"
+# The start of every refusal of a download a visitor names (GPT-2 and KerasHub image presets alike).
+DOWNLOADS_REFUSED = (
+    "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever runs "
+    f"it has not allowed it ({DOWNLOADS_VARIABLE}=1; on by default only for `make run` on one's own machine). "
+)
 OWNER_ID = re.compile(r"[0-9a-f]{8,64}")
 # Folders allowed from the page, per owner, until the server stops: bounded, the least
 # recently active owners first out.

@@ -88,14 +88,13 @@ def check_hub_source(source: str, owner: str | None, downloads: bool) -> str:
         StudioError: a download this server does not allow (the message gives the
             local-folder route), a folder the visitor may not read, or not a preset folder.
     """
-    from tlcore.paths import check_allowed
+    from tlcore.paths import DOWNLOADS_REFUSED, check_allowed
 
     source = (source or "").strip()
     if source in HUB_PRESETS or source.startswith(REMOTE_PREFIXES):
         if not downloads:
             raise StudioError(
-                "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever "
-                "runs it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1). On a connected machine run "
+                DOWNLOADS_REFUSED + "To use it without downloads, on a connected machine run "
                 f"keras_hub.models.Backbone.from_preset({source!r}).save_to_preset('folder') and the same with "
                 "keras_hub.layers.ImageConverter, copy the folder into one of this server's data folders "
                 "(TLCORE_DATA_ROOTS) and give its path."

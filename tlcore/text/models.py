@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tlcore.caches import BoundedCache
 from tlcore.errors import StudioError, first_line
+from tlcore.paths import DOWNLOADS_REFUSED
 
 PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
 QUANTIZATIONS = ("none", "int8")
@@ -61,11 +62,7 @@ PRESET_FOLDER_HOWTO = (
     "copy that folder into one of this server's data folders (TLCORE_DATA_ROOTS), then choose "
     "'Local preset folder' and give its path. A preset folder saved by a fine-tune here works too."
 )
-DOWNLOADS_OFF = (
-    "This studio does not download models a visitor names (KerasHub presets, hf://, kaggle://): whoever runs "
-    "it has not allowed it (TLCORE_ALLOW_DOWNLOADS=1; on by default only for `make run` on one's own machine). "
-    + PRESET_FOLDER_HOWTO
-)
+DOWNLOADS_OFF = DOWNLOADS_REFUSED + PRESET_FOLDER_HOWTO
 # Files that hold only a GPT-2 tokenizer: the original BPE pair, Hugging Face's, or a KerasHub preset's assets.
 TOKENIZER_FILES = ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt", "tokenizer.json")
 
