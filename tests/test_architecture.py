@@ -250,18 +250,30 @@ def test_every_tlcore_name_is_imported_from_the_module_that_defines_it():
     assert reexported_imports() == [], "import these from the module that defines them (no re-exports)"
 
 
-def test_no_tlcore_module_has_a_module_getattr_or_an_export_list_of_imported_names():
+def shim_offenders(modules: dict[str, Path]) -> list[str]:
+    """A module-level ``__getattr__`` (a forwarding shim) or an ``__all__`` listing imported names, per module."""
     offenders = []
-    for module, path in tlcore_modules().items():
+    for module, path in modules.items():
         tree = ast.parse(path.read_text())
         defined = _defined_names(tree)
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
                 offenders.append(f"{module}: module-level __getattr__ (a forwarding shim)")
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign)
+                else []
+            )
+            if any(getattr(target, "id", None) == "__all__" for target in targets):
                 listed = {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
-                offenders += [f"{module}: __all__ re-exports {name}" for name in sorted(listed - defined)]
-    assert offenders == []
+                offenders += [f"{module}: __all__ lists {name}, which it imports" for name in sorted(listed - defined)]
+    return offenders
+
+
+def test_no_tlcore_module_has_a_module_getattr_or_an_export_list_of_imported_names():
+    assert shim_offenders(tlcore_modules()) == []
 
 
 def test_the_data_package_init_is_only_its_docstring():
@@ -543,11 +555,6 @@ def test_code_kept_in_strings_imports_what_exists():
 # ui module that defines it, so a reader following ``shared.scan`` lands in the code, not in a
 # facade's import list.
 
-# Reads through ui.shared of names it only imports, in files that other helpers edit right now. The
-# integrator imports these from ui.cache there, drops them from ui/shared.py's imports and empties
-# this; nothing may be added to it.
-TEMPORARY_UI_READS: dict[str, set[str]] = {}  # none left
-
 
 def ui_modules(root: Path = ROOT) -> dict[str, Path]:
     """Dotted module name → file, for every module of the ui package."""
@@ -589,8 +596,7 @@ def ui_reexport_offenders(root: Path = ROOT) -> list[str]:
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id not in rebound:
                 module, read = aliases.get(node.value.id), f"{node.value.id}.{node.attr}"
                 if module and node.attr not in defined[module] and f"{module}.{node.attr}" not in modules:
-                    if read not in TEMPORARY_UI_READS.get(name, set()):
-                        found.append(f"{name}:{node.lineno}: {read}")
+                    found.append(f"{name}:{node.lineno}: {read}")
     return found
 
 
@@ -599,24 +605,7 @@ def test_every_ui_name_is_imported_from_the_module_that_defines_it():
 
 
 def test_no_ui_module_has_a_module_getattr_or_an_export_list_of_imported_names():
-    offenders = []
-    for module, path in ui_modules().items():
-        tree = ast.parse(path.read_text())
-        defined = _defined_names(tree)
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
-                offenders.append(f"{module}: module-level __getattr__ (a forwarding shim)")
-            targets = (
-                node.targets
-                if isinstance(node, ast.Assign)
-                else [node.target]
-                if isinstance(node, ast.AugAssign)
-                else []
-            )
-            if any(getattr(target, "id", None) == "__all__" for target in targets):
-                listed = {e.value for e in getattr(node.value, "elts", []) if isinstance(e, ast.Constant)}
-                offenders += [f"{module}: __all__ lists {name}, which it imports" for name in sorted(listed - defined)]
-    assert offenders == []
+    assert shim_offenders(ui_modules()) == []
 
 
 def test_the_ui_guard_sees_a_facade_both_ways(tmp_path):
@@ -638,11 +627,6 @@ def test_the_ui_guard_sees_a_facade_both_ways(tmp_path):
 # A page reads widgets, calls tlcore and renders: a longer page or ui file holds rules that belong in
 # tlcore (with a unit test), or two jobs.
 MAX_PAGE_LINES = 150
-# runs.py is edited by other helpers right now; the integrator brings it within the limit after merging.
-# ui/shared.py (what every page shares: setup, jobs, messages, session folders) is read as ``shared.X``
-# by every page, the ones other helpers edit now included: splitting it by concern changes them all, so
-# it waits for the merge. The integrator empties this; nothing may be added to it.
-TEMPORARY_LONG_PAGES: set[str] = set()  # none left
 
 
 def long_page_files(root: Path = ROOT) -> dict[str, int]:
@@ -656,10 +640,9 @@ def long_page_files(root: Path = ROOT) -> dict[str, int]:
 
 
 def test_no_page_or_ui_file_is_longer_than_150_lines():
-    for name in sorted(TEMPORARY_LONG_PAGES):
-        print(f"TEMPORARY_LONG_PAGES {name}: {long_page_files().get(name, 'within the limit: remove it')}")
-    long = {name: lines for name, lines in long_page_files().items() if name not in TEMPORARY_LONG_PAGES}
-    assert long == {}, f"over {MAX_PAGE_LINES} lines: move the rules (text, counts, choices) to tlcore with a test"
+    assert long_page_files() == {}, (
+        f"over {MAX_PAGE_LINES} lines: move the rules (text, counts, choices) to tlcore with a test"
+    )
 
 
 def test_the_length_guard_sees_a_long_page_or_ui_file(tmp_path):
