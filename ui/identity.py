@@ -6,11 +6,11 @@ import streamlit as st
 
 from tlcore import paths, sessions
 from tlcore.errors import StudioError
-from tlcore.paths import workspace_dir
+from tlcore.paths import sessions_dir
 
 
 def setups() -> sessions.SetupStore:
-    return sessions.SetupStore(workspace_dir() / "sessions")
+    return sessions.SetupStore(sessions_dir())
 
 
 def identify() -> None:

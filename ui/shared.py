@@ -17,7 +17,7 @@ from tlcore.data.demo import DEMO_DATASET
 from tlcore.data.sources import save_upload
 from tlcore.errors import StudioError
 from tlcore.jobs import TASK_KINDS, JobRegistry, max_jobs_from_env
-from tlcore.paths import workspace_dir
+from tlcore.paths import sessions_dir
 from ui.cache import scan
 from ui.identity import facts, identify
 from ui.messages import show_error
@@ -48,7 +48,7 @@ def session_id() -> str:
 
 def session_dir() -> Path:
     """This browser's own folder for uploads and built datasets."""
-    path = workspace_dir() / "sessions" / session_id()
+    path = sessions_dir() / session_id()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tlcore.paths import workspace_dir
+from tlcore.paths import sessions_dir
 from tlcore.runs.formats import FORMATS
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _data(run: Run, train_counts: dict | None) -> str:
     if data is None:
         source = UNKNOWN
     else:
-        uploaded = Path(data.data_dir).resolve().is_relative_to((workspace_dir() / "sessions").resolve())
+        uploaded = Path(data.data_dir).resolve().is_relative_to(sessions_dir().resolve())
         source = data.describe() + (", uploaded" if uploaded else "") + ("" if data.val_dir else ", seeded split")
     skipped = run.metrics.get("skipped_files", UNKNOWN)
     words = f"Source: {source}. Files skipped (unreadable, or blank/placeholder images): {skipped}."
