@@ -295,6 +295,8 @@ def test_the_model_page_check_of_a_kerashub_source_follows_the_download_and_fold
     with pytest.raises(StudioError, match="TLCORE_ALLOW_DOWNLOADS=1.*save_to_preset"):
         check_hub_source("dinov2_small", None, downloads=False)
     assert check_hub_source("hf://google/vit", None, downloads=True) == "hub:hf://google/vit"
+    with pytest.raises(StudioError, match="Unknown KerasHub preset 'banana_splat_v9'. Known presets: vit_base"):
+        check_hub_source("banana_splat_v9", None, downloads=True)  # a typo, not a folder outside the readable ones
     monkeypatch.setenv("TLCORE_DATA_ROOTS", str(tmp_path))
     with pytest.raises(StudioError, match="config.json"):
         check_hub_source(str(tmp_path), None, downloads=True)

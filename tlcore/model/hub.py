@@ -100,6 +100,11 @@ def check_hub_source(source: str, owner: str | None, downloads: bool) -> str:
                 "(TLCORE_DATA_ROOTS) and give its path."
             )
         return HUB_PREFIX + source
+    if source and "/" not in source and not source.startswith(("~", ".")):  # a name, not a folder path
+        raise StudioError(
+            f"Unknown KerasHub preset {source!r}. Known presets: {', '.join(HUB_PRESETS)}; or a kaggle:// or "
+            "hf:// handle, or the path of a local preset folder (e.g. /data/presets/dinov2_small)."
+        )
     folder = check_allowed(Path(source).expanduser(), owner) if source else source
     return HUB_PREFIX + hub_source(f"{HUB_PREFIX}{folder}")
 
