@@ -687,3 +687,33 @@ def test_newcomer_flow_end_to_end(browser, hymenoptera, dog_model, tmp_path):
             favicon_errors = [e for e in events if e.startswith("console error") and "favicon" in e.lower()]
             assert not favicon_errors, favicon_errors
             context.close()
+
+
+def test_building_classes_from_photos_empties_the_uploader_after_each_batch(server, browser, tmp_path):
+    """Second walk: the uploader kept the last batch, so the next batch re-sent it, and a refused file
+    stayed in every later batch."""
+    from tests.helpers import make_colour_dataset
+
+    url, _ = server
+    photos = make_colour_dataset(tmp_path / "photos", per_class=3, classes=("red",))
+    page = open_page(browser, url)
+    nav(page, "Data")
+    page.get_by_text("Build classes from photos", exact=True).click()
+    wait_idle(page)
+    page.get_by_label("New class name", exact=True).fill("red")
+    page.get_by_label("New class name", exact=True).press("Enter")
+    wait_idle(page)
+    uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]').first
+    uploader.set_input_files([str(p) for p in sorted((photos / "red").iterdir())[:2]])
+    wait_idle(page)
+    page.get_by_role("button", name="Add to class").click()
+    wait_idle(page)
+    expect(page.get_by_text("Added 2 photos to 'red'.")).to_be_visible()
+    expect(page.locator('[data-testid="stFileChipName"]')).to_have_count(0)  # an empty uploader
+    (tmp_path / "notes.png").write_text("not an image")
+    uploader.set_input_files([str(sorted((photos / "red").iterdir())[2]), str(tmp_path / "notes.png")])
+    wait_idle(page)
+    page.get_by_role("button", name="Add to class").click()
+    wait_idle(page)
+    expect(page.get_by_text(re.compile(r"Not added .* notes\.png: not a readable image"))).to_be_visible()
+    no_app_error(page)

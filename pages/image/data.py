@@ -17,17 +17,16 @@ from ui.identity import facts, local_server
 st.title("Data")
 st.caption("A dataset is one folder per class. Everything below turns into that shape.")
 
-SOURCES = DATA_SOURCES
 data = shared.config("data")
 if "source_kind" not in st.session_state:  # after a refresh: show the source the setup uses
     st.session_state.source_kind = source_of(data.data_dir)
-source_kind = st.radio("Where are your images?", SOURCES, key="source_kind", horizontal=True)
+source_kind = st.radio("Where are your images?", DATA_SOURCES, key="source_kind", horizontal=True)
 candidate, val_dir = None, None
 
-if source_kind == SOURCES[0]:
+if source_kind == DATA_SOURCES[0]:
     candidate = DEMO_DATASET
     st.info("Generated on this machine: 200 circles, squares and triangles each. No download needed.")
-elif source_kind == SOURCES[1]:
+elif source_kind == DATA_SOURCES[1]:
     folder = st.text_input(
         "Folder path", value="" if data.data_dir == DEMO_DATASET else data.data_dir, placeholder="/data/photos"
     )
@@ -47,29 +46,33 @@ elif source_kind == SOURCES[1]:
                 allow_folder(owner, typed, local)
                 st.rerun()
         st.stop()
-elif source_kind == SOURCES[2]:
+elif source_kind == DATA_SOURCES[2]:
     upload = st.file_uploader("A .zip with one folder per class", type=["zip"])
     if upload is not None:
         candidate = str(save_upload(shared.session_dir() / "uploads", upload.name, upload.getvalue()))
-elif source_kind == SOURCES[3]:
+elif source_kind == DATA_SOURCES[3]:
     built_root = shared.session_dir() / "built"
     new_class = st.text_input("New class name", placeholder="e.g. ripe banana")
     st.caption("Add photos to a class by upload or with your camera; each class needs a few.")
     classes = sorted(p.name for p in built_root.iterdir() if p.is_dir()) if built_root.is_dir() else []
     target = st.selectbox("Add photos to", classes + ([new_class] if new_class and new_class not in classes else []))
-    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="class_photos")
+    batch = st.session_state.setdefault("class_batch", 0)  # a new key after each batch added: an empty uploader
+    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key=f"class_photos_{batch}")
     with st.expander("Or take a photo with your camera"):
-        shot = st.camera_input("Camera", key="class_camera", label_visibility="collapsed")
+        shot = st.camera_input("Camera", key=f"class_camera_{batch}", label_visibility="collapsed")
     if st.button("Add to class", disabled=not target):
         files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
         try:
             save_class_images(built_root, {target: files})
-            st.success(f"Added {plural(len(files), 'photo')} to '{messages.escape_markdown(target)}'.")
+            st.session_state.class_batch, st.session_state.class_added = batch + 1, (len(files), target)
+            st.rerun()
         except StudioError as error:
             messages.show_error(error)
+    if added := st.session_state.pop("class_added", None):  # the batch just added (the rerun emptied the uploader)
+        st.success(f"Added {plural(added[0], 'photo')} to '{messages.escape_markdown(added[1])}'.")
     if built_root.is_dir() and any(built_root.iterdir()):
         candidate = str(built_root)
-elif source_kind == SOURCES[4]:
+elif source_kind == DATA_SOURCES[4]:
     name = st.selectbox("Dataset", list(DOWNLOADABLE), format_func=lambda n: f"{n} — {DOWNLOADABLE[n].description}")
     if st.button("Download"):
         from tlcore.data.sources import download_dataset

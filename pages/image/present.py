@@ -26,7 +26,7 @@ if not runs:
 ids = [run.run_id for run in runs]
 if st.session_state.get("present_next") in ids:  # a retrained run the presenter switched to
     st.session_state.present_run = st.session_state.pop("present_next")
-choose, back = st.columns([5, 1], vertical_alignment="center")
+choose, back = st.columns([4, 1], vertical_alignment="center")
 run_id = choose.selectbox("Run to present", ids, key="present_run", label_visibility="collapsed")
 # The projector hides the sidebar: this is the way back to the studio (the room stays open).
 back.page_link("pages/image/runs.py", label="Back to the studio", icon=":material/arrow_back:")
